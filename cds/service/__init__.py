@@ -1,0 +1,1 @@
+"""The CDS Hooks HTTP service: Flask app factory, discovery, hook calls, feedback, security."""
