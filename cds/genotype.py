@@ -1,0 +1,284 @@
+"""Interpret a gene result in CPIC's terms: diplotype → allele functions → phenotype, activity score
+and the lookup key that guideline recommendations are keyed by.
+
+The rules come from the gene tables in guidelines/genes (see cds/knowledge/models.py: GeneTable).
+Whatever the table cannot decide is "Indeterminate" with a reason, never a guess: an allele the table
+does not know, an allele CPIC assigns no function, a function pair with no CPIC rule.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from cds.errors import CdsError
+
+if TYPE_CHECKING:
+    from cds.knowledge.models import GeneTable
+
+INDETERMINATE = "Indeterminate"
+SCORE_NA = "n/a"
+_SCORE = re.compile(r"^\s*(≥|>=)?\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def parse_score(text: str | None) -> tuple[Decimal, bool] | None:
+    """'1.5' → (1.5, False); '≥3.0' → (3.0, True); 'n/a' or junk → None."""
+    if text is None:
+        return None
+    m = _SCORE.match(str(text))
+    if not m:
+        return None
+    return Decimal(m.group(2)), bool(m.group(1))
+
+
+def format_score(value: Decimal, at_least: bool = False) -> str:
+    """CPIC's spelling of an activity score: one decimal at least, two when needed ('1.0', '1.25')."""
+    text = f"{value:.2f}".rstrip("0")
+    if text.endswith("."):
+        text += "0"
+    return ("≥" if at_least else "") + text
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """A gene result in CPIC terms. `lookup` maps engine attributes to lookup values: the gene itself
+    for most genes (`{"CYP2C19": "Poor Metabolizer"}`), one attribute per allele of interest for
+    allele-status genes (`{"HLA-B *57:01": "*57:01 positive"}`)."""
+
+    gene: str
+    phenotype: str
+    lookup: dict[str, str]
+    diplotype: str | None = None
+    activity_score: str | None = None
+    reason: str | None = None                      # why the result is Indeterminate
+    source_ids: tuple[str, ...] = ()
+    stated_as: str = "diplotype"                   # diplotype | phenotype | activity score | allele status
+
+    @property
+    def indeterminate(self) -> bool:
+        return self.phenotype == INDETERMINATE
+
+    @property
+    def lookup_key(self) -> str:
+        """The single CPIC lookup value, or several joined for allele-status genes."""
+        return "; ".join(self.lookup.values())
+
+
+def allele_attribute(gene: str, allele: str) -> str:
+    """Engine attribute name for one allele of interest of an allele-status gene."""
+    return f"{gene} {allele}"
+
+
+class GeneInterpreter:
+    """The compiled form of one gene table; built once at start-up."""
+
+    def __init__(self, table: "GeneTable"):
+        self.gene = table.gene
+        self.kind = table.kind
+        self._alleles = {name: a for name, a in table.alleles.items()}
+        self._alleles_folded = {name.casefold(): name for name in table.alleles}
+        self._pair_rules = {tuple(sorted(r.functions)): r.phenotype for r in table.phenotype_rules}
+        self._exceptions = {}
+        for diplotype, phenotype in table.diplotype_exceptions.items():
+            self._exceptions[diplotype] = phenotype
+        self._ranges = [(Decimal(str(r.min)), None if r.max is None else Decimal(str(r.max)), r.phenotype)
+                        for r in table.score_ranges]
+        self.alleles_of_interest = list(table.alleles_of_interest)
+        phenotypes = set(self._pair_rules.values()) | set(self._exceptions.values()) | {r[2] for r in self._ranges}
+        self.phenotypes = sorted(phenotypes)
+        self._phenotypes_folded = {p.casefold(): p for p in phenotypes | {INDETERMINATE}}
+        self._prefix = re.compile(r"(?i)\b" + re.escape(self.gene) + r"\s*[_ ]?\s*(?=[*]|\b)")
+
+    # --- what the table can produce -------------------------------------------------------------
+
+    def lookup_values(self) -> dict[str, set[str]]:
+        """Every lookup value this gene can produce, per engine attribute (validation uses this)."""
+        if self.kind == "allele-status":
+            return {allele_attribute(self.gene, a): {f"{a} positive", f"{a} negative"} for a in self.alleles_of_interest}
+        if self.kind == "activity-score":
+            return {self.gene: self.possible_scores() | {SCORE_NA}}
+        return {self.gene: set(self.phenotypes) | {INDETERMINATE}}
+
+    def possible_scores(self) -> set[str]:
+        """All activity scores two alleles of this table can sum to (CPIC keys recommendations by these)."""
+        values = {parse_score(a.activity) for a in self._alleles.values()} - {None}
+        out = set()
+        for v1, g1 in values:
+            for v2, g2 in values:
+                out.add(format_score(v1 + v2, g1 or g2))
+        return out
+
+    def phenotype_for_score(self, score: str) -> str:
+        parsed = parse_score(score)
+        if parsed is None:
+            return INDETERMINATE
+        value, _ = parsed
+        for low, high, phenotype in self._ranges:
+            if value >= low and (high is None or value <= high):
+                return phenotype
+        return INDETERMINATE
+
+    def phenotype_of_key(self, key: str) -> str:
+        """The phenotype a lookup value stands for ('1.5' → 'Normal Metabolizer' for CYP2D6)."""
+        if self.kind == "activity-score" and parse_score(key) is not None:
+            return self.phenotype_for_score(key)
+        if self.kind == "activity-score" and key == SCORE_NA:
+            return INDETERMINATE
+        return key
+
+    def scores_for_phenotype(self, phenotype: str) -> set[str]:
+        return {s for s in self.possible_scores() if self.phenotype_for_score(s) == phenotype}
+
+    # --- interpretation ---------------------------------------------------------------------------
+
+    def from_diplotype(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
+        if self.kind == "allele-status":
+            return self._hla_from_typing(text, source_ids)
+        cleaned = self._prefix.sub("", text.strip()).strip()
+        alleles, problem = self._split(cleaned)
+        shown = "/".join(alleles) if alleles else cleaned
+        if problem:
+            return self._indeterminate(shown, problem, source_ids)
+        exception = self._exceptions.get(shown) or (len(alleles) == 2 and self._exceptions.get(f"{alleles[1]}/{alleles[0]}"))
+        if self.kind == "activity-score":
+            return self._from_activity(alleles, shown, source_ids, exception)
+        functions = [self._alleles[a].function for a in alleles]
+        if exception:
+            phenotype = exception
+        elif None in functions:
+            missing = [a for a, f in zip(alleles, functions) if f is None]
+            return self._indeterminate(shown, f"CPIC assigns no function to {', '.join(missing)}", source_ids)
+        else:
+            phenotype = self._pair_rules.get(tuple(sorted(functions)))
+            if phenotype is None:
+                return self._indeterminate(shown, f"no CPIC phenotype rule for {' + '.join(functions)}", source_ids)
+        return Interpretation(self.gene, phenotype, {self.gene: phenotype}, diplotype=shown, source_ids=source_ids)
+
+    def _from_activity(self, alleles: list[str], shown: str, source_ids, exception) -> Interpretation:
+        total, at_least = Decimal(0), False
+        for a in alleles:
+            parsed = parse_score(self._alleles[a].activity)
+            if parsed is None:
+                return Interpretation(self.gene, INDETERMINATE, {self.gene: SCORE_NA}, diplotype=shown,
+                                      activity_score=SCORE_NA, source_ids=source_ids,
+                                      reason=f"{a} has no CPIC activity value")
+            total += parsed[0]
+            at_least = at_least or parsed[1]
+        if len(alleles) != 2:
+            return self._indeterminate(shown, "an activity score needs two alleles", source_ids)
+        score = format_score(total, at_least)
+        phenotype = exception or self.phenotype_for_score(score)
+        key = score if phenotype != INDETERMINATE else SCORE_NA
+        return Interpretation(self.gene, phenotype, {self.gene: key}, diplotype=shown, activity_score=score,
+                              source_ids=source_ids,
+                              reason=None if phenotype != INDETERMINATE else f"score {score} is in no CPIC range")
+
+    def from_phenotype(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
+        phenotype = self._phenotypes_folded.get(" ".join(text.split()).casefold())
+        if phenotype is None:
+            raise CdsError(f"{self.gene}: '{text}' is not a phenotype of the gene table "
+                           f"(one of: {', '.join(self.phenotypes)})")
+        if self.kind == "activity-score":
+            # Recommendations are keyed by score; the compiler adds phenotype keys where all scores of
+            # the phenotype share one recommendation, so a phenotype-only result still matches there.
+            key = SCORE_NA if phenotype == INDETERMINATE else phenotype
+            return Interpretation(self.gene, phenotype, {self.gene: key}, source_ids=source_ids, stated_as="phenotype")
+        return Interpretation(self.gene, phenotype, {self.gene: phenotype}, source_ids=source_ids, stated_as="phenotype")
+
+    def from_score(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
+        if self.kind != "activity-score":
+            raise CdsError(f"{self.gene} does not use activity scores")
+        parsed = parse_score(text)
+        if parsed is None:
+            raise CdsError(f"{self.gene}: activity score '{text}' is not a number")
+        score = format_score(*parsed)
+        phenotype = self.phenotype_for_score(score)
+        key = score if phenotype != INDETERMINATE else SCORE_NA
+        return Interpretation(self.gene, phenotype, {self.gene: key}, activity_score=score,
+                              source_ids=source_ids, stated_as="activity score")
+
+    def from_allele_status(self, allele: str, present: bool, source_ids: tuple[str, ...] = ()) -> Interpretation:
+        allele = self._prefix.sub("", allele.strip()).strip()
+        if not allele.startswith("*"):
+            allele = "*" + allele
+        match = next((a for a in self.alleles_of_interest if _same_allele(allele, a)), None)
+        if self.kind != "allele-status" or match is None:
+            raise CdsError(f"{self.gene}: {allele} is not an allele of interest "
+                           f"({', '.join(self.alleles_of_interest) or 'none'})")
+        status = f"{match} {'positive' if present else 'negative'}"
+        return Interpretation(self.gene, status, {allele_attribute(self.gene, match): status},
+                              source_ids=source_ids, stated_as="allele status")
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _split(self, text: str) -> tuple[list[str], str | None]:
+        """Split 'A/B' into known alleles, trying every '/' (allele names may contain one)."""
+        if text in self._alleles or text.casefold() in self._alleles_folded:
+            return [self._alleles_folded[text.casefold()]], self._haploid_problem()
+        positions = [i for i, ch in enumerate(text) if ch == "/"]
+        if not positions:
+            return [text], f"'{text}' is not an allele of the {self.gene} table"
+        first_unknown = None
+        for i in positions:
+            left, right = text[:i].strip(), text[i + 1:].strip()
+            known = [self._alleles_folded.get(x.casefold()) for x in (left, right)]
+            if all(known):
+                return known, None
+            if first_unknown is None:
+                first_unknown = next(x for x, k in zip((left, right), known) if not k)
+        return text.split("/"), f"allele {first_unknown} is not in the {self.gene} table"
+
+    def _haploid_problem(self) -> str | None:
+        if any(len(k) == 1 for k in self._pair_rules):
+            return None
+        return "a single allele was given where CPIC reads two"
+
+    def _indeterminate(self, diplotype: str | None, reason: str, source_ids) -> Interpretation:
+        key = SCORE_NA if self.kind == "activity-score" else INDETERMINATE
+        return Interpretation(self.gene, INDETERMINATE, {self.gene: key}, diplotype=diplotype,
+                              activity_score=SCORE_NA if self.kind == "activity-score" else None,
+                              reason=reason, source_ids=source_ids)
+
+    def _hla_from_typing(self, text: str, source_ids) -> Interpretation:
+        """'*57:01/*08:01' (or with gene prefixes) → status of every allele of interest."""
+        cleaned = self._prefix.sub("", text.strip())
+        status_words = re.match(r"^\s*(\*?[\d:]+)\s+(positive|negative|detected|not detected|present|absent)\s*$",
+                                cleaned, re.I)
+        if status_words:
+            present = status_words.group(2).lower() in ("positive", "detected", "present")
+            return self.from_allele_status(status_words.group(1), present, source_ids)
+        typed = [a.strip() for a in re.split(r"[/,+]", cleaned) if a.strip()]
+        typed = [a if a.startswith("*") else "*" + a for a in typed]
+        lookup: dict[str, str] = {}
+        reasons = []
+        for allele in self.alleles_of_interest:
+            if any(_same_allele(t, allele) for t in typed):
+                lookup[allele_attribute(self.gene, allele)] = f"{allele} positive"
+            elif len(typed) == 2 and all(t.count(":") >= 1 for t in typed):
+                lookup[allele_attribute(self.gene, allele)] = f"{allele} negative"
+            else:
+                reasons.append(f"{allele}: typing '{text}' is not two alleles at two-field resolution")
+        if not lookup:
+            return Interpretation(self.gene, INDETERMINATE, {}, diplotype=text, reason="; ".join(reasons),
+                                  source_ids=source_ids)
+        phenotype = "; ".join(lookup.values())
+        return Interpretation(self.gene, phenotype, lookup, diplotype="/".join(typed),
+                              reason="; ".join(reasons) or None, source_ids=source_ids)
+
+
+def _same_allele(typed: str, allele_of_interest: str) -> bool:
+    """HLA alleles match when the typed allele equals the allele of interest in its first fields."""
+    return typed == allele_of_interest or typed.startswith(allele_of_interest + ":")
+
+
+def interpret_value(interpreter: GeneInterpreter, value: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
+    """Read the `--genotype GENE=VALUE` syntax: a diplotype, a phenotype, `score:X` or an HLA status."""
+    text = value.strip()
+    if text.lower().startswith("score:"):
+        return interpreter.from_score(text[6:], source_ids)
+    if interpreter.kind == "allele-status":
+        return interpreter.from_diplotype(text, source_ids)
+    if "/" in text or text.startswith("*") or text.casefold() in interpreter._alleles_folded:
+        return interpreter.from_diplotype(text, source_ids)
+    return interpreter.from_phenotype(text, source_ids)

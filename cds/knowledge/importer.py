@@ -1,0 +1,579 @@
+"""`cds import cpic PATH`: generate guidelines/ YAML from a CPIC export.
+
+Input (PATH, laid out as ../shared/cpic):
+- genes/<GENE>.json and guidelines/CPIC_*.json: the PharmGKB/PharmCAT export of CPIC (allele
+  functions, every diplotype with its phenotype, guideline annotations with citations and flags);
+- v<release>/cpic_*.tsv (optional, newer): the CPIC database release tables (alleles, drugs with
+  RxNorm codes, recommendations, gene-result texts).
+
+Policy (why the YAML looks the way it does):
+- Allele functions and recommendations come from the newest release present (CPIC's newest evidence);
+  the older export supplies what the release tables lack: the function-pair → phenotype rules and
+  activity-score ranges (derived from its complete diplotype table, so we encode the *rule*, not the
+  14,706 CYP2D6 rows), citations, guideline URLs, drug grouping and the curators' flags.
+- Nothing is filled in: an allele the release gives no function stays without one (Indeterminate), a
+  function that appears in no CPIC phenotype rule yields Indeterminate, a drug without a citable
+  guideline is left out and reported.
+- Output is sorted and stable, so a new CPIC release shows up as a reviewable diff.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from cds.errors import CdsError
+from cds.genotype import format_score, parse_score
+
+LEGACY_EXPORT = "PharmGKB/PharmCAT CPIC export"
+HLA_GENES = ("HLA-A", "HLA-B")
+
+
+@dataclass
+class ImportReport:
+    genes_written: list[str] = field(default_factory=list)
+    guidelines_written: list[str] = field(default_factory=list)
+    allele_changes: list[str] = field(default_factory=list)      # function changed by the newer release
+    recommendations_changed: int = 0                             # newer release text/classification differs
+    recommendations_dropped: list[str] = field(default_factory=list)
+    drugs_left_out: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"gene tables written: {len(self.genes_written)}",
+            f"guidelines written: {len(self.guidelines_written)}",
+            f"allele functions changed by the newer release: {len(self.allele_changes)}",
+            f"recommendations whose text or classification the newer release changed: {self.recommendations_changed}",
+            f"recommendations of the older export that the newer release no longer has: {len(self.recommendations_dropped)}",
+        ]
+        lines += [f"left out: {d}" for d in self.drugs_left_out]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# --- reading the sources -----------------------------------------------------------------------
+
+
+def _read_tsv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@dataclass
+class Release:
+    """The CPIC database release tables (optional)."""
+
+    name: str
+    alleles: dict[str, dict[str, dict[str, str]]]     # gene → allele → row
+    drugs_by_pharmgkb: dict[str, dict[str, str]]
+    recommendations: list[dict[str, str]]
+    gene_results: list[dict[str, str]]
+    pair_pmids: dict[tuple[str, str], list[str]]      # (gene, drug) → PMIDs CPIC cites for the pair
+
+
+def _find_release(src: Path) -> Release | None:
+    candidates = sorted(p for p in src.glob("v*") if p.is_dir() and list(p.glob("cpic_alleles_*.tsv")))
+    if not candidates:
+        return None
+    rel = candidates[-1]
+    name = "CPIC database release " + rel.name.lstrip("v")
+
+    def one(pattern: str) -> Path:
+        found = sorted(rel.glob(pattern))
+        if not found:
+            raise CdsError(f"{rel}: missing {pattern}")
+        return found[-1]
+
+    alleles: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
+    for row in _read_tsv(one("cpic_alleles_*.tsv")):
+        alleles[row["gene"]][row["allele"]] = row
+    return Release(
+        name=name,
+        alleles=dict(alleles),
+        drugs_by_pharmgkb={r["pharmgkbid"]: r for r in _read_tsv(one("cpic_drugs_*.tsv")) if r["pharmgkbid"]},
+        recommendations=_read_tsv(one("cpic_recommendations_*.tsv")),
+        gene_results=_read_tsv(one("cpic_gene_results_cds_*.tsv")),
+        pair_pmids={(r["gene"], r["drugname"]): [p.strip() for p in r["citations_pmids"].split(",") if p.strip()]
+                    for r in _read_tsv(one("cpic_pairs_*.tsv"))},
+    )
+
+
+# --- gene tables -------------------------------------------------------------------------------
+
+
+def _expand(diplotypekey: dict[str, int]) -> list[str]:
+    alleles: list[str] = []
+    for name, count in diplotypekey.items():
+        alleles += [name] * count
+    return alleles
+
+
+def _canonical(function: str, known: Iterable[str]) -> str:
+    """Spell a release's function string as the older table does when they differ only in case."""
+    for k in known:
+        if k.lower() == function.lower():
+            return k
+    return function
+
+
+def build_gene_table(legacy: dict[str, Any], release: Release | None, report: ImportReport) -> dict[str, Any]:
+    gene = legacy["gene"]
+    activity_gene = bool(legacy.get("activityValues"))
+    named = {a["name"]: a for a in legacy.get("namedAlleles") or []}
+    legacy_function = {name: (named[name]["functionValue"] if name in named else fn)
+                       for name, fn in legacy["haplotypes"].items()}
+    legacy_activity = dict(legacy.get("activityValues") or {})
+    known_functions = set(filter(None, legacy_function.values()))
+
+    # Phenotype rules from the complete legacy diplotype table, keyed by the legacy functions.
+    by_key: dict[Any, Counter] = defaultdict(Counter)
+    for row in legacy["diplotypes"]:
+        alleles = _expand(row["diplotypekey"])
+        result = row.get("phenotype") or row["generesult"]
+        if activity_gene:
+            by_key[row["activityScore"]][result] += 1
+        else:
+            by_key[tuple(sorted(legacy_function[a] for a in alleles))][result] += 1
+    exceptions: dict[str, str] = {}
+    rules: list[dict[str, Any]] = []
+    ranges: list[dict[str, Any]] = []
+    if activity_gene:
+        spans: dict[str, list[float]] = defaultdict(list)
+        unbounded: set[str] = set()
+        for score, results in by_key.items():
+            if len(results) > 1:
+                raise CdsError(f"{gene}: activity score {score} maps to several phenotypes {dict(results)}")
+            phenotype = next(iter(results))
+            parsed = parse_score(score)
+            if parsed is None:
+                continue  # "n/a" → Indeterminate, handled by the interpreter
+            value, at_least = parsed
+            spans[phenotype].append(value)
+            if at_least:
+                unbounded.add(phenotype)
+        for phenotype, values in sorted(spans.items(), key=lambda kv: min(kv[1])):
+            ranges.append({"min": float(min(values)), "max": None if phenotype in unbounded else float(max(values)),
+                           "phenotype": phenotype})
+        _check_ranges_disjoint(gene, ranges)
+    else:
+        for functions, results in sorted(by_key.items()):
+            phenotype, _ = results.most_common(1)[0]
+            rules.append({"functions": list(functions), "phenotype": phenotype})
+            if len(results) > 1:  # CPIC's table contradicts the pair rule: keep its answer per diplotype
+                for row in legacy["diplotypes"]:
+                    alleles = _expand(row["diplotypekey"])
+                    result = row.get("phenotype") or row["generesult"]
+                    if tuple(sorted(legacy_function[a] for a in alleles)) == functions and result != phenotype:
+                        exceptions[row["diplotype"]] = result
+
+    # Alleles: the release's function and activity where it has them, else the legacy ones.
+    newer = (release.alleles.get(gene) if release else None) or {}
+    alleles: dict[str, dict[str, str]] = {}
+    for name in sorted(set(legacy_function) | set(newer), key=_allele_sort_key):
+        entry: dict[str, str] = {}
+        old_fn = legacy_function.get(name)
+        new_row = newer.get(name)
+        new_fn = _canonical(new_row["clinical_functional_status"], known_functions) if new_row and new_row["clinical_functional_status"] else None
+        function = new_fn or old_fn
+        if activity_gene:
+            activity = (new_row["activity_value"] if new_row and new_row["activity_value"] else None) or legacy_activity.get(name) or "n/a"
+            if function:
+                entry["function"] = function
+            entry["activity"] = activity
+        elif function:
+            entry["function"] = function
+        if new_row is None and newer:
+            entry["note"] = f"not in the {release.name} allele table; function from the {LEGACY_EXPORT} {legacy['version']}"
+        elif old_fn is not None and new_fn is not None and new_fn != old_fn and not activity_gene:
+            entry["note"] = f"{release.name} changed the function from '{old_fn}'"
+            report.allele_changes.append(f"{gene} {name}: {old_fn} -> {new_fn}")
+        elif old_fn is None and new_row is not None and not function and not (activity_gene and entry.get("activity") != "n/a"):
+            entry["note"] = f"{release.name} assigns no function"
+        alleles[name] = entry
+
+    used = {f for r in rules for f in r["functions"]}
+    notes: list[str] = []
+    unruled: list[str] = []
+    if not activity_gene:
+        unruled = sorted({a.get("function") for a in alleles.values() if a.get("function") and a["function"] not in used})
+        for fn in unruled:
+            names = [n for n, a in alleles.items() if a.get("function") == fn]
+            notes.append(f"'{fn}' ({', '.join(names[:8])}{'…' if len(names) > 8 else ''}) appears in no CPIC phenotype rule "
+                         "of the diplotype table: diplotypes with it are Indeterminate until CPIC publishes one.")
+    table: dict[str, Any] = {
+        "gene": gene,
+        "kind": "activity-score" if activity_gene else "function-pair",
+        "sources": _gene_sources(legacy, release, activity_gene),
+        "alleles": alleles,
+    }
+    if rules:
+        table["phenotype_rules"] = rules
+    if ranges:
+        table["score_ranges"] = ranges
+    if exceptions:
+        table["diplotype_exceptions"] = dict(sorted(exceptions.items()))
+    results = _gene_results(gene, release)
+    if results:
+        table["results"] = results
+    if notes:
+        table["functions_without_rule"] = unruled
+        table["notes"] = notes
+    return table
+
+
+def _gene_sources(legacy: dict[str, Any], release: Release | None, activity_gene: bool) -> list[dict[str, str]]:
+    sources = [{
+        "name": f"{LEGACY_EXPORT}: diplotype-phenotype table" + (" (activity score ranges)" if activity_gene else " (function-pair rules)"),
+        "version": legacy["version"],
+        "url": "https://www.pharmgkb.org/page/pgxGeneRef",
+    }]
+    if release:
+        sources.append({"name": f"{release.name}: allele functionality, activity values and gene-result texts",
+                        "version": release.name.split()[-1], "url": "https://github.com/cpicpgx/cpic-data"})
+    return sources
+
+
+def _check_ranges_disjoint(gene: str, ranges: list[dict[str, Any]]) -> None:
+    for a, b in zip(ranges, ranges[1:]):
+        if a["max"] is None or a["max"] >= b["min"]:
+            raise CdsError(f"{gene}: activity score ranges overlap: {a} and {b}")
+
+
+def _gene_results(gene: str, release: Release | None) -> list[dict[str, str]]:
+    if not release:
+        return []
+    out = []
+    for row in release.gene_results:
+        if row["gene"] != gene:
+            continue
+        result = row["result"] if row["activity_score"] in ("", "n/a") else row["activity_score"]
+        item = {"result": result}
+        if row["ehr_priority"] and row["ehr_priority"] != "none":
+            item["priority"] = " ".join(row["ehr_priority"].split())
+        if row["consultation_text"]:
+            item["consultation"] = " ".join(row["consultation_text"].split())
+        out.append(item)
+    return sorted(out, key=lambda r: _allele_sort_key(r["result"]))
+
+
+def build_hla_table(gene: str, release: Release, guideline_keys: set[str]) -> dict[str, Any]:
+    alleles = sorted(release.alleles.get(gene, {}), key=_allele_sort_key)
+    in_keys = sorted({k.split()[0] for k in guideline_keys if k.startswith("*")}, key=_allele_sort_key)
+    if set(in_keys) - set(alleles):
+        raise CdsError(f"{gene}: guideline lookup keys name alleles missing from the release table: {set(in_keys) - set(alleles)}")
+    table = {
+        "gene": gene,
+        "kind": "allele-status",
+        "sources": [{"name": f"{release.name}: HLA alleles of interest and gene-result texts",
+                     "version": release.name.split()[-1], "url": "https://github.com/cpicpgx/cpic-data"}],
+        "alleles_of_interest": alleles,
+        "notes": [f"CPIC reads {gene} as the presence ('positive') or absence ('negative') of each allele of "
+                  "interest; a two-field match is presence (e.g. *57:01:01 is *57:01)."],
+    }
+    results = _gene_results(gene, release)
+    if results:
+        table["results"] = results
+    return table
+
+
+
+
+def _allele_sort_key(name: str) -> tuple:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name))
+
+
+# --- guidelines --------------------------------------------------------------------------------
+
+
+def _guideline_id(path: Path) -> str:
+    stem = path.stem
+    source, _, rest = stem.partition("_")
+    return f"{source.lower()}-" + rest.replace("_and_", "-").replace("_", "-").lower()
+
+
+def _text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = " ".join(value.split())
+    return None if value in ("", "n/a") else value
+
+
+def _split_implications(text: str, genes: Iterable[str]) -> dict[str, str]:
+    marks = sorted((m.start(), g) for g in genes for m in re.finditer(re.escape(g) + r": ", text))
+    out: dict[str, str] = {}
+    for i, (start, gene) in enumerate(marks):
+        end = marks[i + 1][0] if i + 1 < len(marks) else len(text)
+        value = _text(text[start + len(gene) + 2:end].rstrip("; "))
+        if value:
+            out[gene] = value
+    if not marks and _text(text):
+        out["*"] = _text(text)
+    return out
+
+
+def _html_text(h: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", h)).split())
+
+
+def _population(value: str | None) -> str:
+    return " ".join((value or "").split()) or "general"
+
+
+def build_guideline(path: Path, legacy: dict[str, Any], release: Release | None, cpic_urls: dict[str, str],
+                    citations_by_pmid: dict[str, dict[str, Any]], report: ImportReport) -> dict[str, Any]:
+    g = legacy["guideline"]
+    gid = _guideline_id(path)
+    genes = sorted(x["symbol"] for x in g["relatedGenes"])
+    drugs = []
+    for chem in sorted(g["relatedChemicals"], key=lambda c: c["name"]):
+        rel = release.drugs_by_pharmgkb.get(chem["id"]) if release else None
+        drug = {"name": chem["name"], "pharmgkb": chem["id"]}
+        if rel and rel["rxnormid"]:
+            drug["rxnorm"] = rel["rxnormid"]
+            drug["rxnorm_source"] = f"{release.name}, cpic_drugs table ({rel['drugid']})"
+        drugs.append(drug)
+
+    # Legacy recommendations by (drug, population, lookup) for their flags and for the diff report.
+    legacy_recs: dict[tuple, dict[str, Any]] = {}
+    for rec in legacy["recommendations"]:
+        for chem in rec["relatedChemicals"]:
+            legacy_recs[(chem["name"], _population(rec["population"]), json.dumps(rec["lookupKey"], sort_keys=True))] = rec
+
+    recs: list[dict[str, Any]] = []
+    drug_names = {d["name"] for d in drugs}
+    if release:
+        for row in release.recommendations:
+            if row["drugname"] not in drug_names:
+                continue
+            lookup = json.loads(row["lookupkey_json(reconstructed)"])
+            population = _population(row["population"])
+            key = (row["drugname"], population, json.dumps(lookup, sort_keys=True))
+            old = legacy_recs.pop(key, None)
+            rec = _release_recommendation(row, lookup, population, old, release)
+            if old is not None and _differs(old, rec):
+                report.recommendations_changed += 1
+            recs.append(rec)
+        for (drug, population, key), old in sorted(legacy_recs.items()):
+            report.recommendations_dropped.append(f"{gid}: {drug} [{population}] {key}")
+    else:
+        for (drug, population, key), old in sorted(legacy_recs.items()):
+            recs.append(_legacy_recommendation(old, drug, population, legacy["version"]))
+    recs.sort(key=lambda r: (r["drug"], r["population"], sorted(r["lookup"].items())))
+
+    citations = legacy["citations"]
+    notes: list[str] = []
+    if not citations and release:
+        # The annotation lists no publication; CPIC's pair table names the PMIDs for these gene-drug pairs,
+        # and the export's other annotations carry their titles.
+        pmids = sorted({p for gene in genes for d in drug_names for p in release.pair_pmids.get((gene, d), [])})
+        citations = [citations_by_pmid[p] for p in pmids if p in citations_by_pmid]
+        if citations:
+            notes.append(f"Citation taken from the {release.name} gene-drug pair table (PMID "
+                         f"{', '.join(c['pmid'] for c in citations)}); the annotation itself lists none.")
+    citations = sorted(citations, key=lambda c: (-int(c["year"]), c["pmid"]))
+    url = cpic_urls.get(g["id"]) or _cpic_url_for(drug_names, cpic_urls)
+    out: dict[str, Any] = {
+        "id": gid,
+        "name": g["name"].replace("Annotation of ", ""),
+        "source": g["source"],
+        "url": url or g["url"],
+        "annotation_url": g["url"],
+        "pharmgkb_id": g["id"],
+        "citations": [{"pmid": c["pmid"], "title": c["title"], "year": int(c["year"]), "journal": c.get("journal")}
+                      for c in citations],
+        "version": (f"{release.name} (recommendations); " if release else "")
+                   + f"{LEGACY_EXPORT} {legacy['version']}, annotation version {g.get('version')}",
+        "genes": genes,
+        "drugs": drugs,
+        "recommendations": recs,
+    }
+    if not recs:
+        notes.append("CPIC publishes no lookup-table recommendations for this guideline in the encoded releases "
+                     "(see the guideline: dosing algorithm or narrative guidance).")
+    if notes:
+        out["notes"] = notes
+    return out
+
+
+def _release_recommendation(row: dict[str, str], lookup: dict[str, str], population: str,
+                            old: dict[str, Any] | None, release: Release) -> dict[str, Any]:
+    phenotypes = {gene: value for gene, value in json.loads(row["phenotypes_json"] or "{}").items()
+                  if value and value != lookup.get(gene)}
+    classification = row["classification"].strip()
+    rec: dict[str, Any] = {
+        "id": f"cpic-{row['id']}",
+        "drug": row["drugname"],
+        "population": population,
+        "lookup": dict(sorted(lookup.items())),
+    }
+    if phenotypes:
+        rec["phenotypes"] = dict(sorted(phenotypes.items()))
+    rec["classification"] = None if classification in ("", "n/a") else _classification(classification)
+    rec["recommendation"] = _text(row["drugrecommendation"]) or "No recommendation"
+    implications = _split_implications(row["implications_text"] or "", lookup)
+    if implications:
+        rec["implications"] = implications
+    comments = _text(row["comments"])
+    if comments:
+        rec["comments"] = comments
+    if old is not None:
+        rec["flags"] = _flags(old)
+    rec["source"] = release.name
+    if rec["classification"] is None:
+        del rec["classification"]
+    return rec
+
+
+def _legacy_recommendation(old: dict[str, Any], drug: str, population: str, version: str) -> dict[str, Any]:
+    text = _html_text(old["text"]["html"])
+    main, _, other = text.partition(" Other Considerations ")
+    rec: dict[str, Any] = {"id": f"pharmgkb-{old['id']}-{drug.replace(' ', '-')}", "drug": drug,
+                           "population": population, "lookup": dict(sorted(old["lookupKey"].items()))}
+    classification = (old.get("classification") or {}).get("term")
+    if classification and classification != "N/A":
+        rec["classification"] = _classification(classification)
+    rec["recommendation"] = main
+    implications = {}
+    for item in old.get("implications") or []:
+        gene, _, value = item.partition(": ")
+        implications[gene] = value
+    if implications:
+        rec["implications"] = implications
+    if other:
+        rec["comments"] = other
+    rec["flags"] = _flags(old)
+    rec["source"] = f"{LEGACY_EXPORT} {version}"
+    return rec
+
+
+def _classification(term: str) -> str:
+    return "No Recommendation" if term.lower() == "no recommendation" else term
+
+
+def _flags(old: dict[str, Any]) -> dict[str, bool]:
+    return {"dosing_information": bool(old["dosingInformation"]),
+            "alternate_drug_available": bool(old["alternateDrugAvailable"]),
+            "other_prescribing_guidance": bool(old["otherPrescribingGuidance"])}
+
+
+def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    old_cls = _classification(((old.get("classification") or {}).get("term") or "n/a"))
+    new_cls = new.get("classification", "n/a")
+    norm = lambda s: s.replace("’", "'").replace("“", '"').replace("”", '"')
+    return old_cls != new_cls or not norm(_html_text(old["text"]["html"])).startswith(norm(new["recommendation"]))
+
+
+def _cpic_url_for(drug_names: set[str], cpic_urls: dict[str, str]) -> str | None:
+    for drugs, url in cpic_urls.items():
+        if isinstance(drugs, frozenset) and drug_names & drugs:
+            return url
+    return None
+
+
+def _cpic_guideline_urls(src: Path, release_dir: Path | None) -> dict[Any, str]:
+    """CPIC guideline page URLs, by the drugs each guideline covers (release table) or PharmGKB id."""
+    urls: dict[Any, str] = {}
+    if release_dir and (release_dir / "cpic_guidelines.tsv").exists():
+        for row in _read_tsv(release_dir / "cpic_guidelines.tsv"):
+            urls[frozenset(d.strip() for d in row["drugs"].split(";"))] = row["cpic_url"]
+    return urls
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+def _is_short(value: Any) -> bool:
+    return not isinstance(value, (dict, list)) and len(str(value)) < 70
+
+
+def _dict_presenter(dumper: yaml.SafeDumper, value: dict) -> yaml.Node:
+    # One line per allele or lookup key keeps tables readable and diffs small; long prose stays in block style.
+    flow = all(_is_short(v) for v in value.values()) and sum(len(str(k)) + len(str(v)) + 4 for k, v in value.items()) < 100
+    return dumper.represent_mapping("tag:yaml.org,2002:map", value, flow_style=flow)
+
+
+def _list_presenter(dumper: yaml.SafeDumper, value: list) -> yaml.Node:
+    flow = all(_is_short(v) for v in value) and sum(len(str(v)) + 2 for v in value) < 100
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+
+_Dumper.add_representer(str, _str_presenter)
+_Dumper.add_representer(dict, _dict_presenter)
+_Dumper.add_representer(list, _list_presenter)
+
+
+def dump_yaml(data: Any, header: str) -> str:
+    body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+    return header + body
+
+
+GENERATED = ("# Generated by `cds import cpic` from the CPIC data in ../shared/cpic; do not edit by hand.\n"
+             "# Regenerate and review the diff when CPIC publishes a new release.\n"
+             "# CPIC content: CC0 1.0 (cpicpgx.org). PharmGKB/ClinPGx annotations: CC BY-SA 4.0, attribution to PharmGKB/ClinPGx.\n")
+
+
+def import_cpic(src: Path, dest: Path) -> ImportReport:
+    """Write dest/genes/*.yaml and dest/cpic/*.yaml from the CPIC export at `src`."""
+    src, dest = Path(src), Path(dest)
+    if not (src / "genes").is_dir() or not (src / "guidelines").is_dir():
+        raise CdsError(f"{src}: not a CPIC export (expected genes/ and guidelines/ folders)")
+    report = ImportReport()
+    release = _find_release(src)
+    release_dir = sorted(p for p in src.glob("v*") if p.is_dir())[-1] if release else None
+    if release is None:
+        report.notes.append("no CPIC database release tables found: allele functions and recommendations come from the older export")
+
+    (dest / "genes").mkdir(parents=True, exist_ok=True)
+    (dest / "cpic").mkdir(parents=True, exist_ok=True)
+    for path in sorted((src / "genes").glob("*.json")):
+        legacy = json.loads(path.read_text(encoding="utf-8"))
+        table = build_gene_table(legacy, release, report)
+        (dest / "genes" / f"{table['gene']}.yaml").write_text(dump_yaml(table, GENERATED), encoding="utf-8")
+        report.genes_written.append(table["gene"])
+
+    cpic_urls = _cpic_guideline_urls(src, release_dir)
+    hla_keys: dict[str, set[str]] = defaultdict(set)
+    covered_drugs: set[str] = set()
+    legacy_guidelines = {path: json.loads(path.read_text(encoding="utf-8"))
+                         for path in sorted((src / "guidelines").glob("*.json"))}
+    citations_by_pmid = {c["pmid"]: c for g in legacy_guidelines.values() for c in g["citations"]}
+    for path, legacy in legacy_guidelines.items():
+        guideline = build_guideline(path, legacy, release, cpic_urls, citations_by_pmid, report)
+        for rec in guideline["recommendations"]:
+            for gene, value in rec["lookup"].items():
+                if gene in HLA_GENES:
+                    hla_keys[gene].add(value)
+        for drug in guideline["drugs"]:
+            covered_drugs.add(drug["name"])
+            if not drug.get("rxnorm"):
+                report.notes.append(f"{guideline['id']}: {drug['name']} has no RxNorm ingredient code in the sources")
+        (dest / "cpic" / f"{guideline['id']}.yaml").write_text(dump_yaml(guideline, GENERATED), encoding="utf-8")
+        report.guidelines_written.append(guideline["id"])
+
+    if release:
+        for gene in HLA_GENES:
+            table = build_hla_table(gene, release, hla_keys[gene])
+            (dest / "genes" / f"{gene}.yaml").write_text(dump_yaml(table, GENERATED), encoding="utf-8")
+            report.genes_written.append(gene)
+        release_only = sorted({r["drugname"] for r in release.recommendations} - covered_drugs)
+        for drug in release_only:
+            report.drugs_left_out.append(
+                f"{drug}: recommendations only in {release.name}; no guideline annotation of the export lists "
+                "the drug (no citation or curated flags to go with them), so it is left out until one is curated")
+    return report

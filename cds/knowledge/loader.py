@@ -1,0 +1,184 @@
+"""Read every knowledge file under a root, check it against its schema, then cross-link it.
+
+Layout (relative to the root):
+    guidelines/genes/<GENE>.yaml   gene tables            (GeneTable)
+    guidelines/<source>/*.yaml     guidelines             (Guideline), e.g. guidelines/cpic/
+    rules/*.yaml                   local CDS policy       (RuleFile)
+    hooks/*.yaml                   CDS Hooks services     (HookFile)
+Other files under guidelines/ (fhir-mappings.yaml, rxnorm/*.tsv) belong to the FHIR reader.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from cds.errors import CdsError, Diagnostic, KnowledgeError
+from cds.genotype import GeneInterpreter
+from cds.knowledge.models import GeneTable, Guideline, HookFile, HookService, Recommendation, Rule, RuleFile
+from cds.knowledge.yamlsrc import SourceMap, YamlSourceError, load_yaml_file
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_root() -> Path:
+    """The knowledge root: $CDS_KNOWLEDGE_DIR, else the repository this package lives in."""
+    return Path(os.environ.get("CDS_KNOWLEDGE_DIR") or DEFAULT_ROOT)
+
+
+@dataclass(frozen=True)
+class Origin:
+    file: str
+    path: tuple[Any, ...] = ()
+
+
+@dataclass
+class KnowledgeBase:
+    root: Path
+    version: str                                       # content hash of every knowledge file
+    genes: dict[str, GeneTable]
+    guidelines: dict[str, Guideline]
+    rules: list[Rule]
+    services: list[HookService]
+    sources: dict[str, SourceMap] = field(repr=False)  # file → line map
+    origins: dict[int, Origin] = field(repr=False)     # id(model) → where it was written
+    interpreters: dict[str, GeneInterpreter] = field(default_factory=dict, repr=False)
+
+    def where(self, obj: Any, *subpath: Any) -> tuple[str, int]:
+        origin = self.origins[id(obj)]
+        return origin.file, self.sources[origin.file].line(origin.path + subpath)
+
+    def diag(self, obj: Any, message: str, *subpath: Any) -> Diagnostic:
+        file, line = self.where(obj, *subpath)
+        return Diagnostic(file, line, message)
+
+    # Derived views the engine, cards and CLI need.
+    def drugs(self) -> dict[str, list[Guideline]]:
+        """Drug name → the guidelines that cover it."""
+        out: dict[str, list[Guideline]] = {}
+        for g in self.guidelines.values():
+            for d in g.drugs:
+                out.setdefault(d.name, []).append(g)
+        return out
+
+    def recommendation_index(self) -> dict[str, tuple[Guideline, Recommendation]]:
+        return {r.id: (g, r) for g in self.guidelines.values() for r in g.recommendations}
+
+
+def _files(root: Path) -> dict[str, list[Path]]:
+    guidelines_dir = root / "guidelines"
+    return {
+        "gene": sorted((guidelines_dir / "genes").glob("*.yaml")),
+        "guideline": sorted(p for p in guidelines_dir.glob("*/*.yaml") if p.parent.name != "genes"),
+        "rules": sorted((root / "rules").glob("*.yaml")),
+        "hooks": sorted((root / "hooks").glob("*.yaml")),
+    }
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and (part.startswith(("list[", "dict[", "literal[", "function-")) or part in ("str", "int")):
+            continue  # pydantic's union/validator branch names mean nothing to an author
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _validate(model: type[BaseModel], data: Any, smap: SourceMap, diags: list[Diagnostic]) -> Any:
+    if not isinstance(data, dict):
+        diags.append(smap.diag((), f"expected a mapping at the top level, found {type(data).__name__}"))
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        for e in err.errors():
+            loc = tuple(e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = f"unknown field '{loc[-1]}'"
+            elif e["type"] == "missing":
+                msg = f"required field '{loc[-1]}' is missing"
+            diags.append(smap.diag(loc, f"{_format_loc(loc)}: {msg}"))
+        return None
+
+
+def load_knowledge(root: Path | None = None, *, cross_link: bool = True) -> KnowledgeBase:
+    """Load, validate and cross-link the knowledge under `root`; raise KnowledgeError listing every fault."""
+    root = Path(root) if root else default_root()
+    if not (root / "guidelines").is_dir():
+        raise CdsError(f"{root}: no guidelines/ folder here; point to the knowledge root (the folder holding "
+                       "guidelines/, rules/ and hooks/)")
+    diags: list[Diagnostic] = []
+    sources: dict[str, SourceMap] = {}
+    origins: dict[int, Origin] = {}
+    digest = hashlib.sha256()
+    genes: dict[str, GeneTable] = {}
+    guidelines: dict[str, Guideline] = {}
+    rules: list[Rule] = []
+    services: list[HookService] = []
+    first_seen: dict[tuple[str, str], Origin] = {}
+
+    def unique(kind: str, key: str, origin: Origin) -> bool:
+        seen = first_seen.get((kind, key))
+        if seen:
+            diags.append(Diagnostic(origin.file, sources[origin.file].line(origin.path),
+                                    f"duplicate {kind} id '{key}' (first defined in {seen.file}:{sources[seen.file].line(seen.path)})"))
+            return False
+        first_seen[(kind, key)] = origin
+        return True
+
+    schemas = {"gene": GeneTable, "guideline": Guideline, "rules": RuleFile, "hooks": HookFile}
+    for kind, paths in _files(root).items():
+        for path in paths:
+            name = path.relative_to(root).as_posix()
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+            try:
+                data, smap = load_yaml_file(path, name)
+            except YamlSourceError as err:
+                diags.extend(err.diagnostics)
+                continue
+            sources[name] = smap
+            model = _validate(schemas[kind], data, smap, diags)
+            if model is None:
+                continue
+            if kind == "gene":
+                if path.stem != model.gene:
+                    diags.append(smap.diag(("gene",), f"gene '{model.gene}' is in a file named {path.name}; name it {model.gene}.yaml"))
+                if unique("gene", model.gene, Origin(name)):
+                    genes[model.gene] = model
+                    origins[id(model)] = Origin(name)
+            elif kind == "guideline":
+                if unique("guideline", model.id, Origin(name, ("id",))):
+                    guidelines[model.id] = model
+                    origins[id(model)] = Origin(name)
+                    for i, rec in enumerate(model.recommendations):
+                        origins[id(rec)] = Origin(name, ("recommendations", i))
+                        unique("recommendation", rec.id, Origin(name, ("recommendations", i, "id")))
+            elif kind == "rules":
+                for i, rule in enumerate(model.rules):
+                    origin = Origin(name, ("rules", i))
+                    if unique("rule", rule.id, Origin(name, ("rules", i, "id"))):
+                        rules.append(rule)
+                        origins[id(rule)] = origin
+            else:
+                for i, service in enumerate(model.services):
+                    if unique("service", service.id, Origin(name, ("services", i, "id"))):
+                        services.append(service)
+                        origins[id(service)] = Origin(name, ("services", i))
+
+    kb = KnowledgeBase(root=root, version=digest.hexdigest()[:12], genes=genes, guidelines=guidelines,
+                       rules=rules, services=services, sources=sources, origins=origins)
+    kb.interpreters = {name: GeneInterpreter(table) for name, table in genes.items()}
+    if cross_link:
+        from cds.knowledge.crosslink import cross_link as check
+        diags.extend(check(kb))
+    if diags:
+        raise KnowledgeError(diags)
+    return kb

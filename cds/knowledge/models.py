@@ -1,0 +1,252 @@
+"""Schemas of the three kinds of knowledge YAML (gene tables, guidelines, CDS rules) and hook definitions.
+
+Every model forbids unknown fields so that a misspelt key is an error with its line, not a silently
+ignored setting.
+"""
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NO_RESULT = "No Result"          # CPIC's lookup value for "no result for this gene on file"
+INDETERMINATE = "Indeterminate"  # CPIC's phenotype when the alleles do not determine one
+SCORE_NA = "n/a"                 # CPIC's activity score when an allele has no activity value
+
+_SCORE = re.compile(r"^(≥)?(\d+(\.\d+)?)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- gene tables -------------------------------------------------------------------------------
+
+
+class AlleleDef(Strict):
+    function: str | None = None          # CPIC clinical function; None: CPIC assigns none (→ Indeterminate)
+    activity: str | None = None          # activity value ("1.0", "0.25", "≥3.0", "n/a"); activity-score genes
+    note: str | None = None              # provenance note, e.g. a change between CPIC releases
+
+    @field_validator("activity")
+    @classmethod
+    def _activity_is_a_score(cls, v: str | None) -> str | None:
+        if v is not None and v != SCORE_NA and not _SCORE.match(v):
+            raise ValueError(f"activity value {v!r} is not a number, '≥number' or 'n/a'")
+        return v
+
+
+class PhenotypeRule(Strict):
+    """Allele function(s) → phenotype. Two functions for a diploid pair (order irrelevant), one for a
+    haploid result (G6PD in males, mitochondrial MT-RNR1)."""
+
+    functions: list[str] = Field(min_length=1, max_length=2)
+    phenotype: str
+
+
+class ScoreRange(Strict):
+    """Activity score range (inclusive) → phenotype."""
+
+    min: float
+    max: float | None = None  # None: no upper bound
+    phenotype: str
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ScoreRange":
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max {self.max} is below min {self.min}")
+        return self
+
+
+class GeneResultText(Strict):
+    """CPIC's post-test interpretation of one gene result (for the patient-view summary)."""
+
+    result: str                              # phenotype, activity score key or allele status
+    priority: str | None = None              # CPIC EHR priority, e.g. "Abnormal/Priority/High Risk"
+    consultation: str | None = None
+
+
+class Source(Strict):
+    name: str
+    version: str
+    url: str | None = None
+    note: str | None = None
+
+
+class GeneTable(Strict):
+    gene: str
+    kind: Literal["function-pair", "activity-score", "allele-status"]
+    sources: list[Source] = Field(min_length=1)
+    alleles: dict[str, AlleleDef] = Field(default_factory=dict)
+    phenotype_rules: list[PhenotypeRule] = Field(default_factory=list)
+    score_ranges: list[ScoreRange] = Field(default_factory=list)
+    diplotype_exceptions: dict[str, str] = Field(default_factory=dict)  # "*1/*2" → phenotype
+    alleles_of_interest: list[str] = Field(default_factory=list)         # allele-status genes
+    functions_without_rule: list[str] = Field(default_factory=list)      # known to have no CPIC rule yet
+    results: list[GeneResultText] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _kind_has_what_it_needs(self) -> "GeneTable":
+        if self.kind == "allele-status" and not self.alleles_of_interest:
+            raise ValueError("an allele-status gene needs alleles_of_interest")
+        if self.kind == "activity-score":
+            if not self.score_ranges:
+                raise ValueError("an activity-score gene needs score_ranges")
+            missing = [name for name, a in self.alleles.items() if a.activity is None]
+            if missing:
+                raise ValueError(f"activity-score gene: alleles without an activity value: {', '.join(missing[:5])}")
+        return self
+
+
+# --- guidelines --------------------------------------------------------------------------------
+
+
+class Citation(Strict):
+    pmid: str
+    title: str
+    year: int
+    journal: str | None = None
+
+
+class Drug(Strict):
+    name: str
+    rxnorm: str | None = None             # RxNorm ingredient (TTY=IN) code
+    rxnorm_source: str | None = None
+    pharmgkb: str | None = None
+
+
+class Flags(Strict):
+    """PharmGKB curators' flags on a recommendation; they drive the default card policy."""
+
+    dosing_information: bool = False
+    alternate_drug_available: bool = False
+    other_prescribing_guidance: bool = False
+
+
+Classification = Literal["Strong", "Moderate", "Optional", "No Recommendation"]
+
+
+class Recommendation(Strict):
+    id: str
+    drug: str
+    population: str = "general"
+    lookup: dict[str, str] = Field(min_length=1)       # gene → phenotype / activity score / allele status
+    phenotypes: dict[str, str] = Field(default_factory=dict)  # gene → phenotype named by the source
+    classification: Classification | None = None       # None: the source gives none
+    recommendation: str
+    implications: dict[str, str] = Field(default_factory=dict)
+    comments: str | None = None
+    flags: Flags | None = None                          # None: the source has no flags for this one
+    source: str                                          # the release this content comes from
+
+
+class Guideline(Strict):
+    id: str
+    name: str
+    source: Literal["CPIC", "DPWG", "local"]
+    url: str
+    annotation_url: str | None = None
+    pharmgkb_id: str | None = None
+    citations: list[Citation] = Field(min_length=1)
+    version: str                                         # source release(s) this file encodes
+    genes: list[str] = Field(min_length=1)
+    drugs: list[Drug] = Field(min_length=1)
+    recommendations: list[Recommendation] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+# --- CDS rules (local policy) ------------------------------------------------------------------
+
+Indicator = Literal["info", "warning", "critical"]
+Hook = Literal["order-select", "order-sign", "patient-view"]
+
+
+class Alternative(Strict):
+    name: str
+    rxnorm: str
+    source: str                                          # where the code comes from
+
+
+class Adjustment(Strict):
+    """Policy for some of a rule's recommendations: those whose lookup values match `when`
+    (gene → any of these values; every listed gene must match) or whose ids are listed."""
+
+    when: dict[str, list[str]] = Field(default_factory=dict)
+    recommendations: list[str] = Field(default_factory=list)
+    card: bool | None = None                             # force a card on (True) or off (False)
+    indicator: Indicator | None = None
+    summary: str | None = None                           # template; see cds/cards.py for placeholders
+    suggest_alternatives: bool | None = None
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> "Adjustment":
+        if not self.when and not self.recommendations:
+            raise ValueError("an adjustment needs `when` or `recommendations` to say what it applies to")
+        return self
+
+
+class PreTest(Strict):
+    """Alert when the drug is ordered and no result for `genes` is on file."""
+
+    genes: list[str] = Field(min_length=1)
+    indicator: Indicator = "warning"
+    summary: str | None = None
+    test_display: str | None = None
+
+
+class CaseExpectation(Strict):
+    indicator: Indicator | None = None
+    summary_contains: list[str] = Field(default_factory=list)
+    suggests: list[str] = Field(default_factory=list)    # alternative drug names offered
+    pretest: bool = False
+
+
+class RuleTestCase(Strict):
+    name: str
+    genotypes: dict[str, str] = Field(default_factory=dict)   # same syntax as `cds explain --genotype`
+    drugs: list[str] = Field(min_length=1)
+    hook: Hook = "order-sign"
+    population: str | None = None
+    expect: list[CaseExpectation] = Field(default_factory=list)  # empty list: no card
+
+
+class Rule(Strict):
+    id: str
+    title: str
+    guideline: str | None = None                          # None: applies to drugs of any guideline
+    drugs: list[str] | Literal["*"]                       # "*": every drug no other rule claims
+    enabled: bool = True
+    hooks: list[Hook] = Field(default_factory=lambda: ["order-select", "order-sign"])
+    population: str | None = None                         # population shown when the request names none
+    cards_for: Literal["actionable", "all"] = "actionable"
+    indicator: Indicator | None = None                    # None: derived from the recommendation
+    summary: str | None = None
+    alternatives: list[Alternative] = Field(default_factory=list)
+    adjustments: list[Adjustment] = Field(default_factory=list)
+    pretest: PreTest | None = None
+    effective_from: date | None = None
+    effective_until: date | None = None
+    tests: list[RuleTestCase] = Field(default_factory=list)
+
+
+class RuleFile(Strict):
+    rules: list[Rule] = Field(min_length=1)
+
+
+# --- CDS Hooks service definitions ------------------------------------------------------------
+
+
+class HookService(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    hook: Hook
+    title: str
+    description: str
+    prefetch: dict[str, str] = Field(default_factory=dict)
+    usage_requirements: str | None = None
+
+
+class HookFile(Strict):
+    services: list[HookService] = Field(min_length=1)
