@@ -1,0 +1,96 @@
+"""Insert de-identified entries (calls with their cards and facts, feedback) into the database.
+
+Every insert is keyed by an id the service generated, and a call or feedback already present is
+skipped, so the same entry may arrive twice (from the queue and again from a spool replay) and be
+stored once. Which failures are worth retrying is decided here too.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, Table, insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import (DBAPIError, DisconnectionError, InterfaceError, InternalError, OperationalError,
+                            ProgrammingError, TimeoutError as PoolTimeout)
+
+from cds.store.schema import call_table, card_table, fact_table, feedback_table
+
+_TRANSIENT = (OperationalError, InterfaceError, InternalError, DisconnectionError, PoolTimeout,
+              ProgrammingError,  # e.g. tables missing until migrations run: keep the entry, do not drop it
+              OSError)
+
+
+def is_transient(err: BaseException) -> bool:
+    """An outage or overload worth retrying later, as opposed to an entry the database refuses."""
+    if isinstance(err, DBAPIError) and err.connection_invalidated:
+        return True
+    return isinstance(err, _TRANSIENT)
+
+
+def insert_entries(conn: Connection, entries: list[dict]) -> None:
+    for entry in entries:
+        insert_entry(conn, entry)
+
+
+def insert_entry(conn: Connection, entry: dict) -> None:
+    kind = entry.get("kind")
+    if kind == "call":
+        _insert_call(conn, entry)
+    elif kind == "feedback":
+        _insert_feedback(conn, entry)
+    else:
+        raise ValueError(f"unknown entry kind {kind!r}")
+
+
+def _insert_ignoring_duplicate(conn: Connection, table: Table, row: dict, key: str) -> bool:
+    """Insert unless a row with the same primary key exists; True if inserted."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(table).values(**row).on_conflict_do_nothing(index_elements=[key])
+    return conn.execute(statement).rowcount == 1
+
+
+def _insert_call(conn: Connection, entry: dict) -> None:
+    call = {
+        "call_id": entry["call_id"],
+        "recorded_at": datetime.fromisoformat(entry["time"]),
+        "service_id": entry["service_id"],
+        "hook": entry["hook"],
+        "hook_instance": entry.get("hook_instance"),
+        "patient_hash": entry.get("patient_hash"),
+        "kb_version": entry["kb_version"],
+        "consent": entry.get("consent"),
+        "latency_ms": entry.get("latency_ms"),
+        "unresolved_drugs": entry.get("unresolved_drugs") or [],
+        "fhir_errors": entry.get("fhir_errors") or [],
+        "card_count": len(entry.get("cards") or []),
+    }
+    if not _insert_ignoring_duplicate(conn, call_table, call, "call_id"):
+        return  # stored before: its cards and facts came with it
+    cards = [{"card_uuid": c["uuid"], "call_id": entry["call_id"], "position": i, "rule_id": c["rule_id"],
+              "guideline_id": c.get("guideline_id"), "guideline_version": c.get("guideline_version"),
+              "indicator": c["indicator"], "summary": c["summary"]}
+             for i, c in enumerate(entry.get("cards") or [])]
+    facts = [{"call_id": entry["call_id"], "position": i, "gene": f["gene"], "phenotype": f.get("phenotype"),
+              "lookup_key": f.get("lookup_key"), "source_ids": f.get("source_ids") or []}
+             for i, f in enumerate(entry.get("facts") or [])]
+    if cards:
+        conn.execute(insert(card_table), cards)
+    if facts:
+        conn.execute(insert(fact_table), facts)
+
+
+def _insert_feedback(conn: Connection, entry: dict) -> None:
+    row = {
+        "feedback_id": entry["feedback_id"],
+        "card_uuid": entry["card_uuid"],
+        "service_id": entry["service_id"],
+        "outcome": entry["outcome"],
+        "outcome_at": datetime.fromisoformat(entry["outcome_at"]),
+        "received_at": datetime.fromisoformat(entry["received_at"]),
+        "accepted_suggestions": entry.get("accepted_suggestions") or [],
+        "reason_system": entry.get("reason_system"),
+        "reason_code": entry.get("reason_code"),
+        "reason_display": entry.get("reason_display"),
+        "user_comment": entry.get("user_comment"),
+    }
+    _insert_ignoring_duplicate(conn, feedback_table, row, "feedback_id")

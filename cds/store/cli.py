@@ -1,0 +1,98 @@
+"""`cds report` and `cds db upgrade`, attached to the main CLI by `register(subparsers)`.
+
+Each sub-command sets `func(args) -> int` (the exit status) with `set_defaults`; it prints its
+output to stdout and raises CdsError for anything the user can fix (unreachable database, schema
+not created yet).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import date, datetime, time, timezone
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from cds.errors import CdsError
+from cds.store import migrate
+from cds.store.engine import URL_ENV, make_engine
+from cds.store.report import FORMATS, build_report, format_report
+from cds.store.store import database_description
+
+RuleIds = Callable[[], list[str]]
+
+
+def register(subparsers, rule_ids: RuleIds | None = None) -> None:
+    """Add `report` and `db` to an argparse subparsers object.
+
+    `rule_ids` returns every rule id the knowledge base defines (for "rules that never fired");
+    by default the knowledge base is loaded from its usual place."""
+    report = subparsers.add_parser(
+        "report", help="alerts, acceptance and override rates per rule, for the P&T committee",
+        description="Report on CDS calls recorded in the audit database: alerts per rule, acceptance "
+                    "and override rates (over cards issued), top override reasons, rules that never fired.")
+    report.add_argument("--since", type=parse_since, metavar="DATE",
+                        help="only calls at or after this ISO date or date-time (UTC if no zone given)")
+    report.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    report.add_argument("--database-url", metavar="URL",
+                        help=f"default: ${URL_ENV}, else sqlite:///./var/pgx-cds.sqlite3")
+    report.set_defaults(func=lambda args: run_report(args, rule_ids or knowledge_rule_ids))
+
+    db = subparsers.add_parser("db", help="audit database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="create or migrate the audit tables to the newest schema")
+    upgrade.add_argument("--database-url", metavar="URL",
+                         help=f"default: ${URL_ENV}, else sqlite:///./var/pgx-cds.sqlite3")
+    upgrade.set_defaults(func=run_db_upgrade)
+
+
+def parse_since(value: str) -> datetime:
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(), timezone.utc)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def knowledge_rule_ids() -> list[str]:
+    from cds.knowledge.loader import load_knowledge  # only the report needs the knowledge base
+    return [rule.id for rule in load_knowledge().rules]
+
+
+def run_report(args: argparse.Namespace, rule_ids: RuleIds) -> int:
+    engine = make_engine(args.database_url)
+    try:
+        with engine.connect() as conn:
+            if migrate.current_revision(conn) is None:
+                raise CdsError(f"the audit database {database_description(args.database_url)} has no "
+                               "tables yet: run `cds db upgrade` (the service also creates them at start-up)")
+            report = build_report(conn, args.since, rule_ids())
+    except SQLAlchemyError as err:
+        raise CdsError(f"cannot read the audit database {database_description(args.database_url)}: "
+                       f"{_short(err)}") from None
+    finally:
+        engine.dispose()
+    sys.stdout.write(format_report(report, args.format))
+    return 0
+
+
+def run_db_upgrade(args: argparse.Namespace) -> int:
+    engine = make_engine(args.database_url)
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            revision = migrate.current_revision(conn)
+    except SQLAlchemyError as err:
+        raise CdsError(f"cannot migrate the audit database {database_description(args.database_url)}: "
+                       f"{_short(err)}") from None
+    finally:
+        engine.dispose()
+    print(f"audit database {database_description(args.database_url)} is at schema revision {revision}")
+    return 0
+
+
+def _short(err: SQLAlchemyError) -> str:
+    orig = getattr(err, "orig", None)
+    return " ".join(str(orig if orig is not None else err).split())[:300]

@@ -1,0 +1,95 @@
+"""What the service hands the store about one CDS call, and the de-identified form that is kept.
+
+`CallRecord` carries the raw patient id because only the store knows the key that hashes it;
+`audit_entry` turns it into the JSON-safe dict that goes to the database or the spool, with the id
+hashed and every free-text field scrubbed of it. Nothing else in this package sees the raw id.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+ENTRY_VERSION = 1              # bump when the entry layout changes; replay reads every version it knows
+PATIENT_PLACEHOLDER = "[patient]"
+
+
+@dataclass(frozen=True)
+class CardRecord:
+    uuid: str                  # card.uuid as sent to the EHR; feedback refers to it
+    rule_id: str
+    guideline_id: str | None
+    guideline_version: str | None
+    indicator: str             # info | warning | critical
+    summary: str
+
+
+@dataclass(frozen=True)
+class FactRecord:
+    gene: str
+    phenotype: str | None
+    lookup_key: str | None     # the key the recommendation was found under (phenotype, activity score…)
+    source_ids: list[str] = field(default_factory=list)  # "Observation/abc"
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    service_id: str
+    hook: str
+    hook_instance: str | None
+    patient_id: str | None     # raw; hashed before it touches disk
+    kb_version: str            # content hash of the compiled knowledge base
+    cards: list[CardRecord] = field(default_factory=list)
+    facts: list[FactRecord] = field(default_factory=list)
+    unresolved_drugs: list[str] = field(default_factory=list)
+    fhir_errors: list[str] = field(default_factory=list)
+    consent: str | None = None  # cds.consent reason code, None when consent was not consulted
+    latency_ms: float | None = None
+    time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    call_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
+    """Replace the raw patient id where it stands as a whole FHIR id token inside free text."""
+    if not patient_id:
+        return lambda text: text
+    # FHIR ids are [A-Za-z0-9-.]; a match must not be part of a longer id ("19" inside "CYP2C19").
+    pattern = re.compile(rf"(?<![A-Za-z0-9.\-]){re.escape(patient_id)}(?![A-Za-z0-9\-]|\.[A-Za-z0-9])")
+    return lambda text: pattern.sub(PATIENT_PLACEHOLDER, text) if text else text
+
+
+def audit_entry(record: CallRecord, hash_patient: Callable[[str], str]) -> dict:
+    """The de-identified, JSON-safe form of a call, as written to the database and to the spool."""
+    scrub = _scrubber(record.patient_id)
+    return {
+        "kind": "call",
+        "v": ENTRY_VERSION,
+        "call_id": str(record.call_id),
+        "time": utc(record.time).isoformat(),
+        "service_id": record.service_id,
+        "hook": record.hook,
+        "hook_instance": record.hook_instance,
+        "patient_hash": hash_patient(record.patient_id) if record.patient_id else None,
+        "kb_version": record.kb_version,
+        "consent": record.consent,
+        "latency_ms": record.latency_ms,
+        "unresolved_drugs": [scrub(d) for d in record.unresolved_drugs],
+        "fhir_errors": [scrub(e) for e in record.fhir_errors],
+        "cards": [
+            {"uuid": str(c.uuid), "rule_id": c.rule_id, "guideline_id": c.guideline_id,
+             "guideline_version": c.guideline_version, "indicator": c.indicator, "summary": scrub(c.summary)}
+            for c in record.cards
+        ],
+        "facts": [
+            {"gene": f.gene, "phenotype": f.phenotype, "lookup_key": scrub(f.lookup_key),
+             "source_ids": [scrub(s) for s in f.source_ids]}
+            for f in record.facts
+        ],
+    }

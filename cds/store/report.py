@@ -1,0 +1,204 @@
+"""The pharmacy and therapeutics committee report: how often each rule fired and what clinicians did.
+
+Counting rules (also in docs/governance.md):
+  - a call or card belongs to the period when the call was made at or after `since`;
+  - a card's outcome is its latest feedback (by outcomeTimestamp, then arrival): a card accepted and
+    later overridden counts as overridden; a card without feedback counts as "no feedback" (CDS Hooks
+    clients do not report ignored cards);
+  - rates are over the cards issued: acceptance_rate = accepted / alerts, override_rate =
+    overridden / alerts (None when a rule issued no card);
+  - top override reasons count overridden cards by their latest reason Coding (system, code);
+  - rules that never fired: every rule id the caller names that issued no card in the period.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, func, select
+
+from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
+from cds.errors import CdsError
+from cds.store.records import utc
+from cds.store.schema import call_table, card_table, feedback_table
+
+FORMATS = ("table", "json", "csv")
+TOP_REASONS = 10
+TOP_UNRESOLVED = 10
+CONSENT_WITHHELD = (DENIED, NOT_PERMITTED, UNREADABLE)
+NO_REASON = "(no reason given)"
+
+
+def build_report(conn: Connection, since: datetime | None, all_rule_ids: Iterable[str] = (),
+                 now: datetime | None = None) -> dict:
+    since = utc(since) if since is not None else None
+    in_period = [call_table.c.recorded_at >= since] if since is not None else []
+
+    summary = _call_summary(conn, in_period)
+
+    alerts = dict(conn.execute(
+        select(card_table.c.rule_id, func.count())
+        .select_from(card_table.join(call_table, card_table.c.call_id == call_table.c.call_id))
+        .where(*in_period).group_by(card_table.c.rule_id)).all())
+
+    latest = _latest_feedback()
+    cards_with_outcome = (card_table.join(call_table, card_table.c.call_id == call_table.c.call_id)
+                          .join(latest, latest.c.card_uuid == card_table.c.card_uuid))
+    outcomes: dict[str, Counter] = {}
+    for rule_id, outcome, count in conn.execute(
+            select(card_table.c.rule_id, latest.c.outcome, func.count()).select_from(cards_with_outcome)
+            .where(*in_period).group_by(card_table.c.rule_id, latest.c.outcome)):
+        outcomes.setdefault(rule_id, Counter())[outcome] = count
+
+    reasons = [
+        {"system": system, "code": code, "display": display if code else NO_REASON, "count": count}
+        for system, code, display, count in conn.execute(
+            select(latest.c.reason_system, latest.c.reason_code, func.max(latest.c.reason_display),
+                   func.count().label("n"))
+            .select_from(cards_with_outcome).where(*in_period, latest.c.outcome == "overridden")
+            .group_by(latest.c.reason_system, latest.c.reason_code)
+            .order_by(func.count().desc(), latest.c.reason_system, latest.c.reason_code)
+            .limit(TOP_REASONS))
+    ]
+
+    known_rules = set(all_rule_ids)
+    rules = []
+    for rule_id in sorted(set(alerts) | known_rules, key=lambda r: (-alerts.get(r, 0), r)):
+        issued = alerts.get(rule_id, 0)
+        counted = outcomes.get(rule_id, Counter())
+        accepted, overridden = counted["accepted"], counted["overridden"]
+        rules.append({
+            "rule_id": rule_id,
+            "alerts": issued,
+            "accepted": accepted,
+            "overridden": overridden,
+            "no_feedback": issued - accepted - overridden,
+            "acceptance_rate": accepted / issued if issued else None,
+            "override_rate": overridden / issued if issued else None,
+        })
+
+    return {
+        "generated_at": utc(now or datetime.now(timezone.utc)).isoformat(),
+        "since": since.isoformat() if since is not None else None,
+        **summary,
+        "cards": sum(alerts.values()),
+        "rules": rules,
+        "top_override_reasons": reasons,
+        "never_fired": sorted(known_rules - set(alerts)),
+    }
+
+
+def _call_summary(conn: Connection, in_period: list) -> dict:
+    """Counts over calls, streamed: the JSON list columns are read in Python, portably."""
+    calls = withheld = with_errors = with_unresolved = 0
+    unresolved: Counter = Counter()
+    kb_versions: set[str] = set()
+    rows = conn.execution_options(yield_per=1000).execute(
+        select(call_table.c.consent, call_table.c.fhir_errors, call_table.c.unresolved_drugs,
+               call_table.c.kb_version).where(*in_period))
+    for consent, fhir_errors, unresolved_drugs, kb_version in rows:
+        calls += 1
+        withheld += consent in CONSENT_WITHHELD
+        with_errors += bool(fhir_errors)
+        with_unresolved += bool(unresolved_drugs)
+        unresolved.update(unresolved_drugs or [])
+        kb_versions.add(kb_version)
+    return {
+        "calls": calls,
+        "calls_consent_withheld": withheld,
+        "calls_with_fhir_errors": with_errors,
+        "calls_with_unresolved_drugs": with_unresolved,
+        "top_unresolved_drugs": [{"drug": d, "count": n}
+                                 for d, n in sorted(unresolved.items(), key=lambda kv: (-kv[1], kv[0]))
+                                 [:TOP_UNRESOLVED]],
+        "kb_versions": sorted(kb_versions),
+    }
+
+
+def _latest_feedback():
+    ranked = select(
+        feedback_table.c.card_uuid, feedback_table.c.outcome, feedback_table.c.reason_system,
+        feedback_table.c.reason_code, feedback_table.c.reason_display,
+        func.row_number().over(
+            partition_by=feedback_table.c.card_uuid,
+            order_by=(feedback_table.c.outcome_at.desc(), feedback_table.c.received_at.desc(),
+                      feedback_table.c.feedback_id.desc()),
+        ).label("rank"),
+    ).subquery()
+    return select(ranked).where(ranked.c.rank == 1).subquery("latest_feedback")
+
+
+# --- formatting ----------------------------------------------------------------------------------
+CSV_COLUMNS = ("rule_id", "alerts", "accepted", "overridden", "no_feedback", "acceptance_rate",
+               "override_rate", "never_fired")
+
+
+def format_report(report: dict, fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps(report, indent=2, sort_keys=True) + "\n"
+    if fmt == "csv":
+        return _csv(report)
+    if fmt == "table":
+        return _table(report)
+    raise CdsError(f"report format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+
+
+def _csv(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    never = set(report["never_fired"])
+    for rule in report["rules"]:
+        writer.writerow([rule["rule_id"], rule["alerts"], rule["accepted"], rule["overridden"],
+                         rule["no_feedback"], _rate(rule["acceptance_rate"], ""),
+                         _rate(rule["override_rate"], ""), "yes" if rule["rule_id"] in never else "no"])
+    return out.getvalue()
+
+
+def _rate(value: float | None, empty: str = "-") -> str:
+    return empty if value is None else f"{value:.4f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _table(report: dict) -> str:
+    lines = [
+        f"pgx-cds report — calls since {report['since'] or 'the beginning'} (generated {report['generated_at']})",
+        "",
+        f"calls: {report['calls']}    cards: {report['cards']}    "
+        f"genomic cards withheld by consent: {report['calls_consent_withheld']}    "
+        f"calls with FHIR errors: {report['calls_with_fhir_errors']}    "
+        f"calls with unresolved drugs: {report['calls_with_unresolved_drugs']}",
+        f"knowledge-base versions: {', '.join(report['kb_versions']) or '-'}",
+        "",
+    ]
+    header = ("rule", "alerts", "accepted", "overridden", "no feedback", "accept %", "override %")
+    rows = [(r["rule_id"], str(r["alerts"]), str(r["accepted"]), str(r["overridden"]), str(r["no_feedback"]),
+             _percent(r["acceptance_rate"]), _percent(r["override_rate"]))
+            for r in report["rules"] if r["alerts"]]
+    lines += _grid(header, rows) if rows else ["no cards issued in this period"]
+    lines += ["", "top override reasons:"]
+    lines += [f"  {r['count']:>6}  {r['display'] or r['code']}"
+              + (f"  ({r['system']}|{r['code']})" if r["code"] else "")
+              for r in report["top_override_reasons"]] or ["  none"]
+    if report["top_unresolved_drugs"]:
+        lines += ["", "drugs that could not be resolved:"]
+        lines += [f"  {d['count']:>6}  {d['drug']}" for d in report["top_unresolved_drugs"]]
+    lines += ["", f"rules that never fired ({len(report['never_fired'])}):"]
+    lines += [f"  {rule_id}" for rule_id in report["never_fired"]] or ["  none"]
+    return "\n".join(lines) + "\n"
+
+
+def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def fmt(row: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+
+    return [fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)]

@@ -1,0 +1,236 @@
+"""The background writer: takes audit entries off a bounded queue and commits them in batches.
+
+The request thread only hashes, builds a dict and enqueues it (microseconds). This thread does the
+database work with short timeouts. When a write fails for a reason worth retrying, the batch goes to
+the spool and the writer stops trying the database for each entry ("down"): new entries go straight
+to the spool until a replay, tried every `retry_interval` seconds, gets the whole spool in. A full
+queue (database slower than traffic) also spills to the spool, from the request thread. So a CDS
+response never waits on the database, and every entry ends in the database or, until it can, on disk.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from cds.store.audit import insert_entries, insert_entry, is_transient
+from cds.store.spool import Spool
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+_STOP = object()
+
+
+class _ReplayRequest(threading.Event):
+    """Queued by replay_now(): replay the spool now, then set."""
+
+
+class AuditWriter:
+    def __init__(self, engine: Engine, spool: Spool, *, ensure_schema: Callable[[], None],
+                 on_stored: Callable[[list[dict]], None], queue_size: int = 10_000,
+                 retry_interval: float = 5.0):
+        self._engine = engine
+        self._spool = spool
+        self._ensure_schema = ensure_schema
+        self._on_stored = on_stored          # told which entries are in the database (directly or replayed)
+        self._retry_interval = retry_interval
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._down_since: float | None = None  # set while the database is failing
+        self._next_replay = 0.0
+        self._spill_lock = threading.Lock()
+        self._spills = 0                     # entries spilled to the spool from request threads
+        self._spills_drained = 0             # spill count the last successful replay covered
+        self._thread = threading.Thread(target=self._run, name="cds-audit-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def database_up(self) -> bool:
+        return self._down_since is None
+
+    def _spooling(self) -> bool:
+        """Whether new entries must go behind spooled ones (database down, or spilled entries pending)."""
+        return not self.database_up or self._spills != self._spills_drained
+
+    # --- called from request threads ------------------------------------------------------------
+    def submit(self, entry: dict) -> None:
+        """Enqueue an entry; if the queue is full, spool it here. Never raises, never waits on the database."""
+        try:
+            self._queue.put_nowait(entry)
+            return
+        except queue.Full:
+            pass
+        with self._spill_lock:
+            self._spool_or_lose([entry], "audit queue full")
+            self._spills += 1
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything submitted so far is committed or spooled; False on timeout."""
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    def replay_now(self, timeout: float) -> bool:
+        """Retry the database and replay the spool now; False if that did not finish within `timeout`."""
+        done = _ReplayRequest()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    def stop(self, timeout: float) -> None:
+        """Write what is queued (or spool it), try one last replay, and end the thread."""
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.error("audit writer did not take the stop request within %.1fs", timeout)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("audit writer still busy after %.1fs; queued entries not yet spooled may be lost", timeout)
+
+    # --- the writer thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=self._retry_interval)
+            except queue.Empty:
+                first = None
+            batch, waiters, replay_waiters = [], [], []
+            item = first
+            while item is not None:
+                if item is _STOP:
+                    stopping = True
+                elif isinstance(item, _ReplayRequest):
+                    replay_waiters.append(item)
+                elif isinstance(item, threading.Event):
+                    waiters.append(item)
+                else:
+                    batch.append(item)
+                if len(batch) >= BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            try:
+                if batch:
+                    self._write(batch)
+                for waiter in waiters:   # written or spooled: no need to wait for a replay
+                    waiter.set()
+                if stopping or replay_waiters or time.monotonic() >= self._next_replay:
+                    self._replay()
+            except Exception:  # noqa: BLE001 - this thread must outlive any one bad batch
+                log.exception("audit writer failed on a batch of %d entries", len(batch))
+            finally:
+                for waiter in (*waiters, *replay_waiters):
+                    waiter.set()
+
+    def _write(self, batch: list[dict]) -> None:
+        if self._spooling():
+            self._spool_or_lose(batch, "earlier entries are spooled")
+            return
+        try:
+            self._ensure_schema()
+            with self._engine.begin() as conn:
+                insert_entries(conn, batch)
+        except Exception as err:  # noqa: BLE001 - classified below
+            if is_transient(err):
+                self._went_down(err)
+                self._spool_or_lose(batch, "database write failed")
+                return
+            self._write_one_by_one(batch, spool_on_outage=True)
+            return
+        self._on_stored(batch)
+
+    def _write_one_by_one(self, batch: list[dict], *, spool_on_outage: bool) -> None:
+        """Isolate the entries the database refuses; store the rest."""
+        for position, entry in enumerate(batch):
+            try:
+                with self._engine.begin() as conn:
+                    insert_entry(conn, entry)
+            except Exception as err:  # noqa: BLE001 - classified below
+                if is_transient(err):
+                    if not spool_on_outage:
+                        raise
+                    self._went_down(err)
+                    self._spool_or_lose(batch[position:], "database write failed")
+                    return
+                self._reject(entry, err)
+                continue
+            self._on_stored([entry])
+
+    def _replay(self) -> None:
+        self._next_replay = time.monotonic() + self._retry_interval
+        if not self._spooling() and not self._spool.pending():
+            return
+        spills = self._spills  # spills counted so far are in files this replay seals and takes
+        try:
+            self._ensure_schema()
+            replayed = self._spool.replay(self._write_replayed)
+        except Exception as err:  # noqa: BLE001 - classified below
+            if is_transient(err):
+                self._went_down(err)
+            else:
+                log.exception("audit spool replay failed")
+            return
+        self._spills_drained = spills
+        if not self.database_up:
+            log.warning("audit database reachable again after %.1fs; %d spooled entries replayed",
+                        time.monotonic() - self._down_since, replayed)
+            self._down_since = None
+        elif replayed:
+            log.info("replayed %d spooled audit entries", replayed)
+
+    def _write_replayed(self, entries: list[dict]) -> None:
+        """Commit a chunk from the spool; raise on an outage so the file is kept."""
+        try:
+            with self._engine.begin() as conn:
+                insert_entries(conn, entries)
+        except Exception as err:  # noqa: BLE001 - classified below
+            if is_transient(err):
+                raise
+            self._write_one_by_one(entries, spool_on_outage=False)
+            return
+        self._on_stored(entries)
+
+    def _went_down(self, err: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error("audit database unavailable (%s); spooling audit entries to %s until it is back",
+                      _describe(err), self._spool.directory)
+
+    def _reject(self, entry: dict, err: BaseException) -> None:
+        reason = _describe(err)
+        log.error("audit entry %s refused by the database (%s); set aside in the spool's rejected file",
+                  entry.get("call_id") or entry.get("feedback_id"), reason)
+        try:
+            self._spool.reject(entry, reason)
+        except OSError:
+            log.exception("could not set aside refused audit entry %s", entry.get("call_id"))
+
+    def _spool_or_lose(self, entries: list[dict], why: str) -> None:
+        try:
+            self._spool.append(entries)
+        except OSError:
+            # Last line of defence: the record is lost, and we say so loudly (ids only, no content).
+            log.critical("%s and the spool cannot be written: %d audit entries lost (%s)", why, len(entries),
+                         ", ".join(str(e.get("call_id") or e.get("feedback_id")) for e in entries))
+
+
+def _describe(err: BaseException) -> str:
+    """A short, parameter-free description of a database error for the log."""
+    if isinstance(err, SQLAlchemyError) and getattr(err, "orig", None) is not None:
+        text = f"{type(err.orig).__name__}: {err.orig}"
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return " ".join(text.split())[:300]
