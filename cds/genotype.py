@@ -77,7 +77,7 @@ class GeneInterpreter:
         self.gene = table.gene
         self.kind = table.kind
         self._alleles = {name: a for name, a in table.alleles.items()}
-        self._alleles_folded = {name.casefold(): name for name in table.alleles}
+        self._alleles_folded = _allele_index(table.alleles)
         self._pair_rules = {tuple(sorted(r.functions)): r.phenotype for r in table.phenotype_rules}
         self._exceptions = {}
         for diplotype, phenotype in table.diplotype_exceptions.items():
@@ -88,7 +88,9 @@ class GeneInterpreter:
         phenotypes = set(self._pair_rules.values()) | set(self._exceptions.values()) | {r[2] for r in self._ranges}
         self.phenotypes = sorted(phenotypes)
         self._phenotypes_folded = {p.casefold(): p for p in phenotypes | {INDETERMINATE}}
-        self._prefix = re.compile(r"(?i)\b" + re.escape(self.gene) + r"\s*[_ ]?\s*(?=[*]|\b)")
+        # A gene symbol written before an allele ("CYP2C19*2", "CYP2D6 *41", "CYP2D6_*1", "DPYD c.1905+1G>A"),
+        # only at the start of an allele: some allele names contain the symbol ("... CFTR sequence").
+        self._prefix = re.compile(r"(?i)(?:^|(?<=/))\s*" + re.escape(self.gene) + r"(?:\s+|_|(?=\*))")
 
     # --- what the table can produce -------------------------------------------------------------
 
@@ -214,15 +216,15 @@ class GeneInterpreter:
 
     def _split(self, text: str) -> tuple[list[str], str | None]:
         """Split 'A/B' into known alleles, trying every '/' (allele names may contain one)."""
-        if text in self._alleles or text.casefold() in self._alleles_folded:
-            return [self._alleles_folded[text.casefold()]], self._haploid_problem()
+        if _fold(text) in self._alleles_folded:
+            return [self._alleles_folded[_fold(text)]], self._haploid_problem()
         positions = [i for i, ch in enumerate(text) if ch == "/"]
         if not positions:
             return [text], f"'{text}' is not an allele of the {self.gene} table"
         first_unknown = None
         for i in positions:
             left, right = text[:i].strip(), text[i + 1:].strip()
-            known = [self._alleles_folded.get(x.casefold()) for x in (left, right)]
+            known = [self._alleles_folded.get(_fold(x)) for x in (left, right)]
             if all(known):
                 return known, None
             if first_unknown is None:
@@ -267,6 +269,32 @@ class GeneInterpreter:
                               reason="; ".join(reasons) or None, source_ids=source_ids)
 
 
+def _fold(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+_PARENTHESISED = re.compile(r"^(?P<main>.+?)\s*\((?P<alias>[^()]+)\)$")
+
+
+def _allele_index(names) -> dict[str, str]:
+    """Folded name → table name, plus the short forms labs write for names like 'c.1905+1G>A (*2A)'
+    or 'B (reference)': the part before the parenthesis, and a star allele inside it. An alias that
+    would point at two alleles is left out rather than guessed."""
+    index = {_fold(n): n for n in names}
+    aliases: dict[str, set[str]] = {}
+    for name in names:
+        m = _PARENTHESISED.match(name)
+        if not m:
+            continue
+        forms = [m.group("main")] + ([m.group("alias")] if m.group("alias").startswith("*") else [])
+        for form in forms:
+            aliases.setdefault(_fold(form), set()).add(name)
+    for alias, targets in aliases.items():
+        if alias not in index and len(targets) == 1:
+            index[alias] = next(iter(targets))
+    return index
+
+
 def _same_allele(typed: str, allele_of_interest: str) -> bool:
     """HLA alleles match when the typed allele equals the allele of interest in its first fields."""
     return typed == allele_of_interest or typed.startswith(allele_of_interest + ":")
@@ -279,6 +307,6 @@ def interpret_value(interpreter: GeneInterpreter, value: str, source_ids: tuple[
         return interpreter.from_score(text[6:], source_ids)
     if interpreter.kind == "allele-status":
         return interpreter.from_diplotype(text, source_ids)
-    if "/" in text or text.startswith("*") or text.casefold() in interpreter._alleles_folded:
+    if "/" in text or text.startswith("*") or _fold(text) in interpreter._alleles_folded:
         return interpreter.from_diplotype(text, source_ids)
     return interpreter.from_phenotype(text, source_ids)

@@ -1,0 +1,112 @@
+"""The `cds` command: validate and explain the knowledge, import CPIC, serve, test rules, report.
+
+User errors (CdsError) print as a sentence on stderr with exit status 1 (2 for usage errors);
+tracebacks are for bugs only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cds.errors import CdsError, KnowledgeError
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from cds.knowledge.loader import load_knowledge
+
+    kb = load_knowledge(Path(args.path) if args.path else None)
+    recs = sum(len(g.recommendations) for g in kb.guidelines.values())
+    print(f"OK: {len(kb.genes)} gene tables, {len(kb.guidelines)} guidelines ({recs} recommendations), "
+          f"{len(kb.rules)} rules, {len(kb.services)} services; knowledge version {kb.version}")
+    return 0
+
+
+def _load_engine(path: str | None):
+    from cds.engine import Engine
+    from cds.knowledge.loader import load_knowledge
+
+    return Engine.from_knowledge(load_knowledge(Path(path) if path else None))
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from cds.explain import explain, to_json, to_text
+
+    if not args.drug:
+        raise CdsError("give at least one --drug")
+    evaluation = explain(_load_engine(args.knowledge), args.genotype or [], args.drug, args.population)
+    if args.json:
+        print(json.dumps(to_json(evaluation), indent=2, ensure_ascii=False))
+    else:
+        print(to_text(evaluation))
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from cds.knowledge.importer import import_cpic
+
+    report = import_cpic(Path(args.path), Path(args.out))
+    print(report.summary())
+    return 0
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from cds.cards import CardRenderer
+    from cds.ruletests import format_report, run_rule_tests
+
+    engine = _load_engine(args.path)
+    report = run_rule_tests(engine, CardRenderer(engine.kb), args.rule or None)
+    print(format_report(report))
+    return 1 if report.failed or report.rules_without_tests else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cds", description="Pharmacogenomic CDS Hooks service and knowledge tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check every knowledge file and their cross-links")
+    p.add_argument("path", nargs="?", help="knowledge root (the folder holding guidelines/, rules/, hooks/)")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("explain", help="phenotypes and matching recommendations for genotypes and drugs")
+    p.add_argument("--genotype", action="append", metavar="GENE=VALUE",
+                   help="a diplotype (CYP2C19='*2/*17'), phenotype ('Poor Metabolizer'), activity score "
+                        "(CYP2D6=score:1.0) or HLA status (HLA-B='*57:01 positive'); repeatable")
+    p.add_argument("--drug", action="append", help="drug ingredient name or RxNorm code; repeatable")
+    p.add_argument("--population", help="guideline population, e.g. 'CVI ACS PCI' (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("test", help="run the test cases written next to each rule, and report coverage")
+    p.add_argument("path", nargs="?", help="knowledge root (default: the bundled knowledge)")
+    p.add_argument("--rule", action="append", help="only this rule id; repeatable")
+    p.set_defaults(func=_cmd_test)
+
+    p = sub.add_parser("import", help="generate guidelines/ YAML from an external source")
+    isub = p.add_subparsers(dest="source", required=True)
+    c = isub.add_parser("cpic", help="from a CPIC export (genes/, guidelines/, optional v<release>/ tables)")
+    c.add_argument("path")
+    c.add_argument("--out", default="guidelines", help="output folder (default: guidelines)")
+    c.set_defaults(func=_cmd_import)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KnowledgeError as err:
+        print(f"{len(err.diagnostics)} problem(s) in the knowledge base:", file=sys.stderr)
+        for d in err.diagnostics:
+            print(f"  {d}", file=sys.stderr)
+        return 1
+    except CdsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

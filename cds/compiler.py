@@ -1,0 +1,157 @@
+"""Compile the knowledge base into match plans, one per drug: which fact values select which
+recommendation, and which CDS rule (local policy) governs the drug.
+
+The plans are plain data; cds/engine.py registers them with durable-rules. Doing this once at
+start-up keeps the request path to "build one fact per ordered drug, assert it, read what fired".
+
+Facts: one per ordered drug, one attribute per gene the drug's recommendations look up (for
+allele-status genes one attribute per allele of interest, e.g. "HLA-B *57:01"), valued with the
+patient's lookup value or CPIC's "No Result" when nothing is on file.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+
+from cds.genotype import INDETERMINATE, SCORE_NA, GeneInterpreter, allele_attribute
+from cds.knowledge.loader import KnowledgeBase
+from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
+
+
+@dataclass(frozen=True)
+class MatchPlan:
+    """One compiled condition: when every attribute has its value, `recommendation` applies."""
+
+    guideline: Guideline
+    recommendation: Recommendation
+    conditions: dict[str, str]
+    matched_by: str = "lookup"       # "lookup": CPIC's own key; "phenotype": a phenotype-only result (see below)
+
+
+@dataclass(frozen=True)
+class PreTestPlan:
+    rule: Rule
+    gene: str
+    conditions: dict[str, str]       # every attribute of the gene is "No Result"
+
+
+@dataclass
+class DrugPlan:
+    drug: str
+    rxnorm: str
+    ruleset: str                                            # durable-rules ruleset name
+    attributes: dict[str, str] = field(default_factory=dict)  # attribute → gene
+    matches: list[MatchPlan] = field(default_factory=list)
+    pretests: list[PreTestPlan] = field(default_factory=list)
+    rules: dict[str, Rule] = field(default_factory=dict)      # hook → the CDS rule that governs it
+    populations: set[str] = field(default_factory=set)
+
+
+@dataclass
+class CompiledKnowledge:
+    kb: KnowledgeBase
+    drugs: dict[str, DrugPlan]                              # by drug name
+    by_rxnorm: dict[str, DrugPlan]
+
+
+def _attribute_values(interp: GeneInterpreter, gene: str, value: str, drug_alleles: list[str]) -> dict[str, str]:
+    """Engine conditions for one (gene, lookup value) of a recommendation."""
+    if interp.kind != "allele-status":
+        return {gene: value}
+    if value == NO_RESULT:
+        return {allele_attribute(gene, a): NO_RESULT for a in drug_alleles}
+    allele = value.split()[0]
+    return {allele_attribute(gene, allele): value}
+
+
+def _in_effect(rule: Rule, today: date) -> bool:
+    return (rule.effective_from is None or rule.effective_from <= today) and \
+        (rule.effective_until is None or today <= rule.effective_until)
+
+
+def _rule_for(kb: KnowledgeBase, drug: str, hook: str, today: date) -> Rule | None:
+    """The rule that governs a drug on a hook: a rule naming the drug beats the wildcard rule; a
+    switched-off rule naming the drug silences it (it does not fall back to the wildcard)."""
+    naming = [r for r in kb.rules if r.drugs != "*" and drug in r.drugs]
+    if naming:
+        active = [r for r in naming if r.enabled and hook in r.hooks and _in_effect(r, today)]
+        return active[0] if active else None
+    wildcard = [r for r in kb.rules if r.enabled and r.drugs == "*" and hook in r.hooks and _in_effect(r, today)]
+    return wildcard[0] if wildcard else None
+
+
+def _phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
+    """Conditions for results stated only as a phenotype of an activity-score gene.
+
+    CPIC keys CYP2D6, CYP2C9 and DPYD recommendations by activity score, but labs often report the
+    phenotype alone. Where every score of that phenotype leads to the same recommendation (same
+    classification and text, all else equal), the phenotype is enough and we add a condition keyed
+    by it; where the scores disagree, a phenotype-only result matches nothing (no guess)."""
+    aliases: list[MatchPlan] = []
+    for gene in {g for g in plan.attributes.values() if kb.interpreters[g].kind == "activity-score"}:
+        interp = kb.interpreters[gene]
+        groups: dict[tuple, list[MatchPlan]] = defaultdict(list)
+        for m in plan.matches:
+            value = m.conditions.get(gene)
+            if value is None or value in (NO_RESULT, SCORE_NA):
+                continue
+            phenotype = interp.phenotype_for_score(value)
+            if phenotype == INDETERMINATE:
+                continue
+            others = tuple(sorted((k, v) for k, v in m.conditions.items() if k != gene))
+            groups[(m.recommendation.population, others, phenotype)].append(m)
+        for (population, others, phenotype), members in groups.items():
+            content = {(m.recommendation.classification, m.recommendation.recommendation) for m in members}
+            if len(content) != 1:
+                continue
+            first = min(members, key=lambda m: m.conditions[gene])
+            aliases.append(MatchPlan(first.guideline, first.recommendation, {**dict(others), gene: phenotype},
+                                     matched_by="phenotype"))
+    return aliases
+
+
+def compile_knowledge(kb: KnowledgeBase, today: date | None = None) -> CompiledKnowledge:
+    today = today or date.today()
+    plans: dict[str, DrugPlan] = {}
+    for guideline in kb.guidelines.values():
+        for drug in guideline.drugs:
+            if not drug.rxnorm:
+                continue
+            plan = plans.get(drug.name)
+            if plan is None:
+                plan = plans[drug.name] = DrugPlan(drug.name, drug.rxnorm, ruleset=f"drug_{drug.rxnorm}")
+            recs = [r for r in guideline.recommendations if r.drug == drug.name]
+            alleles: dict[str, list[str]] = defaultdict(list)
+            for rec in recs:
+                for gene, value in rec.lookup.items():
+                    if kb.interpreters[gene].kind == "allele-status" and value != NO_RESULT:
+                        allele = value.split()[0]
+                        if allele not in alleles[gene]:
+                            alleles[gene].append(allele)
+            for rec in recs:
+                conditions: dict[str, str] = {}
+                for gene, value in rec.lookup.items():
+                    gene_conditions = _attribute_values(kb.interpreters[gene], gene, value, alleles[gene])
+                    conditions.update(gene_conditions)
+                    for attribute in gene_conditions:
+                        plan.attributes[attribute] = gene
+                plan.matches.append(MatchPlan(guideline, rec, conditions))
+                plan.populations.add(rec.population)
+    for plan in plans.values():
+        plan.matches.extend(_phenotype_aliases(plan, kb))
+        for hook in ("order-select", "order-sign", "patient-view"):
+            rule = _rule_for(kb, plan.drug, hook, today)
+            if rule:
+                plan.rules[hook] = rule
+        for rule in {id(r): r for r in plan.rules.values()}.values():
+            for gene in (rule.pretest.genes if rule.pretest else []):
+                interp = kb.interpreters[gene]
+                attrs = [a for a, g in plan.attributes.items() if g == gene]
+                if not attrs:
+                    attrs = ([allele_attribute(gene, a) for a in interp.alleles_of_interest]
+                             if interp.kind == "allele-status" else [gene])
+                for a in attrs:
+                    plan.attributes.setdefault(a, gene)
+                plan.pretests.append(PreTestPlan(rule, gene, {a: NO_RESULT for a in attrs}))
+    return CompiledKnowledge(kb, plans, {p.rxnorm: p for p in plans.values()})

@@ -1,0 +1,170 @@
+"""The rules engine: compiled match plans registered with durable-rules, evaluated per request.
+
+One durable-rules ruleset per drug, so an evaluation touches only the rulesets of the drugs ordered
+and its cost does not grow with the size of the knowledge base. Each evaluation asserts one fact per
+drug under a fresh session id and deletes that session's state afterwards; a lock serialises access
+to the engine, whose C core keeps per-ruleset state that is not safe to share between threads.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from durable import engine as durable_engine
+
+from cds.compiler import CompiledKnowledge, DrugPlan, MatchPlan, PreTestPlan, compile_knowledge
+from cds.errors import CdsError
+from cds.genotype import Interpretation
+from cds.knowledge.loader import KnowledgeBase
+from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
+
+_engine_ids = itertools.count(1)
+# Every fact carries this marker and every ruleset has a rule that matches it. durable-rules 2.0.28
+# crashes (double free) when the state of a session whose fact no rule matched is deleted, and never
+# frees that state otherwise; with the marker rule every fact is handled and its state can be deleted.
+_MARKER = ("pgx_fact", "drug-order")
+_STATED_ORDER = {"diplotype": 0, "activity score": 1, "allele status": 2, "phenotype": 3}
+
+
+def _ignore(_closure) -> None:
+    return None
+
+
+class _Host(durable_engine.Host):
+    """A durable-rules host without its background dispatch threads: every action we register runs
+    synchronously inside assert_fact, and the timer threads would only burn CPU (and race us)."""
+
+    def _run(self) -> None:  # noqa: D401 - overriding the thread start-up
+        return None
+
+
+@dataclass(frozen=True)
+class Match:
+    drug: str
+    guideline: Guideline
+    recommendation: Recommendation
+    matched_by: str                       # "lookup" or "phenotype" (see cds.compiler._phenotype_aliases)
+
+
+@dataclass(frozen=True)
+class PreTestAlert:
+    drug: str
+    gene: str
+    rule: Rule
+
+
+@dataclass
+class DrugEvaluation:
+    drug: str
+    rxnorm: str
+    facts: dict[str, str]                               # the fact asserted: attribute → lookup value
+    matches: list[Match] = field(default_factory=list)
+    pretests: list[PreTestAlert] = field(default_factory=list)
+    rules: dict[str, Rule] = field(default_factory=dict)  # hook → governing CDS rule
+
+
+@dataclass
+class Evaluation:
+    interpretations: dict[str, list[Interpretation]]
+    drugs: list[DrugEvaluation]
+    population: str | None = None
+
+
+class Engine:
+    """Compiled knowledge, registered once; `evaluate` is the hot path."""
+
+    def __init__(self, compiled: CompiledKnowledge):
+        self.compiled = compiled
+        self.kb = compiled.kb
+        self._lock = threading.Lock()
+        self._fired: list[object] = []
+        self._host = _Host()
+        prefix = f"e{next(_engine_ids)}_"
+        self._ruleset_names: dict[str, str] = {}
+        definitions = {}
+        for plan in compiled.drugs.values():
+            if not plan.matches and not plan.pretests:
+                continue  # e.g. warfarin: CPIC gives a dosing algorithm, not lookup recommendations
+            name = prefix + plan.ruleset
+            self._ruleset_names[plan.drug] = name
+            definitions[name] = self._ruleset(plan)
+        self._host.register_rulesets(definitions)
+        self._warm_up()
+
+    @classmethod
+    def from_knowledge(cls, kb: KnowledgeBase) -> "Engine":
+        return cls(compile_knowledge(kb))
+
+    def _ruleset(self, plan: DrugPlan) -> dict:
+        rules = {}
+        for i, target in enumerate(list(plan.matches) + list(plan.pretests)):
+            conditions = [{attr: value} for attr, value in sorted(target.conditions.items())]
+            test = conditions[0] if len(conditions) == 1 else {"$and": conditions}
+            rules[f"r{i}"] = {"all": [{"m": test}], "run": self._recorder(target)}
+        rules["handled"] = {"all": [{"m": {_MARKER[0]: _MARKER[1]}}], "run": _ignore}
+        return rules
+
+    def _recorder(self, target: MatchPlan | PreTestPlan):
+        fired = self._fired
+
+        def record(_closure) -> None:
+            fired.append(target)
+        return record
+
+    def _warm_up(self) -> None:
+        # durable-rules registers a ruleset lazily on first use and fails under concurrent first use,
+        # so touch every ruleset once before serving.
+        for plan in self.compiled.drugs.values():
+            self._assert(plan, {attr: NO_RESULT for attr in plan.attributes})
+
+    def _assert(self, plan: DrugPlan, values: dict[str, str]) -> list[object]:
+        name = self._ruleset_names.get(plan.drug)
+        if name is None:
+            return []
+        sid = uuid.uuid4().hex
+        with self._lock:
+            self._fired.clear()
+            try:
+                self._host.assert_fact(name, {"sid": sid, _MARKER[0]: _MARKER[1], **values})
+            finally:
+                self._host.delete_state(name, sid)
+            return list(self._fired)
+
+    # --- the request path -------------------------------------------------------------------------
+
+    def drug_plan(self, drug: str) -> DrugPlan | None:
+        """Find a drug by ingredient name (any case) or RxNorm ingredient code."""
+        return self.compiled.drugs.get(drug) or self.compiled.drugs.get(drug.lower()) or self.compiled.by_rxnorm.get(drug)
+
+    def evaluate(self, genotypes: Mapping[str, Iterable[Interpretation]], drugs: Iterable[str],
+                 population: str | None = None) -> Evaluation:
+        """Match the patient's interpreted results against the recommendations for each drug.
+
+        `genotypes`: gene → its interpretations (several may agree, e.g. HLA alleles or a diplotype and
+        a phenotype; conflicts are resolved before this point). Unknown drugs raise CdsError."""
+        interpretations = {gene: sorted(items, key=lambda i: _STATED_ORDER.get(i.stated_as, 9))
+                           for gene, items in genotypes.items()}
+        patient: dict[str, str] = {}
+        for items in interpretations.values():
+            for interp in reversed(items):  # the most specific statement wins
+                patient.update(interp.lookup)
+        results = []
+        for drug in drugs:
+            plan = self.drug_plan(drug)
+            if plan is None:
+                raise CdsError(f"unknown drug '{drug}': no guideline in the knowledge base covers it")
+            facts = {attr: patient.get(attr, NO_RESULT) for attr in plan.attributes}
+            fired = self._assert(plan, facts)
+            evaluation = DrugEvaluation(plan.drug, plan.rxnorm, facts, rules=dict(plan.rules))
+            wanted = population if population in plan.populations else None
+            for target in fired:
+                if isinstance(target, PreTestPlan):
+                    evaluation.pretests.append(PreTestAlert(plan.drug, target.gene, target.rule))
+                elif wanted is None or target.recommendation.population == wanted:
+                    evaluation.matches.append(Match(plan.drug, target.guideline, target.recommendation, target.matched_by))
+            evaluation.matches.sort(key=lambda m: (m.recommendation.population, m.recommendation.id))
+            results.append(evaluation)
+        return Evaluation(interpretations, results, population)

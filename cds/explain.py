@@ -1,0 +1,103 @@
+"""What the knowledge base says for a patient and a drug, for pharmacists (`cds explain`).
+
+Shared by the CLI and the workbench: parse `GENE=VALUE` genotype statements, interpret them, evaluate
+the drugs, and present the result as text or as the JSON shape documented in the README.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from cds.engine import Engine, Evaluation
+from cds.errors import CdsError
+from cds.genotype import Interpretation, interpret_value
+
+
+def parse_genotype_args(engine: Engine, statements: Iterable[str]) -> dict[str, list[Interpretation]]:
+    """['CYP2C19=*2/*17', "HLA-B=*57:01 positive", 'CYP2D6=score:1.0'] → gene → interpretations."""
+    out: dict[str, list[Interpretation]] = {}
+    for statement in statements:
+        gene, sep, value = statement.partition("=")
+        gene, value = gene.strip(), value.strip().strip("'\"")
+        if not sep or not gene or not value:
+            raise CdsError(f"--genotype '{statement}': expected GENE=VALUE, e.g. CYP2C19='*2/*17'")
+        canonical = _gene_name(engine, gene)
+        out.setdefault(canonical, []).append(interpret_value(engine.kb.interpreters[canonical], value))
+    return out
+
+
+def _gene_name(engine: Engine, gene: str) -> str:
+    for known in engine.kb.interpreters:
+        if known.casefold() == gene.casefold():
+            return known
+    raise CdsError(f"unknown gene '{gene}' (known: {', '.join(sorted(engine.kb.interpreters))})")
+
+
+def explain(engine: Engine, genotypes: Iterable[str], drugs: Iterable[str], population: str | None = None) -> Evaluation:
+    return engine.evaluate(parse_genotype_args(engine, genotypes), list(drugs), population)
+
+
+def to_json(evaluation: Evaluation) -> dict[str, Any]:
+    phenotypes = {}
+    for gene, items in evaluation.interpretations.items():
+        first = items[0]
+        entry = {"diplotype": first.diplotype, "phenotype": first.phenotype,
+                 "activity_score": first.activity_score, "lookup_key": first.lookup_key}
+        if first.reason:
+            entry["reason"] = first.reason
+        phenotypes[gene] = entry
+    recommendations = []
+    for drug in evaluation.drugs:
+        for m in drug.matches:
+            rec = m.recommendation
+            recommendations.append({
+                "guideline": m.guideline.id,
+                "drug": drug.drug,
+                "rxnorm": drug.rxnorm,
+                "population": rec.population,
+                "lookup_key": dict(rec.lookup),
+                "classification": rec.classification,
+                "recommendation": rec.recommendation,
+                "implications": dict(rec.implications),
+                "id": rec.id,
+                "matched_by": m.matched_by,
+                "citation": _citation(m.guideline),
+            })
+    return {"phenotypes": phenotypes, "recommendations": recommendations}
+
+
+def _citation(guideline) -> str:
+    c = guideline.citations[0]
+    return f"{c.title} ({c.year}) PMID {c.pmid}; {guideline.url}"
+
+
+def to_text(evaluation: Evaluation) -> str:
+    lines = []
+    if evaluation.interpretations:
+        lines.append("Phenotypes")
+        for gene, items in evaluation.interpretations.items():
+            for i in items:
+                parts = [f"  {gene:8}", i.diplotype or f"(stated {i.stated_as})", "→", i.phenotype]
+                if i.activity_score:
+                    parts.append(f"(activity score {i.activity_score})")
+                parts.append(f"[lookup: {i.lookup_key or '—'}]")
+                if i.reason:
+                    parts.append(f"— {i.reason}")
+                lines.append(" ".join(parts))
+    else:
+        lines.append("Phenotypes: none given")
+    for drug in evaluation.drugs:
+        lines.append("")
+        lines.append(f"{drug.drug} (RxNorm {drug.rxnorm})")
+        if not drug.matches:
+            lines.append("  no recommendation matches these results")
+        for m in drug.matches:
+            rec = m.recommendation
+            lines.append(f"  [{rec.population}] {rec.classification or 'no classification'}: {rec.recommendation}")
+            for gene, text in rec.implications.items():
+                lines.append(f"      {gene}: {text}")
+            via = " (matched by phenotype; CPIC keys this by activity score)" if m.matched_by == "phenotype" else ""
+            lines.append(f"      lookup {dict(rec.lookup)}{via}")
+            lines.append(f"      source: {m.guideline.name} — {_citation(m.guideline)} [{rec.id}]")
+        for p in drug.pretests:
+            lines.append(f"  pre-test alert ({p.rule.id}): no {p.gene} result on file")
+    return "\n".join(lines)
