@@ -45,8 +45,9 @@ def insert_entry(conn: Connection, entry: dict) -> None:
 def _insert_ignoring_duplicate(conn: Connection, table: Table, row: dict, key: str) -> bool:
     """Insert unless a row with the same primary key exists; True if inserted."""
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = dialect_insert(table).values(**row).on_conflict_do_nothing(index_elements=[key])
-    return conn.execute(statement).rowcount == 1
+    statement = (dialect_insert(table).values(**row).on_conflict_do_nothing(index_elements=[key])
+                 .returning(table.c[key]))  # rowcount is not reliable for this across drivers
+    return conn.execute(statement).first() is not None
 
 
 def _insert_call(conn: Connection, entry: dict) -> None:

@@ -76,6 +76,7 @@ class Store:
                     flush_timeout=flush_timeout)
         try:
             store.ensure_schema()
+            store._writer.replay_now(flush_timeout)  # what earlier processes left in the spool
         except SQLAlchemyError as err:
             if not is_transient(err):
                 raise
