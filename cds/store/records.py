@@ -57,11 +57,12 @@ def utc(moment: datetime) -> datetime:
 
 
 def _scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
-    """Replace the raw patient id where it stands as a whole FHIR id token inside free text."""
+    """Replace the raw patient id wherever it appears in free text or ids, except inside a longer word."""
     if not patient_id:
         return lambda text: text
-    # FHIR ids are [A-Za-z0-9-.]; a match must not be part of a longer id ("19" inside "CYP2C19").
-    pattern = re.compile(rf"(?<![A-Za-z0-9.\-]){re.escape(patient_id)}(?![A-Za-z0-9\-]|\.[A-Za-z0-9])")
+    # Not next to a letter or digit: "19" in "CYP2C19" is not the patient, but "pat1" in
+    # "Observation/pat1-cyp" is (servers build resource ids from patient ids).
+    pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(patient_id)}(?![A-Za-z0-9])")
     return lambda text: pattern.sub(PATIENT_PLACEHOLDER, text) if text else text
 
 
