@@ -1,0 +1,58 @@
+"""The audit key: from the environment, or a development key made once and kept."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import multiprocessing
+import stat
+
+import pytest
+
+from cds.errors import CdsError
+from cds.store.pseudonym import PatientHasher, load_audit_key
+
+
+def test_the_hash_is_hmac_sha256_under_the_site_key():
+    key = b"k" * 32
+    assert PatientHasher(key)("pat-1") == hmac.new(key, b"pat-1", hashlib.sha256).hexdigest()
+    assert PatientHasher(key)("pat-1") != PatientHasher(b"j" * 32)("pat-1")
+
+
+def test_the_environment_key_wins_and_must_be_long(monkeypatch, tmp_path):
+    monkeypatch.setenv("CDS_AUDIT_KEY_FILE", str(tmp_path / "audit-key"))
+    monkeypatch.setenv("CDS_AUDIT_KEY", "s" * 40)
+    assert load_audit_key() == b"s" * 40
+    assert not (tmp_path / "audit-key").exists()
+    monkeypatch.setenv("CDS_AUDIT_KEY", "short")
+    with pytest.raises(CdsError, match="at least 32 characters"):
+        load_audit_key()
+
+
+def test_without_a_key_a_development_key_is_made_once_and_kept_private(monkeypatch, tmp_path):
+    monkeypatch.delenv("CDS_AUDIT_KEY", raising=False)
+    path = tmp_path / "var" / "audit-key"
+    monkeypatch.setenv("CDS_AUDIT_KEY_FILE", str(path))
+    first = load_audit_key()
+    assert len(first) == 64 and path.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_audit_key() == first  # a restart hashes patients the same way
+
+
+def _load_in_child(path, results):
+    import os
+    os.environ.pop("CDS_AUDIT_KEY", None)
+    os.environ["CDS_AUDIT_KEY_FILE"] = path
+    results.put(load_audit_key())
+
+
+def test_processes_starting_together_agree_on_one_development_key(tmp_path):
+    path = str(tmp_path / "audit-key")
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    children = [context.Process(target=_load_in_child, args=(path, results)) for _ in range(6)]
+    for child in children:
+        child.start()
+    keys = {results.get(timeout=30) for _ in children}
+    for child in children:
+        child.join(30)
+    assert len(keys) == 1
