@@ -124,7 +124,7 @@ class Engine:
         name = self._ruleset_names.get(plan.drug)
         if name is None:
             return []
-        sid = uuid.uuid4().hex
+        sid = self._new_session_id()
         with self._lock:
             self._fired.clear()
             try:
@@ -132,6 +132,17 @@ class Engine:
             finally:
                 self._host.delete_state(name, sid)
             return list(self._fired)
+
+    def _new_session_id(self) -> str:
+        return uuid.uuid4().hex
+
+    def session_exists(self, drug: str, sid: str) -> bool:
+        """Whether durable-rules still holds state for a session (evaluations must leave none)."""
+        try:
+            self._host.get_state(self._ruleset_names[drug], sid)
+            return True
+        except Exception:  # durable-rules raises a bare Exception ("Could not get state, error code: 309")
+            return False
 
     # --- the request path -------------------------------------------------------------------------
 

@@ -54,7 +54,10 @@ class ImportReport:
             f"recommendations whose text or classification the newer release changed: {self.recommendations_changed}",
             f"recommendations of the older export that the newer release no longer has: {len(self.recommendations_dropped)}",
         ]
-        lines += [f"left out: {d}" for d in self.drugs_left_out]
+        if self.drugs_left_out:
+            lines.append(f"drugs left out ({len(self.drugs_left_out)}): " + ", ".join(self.drugs_left_out))
+            lines.append("  (their recommendations are only in the release tables; no guideline annotation of the "
+                         "export lists them, so there is no citation or curated flags to go with them)")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -417,7 +420,7 @@ def _release_recommendation(row: dict[str, str], lookup: dict[str, str], populat
     if phenotypes:
         rec["phenotypes"] = dict(sorted(phenotypes.items()))
     rec["classification"] = None if classification in ("", "n/a") else _classification(classification)
-    rec["recommendation"] = _text(row["drugrecommendation"]) or "No recommendation"
+    rec["recommendation"] = " ".join(row["drugrecommendation"].split())  # verbatim, even "n/a"
     implications = _split_implications(row["implications_text"] or "", lookup)
     if implications:
         rec["implications"] = implications
@@ -465,7 +468,7 @@ def _flags(old: dict[str, Any]) -> dict[str, bool]:
 
 
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    old_cls = _classification(((old.get("classification") or {}).get("term") or "n/a"))
+    old_cls = _classification(((old.get("classification") or {}).get("term") or "n/a").replace("N/A", "n/a"))
     new_cls = new.get("classification", "n/a")
     norm = lambda s: s.replace("’", "'").replace("“", '"').replace("”", '"')
     return old_cls != new_cls or not norm(_html_text(old["text"]["html"])).startswith(norm(new["recommendation"]))
@@ -573,7 +576,5 @@ def import_cpic(src: Path, dest: Path) -> ImportReport:
             report.genes_written.append(gene)
         release_only = sorted({r["drugname"] for r in release.recommendations} - covered_drugs)
         for drug in release_only:
-            report.drugs_left_out.append(
-                f"{drug}: recommendations only in {release.name}; no guideline annotation of the export lists "
-                "the drug (no citation or curated flags to go with them), so it is left out until one is curated")
+            report.drugs_left_out.append(drug)
     return report

@@ -176,7 +176,9 @@ def load_knowledge(root: Path | None = None, *, cross_link: bool = True) -> Know
     kb = KnowledgeBase(root=root, version=digest.hexdigest()[:12], genes=genes, guidelines=guidelines,
                        rules=rules, services=services, sources=sources, origins=origins)
     kb.interpreters = {name: GeneInterpreter(table) for name, table in genes.items()}
-    if cross_link:
+    # Cross-file checks only make sense once every file reads: a gene table with a syntax error
+    # would otherwise show up as hundreds of "unknown gene" errors in the guidelines.
+    if cross_link and not diags:
         from cds.knowledge.crosslink import cross_link as check
         diags.extend(check(kb))
     if diags:

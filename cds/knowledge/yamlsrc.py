@@ -85,10 +85,16 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
+        # The context mark is where the broken construct starts (an unclosed '{' or quote); the problem
+        # mark is where the parser gave up, often a line later. Point at the start, mention both.
+        mark = err.context_mark or err.problem_mark
         line = mark.line + 1 if mark else 1
-        problem = " ".join(filter(None, [err.context, err.problem]))
-        raise YamlSourceError([Diagnostic(file, line, f"YAML syntax error: {problem}")]) from None
+        parts = []
+        if err.context:
+            parts.append(err.context + (f" (line {err.context_mark.line + 1})" if err.context_mark else ""))
+        if err.problem:
+            parts.append(err.problem + (f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""))
+        raise YamlSourceError([Diagnostic(file, line, f"YAML syntax error: {' '.join(parts)}")]) from None
     except yaml.YAMLError as err:
         raise YamlSourceError([Diagnostic(file, 1, f"YAML error: {err}")]) from None
     if node is None:

@@ -1,0 +1,142 @@
+"""Every recommendation of every CPIC guideline file is reachable, exactly and alone.
+
+For each recommendation of the 2024 export (../shared/cpic/guidelines) and of CPIC database release
+1.54 (../shared/cpic/v1.54), evaluating its lookup key for its drug and population returns exactly
+that recommendation (same classification, same text) and no other. We encode release 1.54; the 2024
+recommendations it changed or removed are listed in tests/fixtures/cpic-1.54-recommendation-changes.tsv.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import REPO
+from cpic_sources import key, legacy_recommendations, norm_text, release_recommendations
+from cds.genotype import Interpretation, allele_attribute
+from cds.knowledge.models import NO_RESULT
+
+CHANGES_FILE = REPO / "tests" / "fixtures" / "cpic-1.54-recommendation-changes.tsv"
+
+
+def _changes() -> dict[tuple, str]:
+    lines = [line for line in CHANGES_FILE.read_text().splitlines() if not line.startswith("#")]
+    rows = csv.DictReader(lines, delimiter="\t")
+    return {(r["drug"], r["population"], r["lookup"]): r["change"] for r in rows}
+
+
+def _patient(kb, lookup: dict[str, str]) -> dict[str, list[Interpretation]]:
+    patient = {}
+    for gene, value in lookup.items():
+        if value == NO_RESULT:
+            continue
+        if kb.interpreters[gene].kind == "allele-status":
+            attrs = {allele_attribute(gene, value.split()[0]): value}
+        else:
+            attrs = {gene: value}
+        patient.setdefault(gene, []).append(Interpretation(gene, value, attrs))
+    return patient
+
+
+def _matches(engine, kb, drug, population, lookup):
+    evaluation = engine.evaluate(_patient(kb, lookup), [drug], population)
+    return [m.recommendation for m in evaluation.drugs[0].matches if m.recommendation.population == population]
+
+
+def test_the_listed_changes_are_exactly_the_differences_between_the_sources():
+    legacy = {key(r): r for r in legacy_recommendations()}
+    release = {key(r): r for r in release_recommendations()}
+    found = {}
+    for k, old in legacy.items():
+        new = release.get(k)
+        if new is None:
+            found[k] = "removed in 1.54"
+            continue
+        changed = []
+        if old["classification"] != new["classification"]:
+            changed.append("classification")
+        if not norm_text(old["text"]).startswith(norm_text(new["text"])):
+            changed.append("text")
+        if changed:
+            found[k] = "+".join(changed) + " changed in 1.54"
+    assert found == _changes()
+
+
+def test_every_2024_recommendation(kb, engine):
+    changes = _changes()
+    release = {key(r): r for r in release_recommendations()}
+    checked = unchanged = 0
+    for old in legacy_recommendations():
+        k = key(old)
+        change = changes.get(k)
+        if change == "removed in 1.54":
+            producible = all(v == NO_RESULT or v in kb.interpreters[g].lookup_values().get(g, set()) | {
+                v2 for vals in kb.interpreters[g].lookup_values().values() for v2 in vals} for g, v in old["lookup"].items())
+            if producible:  # e.g. thiopurine "No Result" combinations: nothing may match any more
+                assert _matches(engine, kb, old["drug"], old["population"], old["lookup"]) == [], k
+            continue
+        got = _matches(engine, kb, old["drug"], old["population"], old["lookup"])
+        assert len(got) == 1, (k, [r.id for r in got])
+        expected = release[k]  # release 1.54 is what we encode
+        assert got[0].classification == expected["classification"], k
+        assert got[0].recommendation == expected["text"], k
+        if change is None:
+            assert got[0].classification == old["classification"], k
+            assert norm_text(old["text"]).startswith(norm_text(got[0].recommendation)), k
+            unchanged += 1
+        checked += 1
+    print(f"2024 recommendations reached exactly: {checked} ({unchanged} identical to the 2024 text and "
+          f"classification, {checked - unchanged} as changed by release 1.54)")
+    assert checked > 1800
+
+
+def test_every_release_recommendation_of_the_encoded_drugs(kb, engine):
+    drugs = kb.drugs()
+    seen = 0
+    for rec in release_recommendations():
+        if rec["drug"] not in drugs:
+            continue  # drugs of release 1.54 without a guideline annotation are left out (see README)
+        got = _matches(engine, kb, rec["drug"], rec["population"], rec["lookup"])
+        assert [r.id for r in got] == [f"cpic-{rec['id']}"], (rec["drug"], rec["population"], rec["lookup"])
+        assert got[0].recommendation == rec["text"]
+        seen += 1
+    assert seen == sum(len(g.recommendations) for g in kb.guidelines.values())
+
+
+def test_every_guideline_file_is_encoded(kb):
+    from conftest import CPIC
+
+    sources = sorted((CPIC / "guidelines").glob("*.json"))
+    assert len(sources) == 56
+    encoded = {g.pharmgkb_id for g in kb.guidelines.values()}
+    for path in sources:
+        assert json.loads(path.read_text())["guideline"]["id"] in encoded, path.name
+
+
+def test_every_drug_has_an_rxnorm_code_from_the_release_table(kb):
+    from conftest import CPIC
+
+    with (CPIC / "v1.54" / "cpic_drugs_v1.54.tsv").open(encoding="utf-8", newline="") as f:
+        codes = {r["pharmgkbid"]: r["rxnormid"] for r in csv.DictReader(f, delimiter="\t")}
+    for guideline in kb.guidelines.values():
+        for drug in guideline.drugs:
+            assert drug.rxnorm and drug.rxnorm == codes[drug.pharmgkb], drug.name
+
+
+@pytest.mark.parametrize("drug,lookup,population,expected_start", [
+    # multi-gene recommendations match on all their genes (text from the 1.54 release table)
+    ("amitriptyline", {"CYP2C19": "Intermediate Metabolizer", "CYP2D6": "1.0"}, "general", "Consider a 25% reduction"),
+    ("phenytoin", {"CYP2C9": "1.0", "HLA-B": "*15:02 positive"}, "PHT naive", "If patient is phenytoin-naive, do not use"),
+    ("azathioprine", {"NUDT15": "Poor Metabolizer", "TPMT": "Normal Metabolizer"}, "general", "Consider alternative nonthiopurine"),
+    ("rosuvastatin", {"ABCG2": "Poor Function", "SLCO1B1": "Normal Function"}, "general", None),
+])
+def test_multi_gene_recommendations_need_every_gene(kb, engine, drug, lookup, population, expected_start):
+    got = _matches(engine, kb, drug, population, lookup)
+    assert len(got) == 1
+    if expected_start:
+        assert got[0].recommendation.startswith(expected_start)
+    # change one gene's value and the recommendation no longer matches
+    gene, value = next(iter(lookup.items()))
+    other = next(v for v in sorted(kb.interpreters[gene].lookup_values()[gene if kb.interpreters[gene].kind != "allele-status" else allele_attribute(gene, value.split()[0])]) if v != value)
+    assert got[0] not in _matches(engine, kb, drug, population, {**lookup, gene: other})
