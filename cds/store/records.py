@@ -62,8 +62,17 @@ def _scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
         return lambda text: text
     # Not next to a letter or digit: "19" in "CYP2C19" is not the patient, but "pat1" in
     # "Observation/pat1-cyp" is (servers build resource ids from patient ids).
-    pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(patient_id)}(?![A-Za-z0-9])")
-    return lambda text: pattern.sub(PATIENT_PLACEHOLDER, text) if text else text
+    pattern: re.Pattern | None = None
+
+    def scrub(text: str | None) -> str | None:
+        nonlocal pattern
+        if not text or patient_id not in text:  # the usual case: no regex at all
+            return text
+        if pattern is None:
+            pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(patient_id)}(?![A-Za-z0-9])")
+        return pattern.sub(PATIENT_PLACEHOLDER, text)
+
+    return scrub
 
 
 def audit_entry(record: CallRecord, hash_patient: Callable[[str], str]) -> dict:
