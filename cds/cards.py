@@ -297,6 +297,17 @@ class CardRenderer:
         return RenderedCard(card, alert.rule.id, drug.drug, guideline.id if guideline else None,
                             guideline.version if guideline else None, None, facts, pretest=True)
 
+    def notice_card(self, drug: str, summary: str, detail: str, code: str, indicator: str = "warning") -> RenderedCard:
+        """A card about the check itself (results conflict, results unreachable), not about a guideline."""
+        card = {
+            "uuid": str(uuid.uuid4()),
+            "summary": _fit(summary),
+            "detail": f"{detail}\n\nKnowledge base version `{self.kb.version}`.",
+            "indicator": indicator,
+            "source": {"label": "pgx-cds", "topic": {"system": TOPIC_SYSTEM, "code": code, "display": code.replace("-", " ")}},
+        }
+        return RenderedCard(card, code, drug, None, None, None, [])
+
     # --- patient-view -----------------------------------------------------------------------------
 
     def patient_summary(self, interpretations: dict[str, list[Interpretation]], evaluation: Evaluation | None,

@@ -61,9 +61,22 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return 1 if report.failed or report.rules_without_tests else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cds.service.server import serve
+
+    serve(args.host, args.port, args.workers)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds", description="Pharmacogenomic CDS Hooks service and knowledge tools")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the CDS Hooks service under gunicorn")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, help="worker processes (default $CDS_WORKERS or 2)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("validate", help="check every knowledge file and their cross-links")
     p.add_argument("path", nargs="?", help="knowledge root (the folder holding guidelines/, rules/, hooks/)")

@@ -161,7 +161,7 @@ class Guideline(Strict):
 # --- CDS rules (local policy) ------------------------------------------------------------------
 
 Indicator = Literal["info", "warning", "critical"]
-Hook = Literal["order-select", "order-sign", "patient-view"]
+Hook = Literal["order-select", "order-sign", "patient-view", "medication-prescribe"]
 
 
 class Alternative(Strict):
@@ -245,7 +245,15 @@ class HookService(Strict):
     title: str
     description: str
     prefetch: dict[str, str] = Field(default_factory=dict)
+    optional_prefetch: list[str] = Field(default_factory=list)   # may be absent when no FHIR server is given
     usage_requirements: str | None = None
+
+    @model_validator(mode="after")
+    def _optional_keys_exist(self) -> "HookService":
+        unknown = [k for k in self.optional_prefetch if k not in self.prefetch]
+        if unknown:
+            raise ValueError(f"optional_prefetch names keys that are not prefetch templates: {', '.join(unknown)}")
+        return self
 
 
 class HookFile(Strict):

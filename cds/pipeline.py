@@ -1,0 +1,202 @@
+"""The decision pipeline, one stage after another, shared by the service and the workbench:
+
+    FHIR resources → genomic results (cds.fhir) → current result per gene (cds.fhir.selection)
+    → CPIC interpretation (cds.genotype) → match (cds.engine) → cards (cds.cards)
+
+Everything here works on data already gathered; fetching it (prefetch, FHIR server) is the
+service's job, so the same pipeline runs for a pasted CDS Hooks request in the workbench.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Iterable
+
+from cds.cards import CardRenderer, OrderRef, RenderedCard
+from cds.engine import Engine, Evaluation
+from cds.errors import CdsError
+from cds.facts import GenomicResult, MedicationOrder
+from cds.fhir.genomics import read_genomic_results
+from cds.fhir.medications import MedicationResolver
+from cds.fhir.selection import select_current
+from cds.genotype import Interpretation
+from cds.knowledge.models import NO_RESULT
+
+log = logging.getLogger("cds.pipeline")
+
+
+@dataclass
+class PatientFacts:
+    """The patient's pharmacogenomic results in CPIC terms, and what could not be used."""
+
+    interpretations: dict[str, list[Interpretation]] = field(default_factory=dict)
+    conflicts: dict[str, list[str]] = field(default_factory=dict)   # gene → source ids that disagree
+    notes: list[str] = field(default_factory=list)                  # skipped/ignored resources (no PHI)
+
+
+@dataclass
+class Advice:
+    cards: list[RenderedCard]
+    facts: PatientFacts
+    orders: list[MedicationOrder] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)             # ordered products we could not read
+    evaluation: Evaluation | None = None
+
+
+def _interpret(engine: Engine, result: GenomicResult) -> Interpretation | None:
+    interpreter = engine.kb.interpreters.get(result.gene)
+    if interpreter is None:
+        return None
+    ids = (result.source_id,) if result.source_id else ()
+    try:
+        if result.diplotype:
+            return interpreter.from_diplotype(result.diplotype, ids)
+        if result.activity_score:
+            return interpreter.from_score(result.activity_score, ids)
+        if result.allele and result.allele_present is not None:
+            return interpreter.from_allele_status(result.allele, result.allele_present, ids)
+        if result.phenotype:
+            return interpreter.from_phenotype(result.phenotype, ids)
+    except CdsError as err:
+        log.warning("result %s for %s not usable: %s", result.source_id, result.gene, err)
+        return None
+    return None
+
+
+def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: Iterable[str] | None = None) -> PatientFacts:
+    """Read, select and interpret every pharmacogenomic result in `resources`."""
+    reading = read_genomic_results(list(resources))
+    current = select_current(reading.results, tuple(allowed_statuses)) if allowed_statuses else select_current(reading.results)
+    facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored)
+    for gene, results in current.by_gene.items():
+        interpretations = [i for i in (_interpret(engine, r) for r in results) if i is not None]
+        if not interpretations:
+            continue
+        if _disagree(interpretations):
+            # e.g. a genotype of *1/*1 beside a reported "Poor Metabolizer": the lab contradicts itself
+            facts.conflicts[gene] = sorted({s for i in interpretations for s in i.source_ids} or {"(no id)"})
+            continue
+        facts.interpretations[gene] = interpretations
+    return facts
+
+
+def _disagree(interpretations: list[Interpretation]) -> bool:
+    phenotypes = {i.phenotype for i in interpretations if i.stated_as != "allele status"}
+    if len(phenotypes) > 1:
+        return True
+    seen: dict[str, str] = {}
+    for i in interpretations:
+        for attr, value in i.lookup.items():
+            if i.stated_as == "phenotype" and attr in seen:
+                continue  # a phenotype key of a score gene stands beside the score; compared above
+            if seen.setdefault(attr, value) != value:
+                return True
+    return False
+
+
+def age_on(birth_date: str | None, today: date | None = None) -> int | None:
+    if not birth_date or len(birth_date) < 4:
+        return None
+    try:
+        year, month, day = (birth_date.split("-") + ["1", "1"])[:3]
+        born = date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+    today = today or date.today()
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+class Advisor:
+    """The stages, built once at start-up and shared by every request."""
+
+    def __init__(self, engine: Engine, renderer: CardRenderer, resolver: MedicationResolver):
+        self.engine = engine
+        self.kb = engine.kb
+        self.renderer = renderer
+        self.resolver = resolver
+
+    @classmethod
+    def build(cls, engine: Engine, base_url: str | None = None) -> "Advisor":
+        ingredients = {d.name.lower(): d.rxnorm for gs in engine.kb.drugs().values() for g in gs
+                       for d in g.drugs if d.rxnorm}
+        return cls(engine, CardRenderer(engine.kb, base_url), MedicationResolver(ingredients))
+
+    def drugs_of(self, orders: list[MedicationOrder]) -> tuple[list[str], dict[str, OrderRef], list[str]]:
+        """Knowledge-base drugs of the orders, the order each came from, and unresolved products."""
+        drugs: list[str] = []
+        refs: dict[str, OrderRef] = {}
+        unresolved: list[str] = []
+        for order in orders:
+            if order.unresolved or not order.ingredients:
+                unresolved.append(order.display or ", ".join(order.codes) or (order.order_id or "medication order"))
+                continue
+            for ingredient in order.ingredients:
+                plan = self.engine.drug_plan(ingredient.rxnorm) or self.engine.drug_plan(ingredient.name)
+                if plan is None:
+                    continue  # an ingredient no pharmacogenomic guideline covers: nothing to say
+                if plan.drug not in refs:
+                    drugs.append(plan.drug)
+                    refs[plan.drug] = OrderRef(order.order_id, order.resource)
+        return drugs, refs, unresolved
+
+    def genes_of(self, drug: str) -> set[str]:
+        plan = self.engine.drug_plan(drug)
+        return set(plan.attributes.values()) if plan else set()
+
+    def advise_orders(self, hook: str, facts: PatientFacts, orders: list[MedicationOrder],
+                      patient_ref: str | None = None, age: int | None = None,
+                      population: str | None = None) -> Advice:
+        drugs, refs, unresolved = self.drugs_of(orders)
+        evaluation = self.engine.evaluate(facts.interpretations, drugs, population)
+        if facts.conflicts:
+            _withhold_conflicting(evaluation, facts.conflicts)
+        cards = self.renderer.order_cards(evaluation, hook, refs, patient_ref, population, age)
+        for drug in drugs:
+            conflicting = sorted(self.genes_of(drug) & set(facts.conflicts))
+            if conflicting and hook in evaluation.drugs[drugs.index(drug)].rules:
+                cards.append(self.renderer.notice_card(
+                    drug, f"{drug.capitalize()}: conflicting {', '.join(conflicting)} results on file — "
+                          "pharmacogenomic check not possible",
+                    "Two current results for the same gene disagree, so no genotype-based advice is given for it. "
+                    "Results involved: " + ", ".join(s for g in conflicting for s in facts.conflicts[g]) +
+                    ". Ask the laboratory to confirm the result.", "conflicting-results"))
+        return Advice(cards, facts, orders, unresolved, evaluation)
+
+    def check_not_possible(self, hook: str, orders: list[MedicationOrder], reason: str) -> list[RenderedCard]:
+        """Cards saying the check could not be completed (FHIR server down), for the drugs it concerns."""
+        drugs, _, _ = self.drugs_of(orders)
+        cards = []
+        for drug in drugs:
+            plan = self.engine.drug_plan(drug)
+            if plan and hook in plan.rules:
+                cards.append(self.renderer.notice_card(
+                    drug, f"{drug.capitalize()}: pharmacogenomic check could not be completed",
+                    f"The patient's pharmacogenomic results could not be retrieved ({reason}). "
+                    "No genotype-based advice was given; check the results before prescribing.", "check-incomplete",
+                    indicator="warning"))
+        return cards
+
+    def summarise_patient(self, facts: PatientFacts, active_orders: list[MedicationOrder]) -> Advice:
+        drugs, _, unresolved = self.drugs_of(active_orders)
+        evaluation = self.engine.evaluate(facts.interpretations, drugs)
+        if facts.conflicts:
+            _withhold_conflicting(evaluation, facts.conflicts)
+        cards = self.renderer.patient_summary(facts.interpretations, evaluation)
+        if facts.conflicts:
+            genes = ", ".join(sorted(facts.conflicts))
+            cards.append(self.renderer.notice_card(
+                "", f"Conflicting pharmacogenomic results on file: {genes}",
+                "Current results for these genes disagree; no genotype-based advice is given for them until the "
+                "laboratory confirms one. Results involved: "
+                + ", ".join(s for ids in facts.conflicts.values() for s in ids), "conflicting-results"))
+        return Advice(cards, facts, active_orders, unresolved, evaluation)
+
+
+def _withhold_conflicting(evaluation: Evaluation, conflicts: dict[str, list[str]]) -> None:
+    """No genotype-based advice for a gene whose results conflict: neither its recommendations (the
+    engine saw it as "No Result") nor a pre-test alert for it."""
+    for drug in evaluation.drugs:
+        drug.matches = [m for m in drug.matches
+                        if not any(g in conflicts and v == NO_RESULT for g, v in m.recommendation.lookup.items())]
+        drug.pretests = [p for p in drug.pretests if p.gene not in conflicts]

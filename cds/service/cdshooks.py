@@ -1,0 +1,134 @@
+"""The CDS Hooks 2.0 request and feedback contract: what must be there, and a clear 4xx when it is not.
+
+Only what makes a request meaningless is rejected (wrong hook, no patient, no draft orders, a
+`draftOrders` that is not a Bundle). The FHIR resources inside are read leniently later: the
+specification's own R4 examples and the public sandbox send imperfect resources.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cds.errors import CdsError
+from cds.knowledge.models import HookService
+
+
+class RequestError(CdsError):
+    """A CDS Hooks request the service cannot act on; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400, field: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+# Context fields each hook requires, from the hook definitions (cds-hooks.org/hooks/...).
+REQUIRED_CONTEXT = {
+    "patient-view": {"userId": str, "patientId": str},
+    "order-select": {"userId": str, "patientId": str, "selections": list, "draftOrders": dict},
+    "order-sign": {"userId": str, "patientId": str, "draftOrders": dict},
+    # CDS Hooks 1.0's hook, since replaced by order-sign; some EHRs still send it.
+    "medication-prescribe": {"userId": str, "patientId": str, "medications": list},
+}
+OPTIONAL_CONTEXT = {"encounterId": str}
+
+
+@dataclass
+class HookRequest:
+    service: HookService
+    hook: str
+    hook_instance: str
+    context: dict[str, Any]
+    prefetch: dict[str, Any]                  # key → resource, or None when the EHR had no data
+    fhir_server: str | None
+    access_token: str | None
+
+    @property
+    def patient_id(self) -> str:
+        return self.context["patientId"]
+
+    @property
+    def patient_ref(self) -> str:
+        pid = self.patient_id
+        return pid if "/" in pid else f"Patient/{pid}"
+
+
+def parse_hook_request(body: Any, service: HookService) -> HookRequest:
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    hook = body.get("hook")
+    if not isinstance(hook, str) or not hook:
+        raise RequestError("'hook' is required", field="hook")
+    if hook != service.hook:
+        raise RequestError(f"service {service.id} answers the {service.hook} hook, not {hook}", field="hook")
+    instance = body.get("hookInstance")
+    if not isinstance(instance, str) or not instance.strip():
+        raise RequestError("'hookInstance' is required (a UUID for this hook call)", field="hookInstance")
+    context = body.get("context")
+    if not isinstance(context, dict):
+        raise RequestError("'context' is required and must be an object", field="context")
+    for name, kind in REQUIRED_CONTEXT[hook].items():
+        value = context.get(name)
+        if value is None:
+            raise RequestError(f"context.{name} is required for the {hook} hook", field=f"context.{name}")
+        if not isinstance(value, kind) or (kind is str and not value.strip()):
+            raise RequestError(f"context.{name} must be a {'non-empty string' if kind is str else kind.__name__}",
+                               field=f"context.{name}")
+    for name, kind in OPTIONAL_CONTEXT.items():
+        if name in context and not isinstance(context[name], kind):
+            raise RequestError(f"context.{name} must be a string", field=f"context.{name}")
+    if "draftOrders" in REQUIRED_CONTEXT[hook]:
+        draft = context["draftOrders"]
+        if draft.get("resourceType") != "Bundle":
+            raise RequestError("context.draftOrders must be a FHIR Bundle", field="context.draftOrders")
+        if "entry" in draft and not isinstance(draft["entry"], list):
+            raise RequestError("context.draftOrders.entry must be an array", field="context.draftOrders.entry")
+    if hook == "order-select" and not all(isinstance(s, str) for s in context["selections"]):
+        raise RequestError("context.selections must be an array of references such as 'MedicationRequest/123'",
+                           field="context.selections")
+    prefetch = body.get("prefetch")
+    if prefetch is None:
+        prefetch = {}
+    if not isinstance(prefetch, dict):
+        raise RequestError("'prefetch' must be an object", field="prefetch")
+    server = body.get("fhirServer")
+    if server is not None and (not isinstance(server, str) or not server.startswith(("http://", "https://"))):
+        raise RequestError("'fhirServer' must be an http(s) URL", field="fhirServer")
+    auth = body.get("fhirAuthorization")
+    token = None
+    if auth is not None:
+        if not isinstance(auth, dict) or not isinstance(auth.get("access_token"), str) or not auth["access_token"]:
+            raise RequestError("'fhirAuthorization.access_token' is required when fhirAuthorization is given",
+                               field="fhirAuthorization")
+        if server is None:
+            raise RequestError("'fhirServer' is required when fhirAuthorization is given", field="fhirServer")
+        token = auth["access_token"]
+    return HookRequest(service, hook, instance, context, prefetch, server, token)
+
+
+def selected_orders(request: HookRequest) -> dict[str, Any]:
+    """The draft orders the advice is about: the `selections` for order-select, all drafts for order-sign
+    (and the `medications` of the legacy medication-prescribe hook)."""
+    if request.hook == "medication-prescribe":
+        return {"resourceType": "Bundle", "type": "collection",
+                "entry": [{"resource": m} for m in request.context["medications"] if isinstance(m, dict)]}
+    draft = request.context["draftOrders"]
+    if request.hook != "order-select":
+        return draft
+    wanted = set(request.context["selections"])
+    entries = []
+    for entry in draft.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and f"{resource.get('resourceType')}/{resource.get('id')}" in wanted:
+            entries.append(entry)
+    # Medications referenced by a selected order may sit elsewhere in the bundle: keep those too.
+    others = [e for e in draft.get("entry") or []
+              if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+              and e["resource"].get("resourceType") == "Medication"]
+    return {"resourceType": "Bundle", "type": draft.get("type", "collection"), "entry": entries + others}
+
+
+def parse_feedback(body: Any) -> list[dict]:
+    if not isinstance(body, dict) or not isinstance(body.get("feedback"), list) or not body["feedback"]:
+        raise RequestError("the body must be an object with a non-empty 'feedback' array", field="feedback")
+    return body["feedback"]

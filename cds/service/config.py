@@ -1,0 +1,66 @@
+"""Service settings, read from the environment once at start-up (see README: Configuration)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cds.errors import CdsError
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise CdsError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise CdsError(f"{name} must be positive")
+    return value
+
+
+def _flag(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise CdsError(f"{name}={raw!r}: use true or false")
+
+
+@dataclass
+class Settings:
+    knowledge_dir: Path | None = None           # CDS_KNOWLEDGE_DIR; default: the bundled knowledge
+    auth_mode: str = "required"                 # CDS_AUTH: required | off (development only)
+    base_url: str | None = None                 # CDS_BASE_URL: our public URL; JWT `aud` is {base_url}/cds-services/{id}
+    database_url: str | None = None             # DATABASE_URL; default SQLite under ./var/
+    fhir_timeout: float = 2.0                   # CDS_FHIR_TIMEOUT: seconds per FHIR request
+    fhir_budget: float = 4.0                    # CDS_FHIR_BUDGET: seconds for all FHIR requests of one call
+    require_consent: bool = False               # CDS_REQUIRE_CONSENT: use genomic data only under a permit
+    cors_origins: list[str] = field(default_factory=lambda: ["*"])   # CDS_CORS_ORIGINS, comma-separated
+    admin_token: str | None = None              # CDS_ADMIN_TOKEN: bearer token for /admin and /workbench
+    audit: bool = True                          # CDS_AUDIT: false disables the database (tests, benchmarks)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        auth = os.environ.get("CDS_AUTH", "required").strip().lower()
+        if auth not in ("required", "off"):
+            raise CdsError(f"CDS_AUTH={auth!r}: use 'required' or 'off'")
+        origins = [o.strip() for o in os.environ.get("CDS_CORS_ORIGINS", "*").split(",") if o.strip()]
+        knowledge = os.environ.get("CDS_KNOWLEDGE_DIR")
+        return cls(
+            knowledge_dir=Path(knowledge) if knowledge else None,
+            auth_mode=auth,
+            base_url=(os.environ.get("CDS_BASE_URL") or None),
+            database_url=os.environ.get("DATABASE_URL") or None,
+            fhir_timeout=_float("CDS_FHIR_TIMEOUT", 2.0),
+            fhir_budget=_float("CDS_FHIR_BUDGET", 4.0),
+            require_consent=_flag("CDS_REQUIRE_CONSENT"),
+            cors_origins=origins or ["*"],
+            admin_token=os.environ.get("CDS_ADMIN_TOKEN") or None,
+            audit=_flag("CDS_AUDIT", True),
+        )
