@@ -1,4 +1,5 @@
-"""Fixtures for the store tests. The backend follows $DATABASE_URL: a postgresql URL runs every
+"""Fixtures for the store tests (imported by each test module: a conftest.py here would shadow the
+`conftest` module other tests import). The backend follows $DATABASE_URL: a postgresql URL runs every
 test against that server (each test in a schema of its own, reached through a TCP proxy the test
 can cut); anything else runs against a fresh SQLite file per test.
 

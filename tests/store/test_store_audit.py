@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 from store_support import call_record
+from store_fixtures import backend, db, open_store  # noqa: F401 - pytest fixtures
 
 
 def test_a_call_is_stored_with_its_cards_facts_and_versions(open_store, db):

@@ -9,6 +9,7 @@ import pytest
 from cds.errors import CdsError
 from cds.store.cli import register
 from store_support import call_record
+from store_fixtures import backend, db, open_store  # noqa: F401 - pytest fixtures
 
 
 def parser(rule_ids=lambda: ["cpic-clopidogrel", "cpic-warfarin"]) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from store_support import call_record, wait_until
+from store_fixtures import backend, db, open_store  # noqa: F401 - pytest fixtures
 
 WORKER = Path(__file__).with_name("store_worker.py")
 

@@ -10,6 +10,7 @@ import pytest
 from cds.errors import CdsError
 from cds.store import InvalidFeedback, StoreUnavailable, UnknownCard
 from store_support import call_record
+from store_fixtures import backend, db, open_store  # noqa: F401 - pytest fixtures
 
 
 def accepted(card: str, suggestion: str = "e56e1945-20b3-4393-8503-a1a20fd73152") -> dict:

@@ -8,6 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from cds.store import migrate
 from cds.store.engine import make_engine
 from cds.store.schema import Base
+from store_fixtures import backend, db, open_store  # noqa: F401 - pytest fixtures
 
 
 def test_migrations_match_the_models(backend):

@@ -10,6 +10,7 @@ from cds.store import CallRecord
 from cds.store.pseudonym import PatientHasher
 from cds.store.records import audit_entry
 from store_support import AUDIT_KEY, call_record, wait_until
+from store_fixtures import backend, db, open_store  # noqa: F401 - pytest fixtures
 
 PATIENT = "pat-77f3c1"  # distinctive, so any leak is found by a plain substring search
 

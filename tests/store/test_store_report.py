@@ -11,6 +11,7 @@ import pytest
 from cds.errors import CdsError
 from cds.store import format_report
 from store_support import call_record
+from store_fixtures import backend, db, open_store  # noqa: F401 - pytest fixtures
 
 SINCE = datetime(2025, 1, 1, tzinfo=timezone.utc)
 RULES = ["cpic-clopidogrel", "cpic-codeine", "cpic-warfarin", "old-rule"]
