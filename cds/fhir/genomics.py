@@ -1,0 +1,619 @@
+"""Read pharmacogenomic results from FHIR R4 JSON into `GenomicResult` facts.
+
+Shapes read (examples of each in docs/fhir-reading.md):
+- HL7 Genomics Reporting IG STU1–STU3: genotype (84413-4), haplotype (84414-2, paired into a
+  diplotype), therapeutic implication (phenotype in a component; gene from what it is derived from),
+  and the FHIR R4 core examples (geneticsGene extension, SNOMED "Genotype determination").
+- Laboratory-style Observations whose code names the gene (by a code in `lab_codes` of
+  guidelines/fhir-mappings.yaml, or by the gene symbol in the code's text or display) and whose value
+  is the diplotype, the phenotype, an activity score or an HLA allele's presence.
+- DiagnosticReports (results referenced or contained) and Bundles of any of these, nested or not.
+
+Every resource is read from its JSON with the type of each field checked; one that cannot be read is
+skipped with a reason (and a logged warning) and never stops the others. Full fhir.resources R4B
+validation costs about 0.25 ms per Observation, so it runs only to explain a skip, or for every
+genomic resource when `validate=True` (its findings become warnings; the resource is still read).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from cds.facts import GenomicResult
+from cds.fhir import values
+from cds.fhir.mappings import FhirMappings, LabCode, default_mappings
+from cds.fhir.resources import (Entry, Index, as_list, codings, collect, concept_keys, concept_texts,
+                                effective_of, is_concept, r4b_problem, text_of)
+
+log = logging.getLogger("cds.fhir")
+
+_HLA_IN_TEXT = re.compile(r"(?<![A-Za-z0-9])(HLA-[A-Z0-9]+)\s*\*\s*(\d{2,4}(?::\d{2,4}){0,3}[A-Z]?)", re.I)
+_SCORE = re.compile(r"^\s*(≥|>=)?\s*\d+(?:\.\d+)?\s*$")
+# Status order used when two haplotypes with different statuses are paired: the pair is only as good
+# as its weaker half (an unknown status counts as weakest).
+_STATUS_RANK = {s: i for i, s in enumerate(
+    ["entered-in-error", "cancelled", "unknown", "registered", "preliminary", "final", "amended", "corrected"])}
+
+
+@dataclass
+class GenomicReading:
+    """What was read. `skipped`: one reason per genomic resource that could not be read. `warnings`:
+    resources read despite a fault (not valid FHIR R4, an unknown gene code beside a known symbol)."""
+
+    results: list[GenomicResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_genomic_results(resources: Iterable[dict] | dict, mappings: FhirMappings | None = None, *,
+                         validate: bool = False) -> GenomicReading:
+    """Read every pharmacogenomic result in `resources` (Bundles, DiagnosticReports, Observations,
+    in any mix; other resource types are passed over)."""
+    return GenomicReader(mappings or default_mappings()).read(resources, validate=validate)
+
+
+@dataclass
+class _Obs:
+    entry: Entry
+    kind: str                         # genotype | haplotype | phenotype | therapeutic-implication | lab
+    lab: LabCode | None = None
+    gene: str | None = None
+    gene_problem: str | None = None
+
+    @property
+    def rid(self) -> str:
+        return self.entry.key or "Observation (no id)"
+
+    @property
+    def res(self) -> dict:
+        return self.entry.resource
+
+
+@dataclass
+class _Haplotype:
+    obs: _Obs
+    allele: str
+    zygosity: str | None
+    text: str
+
+
+class GenomicReader:
+    """Built once with the mappings; `read` is called per request."""
+
+    def __init__(self, mappings: FhirMappings):
+        self.m = mappings
+
+    # --- the request ------------------------------------------------------------------------------
+
+    def read(self, resources: Iterable[dict] | dict, *, validate: bool = False) -> GenomicReading:
+        out = GenomicReading()
+        problems: list[str] = []
+        entries = collect(resources, problems)
+        for p in problems:
+            self._skip(out, p, None)
+        index = Index(entries)
+        observations: dict[int, _Obs] = {}
+        for e in entries:
+            if e.type != "Observation":
+                continue
+            if not isinstance(e.resource.get("code"), dict):   # cannot even tell what it is
+                self._skip(out, f"{e.key or 'Observation (no id)'}: code is missing or not a CodeableConcept", None)
+                continue
+            obs = self._classify(e)
+            if obs is not None:
+                observations[id(e)] = obs
+        report_dates = self._link_reports(entries, index, out, validate)
+        for obs in observations.values():
+            self._find_gene(obs, out)
+        haplotypes: list[_Haplotype] = []
+        for obs in observations.values():
+            skipped = len(out.skipped)
+            try:
+                self._read_one(obs, observations, index, report_dates, out, haplotypes)
+            except Exception:  # a reader bug must not sink the request; record it like a bad resource
+                log.exception("reading %s failed", obs.rid)
+                self._skip(out, f"{obs.rid}: could not be read (internal error, see log)", obs)
+            if validate and len(out.skipped) == skipped:   # a skip already says why
+                problem = r4b_problem(obs.res)
+                if problem:
+                    self._warn(out, f"{obs.rid} does not validate as FHIR R4 ({problem}); read from its JSON")
+        self._pair(haplotypes, observations, index, report_dates, out)
+        return out
+
+    # --- classification and gene --------------------------------------------------------------------
+
+    def _classify(self, e: Entry) -> _Obs | None:
+        code = e.resource.get("code")
+        keys = concept_keys(code)
+        for k in keys:
+            kind = self.m.observation_kinds.get(k)
+            if kind:
+                return _Obs(e, kind)
+        for k in keys:
+            lab = self.m.lab_codes.get(k)
+            if lab:
+                return _Obs(e, "lab", lab)
+        if self._symbols(concept_texts(code)):
+            return _Obs(e, "lab", LabCode(gene="", states="any", allele=None))
+        return None
+
+    def _symbols(self, texts: list[str]) -> set[str]:
+        found = set()
+        for t in texts:
+            for m in self.m.gene_symbol_pattern.finditer(t):
+                found.add(self.m.gene_by_folded_symbol[m.group(1).casefold()])
+        return found
+
+    def _gene_from_concept(self, concept: Any) -> tuple[str | None, str | None, str | None]:
+        """(gene, problem, note) from a gene CodeableConcept: HGNC code first, then symbol."""
+        coded, shown, unknown = set(), set(), []
+        for system, code, display in codings(concept):
+            if system in self.m.gene_code_systems and code:
+                number = code.upper().removeprefix("HGNC:")
+                gene = self.m.gene_by_hgnc_number.get(number)
+                if gene:
+                    coded.add(gene)
+                else:
+                    unknown.append(code)
+            if display and display.casefold() in self.m.gene_by_folded_symbol:
+                shown.add(self.m.gene_by_folded_symbol[display.casefold()])
+        text = text_of(concept.get("text")) if isinstance(concept, dict) else None
+        if text and text.casefold() in self.m.gene_by_folded_symbol:
+            shown.add(self.m.gene_by_folded_symbol[text.casefold()])
+        if coded:
+            if len(coded) > 1:
+                return None, f"gene coded as {' and '.join(sorted(coded))}", None
+            gene = next(iter(coded))
+            if shown - {gene}:
+                return None, f"gene coded as {gene} but displayed as {', '.join(sorted(shown - {gene}))}", None
+            return gene, None, None
+        if len(shown) == 1:
+            gene = next(iter(shown))
+            note = f"gene code {', '.join(unknown)} is not a known HGNC id of {gene}; gene read from its display" if unknown else None
+            return gene, None, note
+        if len(shown) > 1:
+            return None, f"gene displayed as {' and '.join(sorted(shown))}", None
+        if unknown:
+            return None, f"gene {', '.join(unknown)} is not one the reader knows", None
+        return None, None, None
+
+    def _find_gene(self, obs: _Obs, out: GenomicReading) -> None:
+        found: dict[str, str] = {}
+        problems: list[str] = []
+        res = obs.res
+        for comp in as_list(res.get("component")):
+            if isinstance(comp, dict) and any(k in self.m.gene_studied_components for k in concept_keys(comp.get("code"))):
+                self._gene_source(comp.get("valueCodeableConcept"), "gene-studied component", found, problems, obs, out)
+        for ext in as_list(res.get("extension")):
+            if isinstance(ext, dict) and ext.get("url") in self.m.gene_extensions:
+                self._gene_source(ext.get("valueCodeableConcept"), "gene extension", found, problems, obs, out)
+        if obs.lab and obs.lab.gene:
+            found.setdefault(obs.lab.gene, "lab code")
+        if not found and not problems:
+            named = self._symbols(concept_texts(res.get("code")))
+            if len(named) == 1:
+                found[next(iter(named))] = "code text"
+            elif len(named) > 1:
+                problems.append(f"its code names several genes ({', '.join(sorted(named))})")
+        if problems:
+            obs.gene_problem = problems[0]
+        elif len(found) > 1:
+            obs.gene_problem = "gene stated as " + " and ".join(f"{g} ({w})" for g, w in sorted(found.items()))
+        elif found:
+            obs.gene = next(iter(found))
+
+    def _gene_source(self, concept: Any, where: str, found: dict, problems: list, obs: _Obs, out: GenomicReading) -> None:
+        gene, problem, note = self._gene_from_concept(concept)
+        if problem:
+            problems.append(f"{where}: {problem}")
+        elif gene:
+            found.setdefault(gene, where)
+            if note:
+                self._warn(out, f"{obs.rid}: {note}")
+        else:
+            problems.append(f"{where} has no gene code or symbol")
+
+    # --- reports -------------------------------------------------------------------------------------
+
+    def _link_reports(self, entries: list[Entry], index: Index, out: GenomicReading, validate: bool) -> dict[int, datetime]:
+        """Mark each Observation with the DiagnosticReports it belongs to (its results, what they are
+        derived from or group, and contained Observations). Returns each report's date by id(entry)."""
+        dates: dict[int, datetime] = {}
+        contained: dict[int, list[Entry]] = {}
+        for e in entries:
+            if e.container is not None and e.type == "Observation":
+                contained.setdefault(id(e.container), []).append(e)
+        for dr in (e for e in entries if e.type == "DiagnosticReport"):
+            if validate:
+                problem = r4b_problem(dr.resource)
+                if problem:
+                    self._warn(out, f"{dr.key or 'DiagnosticReport'} does not validate as FHIR R4 ({problem}); read from its JSON")
+            when, _ = effective_of(dr.resource)
+            if when:
+                dates[id(dr)] = when
+            todo = [index.resolve(r, dr) for r in as_list(dr.resource.get("result"))]
+            todo += contained.get(id(dr), [])
+            seen: set[int] = set()
+            while todo:
+                member = todo.pop()
+                if member is None or member.type != "Observation" or id(member) in seen:
+                    continue
+                seen.add(id(member))
+                member.reports.append(dr)
+                for ref in as_list(member.resource.get("derivedFrom")) + as_list(member.resource.get("hasMember")):
+                    todo.append(index.resolve(ref, member))
+        return dates
+
+    def _effective(self, obs: _Obs, report_dates: dict[int, datetime], out: GenomicReading) -> datetime | None:
+        when, bad = effective_of(obs.res)
+        if bad:
+            self._warn(out, f"{obs.rid}: a date is not a FHIR dateTime; {'used the next one' if when else 'no date'}")
+        if when is None:
+            for dr in obs.entry.reports:      # a result without a date takes its report's
+                if id(dr) in report_dates:
+                    return report_dates[id(dr)]
+        return when
+
+    # --- one Observation -----------------------------------------------------------------------------
+
+    def _read_one(self, obs: _Obs, observations: dict[int, _Obs], index: Index, report_dates, out, haplotypes) -> None:
+        status = obs.res.get("status") if isinstance(obs.res.get("status"), str) else None
+        if obs.kind in ("therapeutic-implication", "phenotype") and obs.gene is None and obs.gene_problem is None:
+            self._gene_from_parents(obs, observations, index)
+        if obs.gene is None:
+            self._skip(out, f"{obs.rid}: {obs.gene_problem or 'no gene stated'}", obs)
+            return
+        gene = obs.gene
+        if obs.kind == "haplotype":
+            allele, text, problem = self._haplotype_value(obs)
+            if problem:
+                self._skip(out, f"{obs.rid} ({gene} haplotype): {problem}", obs)
+            else:
+                haplotypes.append(_Haplotype(obs, allele, self._zygosity(obs.res), text))
+            return
+        if obs.kind == "genotype":
+            fact, text, problem = self._genotype_value(obs, gene)
+        elif obs.kind == "phenotype":
+            fact, text, problem = self._phenotype_value([obs.res], gene)
+        elif obs.kind == "therapeutic-implication":
+            parts = [c for c in as_list(obs.res.get("component"))
+                     if isinstance(c, dict) and any(k in self.m.phenotype_components for k in concept_keys(c.get("code")))]
+            fact, text, problem = self._phenotype_value(parts + [obs.res], gene)
+        else:
+            fact, text, problem = self._lab_value(obs, gene)
+        if problem:
+            self._skip(out, f"{obs.rid} ({gene} {obs.kind}): {problem}", obs)
+            return
+        out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status,
+                                         effective=self._effective(obs, report_dates, out), text=text, **fact))
+
+    def _gene_from_parents(self, obs: _Obs, observations: dict[int, _Obs], index: Index) -> None:
+        """A therapeutic implication names no gene: take it from the results it is derived from, when
+        they are all here and all of one gene."""
+        refs = as_list(obs.res.get("derivedFrom"))
+        if not refs:
+            obs.gene_problem = "no gene stated and nothing it is derived from"
+            return
+        genes, missing = set(), 0
+        for ref in refs:
+            target = index.resolve(ref, obs.entry)
+            parent = observations.get(id(target)) if target is not None else None
+            if parent is None or parent.gene is None:
+                missing += 1
+            else:
+                genes.add(parent.gene)
+        if len(genes) > 1:
+            obs.gene_problem = f"derived from results for several genes ({', '.join(sorted(genes))}); the phenotype cannot be attributed"
+        elif missing:
+            obs.gene_problem = "no gene stated and the results it is derived from are not all available"
+        elif genes:
+            obs.gene = next(iter(genes))
+
+    # --- values --------------------------------------------------------------------------------------
+
+    def _candidates(self, res: dict) -> list[tuple[str, str]]:
+        """(origin, text) pairs a value may be read from: coded allele names, displays, text, string."""
+        out = []
+        concept = res.get("valueCodeableConcept")
+        if is_concept(concept):
+            for system, code, display in codings(concept):
+                if code and system in self.m.gl_string_systems:
+                    out.append(("gl", code))
+                elif code and "*" in code and system in self.m.allele_name_systems:
+                    out.append(("code", code))   # an allele name, not an accession (PV00155, HGG00041)
+                if display:
+                    out.append(("display", display))
+            text = text_of(concept.get("text"))
+            if text:
+                out.append(("text", text))
+        string = text_of(res.get("valueString"))
+        if string:
+            out.append(("string", string))
+        return out
+
+    @staticmethod
+    def _one(readings: list[tuple[dict, str]], problems: list[str], what: str) -> tuple[dict | None, str | None, str | None]:
+        """All readable candidates must say the same thing; the first problem explains a failure."""
+        if not readings:
+            return None, None, problems[0] if problems else f"no {what} value"
+        first, text = readings[0]
+        for other, _ in readings[1:]:
+            if not _same_fact(first, other):
+                return None, None, f"the value's codings and text disagree about the {what}"
+        return first, text, None
+
+    def _genotype_value(self, obs: _Obs, gene: str) -> tuple[dict | None, str | None, str | None]:
+        readings, problems = [], []
+        hla = gene in self.m.allele_status_genes
+        for origin, text in self._candidates(obs.res):
+            if origin == "gl":
+                value, problem = values.gl_string(text, gene, self.m)
+                fact = {"diplotype": value} if value else None
+            elif hla:
+                fact, problem = self._hla_text(text, gene, self._code_allele(obs, gene), single_means_present=True)
+            else:
+                value, problem = values.diplotype(text, gene, self.m)
+                fact = {"diplotype": value} if value else None
+            if fact:
+                readings.append((fact, text))
+            elif origin != "code":      # a code that is not an allele name (ClinVar id, PV number) is fine
+                problems.append(problem)
+        return self._one(readings, problems, "genotype")
+
+    def _haplotype_value(self, obs: _Obs) -> tuple[str | None, str | None, str | None]:
+        readings, problems = [], []
+        for origin, text in self._candidates(obs.res):
+            allele, problem = values.single_allele(text, obs.gene, self.m)
+            if allele:
+                readings.append(({"allele": allele}, text))
+            elif origin != "code":
+                problems.append(problem)
+        fact, text, problem = self._one(readings, problems, "haplotype")
+        return (fact["allele"], text, None) if fact else (None, None, problem)
+
+    def _phenotype_value(self, holders: list[dict], gene: str) -> tuple[dict | None, str | None, str | None]:
+        """The phenotype in the values of `holders` (components, or the Observation itself)."""
+        readings, problems = [], []
+        for holder in holders:
+            concept = holder.get("valueCodeableConcept")
+            if is_concept(concept):
+                for system, code, display in codings(concept):
+                    if system and code and (system, code) in self.m.phenotype_answers:
+                        term = self.m.phenotype_answers[(system, code)]
+                        if term is None:
+                            problems.insert(0, f"answer {code}{f' ({display})' if display else ''} is not a CPIC phenotype "
+                                               "(guidelines/fhir-mappings.yaml)")
+                        else:
+                            readings.append(({"phenotype": term}, display or term))
+                for text in concept_texts(concept):
+                    term = values.phenotype_term(text, gene, self.m)
+                    if term:
+                        readings.append(({"phenotype": term}, text))
+            string = text_of(holder.get("valueString"))
+            if string:
+                term = values.phenotype_term(string, gene, self.m)
+                if term:
+                    readings.append(({"phenotype": term}, string))
+                else:
+                    problems.append("the text is not a CPIC phenotype term")
+        if not readings and not problems and any(is_concept(h.get("valueCodeableConcept")) for h in holders):
+            problems.append("the coded value is not a known phenotype answer or CPIC term")
+        if problems and problems[0].startswith("answer ") and not readings:
+            return None, None, problems[0]
+        return self._one(readings, problems, "phenotype")
+
+    def _lab_value(self, obs: _Obs, gene: str) -> tuple[dict | None, str | None, str | None]:
+        states = obs.lab.states if obs.lab else "any"
+        if states == "genotype":
+            return self._genotype_value(obs, gene)
+        if states == "phenotype":
+            return self._phenotype_value([obs.res], gene)
+        if states == "activity-score":
+            return self._score_value(obs.res)
+        if states == "allele-status":
+            return self._presence_value(obs, gene, obs.lab.allele)
+        # any: decide from the value
+        res = obs.res
+        if gene in self.m.allele_status_genes and (isinstance(res.get("valueBoolean"), bool) or self._code_allele(obs, gene)):
+            fact, text, problem = self._presence_value(obs, gene, self._code_allele(obs, gene))
+            if fact or isinstance(res.get("valueBoolean"), bool):
+                return fact, text, problem
+        readings, problems = [], []
+        for origin, text in self._candidates(res):
+            fact, problem = self._any_text(text, gene, obs)
+            if fact:
+                readings.append((fact, text))
+            elif origin != "code":
+                problems.append(problem)
+        if not readings and not problems:
+            return None, None, "no value"
+        return self._one(readings, problems, "result")
+
+    def _any_text(self, text: str, gene: str, obs: _Obs) -> tuple[dict | None, str | None]:
+        if gene in self.m.allele_status_genes:
+            return self._hla_text(text, gene, self._code_allele(obs, gene), single_means_present=False)
+        term = values.phenotype_term(text, gene, self.m)
+        if term:
+            return {"phenotype": term}, None
+        stripped = text.strip()
+        if "/" in stripped or "*" in stripped:
+            value, problem = values.diplotype(stripped, gene, self.m)
+            return ({"diplotype": value}, None) if value else (None, problem)
+        return None, "the value is not a diplotype, a CPIC phenotype term or an allele status"
+
+    def _hla_text(self, text: str, gene: str, code_allele: str | None, *, single_means_present: bool) -> tuple[dict | None, str | None]:
+        """'HLA-B*57:01 positive' / 'Negative' (allele from the code) / '*57:01/*08:01' / 'HLA-B*15:02'."""
+        split = values.presence_word(text, self.m)
+        if split is not None:
+            allele_text, present = split
+            if allele_text:
+                allele, problem = values.single_allele(allele_text, gene, self.m)
+                if problem:
+                    return None, problem
+            elif code_allele:
+                allele = code_allele
+            else:
+                return None, f"presence is stated but not which {gene} allele"
+            if code_allele and allele != code_allele:
+                return None, f"the value names {allele} but the code names {code_allele}"
+            return {"allele": allele, "allele_present": present}, None
+        if "/" in text:
+            value, problem = values.diplotype(text, gene, self.m)
+            return ({"diplotype": value}, None) if value else (None, problem)
+        if single_means_present:
+            allele, problem = values.single_allele(text, gene, self.m)
+            return ({"allele": allele, "allele_present": True}, None) if allele else (None, problem)
+        return None, f"the value is not a {gene} typing or allele status"
+
+    def _presence_value(self, obs: _Obs, gene: str, allele: str | None) -> tuple[dict | None, str | None, str | None]:
+        if not allele:
+            return None, None, f"the code does not say which {gene} allele"
+        res = obs.res
+        if isinstance(res.get("valueBoolean"), bool):
+            present = res["valueBoolean"]
+            return {"allele": allele, "allele_present": present}, str(present).lower(), None
+        readings, problems = [], []
+        concept = res.get("valueCodeableConcept")
+        for system, code, display in codings(concept):
+            if system and code and (system, code) in self.m.presence_answers:
+                readings.append(({"allele": allele, "allele_present": self.m.presence_answers[(system, code)]}, display or code))
+        for origin, text in self._candidates(res):
+            if origin in ("gl", "code"):
+                continue
+            fact, problem = self._hla_text(text, gene, allele, single_means_present=False)
+            if fact and "allele_present" in fact:
+                readings.append((fact, text))
+            else:
+                problems.append(problem or "the value does not state presence")
+        if not readings and not problems:
+            return None, None, "no value"
+        return self._one(readings, problems, "allele status")
+
+    def _score_value(self, res: dict) -> tuple[dict | None, str | None, str | None]:
+        quantity = res.get("valueQuantity")
+        if isinstance(quantity, dict) and isinstance(quantity.get("value"), (int, float)) and not isinstance(quantity.get("value"), bool):
+            text = str(quantity["value"])
+            return {"activity_score": text}, text, None
+        string = text_of(res.get("valueString"))
+        if string and _SCORE.match(string):
+            return {"activity_score": string.replace(">=", "≥").replace(" ", "")}, string, None
+        return None, None, "the value is not an activity score (a number)"
+
+    def _code_allele(self, obs: _Obs, gene: str) -> str | None:
+        """The HLA allele a lab code names: from lab_codes, or written in the code ('HLA-B*57:01')."""
+        if obs.lab and obs.lab.allele:
+            return obs.lab.allele
+        for text in concept_texts(obs.res.get("code")):
+            m = _HLA_IN_TEXT.search(text)
+            if m and m.group(1).upper() == gene.upper():
+                return "*" + m.group(2)
+        return None
+
+    def _zygosity(self, res: dict) -> str | None:
+        for comp in as_list(res.get("component")):
+            if not isinstance(comp, dict) or not any(k in self.m.zygosity_components for k in concept_keys(comp.get("code"))):
+                continue
+            concept = comp.get("valueCodeableConcept")
+            for k in concept_keys(concept):
+                if k in self.m.zygosity_answers:
+                    return self.m.zygosity_answers[k]
+            for text in concept_texts(concept):
+                if text.casefold() in ("homozygous", "heterozygous", "hemizygous"):
+                    return text.casefold()
+        return None
+
+    # --- haplotype pairs -----------------------------------------------------------------------------
+
+    def _pair(self, haplotypes: list[_Haplotype], observations, index: Index, report_dates, out: GenomicReading) -> None:
+        """Two haplotypes of one gene make a diplotype only when a report (or the genotype derived from
+        them) holds exactly those two; a homozygous/hemizygous haplotype stands alone. Nothing else is
+        paired. An HLA haplotype that cannot be paired still states that its allele is present."""
+        by_entry = {id(h.obs.entry): h for h in haplotypes}
+        by_report: dict[int, list[_Haplotype]] = {}
+        for h in haplotypes:
+            for dr in h.obs.entry.reports:
+                by_report.setdefault(id(dr), []).append(h)
+        groups: list[list[_Haplotype]] = list(by_report.values())
+        for obs in observations.values():
+            if obs.kind == "genotype":
+                parents = [index.resolve(r, obs.entry) for r in as_list(obs.res.get("derivedFrom"))]
+                groups.append([by_entry[id(p)] for p in parents if p is not None and id(p) in by_entry])
+        partners: dict[int, set[int]] = {id(h): set() for h in haplotypes}
+        crowded: dict[int, int] = {}
+        for group in groups:
+            for h in group:
+                if h.zygosity in ("homozygous", "hemizygous"):
+                    continue
+                same = [o for o in group if o.obs.gene == h.obs.gene and o.zygosity not in ("homozygous", "hemizygous")]
+                if len(same) == 2:
+                    partners[id(h)].add(id(next(o for o in same if o is not h)))
+                elif len(same) > 2:
+                    crowded[id(h)] = max(crowded.get(id(h), 0), len(same))
+        by_id = {id(h): h for h in haplotypes}
+        done: set[int] = set()
+        for h in haplotypes:
+            gene = h.obs.gene
+            if h.zygosity in ("homozygous", "hemizygous"):
+                diplotype = f"{h.allele}/{h.allele}" if h.zygosity == "homozygous" else h.allele
+                out.results.append(self._fact([h], diplotype, report_dates, out))
+                continue
+            if id(h) in done:
+                continue
+            mine = partners[id(h)]
+            if len(mine) == 1:
+                other = by_id[next(iter(mine))]
+                if partners[id(other)] == {id(h)}:
+                    done.update((id(h), id(other)))
+                    out.results.append(self._fact([h, other], f"{h.allele}/{other.allele}", report_dates, out))
+                    continue
+                reason = "its partner is paired differently elsewhere"
+            elif len(mine) > 1:
+                reason = "it pairs with different haplotypes in different reports"
+            elif id(h) in crowded:
+                reason = f"its report has {crowded[id(h)]} {gene} haplotypes"
+            else:
+                reason = f"no report or genotype holds exactly two {gene} haplotypes with it"
+            if gene in self.m.allele_status_genes:
+                out.results.append(GenomicResult(gene=gene, allele=h.allele, allele_present=True, source_id=h.obs.rid,
+                                                 status=_status(h.obs.res), text=h.text,
+                                                 effective=self._effective(h.obs, report_dates, out)))
+            else:
+                self._skip(out, f"{h.obs.rid} ({gene} haplotype): not paired into a diplotype: {reason}", h.obs)
+
+    def _fact(self, halves: list[_Haplotype], diplotype: str, report_dates, out) -> GenomicResult:
+        statuses = [_status(h.obs.res) for h in halves]
+        status = min(statuses, key=lambda s: _STATUS_RANK.get(s, -1) if s else -1)
+        dates = [d for d in (self._effective(h.obs, report_dates, out) for h in halves) if d]
+        return GenomicResult(gene=halves[0].obs.gene, diplotype=diplotype, status=status,
+                             effective=max(dates) if dates else None,
+                             source_id="+".join(h.obs.rid for h in halves),
+                             text=" + ".join(h.text for h in halves))
+
+    # --- reporting ------------------------------------------------------------------------------------
+
+    def _skip(self, out: GenomicReading, reason: str, obs: _Obs | None) -> None:
+        if obs is not None:
+            invalid = r4b_problem(obs.res)
+            if invalid:
+                reason += f" (also not valid FHIR R4: {invalid})"
+        out.skipped.append(reason)
+        log.warning("skipped genomic resource: %s", reason)
+
+    def _warn(self, out: GenomicReading, message: str) -> None:
+        out.warnings.append(message)
+        log.warning("%s", message)
+
+
+def _status(res: dict) -> str | None:
+    return res.get("status") if isinstance(res.get("status"), str) else None
+
+
+def _same_fact(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    if "diplotype" in a:
+        return values.same_diplotype(a["diplotype"], b["diplotype"])
+    return a == b

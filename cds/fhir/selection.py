@@ -1,0 +1,110 @@
+"""Which genomic results count: status, newest per gene, and conflicts.
+
+The rule, in order:
+1. Status: only results whose status is in `allowed_statuses` (default final, amended, corrected)
+   count; the others are ignored with their status as the reason.
+2. The same result read twice (e.g. from a Bundle and from a prefetch) counts once.
+3. Newest per gene: results are grouped by gene — and, for allele-status genes, by allele, since an
+   HLA-B*57:01 test does not replace an HLA-B*15:02 test. Within a group, the results dated on the
+   newest calendar day (as written, in its own time zone) are current; results from earlier days are
+   ignored as superseded. Day precision keeps a report's genotype and its phenotype, dated "2020-01-01"
+   and "2020-01-01T00:00:00-05:00", together. An undated result is never superseded and never
+   supersedes: it stays current and is compared with the others.
+4. Agreement: within a gene's current results, diplotypes must be equal (allele order aside),
+   phenotypes equal, activity scores equal, and each allele's presence equal. Otherwise the gene is a
+   conflict: it gets no usable result, and `conflicts[gene]` lists the disagreeing source ids.
+   A diplotype beside a phenotype is not compared here: that needs the gene tables (the interpreter).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from cds.facts import GenomicResult
+from cds.fhir import values
+
+DEFAULT_STATUSES = ("final", "amended", "corrected")
+
+
+@dataclass
+class CurrentResults:
+    """`by_gene`: the usable current results per gene (newest first; several when they agree, or one
+    per HLA allele). `conflicts`: gene → source ids of current results that disagree. `ignored`: why
+    each non-counting result was ignored."""
+
+    by_gene: dict[str, list[GenomicResult]] = field(default_factory=dict)
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+
+def select_current(results: list[GenomicResult], allowed_statuses=DEFAULT_STATUSES) -> CurrentResults:
+    out = CurrentResults()
+    allowed = set(allowed_statuses)
+    groups: dict[tuple[str, str | None], list[GenomicResult]] = {}
+    seen: set[GenomicResult] = set()
+    for r in results:
+        if r.status not in allowed:
+            out.ignored.append(f"{_name(r)}: status {r.status or '(none)'} does not count")
+            continue
+        if r in seen:
+            continue
+        seen.add(r)
+        groups.setdefault((r.gene, r.allele), []).append(r)
+
+    current: dict[str, list[GenomicResult]] = {}
+    for (gene, _), group in groups.items():
+        dated = [r for r in group if r.effective is not None]
+        newest_day = max((_day(r) for r in dated), default=None)
+        newest = [r for r in dated if _day(r) == newest_day]
+        for r in dated:
+            if _day(r) != newest_day:
+                out.ignored.append(f"{_name(r)}: superseded by {newest[0].source_id or 'a newer result'} "
+                                   f"({newest_day.isoformat()})")
+        current.setdefault(gene, []).extend(newest + [r for r in group if r.effective is None])
+
+    for gene, rs in current.items():
+        disagreeing = _disagreements(rs)
+        if disagreeing:
+            out.conflicts[gene] = sorted({r.source_id or "(no id)" for r in disagreeing})
+        else:
+            out.by_gene[gene] = sorted(rs, key=lambda r: (r.effective is not None, r.effective), reverse=True)
+    return out
+
+
+def _day(r: GenomicResult) -> date:
+    return r.effective.date()      # the date as written: aware datetimes keep their own offset
+
+
+def _name(r: GenomicResult) -> str:
+    return f"{r.source_id or 'a result'} ({r.gene})"
+
+
+def _disagreements(rs: list[GenomicResult]) -> list[GenomicResult]:
+    """The results in `rs` that disagree with another of the same kind (empty when all agree)."""
+    out: list[GenomicResult] = []
+    diplotypes = [r for r in rs if r.diplotype is not None]
+    if any(not values.same_diplotype(diplotypes[0].diplotype, r.diplotype) for r in diplotypes[1:]):
+        out += diplotypes
+    phenotypes = [r for r in rs if r.phenotype is not None]
+    if len({r.phenotype.casefold() for r in phenotypes}) > 1:
+        out += phenotypes
+    scores = [r for r in rs if r.activity_score is not None]
+    if len({_score(r.activity_score) for r in scores}) > 1:
+        out += scores
+    by_allele: dict[str, list[GenomicResult]] = {}
+    for r in rs:
+        if r.allele is not None:
+            by_allele.setdefault(r.allele, []).append(r)
+    for same in by_allele.values():
+        if len({r.allele_present for r in same}) > 1:
+            out += same
+    return out
+
+
+def _score(text: str) -> object:
+    """'1', '1.0' and '1.00' are one score; '≥3.0' differs from '3.0'."""
+    try:
+        return Decimal(text.strip().lstrip("≥")), text.strip().startswith("≥")
+    except InvalidOperation:
+        return text

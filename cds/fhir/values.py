@@ -1,0 +1,120 @@
+"""Read the value of a genomic result as the lab wrote it: a diplotype, one allele, an HLA allele and
+its presence, or a phenotype term. Light normalisation only: the gene symbol in front of each allele
+goes ("CYP2C19*1/CYP2C19*2", "CYP2D6 *1/*41", "CYP2D6_*1/*1" → "*1/*2", "*1/*41", "*1/*1"), a PharmVar
+suballele becomes its core allele when the mappings say so, and a phenotype becomes CPIC's spelling.
+
+Each function returns (value, None) or (None, reason). Reasons name genes and fields, never the value.
+"""
+from __future__ import annotations
+
+import re
+
+from cds.fhir.mappings import FhirMappings, fold
+
+_SUBALLELE = re.compile(r"^(\*\d+)\.\d{3}$")
+_HLA_FIELDS = re.compile(r"^\*?(\d{2,4}(?::\d{2,4}){0,3}[A-Z]?)$")
+_SEPARATOR = re.compile(r"^[\s_]*")
+
+
+def _strip_symbol(part: str, gene: str, m: FhirMappings) -> tuple[str, str | None]:
+    """Remove `gene` (or, for HLA, its locus letter) written before an allele. Another gene's symbol
+    there is an error: the value would be about a different gene."""
+    found = m.gene_symbol_pattern.match(part)
+    if found and found.start() == 0:
+        symbol = m.gene_by_folded_symbol[found.group(1).casefold()]
+        rest = part[found.end():]
+        if rest and rest[0] not in "*_ \t":
+            return part, None               # e.g. "HLA-A:01:01G": not a prefix we understand
+        if symbol != gene:
+            return part, f"names {symbol}, not {gene}"
+        return _SEPARATOR.sub("", rest), None
+    if gene in m.allele_status_genes:
+        locus = gene.removeprefix("HLA-")
+        if part.upper().startswith(locus.upper() + "*"):
+            return part[len(locus):], None
+    return part, None
+
+
+def _allele(part: str, gene: str, m: FhirMappings) -> tuple[str | None, str | None]:
+    text, problem = _strip_symbol(part.strip(), gene, m)
+    if problem:
+        return None, problem
+    text = text.strip()
+    if not text:
+        return None, "an allele is empty"
+    if gene in m.allele_status_genes:
+        hla = _HLA_FIELDS.match(text)
+        if not hla:
+            return None, f"an allele is not a {gene} allele name"
+        return "*" + hla.group(1), None
+    if m.gene_symbol_pattern.search(text) or '"' in text:
+        return None, "an allele is not an allele name"
+    if m.suballele_to_core:
+        text = _SUBALLELE.sub(r"\1", text)
+    return text, None
+
+
+def diplotype(text: str, gene: str, m: FhirMappings) -> tuple[str | None, str | None]:
+    """'CYP2C19*1/CYP2C19*2' → '*1/*2' (order kept). One allele without '/' is returned alone (the
+    interpreter decides whether the gene is read from one allele)."""
+    parts = " ".join(text.split()).split("/")
+    out = []
+    for part in parts:
+        allele, problem = _allele(part, gene, m)
+        if problem:
+            return None, problem
+        out.append(allele)
+    return "/".join(out), None
+
+
+def gl_string(code: str, gene: str, m: FhirMappings) -> tuple[str | None, str | None]:
+    """A GL String coding ('hla#3.31.0#HLA-A*03:01:01:01+HLA-A*30:01:01') → '*03:01:01:01/*30:01:01'.
+    Only the unambiguous genotype form 'A+B' is read."""
+    gl = code.rsplit("#", 1)[-1]
+    if any(op in gl for op in "/|^~"):
+        return None, "GL string is ambiguous (contains / | ^ or ~)"
+    parts = gl.split("+")
+    if len(parts) != 2:
+        return None, "GL string is not two alleles joined by '+'"
+    out = []
+    for part in parts:
+        allele, problem = _allele(part, gene, m)
+        if problem:
+            return None, f"GL string: {problem}"
+        out.append(allele)
+    return "/".join(out), None
+
+
+def single_allele(text: str, gene: str, m: FhirMappings) -> tuple[str | None, str | None]:
+    """One haplotype/allele: 'CYP2D6*7.001' → '*7', 'HLA-B*35:01' or 'B*35:01' → '*35:01'."""
+    if "/" in text:
+        return None, "a haplotype value names more than one allele"
+    return _allele(" ".join(text.split()), gene, m)
+
+
+def presence_word(text: str, m: FhirMappings) -> tuple[str, bool] | None:
+    """Split 'HLA-B*57:01 positive' into ('HLA-B*57:01', True); 'Not detected' into ('', False)."""
+    folded = fold(text)
+    for words, present in ((m.absent_words, False), (m.present_words, True)):
+        for word in words:   # longest first, so "not detected" is tried before "detected"
+            if folded == word:
+                return "", present
+            if folded.endswith(" " + word):
+                return " ".join(text.split())[: len(folded) - len(word)].strip(" :-"), present
+    return None
+
+
+def phenotype_term(text: str, gene: str | None, m: FhirMappings) -> str | None:
+    """CPIC's spelling of a phenotype written as text, optionally after the gene symbol."""
+    folded = fold(text)
+    found = m.phenotype_by_text.get(folded)
+    if found:
+        return found
+    if gene and folded.startswith(gene.casefold()):
+        return m.phenotype_by_text.get(folded[len(gene):].lstrip(" :-"))
+    return None
+
+
+def same_diplotype(a: str, b: str) -> bool:
+    """Equal after normalising allele order ('*2/*1' == '*1/*2')."""
+    return sorted(a.split("/")) == sorted(b.split("/"))
