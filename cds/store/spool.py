@@ -80,14 +80,6 @@ class Spool:
         """Whether any spool file (this process's or an orphan) waits for replay."""
         return any(self._files())
 
-    def pending_entries(self) -> Iterator[dict]:
-        """Every entry in every spool file, without taking them (reads may race with replay)."""
-        for path in self._files():
-            try:
-                yield from _read_entries(path.read_bytes(), path)
-            except FileNotFoundError:
-                continue
-
     def replay(self, write: Callable[[list[dict]], None]) -> int:
         """Hand every spooled entry to `write` in chunks; delete each file once all of it is written.
 
