@@ -90,10 +90,12 @@ def test_an_outage_spools_every_record_and_replays_each_exactly_once(backend, op
     assert "audit database reachable again" in caplog.text
 
 
-def test_record_call_does_not_wait_for_a_hung_database(backend, open_store, db):
+def test_record_call_does_not_wait_for_a_hung_database(backend, open_store, db, caplog):
     # A database that accepts and never answers (PostgreSQL) or holds its write lock (SQLite) keeps
-    # the writer waiting for a whole database timeout. record_call must return meanwhile: if it
-    # waited on the database, the calls below could only finish after the safety timer restored it.
+    # the writer waiting for a whole database timeout (30 s here). record_call must return meanwhile:
+    # when the calls below have returned, no write has failed yet (the writer is still waiting) and
+    # the safety timer that would restore the database has not fired.
+    caplog.set_level(logging.INFO)
     store = open_store(db_timeout=30.0)
     store.record_call(call_record("pat-warm-up"))
     assert store.flush()
@@ -111,11 +113,13 @@ def test_record_call_does_not_wait_for_a_hung_database(backend, open_store, db):
         for record in hung:
             store.record_call(record)
         returned_while_hung = not safety_timer_fired.is_set()
+        failed_before_return = "audit database unavailable" in caplog.text
         written_while_hung = _count(db, "SELECT count(*) FROM cds_call")
     finally:
         timer.cancel()
     backend.up()
     assert returned_while_hung
+    assert not failed_before_return  # no call waited for the database's timeout
     assert written_while_hung == 1  # only the warm-up: the writer was still stuck when we returned
     assert wait_until(lambda: _count(db) == 51 and not store.spool.pending())
 
