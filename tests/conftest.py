@@ -1,13 +1,9 @@
 """Shared test fixtures: the bundled knowledge base, compiled once per test session."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-CPIC = SHARED / "cpic"
+from pgx_paths import CPIC, REPO, SHARED  # noqa: F401  (re-exported for tests)
 
 
 @pytest.fixture(scope="session")

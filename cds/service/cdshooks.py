@@ -28,7 +28,8 @@ REQUIRED_CONTEXT = {
     "order-select": {"userId": str, "patientId": str, "selections": list, "draftOrders": dict},
     "order-sign": {"userId": str, "patientId": str, "draftOrders": dict},
     # CDS Hooks 1.0's hook, since replaced by order-sign; some EHRs still send it.
-    "medication-prescribe": {"userId": str, "patientId": str, "medications": list},
+    # Its `medications` is a Bundle in the specification's example (an array in older drafts).
+    "medication-prescribe": {"userId": str, "patientId": str, "medications": (dict, list)},
 }
 OPTIONAL_CONTEXT = {"encounterId": str}
 
@@ -72,8 +73,9 @@ def parse_hook_request(body: Any, service: HookService) -> HookRequest:
         if value is None:
             raise RequestError(f"context.{name} is required for the {hook} hook", field=f"context.{name}")
         if not isinstance(value, kind) or (kind is str and not value.strip()):
-            raise RequestError(f"context.{name} must be a {'non-empty string' if kind is str else kind.__name__}",
-                               field=f"context.{name}")
+            expected = "non-empty string" if kind is str else " or ".join(
+                {"dict": "object", "list": "array"}[k.__name__] for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise RequestError(f"context.{name} must be a {expected}", field=f"context.{name}")
     for name, kind in OPTIONAL_CONTEXT.items():
         if name in context and not isinstance(context[name], kind):
             raise RequestError(f"context.{name} must be a string", field=f"context.{name}")
@@ -110,8 +112,11 @@ def selected_orders(request: HookRequest) -> dict[str, Any]:
     """The draft orders the advice is about: the `selections` for order-select, all drafts for order-sign
     (and the `medications` of the legacy medication-prescribe hook)."""
     if request.hook == "medication-prescribe":
+        medications = request.context["medications"]
+        if isinstance(medications, dict):
+            return medications
         return {"resourceType": "Bundle", "type": "collection",
-                "entry": [{"resource": m} for m in request.context["medications"] if isinstance(m, dict)]}
+                "entry": [{"resource": m} for m in medications if isinstance(m, dict)]}
     draft = request.context["draftOrders"]
     if request.hook != "order-select":
         return draft

@@ -9,7 +9,7 @@ import html
 import json
 import re
 
-from conftest import CPIC
+from pgx_paths import CPIC
 
 
 def norm_text(value: str) -> str:

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from conftest import CPIC
+from pgx_paths import CPIC
 
 # gene, allele, function in the 2024 export, function in CPIC database release 1.54
 CPIC_1_54_FUNCTION_CHANGES = [

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import CPIC, REPO
+from pgx_paths import CPIC, REPO
 
 
 def cds(*args, cwd=None):

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from conftest import REPO
+from pgx_paths import REPO
 from cpic_sources import key, legacy_recommendations, norm_text, release_recommendations
 from cds.genotype import Interpretation, allele_attribute
 from cds.knowledge.models import NO_RESULT
@@ -105,7 +105,7 @@ def test_every_release_recommendation_of_the_encoded_drugs(kb, engine):
 
 
 def test_every_guideline_file_is_encoded(kb):
-    from conftest import CPIC
+    from pgx_paths import CPIC
 
     sources = sorted((CPIC / "guidelines").glob("*.json"))
     assert len(sources) == 56
@@ -115,7 +115,7 @@ def test_every_guideline_file_is_encoded(kb):
 
 
 def test_every_drug_has_an_rxnorm_code_from_the_release_table(kb):
-    from conftest import CPIC
+    from pgx_paths import CPIC
 
     with (CPIC / "v1.54" / "cpic_drugs_v1.54.tsv").open(encoding="utf-8", newline="") as f:
         codes = {r["pharmgkbid"]: r["rxnormid"] for r in csv.DictReader(f, delimiter="\t")}

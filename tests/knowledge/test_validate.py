@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from pgx_paths import REPO
 
 
 def run_validate(root: Path) -> subprocess.CompletedProcess:
