@@ -29,14 +29,15 @@ from cds.fhir.mappings import default_mappings  # noqa: E402
 
 STU3 = "fhir-examples/HL7_genomics-reporting/STU3-3.0.0-published"
 CORE = "fhir-examples/FHIR_R4_core_spec_examples__via_fhir-ru_fhir-ru.github.io"
-BLOCK = [  # 16 Observations of one report; derivedFrom links inside the block are kept
+BLOCK = [  # 16 Observations of one report; derivedFrom links inside the block are kept. The haplotype
+    # pair sits after position 10 so that no size measured (10, 100, 1,000, 5,000) splits it.
     f"{STU3}/Observation-Pgx-geno-1001.json", f"{STU3}/Observation-TxImp01.json", f"{STU3}/Observation-TxImp02.json",
     f"{STU3}/Observation-TxImp03.json", f"{STU3}/Observation-TxImp04.json", f"{STU3}/Observation-TxImp05.json",
     f"{STU3}/Observation-Pgx-geno-1002.json", f"{STU3}/Observation-Pgx-geno-1003.json",
+    f"{STU3}/Observation-GenotypeExample1.json", f"{CORE}/observation-example-phenotype.json",
     f"{STU3}/Observation-GenotypeExamplePharmVar.json", f"{STU3}/Observation-HaplotypeExamplePharmVar01.json",
-    f"{STU3}/Observation-HaplotypeExamplePharmVar02.json", f"{STU3}/Observation-GenotypeExample1.json",
-    f"{STU3}/Observation-genotype-hla-a-glstring-r4.json", f"{STU3}/Observation-haplotype-hla-a-1-r4.json",
-    f"{CORE}/observation-example-phenotype.json", f"{CORE}/observation-example-TPMT-diplotype.json",
+    f"{STU3}/Observation-HaplotypeExamplePharmVar02.json", f"{STU3}/Observation-genotype-hla-a-glstring-r4.json",
+    f"{STU3}/Observation-haplotype-hla-a-1-r4.json", f"{CORE}/observation-example-TPMT-diplotype.json",
 ]
 SIZES = (10, 100, 1000, 5000)
 

@@ -384,7 +384,7 @@ class GenomicReader:
                     if system and code and (system, code) in self.m.phenotype_answers:
                         term = self.m.phenotype_answers[(system, code)]
                         if term is None:
-                            problems.insert(0, f"answer {code}{f' ({display})' if display else ''} is not a CPIC phenotype "
+                            problems.insert(0, f"answer {code} is not a CPIC phenotype "
                                                "(guidelines/fhir-mappings.yaml)")
                         else:
                             readings.append(({"phenotype": term}, display or term))

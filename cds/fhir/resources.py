@@ -279,7 +279,3 @@ def _model(rtype: str) -> Any:
 
 def _loc(loc: tuple) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(resource)"
-
-
-def iter_type(entries: list[Entry], rtype: str) -> Iterator[Entry]:
-    return (e for e in entries if e.type == rtype)

@@ -4,7 +4,6 @@ and the sandbox-shaped contexts. The ingredient list is CPIC 1.54's drug table (
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import subprocess
 import sys
