@@ -1,0 +1,141 @@
+""""Try a patient": the cards the service would return, from typed results or a pasted CDS Hooks request.
+
+Typed results go through the same steps as `cds test` (parse → engine → card renderer). A pasted
+request goes through the service's own path (parse_hook_request, then the service's `_advise`:
+consent, order reading, FHIR result reading, engine, cards), with one difference said on the page:
+the workbench reads the request's prefetch only and never contacts the FHIR server it names.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds.cards import RenderedCard
+from cds.engine import Evaluation
+from cds.errors import CdsError
+from cds.explain import parse_genotype_args
+from cds.facts import MedicationOrder
+from cds.pipeline import PatientFacts
+from cds.service.app import _advise   # the service's own decision path, so the two cannot drift
+from cds.service.cdshooks import RequestError, parse_hook_request
+from cds.service.prefetch import Gathered
+
+FORM_HOOKS = ("order-select", "order-sign", "patient-view")
+MAX_PASTE = 2_000_000          # characters; a hook request with a patient's results is far smaller
+_DRUG_SEPARATORS = re.compile(r"[,\n;]+")
+
+
+@dataclass
+class Trial:
+    hook: str
+    cards: list[RenderedCard]
+    evaluation: Evaluation | None
+    facts: PatientFacts | None = None                       # pasted requests: what was read from FHIR
+    orders: list[MedicationOrder] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)          # what differs from a live call
+    consent: str | None = None
+    service_id: str | None = None
+
+
+def split_drugs(text: str) -> list[str]:
+    return [d.strip() for d in _DRUG_SEPARATORS.split(text or "") if d.strip()]
+
+
+def split_genotypes(text: str) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def from_results(runtime, genotype_lines: list[str], drugs: list[str], hook: str,
+                 population: str | None) -> Trial:
+    """Cards for results typed as `GENE=VALUE` lines (the syntax of `cds explain` and rule tests)."""
+    if hook not in FORM_HOOKS:
+        raise CdsError(f"hook must be one of {', '.join(FORM_HOOKS)}, not {hook!r}")
+    engine, renderer = runtime.engine, runtime.advisor.renderer
+    if not drugs and hook != "patient-view":
+        raise CdsError("enter at least one drug (ingredient name or RxNorm ingredient code)")
+    genotypes = parse_genotype_args(engine, genotype_lines)
+    plans = []
+    for drug in drugs:
+        plan = engine.drug_plan(drug)
+        if plan is None:
+            raise CdsError(f"unknown drug '{drug}': no guideline in the knowledge base covers it")
+        plans.append(plan)
+    if population:
+        offered = sorted({p for plan in plans for p in plan.populations})
+        if population not in offered:
+            raise CdsError(f"population '{population}' is not one the guidelines of "
+                           f"{', '.join(p.drug for p in plans) or 'these drugs'} use "
+                           f"(they use: {', '.join(offered) or 'none'})")
+    evaluation = engine.evaluate(genotypes, [p.drug for p in plans], population or None)
+    if hook == "patient-view":
+        cards = renderer.patient_summary(evaluation.interpretations, evaluation)
+    else:
+        cards = renderer.order_cards(evaluation, hook, population=population or None)
+    return Trial(hook, cards, evaluation)
+
+
+def from_request(runtime, text: str) -> Trial:
+    """Cards for a pasted CDS Hooks request, computed as the service computes them."""
+    if not text or not text.strip():
+        raise CdsError("paste a CDS Hooks request (JSON) first")
+    if len(text) > MAX_PASTE:
+        raise CdsError(f"the pasted request is {len(text):,} characters; the workbench reads at most {MAX_PASTE:,}")
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CdsError(f"the pasted text is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    if not isinstance(body, dict):
+        raise CdsError("a CDS Hooks request is a JSON object with hook, hookInstance, context and prefetch")
+    hook = body.get("hook")
+    services = [s for s in runtime.services.values() if s.hook == hook]
+    if not services:
+        known = ", ".join(sorted({s.hook for s in runtime.services.values()}))
+        raise CdsError(f"no CDS service of this instance answers the hook {hook!r} (hooks served: {known})")
+    service = services[0]
+    try:
+        hook_request = parse_hook_request(body, service)
+    except RequestError as err:
+        raise CdsError(f"the service would answer HTTP {err.status}: {err}") from None
+    gathered, notes = _prefetch_only(hook_request)
+    advice, consent = _advise(runtime, hook_request, gathered)
+    return Trial(hook_request.hook, advice.cards, advice.evaluation, advice.facts, advice.orders,
+                 advice.unresolved, notes, consent, service.id)
+
+
+def _prefetch_only(hook_request) -> tuple[Gathered, list[str]]:
+    """What FhirFetcher.gather does with the prefetch, without its FHIR fetch: a missing required key
+    without a fhirServer is the service's 412; with a fhirServer the key stays missing and we say so."""
+    service = hook_request.service
+    gathered = Gathered()
+    missing = []
+    for key in service.prefetch:
+        if key in hook_request.prefetch:
+            gathered.data[key] = hook_request.prefetch[key]
+        else:
+            missing.append(key)
+    required = [k for k in missing if k not in service.optional_prefetch]
+    if required and not hook_request.fhir_server:
+        raise CdsError(f"the service would answer HTTP 412: prefetch key(s) {', '.join(required)} missing and "
+                       "no fhirServer to fetch them from")
+    notes = []
+    if missing and hook_request.fhir_server:
+        notes.append(f"Prefetch key(s) {', '.join(missing)} are not in the pasted request. The service would "
+                     "fetch them from the request's fhirServer; the workbench never contacts a FHIR server, so "
+                     "these cards were computed without them and a live call may differ.")
+    elif missing:
+        notes.append(f"Optional prefetch key(s) {', '.join(missing)} are not in the request; the service, too, "
+                     "answers without them when no fhirServer is given.")
+    return gathered, notes
+
+
+def example_request_text() -> str:
+    from importlib.resources import files
+
+    return files("cds.workbench").joinpath("examples/order-select-clopidogrel-cyp2c19.json").read_text(encoding="utf-8")
+
+
+def card_json(card: dict[str, Any]) -> str:
+    return json.dumps(card, indent=2, ensure_ascii=False)

@@ -1,0 +1,266 @@
+"""The pharmacist's workbench: server-rendered pages under /workbench (see docs/workbench.md).
+
+Read-only: no page changes the knowledge or the audit trail. Every page shows the knowledge the
+service is running, except the validation page, which re-reads the files on disk.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+
+from cds.errors import CdsError, KnowledgeError
+from cds.knowledge.loader import load_knowledge
+from cds.ruletests import run_case
+from cds.workbench import access, markdown, stats, trial
+from cds.workbench.catalogue import HOOKS, Catalogue, build_catalogue, classification_label
+
+log = logging.getLogger("cds.workbench")
+
+workbench = Blueprint("workbench", __name__, url_prefix="/workbench",
+                      template_folder="templates", static_folder="static")
+EXTENSION = "pgx-cds-workbench"
+
+
+@workbench.record_once
+def _build_catalogue(state) -> None:
+    # Start-up work: the app factory has built the runtime before it registers this blueprint.
+    runtime = state.app.extensions["pgx-cds"]
+    state.app.extensions[EXTENSION] = build_catalogue(runtime.kb, runtime.engine)
+
+
+def _runtime():
+    return current_app.extensions["pgx-cds"]
+
+
+def _catalogue() -> Catalogue:
+    return current_app.extensions[EXTENSION]
+
+
+@workbench.app_template_filter("markdown")
+def _markdown(text: str | None):
+    return markdown.render(text)
+
+
+@workbench.app_template_filter("http_url")
+def _http_url(url: str | None) -> str | None:
+    """Only http(s) links become anchors; anything else (javascript:, data:) is shown as text."""
+    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
+
+
+@workbench.context_processor
+def _globals():
+    runtime = _runtime()
+    return {"kb_version": runtime.kb.version, "development_mode": access.development_mode(runtime),
+            "classification_label": classification_label, "card_json": trial.card_json,
+            "rule_ids": _catalogue().rule_sources}   # membership: which card rule ids are rules
+
+
+# --- access ---------------------------------------------------------------------------------------
+
+@workbench.before_request
+def _require_access():
+    if request.endpoint in ("workbench.login", "workbench.static"):
+        return None
+    runtime = _runtime()
+    if access.is_allowed(runtime, request):
+        return None
+    if not runtime.settings.admin_token:
+        return render_template("message.html", title="Workbench unavailable",
+                               message="The workbench needs the admin token: set CDS_ADMIN_TOKEN (or run in "
+                                       "development mode, CDS_AUTH=off, on a machine without patient data)."), 503
+    return render_template("login.html", next=request.full_path.rstrip("?"), failed=False), 401
+
+
+@workbench.route("/login", methods=["GET", "POST"])
+def login():
+    runtime = _runtime()
+    target = request.values.get("next") or url_for("workbench.matrix")
+    if not target.startswith("/workbench"):
+        target = url_for("workbench.matrix")   # never redirect off the workbench
+    if request.method == "GET":
+        return render_template("login.html", next=target, failed=False)
+    token = runtime.settings.admin_token
+    if not access.token_matches(token, request.form.get("token")):
+        return render_template("login.html", next=target, failed=True), 401
+    response = redirect(target)
+    response.set_cookie(access.COOKIE, access.session_value(token), max_age=access.WORKBENCH_SESSION,
+                        path="/workbench", httponly=True, samesite="Strict", secure=request.is_secure)
+    return response
+
+
+@workbench.route("/logout", methods=["POST"])
+def logout():
+    response = redirect(url_for("workbench.login"))
+    response.delete_cookie(access.COOKIE, path="/workbench")
+    return response
+
+
+@workbench.errorhandler(Exception)
+def _unexpected(err: Exception):
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(err, HTTPException):
+        return render_template("message.html", title=err.name, message=err.description), err.code
+    incident = str(uuid.uuid4())
+    log.exception("workbench error %s", incident)
+    return render_template("message.html", title="Internal error",
+                           message=f"Something went wrong on our side; the service log has the details "
+                                   f"(incident {incident})."), 500
+
+
+def _not_found(what: str, name: str, listing: str):
+    return render_template("message.html", title=f"No such {what}",
+                           message=f"There is no {what} '{name}' in the running knowledge.",
+                           back=url_for(listing)), 404
+
+
+# --- knowledge ------------------------------------------------------------------------------------
+
+@workbench.route("/")
+def matrix():
+    return render_template("matrix.html", catalogue=_catalogue(), hooks=HOOKS)
+
+
+@workbench.route("/guidelines")
+def guidelines():
+    kb = _runtime().kb
+    return render_template("guidelines.html", guidelines=sorted(kb.guidelines.values(), key=lambda g: g.id),
+                           files=_catalogue().guideline_files)
+
+
+@workbench.route("/guidelines/<guideline_id>")
+def guideline(guideline_id: str):
+    kb = _runtime().kb
+    found = kb.guidelines.get(guideline_id)
+    if found is None:
+        return _not_found("guideline", guideline_id, "workbench.guidelines")
+    catalogue = _catalogue()
+    file, line = catalogue.guideline_files[guideline_id]
+    return render_template("guideline.html", guideline=found, file=file, line=line,
+                           rules=catalogue.guideline_rules.get(guideline_id, []),
+                           rows=[catalogue.row(d.name) for d in found.drugs])
+
+
+@workbench.route("/rules")
+def rules():
+    return render_template("rules.html", rules=_runtime().kb.rules, catalogue=_catalogue())
+
+
+@workbench.route("/rules/<rule_id>")
+def rule(rule_id: str):
+    runtime = _runtime()
+    found = next((r for r in runtime.kb.rules if r.id == rule_id), None)
+    if found is None:
+        return _not_found("rule", rule_id, "workbench.rules")
+    results = [run_case(runtime.engine, runtime.advisor.renderer, found, case) for case in found.tests]
+    links = [_try_link(case) for case in found.tests]
+    catalogue = _catalogue()
+    return render_template("rule.html", rule=found, results=list(zip(results, links)),
+                           source=catalogue.rule_sources.get(found.id), governs=catalogue.governs.get(found.id, {}),
+                           guideline=runtime.kb.guidelines.get(found.guideline or ""))
+
+
+def _try_link(case) -> str:
+    query = {"genotypes": "\n".join(f"{g}={v}" for g, v in case.genotypes.items()),
+             "drugs": ", ".join(case.drugs), "hook": case.hook}
+    if case.population:
+        query["population"] = case.population
+    return url_for("workbench.try_patient") + "?" + urlencode(query)
+
+
+# --- try a patient --------------------------------------------------------------------------------
+
+@workbench.route("/try")
+def try_patient():
+    runtime = _runtime()
+    args = request.args
+    form = {"genotypes": args.get("genotypes", ""), "drugs": args.get("drugs", ""),
+            "hook": args.get("hook", "order-sign"), "population": args.get("population", "")}
+    result, error = None, None
+    if "genotypes" in args or "drugs" in args:
+        try:
+            result = trial.from_results(runtime, trial.split_genotypes(form["genotypes"]),
+                                        trial.split_drugs(form["drugs"]), form["hook"], form["population"] or None)
+        except CdsError as err:
+            error = str(err)
+    return _try_page(form, result, error, pasted="", mode="results")
+
+
+@workbench.route("/try/request", methods=["GET", "POST"])
+def try_request():
+    runtime = _runtime()
+    pasted = request.form.get("request", "") if request.method == "POST" else ""
+    result, error = None, None
+    if request.method == "POST":
+        try:
+            result = trial.from_request(runtime, pasted)
+        except CdsError as err:
+            error = str(err)
+    form = {"genotypes": "", "drugs": "", "hook": "order-sign", "population": ""}
+    return _try_page(form, result, error, pasted=pasted, mode="request")
+
+
+def _try_page(form: dict, result, error: str | None, pasted: str, mode: str):
+    catalogue = _catalogue()
+    page = render_template("try.html", form=form, result=result, error=error, pasted=pasted, mode=mode,
+                           hooks=trial.FORM_HOOKS, drugs=catalogue.drugs, populations=catalogue.populations,
+                           example=trial.example_request_text())
+    return page, (400 if error else 200)
+
+
+# --- validation and statistics --------------------------------------------------------------------
+
+@workbench.route("/validation")
+def validation():
+    runtime = _runtime()
+    root = Path(runtime.kb.root)
+    diagnostics, problem, disk_version = [], None, None
+    try:
+        disk_version = load_knowledge(root).version
+    except KnowledgeError as err:
+        diagnostics = [(d, _source_line(root, d.file, d.line)) for d in err.diagnostics]
+    except CdsError as err:
+        problem = str(err)
+    return render_template("validation.html", diagnostics=diagnostics, problem=problem, root=root,
+                           disk_version=disk_version, running_version=runtime.kb.version,
+                           checked_at=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"))
+
+
+def _source_line(root: Path, file: str, line: int) -> str | None:
+    try:
+        lines = (root / file).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+@workbench.route("/statistics")
+def statistics():
+    runtime = _runtime()
+    since_text = request.args.get("since", "").strip()
+    if runtime.store is None:
+        return render_template("statistics.html", report=None, since=since_text, chart=None,
+                               problem="No audit store on this instance (CDS_AUDIT=false): nothing is counted."), 200
+    since = None
+    if since_text:
+        try:
+            since = datetime.fromisoformat(since_text)
+        except ValueError:
+            return render_template("statistics.html", report=None, since=since_text, chart=None,
+                                   problem=f"'{since_text}' is not a date; write it as 2026-01-31."), 400
+    from cds.store import StoreUnavailable
+
+    try:
+        report = runtime.store.report(since, [r.id for r in runtime.kb.rules])
+    except StoreUnavailable as err:
+        return render_template("statistics.html", report=None, since=since_text, chart=None,
+                               problem=f"{err}; try again later."), 503
+    return render_template("statistics.html", report=report, since=since_text, chart=stats.rule_chart(report),
+                           problem=None, outcomes=stats.OUTCOMES, bar_height=stats.BAR_HEIGHT,
+                           label_width=stats.LABEL_WIDTH)
+
