@@ -108,8 +108,8 @@ def build_catalogue(kb: KnowledgeBase, engine: Engine) -> Catalogue:
 
 
 def _rule_sources(kb: KnowledgeBase) -> dict[str, RuleSource]:
-    """Each rule's lines of YAML: from the comments just above its `- id:` to the line before the
-    next rule's comments (or the end of the file)."""
+    """Each rule's lines of YAML: from the comments just above its `- id:` (the top of the file for
+    the first rule) to the line before the next rule's comments (or the end of the file)."""
     by_file: dict[str, list[tuple[int, Rule]]] = {}
     for rule in kb.rules:
         file, line = kb.where(rule)
@@ -118,7 +118,8 @@ def _rule_sources(kb: KnowledgeBase) -> dict[str, RuleSource]:
     for file, located in by_file.items():
         lines = (Path(kb.root) / file).read_text(encoding="utf-8").splitlines()
         located.sort(key=lambda item: item[0])
-        starts = [_comment_start(lines, line) for line, _ in located]
+        # the first rule of a file takes the file's opening comment too: it states the site's reasons
+        starts = [1] + [_comment_start(lines, line) for line, _ in located[1:]]
         for i, (line, rule) in enumerate(located):
             end = starts[i + 1] - 1 if i + 1 < len(located) else len(lines)
             body = lines[starts[i] - 1:end]

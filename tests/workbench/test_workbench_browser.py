@@ -3,14 +3,21 @@
 the validation page. The card view is kept as a screenshot in test-artifacts/."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import pytest
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as ready
-from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import ARTIFACTS
+from workbench_live import ARTIFACTS
+
+try:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+except ImportError:
+    if os.environ.get("CDS_REQUIRE_BROWSER"):
+        raise
+    pytest.skip("browser tests need the selenium package (pip install selenium); CI sets CDS_REQUIRE_BROWSER=1",
+                allow_module_level=True)
 
 RED = ("rgb(198, 40, 40)", "rgba(198, 40, 40, 1)")   # --critical in workbench.css
 

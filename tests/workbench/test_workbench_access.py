@@ -1,0 +1,91 @@
+"""Who may open the workbench. In development mode (CDS_AUTH=off) anyone; otherwise the holder of
+the admin token, by bearer header or by the login page's cookie.
+
+The service's JWT verifier is not what these tests are about (tests/service covers it): the app is
+built in development mode and then given a verifier, which is what makes the service require
+authentication, and an admin token."""
+from __future__ import annotations
+
+import pytest
+
+from workbench_live import build_app
+
+TOKEN = "workbench-admin-token-0123456789"
+
+
+def _guarded(token: str | None = TOKEN):
+    app = build_app(admin_token=token)
+    runtime = app.extensions["pgx-cds"]
+    runtime.verifier = object()      # any verifier: the service is no longer in development mode
+    return app
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    return _guarded()
+
+
+def test_development_mode_is_open_and_says_so(client):
+    response = client.get("/workbench/")
+    assert response.status_code == 200 and "development mode" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("url", ["/workbench/", "/workbench/rules/default", "/workbench/try?drugs=clopidogrel",
+                                 "/workbench/validation", "/workbench/statistics", "/workbench/guidelines"])
+def test_every_page_needs_the_token(guarded, url):
+    response = guarded.test_client().get(url)
+    assert response.status_code == 401
+    page = response.get_data(as_text=True)
+    assert 'name="token"' in page and "clopidogrel" not in page.replace('value="/workbench/try?drugs=clopidogrel"', "")
+
+
+def test_pasting_needs_the_token(guarded):
+    response = guarded.test_client().post("/workbench/try/request", data={"request": "{}"})
+    assert response.status_code == 401
+
+
+def test_bearer_header(guarded):
+    client = guarded.test_client()
+    assert client.get("/workbench/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert client.get("/workbench/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/workbench/", headers={"Authorization": TOKEN}).status_code == 401
+
+
+def test_login_sets_a_cookie_that_is_not_the_token(guarded):
+    client = guarded.test_client()
+    wrong = client.post("/workbench/login", data={"token": "nope", "next": "/workbench/rules"})
+    assert wrong.status_code == 401 and "not right" in wrong.get_data(as_text=True)
+    response = client.post("/workbench/login", data={"token": TOKEN, "next": "/workbench/rules"})
+    assert response.status_code == 302 and response.headers["Location"] == "/workbench/rules"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/workbench" in cookie
+    assert TOKEN not in cookie
+    assert client.get("/workbench/rules").status_code == 200
+    client.post("/workbench/logout")
+    assert client.get("/workbench/rules").status_code == 401
+
+
+def test_login_never_redirects_off_the_workbench(guarded):
+    response = guarded.test_client().post("/workbench/login", data={"token": TOKEN, "next": "https://evil.example/"})
+    assert response.headers["Location"] == "/workbench/"
+
+
+def test_a_cookie_from_another_token_is_refused():
+    from cds.workbench.access import COOKIE, session_value
+
+    client = _guarded().test_client()
+    client.set_cookie(COOKIE, session_value("some-other-token"), path="/workbench")
+    assert client.get("/workbench/").status_code == 401
+    client.set_cookie(COOKIE, session_value(TOKEN), path="/workbench")
+    assert client.get("/workbench/").status_code == 200
+
+
+def test_no_admin_token_configured_means_unavailable():
+    response = _guarded(token=None).test_client().get("/workbench/")
+    assert response.status_code == 503 and "CDS_ADMIN_TOKEN" in response.get_data(as_text=True)
+
+
+def test_static_files_and_login_page_need_no_token(guarded):
+    client = guarded.test_client()
+    assert client.get("/workbench/static/workbench.css").status_code == 200
+    assert client.get("/workbench/login").status_code == 200

@@ -1,0 +1,44 @@
+"""Helpers of the workbench tests: the app built by create_app (as gunicorn builds it) served by
+werkzeug on loopback, a copy of the knowledge for tests that break it, where the browser lives."""
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from pgx_paths import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1280,1800"]
+
+
+class LiveServer:
+    def __init__(self, app):
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def build_app(**settings):
+    from cds.service.app import create_app
+    from cds.service.config import Settings
+
+    return create_app(Settings(auth_mode="off", audit=False, **settings))
+
+
+def copy_knowledge(target: Path) -> Path:
+    """The three knowledge folders, so a test can break a file without touching the repository."""
+    for name in ("guidelines", "rules", "hooks"):
+        shutil.copytree(REPO / name, target / name)
+    return target
