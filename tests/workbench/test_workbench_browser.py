@@ -40,6 +40,9 @@ def test_matrix_loads_with_guidelines_and_rules(browser, live):
     tropisetron = table.find_element(By.CSS_SELECTOR, "tr[data-drug=tropisetron]")
     assert "switched off by tropisetron-off" in tropisetron.text
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "workbench-matrix.png"))
+
     # the filter (the page's own JavaScript) narrows the rows
     browser.find_element(By.CSS_SELECTOR, "input[data-filter='#matrix']").send_keys("clopidogrel")
     visible = [r for r in table.find_elements(By.CSS_SELECTOR, "tbody tr") if r.is_displayed()]
