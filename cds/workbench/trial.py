@@ -7,9 +7,11 @@ the workbench reads the request's prefetch only and never contacts the FHIR serv
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any
 
 from cds.cards import RenderedCard
@@ -131,9 +133,9 @@ def _prefetch_only(hook_request) -> tuple[Gathered, list[str]]:
     return gathered, notes
 
 
+@functools.cache
 def example_request_text() -> str:
-    from importlib.resources import files
-
+    """The shipped example request (provenance: examples/README.md), read once."""
     return files("cds.workbench").joinpath("examples/order-select-clopidogrel-cyp2c19.json").read_text(encoding="utf-8")
 
 

@@ -70,10 +70,10 @@ def _require_access():
     if access.is_allowed(runtime, request):
         return None
     if not runtime.settings.admin_token:
-        return render_template("message.html", title="Workbench unavailable",
+        return render_template("workbench/message.html", title="Workbench unavailable",
                                message="The workbench needs the admin token: set CDS_ADMIN_TOKEN (or run in "
                                        "development mode, CDS_AUTH=off, on a machine without patient data)."), 503
-    return render_template("login.html", next=request.full_path.rstrip("?"), failed=False), 401
+    return render_template("workbench/login.html", next=request.full_path.rstrip("?"), failed=False), 401
 
 
 @workbench.route("/login", methods=["GET", "POST"])
@@ -83,10 +83,10 @@ def login():
     if not target.startswith("/workbench"):
         target = url_for("workbench.matrix")   # never redirect off the workbench
     if request.method == "GET":
-        return render_template("login.html", next=target, failed=False)
+        return render_template("workbench/login.html", next=target, failed=False)
     token = runtime.settings.admin_token
     if not access.token_matches(token, request.form.get("token")):
-        return render_template("login.html", next=target, failed=True), 401
+        return render_template("workbench/login.html", next=target, failed=True), 401
     response = redirect(target)
     response.set_cookie(access.COOKIE, access.session_value(token), max_age=access.WORKBENCH_SESSION,
                         path="/workbench", httponly=True, samesite="Strict", secure=request.is_secure)
@@ -105,16 +105,16 @@ def _unexpected(err: Exception):
     from werkzeug.exceptions import HTTPException
 
     if isinstance(err, HTTPException):
-        return render_template("message.html", title=err.name, message=err.description), err.code
+        return render_template("workbench/message.html", title=err.name, message=err.description), err.code
     incident = str(uuid.uuid4())
     log.exception("workbench error %s", incident)
-    return render_template("message.html", title="Internal error",
+    return render_template("workbench/message.html", title="Internal error",
                            message=f"Something went wrong on our side; the service log has the details "
                                    f"(incident {incident})."), 500
 
 
 def _not_found(what: str, name: str, listing: str):
-    return render_template("message.html", title=f"No such {what}",
+    return render_template("workbench/message.html", title=f"No such {what}",
                            message=f"There is no {what} '{name}' in the running knowledge.",
                            back=url_for(listing)), 404
 
@@ -123,13 +123,13 @@ def _not_found(what: str, name: str, listing: str):
 
 @workbench.route("/")
 def matrix():
-    return render_template("matrix.html", catalogue=_catalogue(), hooks=HOOKS)
+    return render_template("workbench/matrix.html", catalogue=_catalogue(), hooks=HOOKS)
 
 
 @workbench.route("/guidelines")
 def guidelines():
     kb = _runtime().kb
-    return render_template("guidelines.html", guidelines=sorted(kb.guidelines.values(), key=lambda g: g.id),
+    return render_template("workbench/guidelines.html", guidelines=sorted(kb.guidelines.values(), key=lambda g: g.id),
                            files=_catalogue().guideline_files)
 
 
@@ -141,14 +141,14 @@ def guideline(guideline_id: str):
         return _not_found("guideline", guideline_id, "workbench.guidelines")
     catalogue = _catalogue()
     file, line = catalogue.guideline_files[guideline_id]
-    return render_template("guideline.html", guideline=found, file=file, line=line,
+    return render_template("workbench/guideline.html", guideline=found, file=file, line=line,
                            rules=catalogue.guideline_rules.get(guideline_id, []),
                            rows=[catalogue.row(d.name) for d in found.drugs])
 
 
 @workbench.route("/rules")
 def rules():
-    return render_template("rules.html", rules=_runtime().kb.rules, catalogue=_catalogue())
+    return render_template("workbench/rules.html", rules=_runtime().kb.rules, catalogue=_catalogue())
 
 
 @workbench.route("/rules/<rule_id>")
@@ -160,7 +160,7 @@ def rule(rule_id: str):
     results = [run_case(runtime.engine, runtime.advisor.renderer, found, case) for case in found.tests]
     links = [_try_link(case) for case in found.tests]
     catalogue = _catalogue()
-    return render_template("rule.html", rule=found, results=list(zip(results, links)),
+    return render_template("workbench/rule.html", rule=found, results=list(zip(results, links)),
                            source=catalogue.rule_sources.get(found.id), governs=catalogue.governs.get(found.id, {}),
                            guideline=runtime.kb.guidelines.get(found.guideline or ""))
 
@@ -207,7 +207,7 @@ def try_request():
 
 def _try_page(form: dict, result, error: str | None, pasted: str, mode: str):
     catalogue = _catalogue()
-    page = render_template("try.html", form=form, result=result, error=error, pasted=pasted, mode=mode,
+    page = render_template("workbench/try.html", form=form, result=result, error=error, pasted=pasted, mode=mode,
                            hooks=trial.FORM_HOOKS, drugs=catalogue.drugs, populations=catalogue.populations,
                            example=trial.example_request_text())
     return page, (400 if error else 200)
@@ -223,19 +223,23 @@ def validation():
     try:
         disk_version = load_knowledge(root).version
     except KnowledgeError as err:
-        diagnostics = [(d, _source_line(root, d.file, d.line)) for d in err.diagnostics]
+        texts: dict[str, list[str]] = {}
+        diagnostics = [(d, _source_line(root, d.file, d.line, texts)) for d in err.diagnostics]
     except CdsError as err:
         problem = str(err)
-    return render_template("validation.html", diagnostics=diagnostics, problem=problem, root=root,
+    return render_template("workbench/validation.html", diagnostics=diagnostics, problem=problem, root=root,
                            disk_version=disk_version, running_version=runtime.kb.version,
                            checked_at=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
-def _source_line(root: Path, file: str, line: int) -> str | None:
-    try:
-        lines = (root / file).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
+def _source_line(root: Path, file: str, line: int, texts: dict[str, list[str]]) -> str | None:
+    """The text of a reported line, so the author sees it beside the message (each file read once)."""
+    if file not in texts:
+        try:
+            texts[file] = (root / file).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            texts[file] = []
+    lines = texts[file]
     return lines[line - 1] if 0 < line <= len(lines) else None
 
 
@@ -244,23 +248,23 @@ def statistics():
     runtime = _runtime()
     since_text = request.args.get("since", "").strip()
     if runtime.store is None:
-        return render_template("statistics.html", report=None, since=since_text, chart=None,
+        return render_template("workbench/statistics.html", report=None, since=since_text, chart=None,
                                problem="No audit store on this instance (CDS_AUDIT=false): nothing is counted."), 200
     since = None
     if since_text:
         try:
             since = datetime.fromisoformat(since_text)
         except ValueError:
-            return render_template("statistics.html", report=None, since=since_text, chart=None,
+            return render_template("workbench/statistics.html", report=None, since=since_text, chart=None,
                                    problem=f"'{since_text}' is not a date; write it as 2026-01-31."), 400
     from cds.store import StoreUnavailable
 
     try:
         report = runtime.store.report(since, [r.id for r in runtime.kb.rules])
     except StoreUnavailable as err:
-        return render_template("statistics.html", report=None, since=since_text, chart=None,
+        return render_template("workbench/statistics.html", report=None, since=since_text, chart=None,
                                problem=f"{err}; try again later."), 503
-    return render_template("statistics.html", report=report, since=since_text, chart=stats.rule_chart(report),
+    return render_template("workbench/statistics.html", report=report, since=since_text, chart=stats.rule_chart(report),
                            problem=None, outcomes=stats.OUTCOMES, bar_height=stats.BAR_HEIGHT,
                            label_width=stats.LABEL_WIDTH)
 
