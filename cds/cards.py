@@ -8,11 +8,11 @@ where the rule's formulary has them. See rules/default.yaml for the default poli
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from cds.ids import new_uuid
 from cds.engine import DrugEvaluation, Evaluation, Match, PreTestAlert
 from cds.genotype import Interpretation
 from cds.knowledge.loader import KnowledgeBase
@@ -197,7 +197,7 @@ class CardRenderer:
                                        population=rec.population, classification=rec.classification or ""))
         detail = self._detail(drug, match, rule, facts)
         card: dict[str, Any] = {
-            "uuid": str(uuid.uuid4()),
+            "uuid": new_uuid(),
             "summary": summary,
             "detail": detail,
             "indicator": policy.indicator,
@@ -258,7 +258,7 @@ class CardRenderer:
                             "resourceId": order.order_id})
         actions.append({"type": "create", "description": f"Create a draft order for {alt.name}",
                         "resource": replacement_request(order.resource, alt.name, alt.rxnorm, patient_ref)})
-        return {"label": f"Replace {drug.drug} with {alt.name}", "uuid": str(uuid.uuid4()), "actions": actions}
+        return {"label": f"Replace {drug.drug} with {alt.name}", "uuid": new_uuid(), "actions": actions}
 
     def _pretest_card(self, drug: DrugEvaluation, alert: PreTestAlert, order: OrderRef, patient_ref: str | None) -> RenderedCard:
         pre = alert.rule.pretest
@@ -280,12 +280,12 @@ class CardRenderer:
             "subject": {"reference": _subject(order.resource, patient_ref)},
         }
         card = {
-            "uuid": str(uuid.uuid4()),
+            "uuid": new_uuid(),
             "summary": summary,
             "detail": "\n".join(detail_lines),
             "indicator": pre.indicator,
             "source": self._source(guideline, alert.rule) if guideline else {"label": "pgx-cds local policy"},
-            "suggestions": [{"label": f"Order {test}", "uuid": str(uuid.uuid4()),
+            "suggestions": [{"label": f"Order {test}", "uuid": new_uuid(),
                              "actions": [{"type": "create", "description": f"Create a draft order for {test}",
                                           "resource": service_request}]}],
             "selectionBehavior": "at-most-one",
@@ -300,7 +300,7 @@ class CardRenderer:
     def notice_card(self, drug: str, summary: str, detail: str, code: str, indicator: str = "warning") -> RenderedCard:
         """A card about the check itself (results conflict, results unreachable), not about a guideline."""
         card = {
-            "uuid": str(uuid.uuid4()),
+            "uuid": new_uuid(),
             "summary": _fit(summary),
             "detail": f"{detail}\n\nKnowledge base version `{self.kb.version}`.",
             "indicator": indicator,
@@ -351,7 +351,7 @@ class CardRenderer:
         facts = [{"gene": g, "phenotype": i.phenotype, "lookup_key": i.lookup_key, "source_ids": list(i.source_ids)}
                  for g, i, _ in actionable]
         card = {
-            "uuid": str(uuid.uuid4()),
+            "uuid": new_uuid(),
             "summary": _fit(summary),
             "detail": "\n".join(lines),
             "indicator": "warning" if affected else "info",

@@ -68,6 +68,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_version(args: argparse.Namespace) -> int:
+    from cds import __version__
+    from cds.knowledge.loader import load_knowledge
+
+    kb = load_knowledge(Path(args.knowledge) if args.knowledge else None)
+    print(f"pgx-cds {__version__}")
+    print(f"knowledge base version {kb.version} ({kb.root})")
+    for g in sorted(kb.guidelines.values(), key=lambda g: g.id):
+        print(f"  {g.id}: {g.version}")
+    for gene in sorted(kb.genes.values(), key=lambda t: t.gene):
+        print(f"  gene {gene.gene}: " + "; ".join(f"{s.name} {s.version}" for s in gene.sources))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds", description="Pharmacogenomic CDS Hooks service and knowledge tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", action="append", help="only this rule id; repeatable")
     p.set_defaults(func=_cmd_test)
 
+    p = sub.add_parser("version", help="the knowledge base version and the source version of every guideline")
+    p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
+    p.set_defaults(func=_cmd_version)
+
+    from cds.store.cli import register as register_store_commands
+    register_store_commands(sub)
+
     p = sub.add_parser("import", help="generate guidelines/ YAML from an external source")
     isub = p.add_subparsers(dest="source", required=True)
     c = isub.add_parser("cpic", help="from a CPIC export (genes/, guidelines/, optional v<release>/ tables)")
@@ -119,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     except CdsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `cds version | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

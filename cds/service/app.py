@@ -304,8 +304,13 @@ def report():
     since = request.args.get("since")
     from datetime import datetime
 
+    from cds.store import StoreUnavailable
+
     try:
         since_dt = datetime.fromisoformat(since) if since else None
     except ValueError:
         raise RequestError("since must be an ISO date, e.g. 2026-01-31") from None
-    return jsonify(runtime.store.report(since_dt, [r.id for r in runtime.kb.rules]))
+    try:
+        return jsonify(runtime.store.report(since_dt, [r.id for r in runtime.kb.rules]))
+    except StoreUnavailable as err:
+        raise RequestError(str(err), status=503) from None

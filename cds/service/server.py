@@ -19,7 +19,16 @@ class _Gunicorn(BaseApplication):
     def load(self):
         from cds.service.app import create_app
 
-        return create_app()
+        self.application = create_app()
+        return self.application
+
+
+def _post_fork(server, worker) -> None:
+    # The app (knowledge, compiled rules) was built once in the master and is shared copy-on-write;
+    # the audit store's writer thread and connections must be the worker's own.
+    runtime = server.app.application.extensions["pgx-cds"]
+    if runtime.store is not None:
+        runtime.store.after_fork()
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None, threads: int = 4) -> None:
@@ -33,6 +42,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
         "threads": threads,
         "worker_class": "gthread",
         "preload_app": True,
+        "post_fork": _post_fork,
         "timeout": 30,
         "accesslog": "-",
         # No query strings in the access log: FHIR-style parameters could carry patient ids.

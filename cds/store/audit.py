@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import (DBAPIError, DisconnectionError, InterfaceError, InternalError, OperationalError,
                             ProgrammingError, TimeoutError as PoolTimeout)
@@ -28,8 +28,25 @@ def is_transient(err: BaseException) -> bool:
 
 
 def insert_entries(conn: Connection, entries: list[dict]) -> None:
+    """A batch in three statements (calls, cards, facts) rather than three per call: under load the
+    writer shares the worker's CPU with the requests. Calls already stored are skipped; if another
+    process stores one between our check and our insert, the batch fails on its key and the writer
+    retries it entry by entry (insert_entry skips duplicates one at a time)."""
+    calls = {e["call_id"]: e for e in entries if e.get("kind") == "call"}
+    if calls:
+        stored = set(conn.execute(select(call_table.c.call_id).where(call_table.c.call_id.in_(list(calls)))).scalars())
+        new = [e for cid, e in calls.items() if cid not in stored]
+        if new:
+            conn.execute(insert(call_table), [_call_row(e) for e in new])
+            cards = [row for e in new for row in _card_rows(e)]
+            facts = [row for e in new for row in _fact_rows(e)]
+            if cards:
+                conn.execute(insert(card_table), cards)
+            if facts:
+                conn.execute(insert(fact_table), facts)
     for entry in entries:
-        insert_entry(conn, entry)
+        if entry.get("kind") != "call":
+            insert_entry(conn, entry)
 
 
 def insert_entry(conn: Connection, entry: dict) -> None:
@@ -51,7 +68,17 @@ def _insert_ignoring_duplicate(conn: Connection, table: Table, row: dict, key: s
 
 
 def _insert_call(conn: Connection, entry: dict) -> None:
-    call = {
+    if not _insert_ignoring_duplicate(conn, call_table, _call_row(entry), "call_id"):
+        return  # stored before: its cards and facts came with it
+    cards, facts = _card_rows(entry), _fact_rows(entry)
+    if cards:
+        conn.execute(insert(card_table), cards)
+    if facts:
+        conn.execute(insert(fact_table), facts)
+
+
+def _call_row(entry: dict) -> dict:
+    return {
         "call_id": entry["call_id"],
         "recorded_at": datetime.fromisoformat(entry["time"]),
         "service_id": entry["service_id"],
@@ -65,19 +92,19 @@ def _insert_call(conn: Connection, entry: dict) -> None:
         "fhir_errors": entry.get("fhir_errors") or [],
         "card_count": len(entry.get("cards") or []),
     }
-    if not _insert_ignoring_duplicate(conn, call_table, call, "call_id"):
-        return  # stored before: its cards and facts came with it
-    cards = [{"card_uuid": c["uuid"], "call_id": entry["call_id"], "position": i, "rule_id": c["rule_id"],
+
+
+def _card_rows(entry: dict) -> list[dict]:
+    return [{"card_uuid": c["uuid"], "call_id": entry["call_id"], "position": i, "rule_id": c["rule_id"],
               "guideline_id": c.get("guideline_id"), "guideline_version": c.get("guideline_version"),
               "indicator": c["indicator"], "summary": c["summary"]}
              for i, c in enumerate(entry.get("cards") or [])]
-    facts = [{"call_id": entry["call_id"], "position": i, "gene": f["gene"], "phenotype": f.get("phenotype"),
+
+
+def _fact_rows(entry: dict) -> list[dict]:
+    return [{"call_id": entry["call_id"], "position": i, "gene": f["gene"], "phenotype": f.get("phenotype"),
               "lookup_key": f.get("lookup_key"), "source_ids": f.get("source_ids") or []}
              for i, f in enumerate(entry.get("facts") or [])]
-    if cards:
-        conn.execute(insert(card_table), cards)
-    if facts:
-        conn.execute(insert(fact_table), facts)
 
 
 def _insert_feedback(conn: Connection, entry: dict) -> None:

@@ -202,9 +202,15 @@ class Store:
                                    on_stored=self._confirmed, queue_size=self._queue_size,
                                    retry_interval=self._retry_interval)
 
-    def _check_process(self) -> None:
+    def after_fork(self) -> None:
+        """Call in a child process (a gunicorn worker) before use: it gets its own writer thread,
+        connections and spool file."""
+        self._check_process(expected=True)
+
+    def _check_process(self, expected: bool = False) -> None:
         if self._pid != os.getpid():  # forked: the parent's thread, connections and spool file are not ours
-            log.warning("Store used in a forked process; starting a writer for process %d", os.getpid())
+            (log.info if expected else log.warning)(
+                "Store used in a forked process; starting a writer for process %d", os.getpid())
             self.engine.dispose(close=False)
             self.spool = Spool(self.spool.directory)
             self._schema_lock = threading.Lock()      # locks held by other threads at fork stay held

@@ -1,0 +1,111 @@
+"""Load benchmark of the CDS Hooks service (issue 3), with a real load generator (`hey`, Debian package
+`hey`: apt-get install -y hey) against gunicorn on loopback.
+
+In one run, against one server started by this script (`cds serve`, audit on, SQLite):
+1. maximum throughput of a trivial endpoint of the same app (GET /cds-services, discovery);
+2. maximum throughput of order-select with prefetch: 3 genotype Observations, 2 draft orders;
+3. order-select again at half its maximum throughput, for its latency under a sustainable load.
+Prints requests/s and p50/p99 latency for each, and the ratios.
+
+    python bench/load_service.py [--seconds 10] [--concurrency 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "http"))
+from fhirdata import genotype, hook_request, medication_request, searchset  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def order_select_body() -> dict:
+    genomics = searchset(genotype("CYP2C19", "*2/*2"), genotype("CYP2D6", "*1/*4"), genotype("SLCO1B1", "*5/*5"))
+    return hook_request("order-select", medication_request("clopidogrel", "a"), medication_request("simvastatin", "b"),
+                        genomics=genomics)
+
+
+def run_hey(url: str, seconds: int, concurrency: int, body: Path | None = None, qps_per_worker: float | None = None) -> dict:
+    cmd = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-disable-keepalive=false"]
+    if qps_per_worker:
+        cmd += ["-q", f"{qps_per_worker:.2f}"]
+    if body:
+        cmd += ["-m", "POST", "-T", "application/json", "-D", str(body)]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = {int(p): float(v) * 1000 for p, v in re.findall(r"(\d+)%% in ([\d.]+) secs".replace("%%", "%"), out)}
+    codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", out))
+    return {"rps": rps, "p50": pct.get(50), "p99": pct.get(99), "codes": codes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not shutil.which("hey"):
+        sys.exit("needs the load generator 'hey': apt-get install -y hey")
+
+    work = Path(tempfile.mkdtemp(prefix="pgx-load-"))
+    port = free_port()
+    env = {**os.environ, "CDS_AUTH": "off", "DATABASE_URL": f"sqlite:///{work / 'audit.sqlite3'}",
+           "CDS_SPOOL_DIR": str(work / "spool"), "CDS_AUDIT_KEY": "x" * 32, "CDS_LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen([sys.executable, "-m", "cds.cli", "serve", "--port", str(port), "--workers", str(args.workers)],
+                              env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(f"{base}/cds-services", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        else:
+            sys.exit("server did not start: " + server.stderr.read())
+        body = work / "order-select.json"
+        body.write_text(json.dumps(order_select_body()))
+        check = requests.post(f"{base}/cds-services/pgx-order-select", data=body.read_bytes(),
+                              headers={"Content-Type": "application/json"}, timeout=10).json()
+        assert len(check["cards"]) == 2, check   # clopidogrel and simvastatin both alert
+
+        trivial = run_hey(f"{base}/cds-services", args.seconds, args.concurrency)
+        hook = run_hey(f"{base}/cds-services/pgx-order-select", args.seconds, args.concurrency, body)
+        half_rate = hook["rps"] / 2
+        half = run_hey(f"{base}/cds-services/pgx-order-select", args.seconds, args.concurrency, body,
+                       qps_per_worker=half_rate / args.concurrency)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"gunicorn: {args.workers} workers x 4 threads; hey: {args.concurrency} connections, {args.seconds} s per phase")
+    print(f"{'endpoint':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  status codes")
+    for name, r in (("GET /cds-services (trivial), max", trivial),
+                    ("POST order-select (3 obs, 2 orders), max", hook),
+                    (f"POST order-select at {half_rate:.0f} req/s (half max)", half)):
+        print(f"{name:44} {r['rps']:8.0f} {r['p50']:8.1f} {r['p99']:8.1f}  {r['codes']}")
+    print(f"order-select / trivial throughput: {hook['rps'] / trivial['rps']:.2f}")
+    print(f"order-select p99 at half of its maximum throughput: {half['p99']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
