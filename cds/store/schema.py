@@ -46,7 +46,7 @@ class Card(Base):
     position: Mapped[int] = mapped_column(Integer)
     rule_id: Mapped[str] = mapped_column(String(200), index=True)
     guideline_id: Mapped[str | None] = mapped_column(String(200))
-    guideline_version: Mapped[str | None] = mapped_column(String(100))
+    guideline_version: Mapped[str | None] = mapped_column(Text)  # knowledge YAML `version`: free text
     indicator: Mapped[str] = mapped_column(String(16))
     summary: Mapped[str] = mapped_column(Text)
 
@@ -59,8 +59,8 @@ class Fact(Base):
     call_id: Mapped[str] = mapped_column(ForeignKey("cds_call.call_id"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     gene: Mapped[str] = mapped_column(String(64))
-    phenotype: Mapped[str | None] = mapped_column(String(200))
-    lookup_key: Mapped[str | None] = mapped_column(String(200))
+    phenotype: Mapped[str | None] = mapped_column(Text)
+    lookup_key: Mapped[str | None] = mapped_column(Text)
     source_ids: Mapped[list] = mapped_column(JSON)
 
 
