@@ -223,7 +223,7 @@ class CardRenderer:
             parts = [f"- {f['gene']}"]
             if f.get("diplotype"):
                 parts.append(f"`{f['diplotype']}`")
-            parts.append(f"— **{f['phenotype']}**")
+            parts.append(f"— **{_md(f['phenotype'])}**")
             if f.get("activity_score") and f["activity_score"] != f["phenotype"]:
                 parts.append(f"(activity score {f['activity_score']})")
             if f.get("source_ids"):
@@ -339,7 +339,7 @@ class CardRenderer:
             summary += f"; affects {', '.join(sorted({d for d, _ in affected}))}"
         lines = ["**Actionable pharmacogenomic results**", ""]
         for gene, interp, consultation in actionable:
-            lines.append(f"- **{gene}** {('`' + interp.diplotype + '` ') if interp.diplotype else ''}— {interp.phenotype}")
+            lines.append(f"- **{gene}** {('`' + interp.diplotype + '` ') if interp.diplotype else ''}— {_md(interp.phenotype)}")
             if consultation:
                 lines.append(f"  - {consultation}")
         if affected:
@@ -397,6 +397,11 @@ def _age_population(age: int | None, populations: set[str]) -> str | None:
     if age < 18 and "pediatrics" in populations:
         return "pediatrics"
     return None
+
+
+def _md(text: str) -> str:
+    """Escape Markdown emphasis characters in data ('*57:01 positive' must not start italics)."""
+    return re.sub(r"([*_`\\])", r"\\\1", text)
 
 
 _SENTENCE = re.compile(r"(?<=[.;])\s")

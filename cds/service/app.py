@@ -184,13 +184,15 @@ def call_service(service_id: str):
     hook_request = parse_hook_request(_json_body(), service)
     runtime = _runtime()
     gathered = runtime.fetcher.gather(hook_request)
-    advice, consent = _advise(runtime, hook_request, gathered)
+    advice, consent = advise_hook_request(runtime, hook_request, gathered)
     response = {"cards": [c.card for c in advice.cards]}
     _audit(runtime, hook_request, advice, gathered, consent, started)
     return jsonify(response)
 
 
-def _advise(runtime: Runtime, hook_request, gathered: Gathered) -> tuple[Advice, str | None]:
+def advise_hook_request(runtime: Runtime, hook_request, gathered: Gathered) -> tuple[Advice, str | None]:
+    """The decision for one parsed hook call on the data gathered for it (the workbench uses it too,
+    so a pasted request gets exactly the service's answer). Returns the advice and the consent reason."""
     advisor = runtime.advisor
     patient = gathered.data.get("patient")
     age = age_on(patient.get("birthDate")) if isinstance(patient, dict) else None

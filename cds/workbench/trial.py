@@ -1,7 +1,7 @@
 """"Try a patient": the cards the service would return, from typed results or a pasted CDS Hooks request.
 
 Typed results go through the same steps as `cds test` (parse → engine → card renderer). A pasted
-request goes through the service's own path (parse_hook_request, then the service's `_advise`:
+request goes through the service's own path (parse_hook_request, then the service's `advise_hook_request`:
 consent, order reading, FHIR result reading, engine, cards), with one difference said on the page:
 the workbench reads the request's prefetch only and never contacts the FHIR server it names.
 """
@@ -20,7 +20,7 @@ from cds.errors import CdsError
 from cds.explain import parse_genotype_args
 from cds.facts import MedicationOrder
 from cds.pipeline import PatientFacts
-from cds.service.app import _advise   # the service's own decision path, so the two cannot drift
+from cds.service.app import advise_hook_request   # the service's own decision path, so the two cannot drift
 from cds.service.cdshooks import RequestError, parse_hook_request
 from cds.service.prefetch import Gathered
 
@@ -102,7 +102,7 @@ def from_request(runtime, text: str) -> Trial:
     except RequestError as err:
         raise CdsError(f"the service would answer HTTP {err.status}: {err}") from None
     gathered, notes = _prefetch_only(hook_request)
-    advice, consent = _advise(runtime, hook_request, gathered)
+    advice, consent = advise_hook_request(runtime, hook_request, gathered)
     return Trial(hook_request.hook, advice.cards, advice.evaluation, advice.facts, advice.orders,
                  advice.unresolved, notes, consent, service.id)
 

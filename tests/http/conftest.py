@@ -90,7 +90,11 @@ class FhirServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class QuietServer(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # the service hung up on a deliberately slow answer: expected in the timeout tests
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/fhir"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
