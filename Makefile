@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/cds serve
+	CDS_AUTH=off $(BIN)/cds serve
 
 test: $(BIN)/.installed
 	$(BIN)/pytest
