@@ -8,8 +8,8 @@ to the engine, whose C core keeps per-ruleset state that is not safe to share be
 from __future__ import annotations
 
 import itertools
+import os
 import threading
-import uuid
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -81,6 +81,7 @@ class Engine:
         self.kb = compiled.kb
         self._lock = threading.Lock()
         self._fired: list[object] = []
+        self._session_ids = itertools.count(1)
         self._host = _Host()
         prefix = f"e{next(_engine_ids)}_"
         self._ruleset_names: dict[str, str] = {}
@@ -134,7 +135,8 @@ class Engine:
             return list(self._fired)
 
     def _new_session_id(self) -> str:
-        return uuid.uuid4().hex
+        # Unique within the process is all a session id needs (its state lives and dies in this call).
+        return f"{os.getpid()}-{next(self._session_ids)}"
 
     def session_exists(self, drug: str, sid: str) -> bool:
         """Whether durable-rules still holds state for a session (evaluations must leave none)."""
