@@ -3,11 +3,9 @@ werkzeug on loopback, a copy of the knowledge for tests that break it, where the
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
-from werkzeug.serving import make_server
-
+from live_service import LiveServer  # noqa: F401  (re-exported for the workbench tests)
 from pgx_paths import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -16,18 +14,6 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1280,1800"]
-
-
-class LiveServer:
-    def __init__(self, app):
-        self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 def build_app(**settings):
