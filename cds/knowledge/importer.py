@@ -30,7 +30,7 @@ from typing import Any, Iterable
 import yaml
 
 from cds.errors import CdsError
-from cds.genotype import format_score, parse_score
+from cds.genotype import parse_score
 
 LEGACY_EXPORT = "PharmGKB/PharmCAT CPIC export"
 HLA_GENES = ("HLA-A", "HLA-B")

@@ -12,7 +12,7 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from pgx_paths import SHARED
-from fhirdata import genotype, hla, hook_request, medication_request, searchset
+from fhirdata import genotype, hook_request, medication_request, searchset
 
 EXAMPLES = SHARED / "fhir-examples"
 
