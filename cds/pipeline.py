@@ -82,14 +82,16 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
 
 
 def _disagree(interpretations: list[Interpretation]) -> bool:
-    phenotypes = {i.phenotype for i in interpretations if i.stated_as != "allele status"}
-    if len(phenotypes) > 1:
+    """Results of one gene that the lab states in several ways must mean the same: the same phenotype,
+    and the same lookup value for every attribute they both state (a phenotype-only statement of a
+    score gene has no score to compare, so only its phenotype counts)."""
+    if len({i.phenotype for i in interpretations if i.stated_as != "allele status"}) > 1:
         return True
     seen: dict[str, str] = {}
     for i in interpretations:
+        if i.stated_as == "phenotype":
+            continue
         for attr, value in i.lookup.items():
-            if i.stated_as == "phenotype" and attr in seen:
-                continue  # a phenotype key of a score gene stands beside the score; compared above
             if seen.setdefault(attr, value) != value:
                 return True
     return False

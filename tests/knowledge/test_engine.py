@@ -117,3 +117,17 @@ def test_no_result_recommendations_apply_when_a_gene_is_missing(engine):
     # phenytoin: CPIC has recommendations keyed on HLA-B "No Result" with a CYP2C9 score
     d = engine.evaluate(_patient(engine, CYP2C9="*1/*1"), ["phenytoin"], population="PHT naive").drugs[0]
     assert [m.recommendation.lookup for m in d.matches] == [{"CYP2C9": "2.0", "HLA-B": "No Result"}]
+
+
+def test_a_diplotype_and_a_phenotype_that_agree_are_one_result_in_either_order(engine):
+    from cds.pipeline import patient_facts
+
+    geno = {"resourceType": "Observation", "id": "g", "status": "final", "effectiveDateTime": "2024-01-01",
+            "code": {"text": "CYP2D6 genotype"}, "valueString": "*1/*4"}
+    pheno = {"resourceType": "Observation", "id": "p", "status": "final", "effectiveDateTime": "2024-01-01",
+             "code": {"text": "CYP2D6 phenotype"}, "valueString": "Intermediate Metabolizer"}
+    contrary = dict(pheno, id="q", valueString="Poor Metabolizer")
+    for resources in ([geno, pheno], [pheno, geno]):
+        facts = patient_facts(engine, resources)
+        assert facts.conflicts == {} and len(facts.interpretations["CYP2D6"]) == 2
+    assert patient_facts(engine, [geno, contrary]).conflicts == {"CYP2D6": ["Observation/g", "Observation/q"]}
