@@ -34,11 +34,17 @@ def _post_fork(server, worker) -> None:
 def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None, threads: int = 4) -> None:
     logging.basicConfig(level=os.environ.get("CDS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = workers or int(os.environ.get("CDS_WORKERS", "2"))
+    if os.environ.get("CDS_AUTH", "required").strip().lower() != "off" and workers > 1 \
+            and not os.environ.get("CDS_REDIS_URL"):
+        logging.getLogger("cds.service").warning(
+            "JWT replay protection (jti) is per worker process: with %d workers a token replayed to another "
+            "worker is not caught. Set CDS_REDIS_URL so all workers and replicas share one replay cache.", workers)
     # Build the app once before forking: a broken knowledge base stops here with the validator's
     # messages instead of crash-looping workers; with preload_app the workers share the compiled rules.
     _Gunicorn({
         "bind": f"{host}:{port}",
-        "workers": workers or int(os.environ.get("CDS_WORKERS", "2")),
+        "workers": workers,
         "threads": threads,
         "worker_class": "gthread",
         "preload_app": True,
