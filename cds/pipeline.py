@@ -97,8 +97,8 @@ def _disagree(interpretations: list[Interpretation]) -> bool:
     return False
 
 
-def age_on(birth_date: str | None, today: date | None = None) -> int | None:
-    if not birth_date or len(birth_date) < 4:
+def age_on(birth_date: object, today: date | None = None) -> int | None:
+    if not isinstance(birth_date, str) or len(birth_date) < 4:
         return None
     try:
         year, month, day = (birth_date.split("-") + ["1", "1"])[:3]

@@ -71,7 +71,11 @@ class FhirFetcher:
         missing = []
         for key in service.prefetch:
             if key in request.prefetch:
-                out.data[key] = request.prefetch[key]   # None: the EHR has no data for it (spec)
+                value = request.prefetch[key]           # None: the EHR has no data for it (spec)
+                if value is None or (isinstance(value, dict) and isinstance(value.get("resourceType"), str)):
+                    out.data[key] = value
+                else:
+                    out.errors[key] = "the prefetched value is not a FHIR resource or Bundle"
             else:
                 missing.append(key)
         if not missing:

@@ -299,3 +299,26 @@ def test_openapi_and_health(service):
     assert doc["openapi"].startswith("3.") and "/cds-services/{service_id}" in doc["paths"]
     health = requests.get(f"{service.url}/healthz", timeout=10).json()
     assert health["status"] == "ok" and health["knowledge_version"] == service.runtime.kb.version
+
+
+@pytest.mark.parametrize("genomics", ["not a resource", [1, 2], {"entry": []}])
+def test_unreadable_prefetch_is_said_not_silent(service, genomics):
+    body = hook_request("order-sign", medication_request("clopidogrel"), prefetch={"genomics": genomics})
+    response = service.call("pgx-order-sign", body)
+    assert response.status_code == 200
+    assert [c["summary"] for c in response.json()["cards"]] == ["Clopidogrel: pharmacogenomic check could not be completed"]
+
+
+@pytest.mark.parametrize("patient", [{"resourceType": "Patient", "birthDate": 12}, "x", {"resourceType": "Patient"}])
+def test_odd_patient_resources_do_not_break_the_answer(service, patient):
+    body = hook_request("order-sign", medication_request("clopidogrel"),
+                        prefetch={"genomics": searchset(genotype("CYP2C19", "*2/*2")), "patient": patient})
+    response = service.call("pgx-order-sign", body)
+    assert response.status_code == 200 and len(response.json()["cards"]) == 1
+
+
+def test_admin_report_in_development_mode(service):
+    response = requests.get(f"{service.url}/admin/report", timeout=10)
+    assert response.status_code == 200
+    assert any(r["rule_id"] == "clopidogrel-cyp2c19" for r in response.json()["rules"])
+    assert requests.get(f"{service.url}/admin/report?since=yesterday", timeout=10).status_code == 400

@@ -133,3 +133,8 @@ def test_feedback_needs_a_token_for_its_own_endpoint(secured, ehr_key):
     bearer = token(ehr_key, url)
     response = requests.post(url, json=body, headers={"Authorization": f"Bearer {bearer}"}, timeout=10)
     assert response.status_code == 503      # authenticated; this instance keeps no audit store (CDS_AUDIT=false)
+
+
+def test_admin_report_needs_the_admin_token(secured):
+    response = requests.get(f"{secured.url}/admin/report", timeout=10)
+    assert response.status_code == 401 and "CDS_ADMIN_TOKEN" in response.json()["message"]
