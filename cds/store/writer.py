@@ -24,6 +24,10 @@ from cds.store.spool import Spool
 log = logging.getLogger(__name__)
 
 BATCH = 100
+# After the first entry of a batch, wait this long for more: under load one commit (and its fsync)
+# then carries dozens of calls instead of one, which is most of the writer's cost. A flush or stop
+# request ends the wait at once.
+LINGER = 0.05
 _STOP = object()
 
 
@@ -107,6 +111,7 @@ class AuditWriter:
                 first = None
             batch, waiters, replay_waiters = [], [], []
             item = first
+            deadline = time.monotonic() + LINGER
             while item is not None:
                 if item is _STOP:
                     stopping = True
@@ -118,8 +123,9 @@ class AuditWriter:
                     batch.append(item)
                 if len(batch) >= BATCH:
                     break
+                linger = 0.0 if (stopping or waiters or replay_waiters) else deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=linger) if linger > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     item = None
             try:
