@@ -91,9 +91,8 @@ def is_actionable(rec: Recommendation) -> bool:
 class CardRenderer:
     """Built once at start-up with the knowledge base; renders cards per request."""
 
-    def __init__(self, kb: KnowledgeBase, base_url: str | None = None):
+    def __init__(self, kb: KnowledgeBase):
         self.kb = kb
-        self.base_url = (base_url or "").rstrip("/")
         self._policies: dict[tuple[str, str], CardPolicy | None] = {}
 
     # --- policy ---------------------------------------------------------------------------------

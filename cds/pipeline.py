@@ -119,12 +119,12 @@ class Advisor:
         self.resolver = resolver
 
     @classmethod
-    def build(cls, engine: Engine, base_url: str | None = None) -> "Advisor":
+    def build(cls, engine: Engine) -> "Advisor":
         ingredients = {d.name.lower(): d.rxnorm for gs in engine.kb.drugs().values() for g in gs
                        for d in g.drugs if d.rxnorm}
         # Orders are read from their JSON; validating each against fhir.resources only adds a log line
         # (0.15 ms per order on the request path), so it is left to the genomic reader's skip reasons.
-        return cls(engine, CardRenderer(engine.kb, base_url), MedicationResolver(ingredients, validate=False))
+        return cls(engine, CardRenderer(engine.kb), MedicationResolver(ingredients, validate=False))
 
     def drugs_of(self, orders: list[MedicationOrder]) -> tuple[list[str], dict[str, OrderRef], list[str]]:
         """Knowledge-base drugs of the orders, the order each came from, and unresolved products."""

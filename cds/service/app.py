@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
     settings = settings or Settings.from_env()
     kb = load_knowledge(settings.knowledge_dir)
     engine = Engine.from_knowledge(kb)
-    advisor = Advisor.build(engine, settings.base_url)
+    advisor = Advisor.build(engine)
     fetcher = FhirFetcher(settings.fhir_timeout, settings.fhir_budget,
                           ThreadPoolExecutor(max_workers=8, thread_name_prefix="fhir-fetch"))
     if store is None and settings.audit:
