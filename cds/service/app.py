@@ -26,6 +26,7 @@ from cds.knowledge.models import HookService
 from cds.pipeline import Advice, Advisor, PatientFacts, age_on, patient_facts
 from cds.service.cdshooks import RequestError, parse_feedback, parse_hook_request, selected_orders
 from cds.service.config import Settings
+from cds.service.jsonio import OrjsonProvider
 from cds.service.openapi import openapi_document
 from cds.service.prefetch import FhirFetcher, Gathered
 
@@ -73,8 +74,8 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
     runtime = Runtime(settings, kb, engine, advisor, fetcher, {s.id: s for s in kb.services}, store, verifier)
 
     app = Flask("pgx-cds")
+    app.json = OrjsonProvider(app)
     app.extensions["pgx-cds"] = runtime
-    app.json.sort_keys = False
     app.register_blueprint(hooks)
     app.register_blueprint(admin)
     _register_errors(app)
