@@ -1,4 +1,4 @@
-"""The decision pipeline, one stage after another, shared by the service and the workbench:
+"""The decision pipeline, one stage after another, below every face (cds.decision drives it):
 
     FHIR resources → genomic results (cds.fhir) → current result per gene (cds.fhir.selection)
     → CPIC interpretation (cds.genotype) → match (cds.engine) → cards (cds.cards)
@@ -42,6 +42,7 @@ class Advice:
     orders: list[MedicationOrder] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)             # ordered products we could not read
     evaluation: Evaluation | None = None
+    consent: str | None = None                                      # the consent decision's reason, if any
 
 
 def _interpret(engine: Engine, result: GenomicResult) -> Interpretation | None:

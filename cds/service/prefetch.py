@@ -11,27 +11,16 @@ import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
-from cds.service.cdshooks import HookRequest, RequestError
+from cds.cdshooks import Gathered, HookRequest, RequestError
 
 log = logging.getLogger("cds.service.fhir")
 _TOKEN = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 _MAX_PAGES = 20
-
-
-@dataclass
-class Gathered:
-    data: dict[str, Any] = field(default_factory=dict)       # key → resource or Bundle (None: EHR has none)
-    errors: dict[str, str] = field(default_factory=dict)     # key → why it could not be fetched
-    fetched: list[str] = field(default_factory=list)         # keys we fetched ourselves
-
-    def resources(self, *keys: str) -> list[Any]:
-        return [self.data[k] for k in keys if self.data.get(k) is not None]
 
 
 def render_template(template: str, context: dict[str, Any]) -> str | None:

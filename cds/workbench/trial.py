@@ -1,7 +1,7 @@
 """"Try a patient": the cards the service would return, from typed results or a pasted CDS Hooks request.
 
 Typed results go through the same steps as `cds test` (parse → engine → card renderer). A pasted
-request goes through the service's own path (parse_hook_request, then the service's `advise_hook_request`:
+request goes through the service's own path (parse_hook_request, then the decision core's `decide`:
 consent, order reading, FHIR result reading, engine, cards), with one difference said on the page:
 the workbench reads the request's prefetch only and never contacts the FHIR server it names.
 """
@@ -20,9 +20,8 @@ from cds.errors import CdsError
 from cds.explain import parse_genotype_args
 from cds.facts import MedicationOrder
 from cds.pipeline import PatientFacts
-from cds.service.app import advise_hook_request   # the service's own decision path, so the two cannot drift
-from cds.service.cdshooks import RequestError, parse_hook_request
-from cds.service.prefetch import Gathered
+from cds.cdshooks import Gathered, RequestError, case_from_hook, parse_hook_request
+from cds.decision import decide   # the service's own decision path, so the two cannot drift
 
 FORM_HOOKS = ("order-select", "order-sign", "patient-view")
 MAX_PASTE = 2_000_000          # characters; a hook request with a patient's results is far smaller
@@ -102,9 +101,9 @@ def from_request(runtime, text: str) -> Trial:
     except RequestError as err:
         raise CdsError(f"the service would answer HTTP {err.status}: {err}") from None
     gathered, notes = _prefetch_only(hook_request)
-    advice, consent = advise_hook_request(runtime, hook_request, gathered)
+    advice = decide(runtime.advisor, case_from_hook(hook_request, gathered), runtime.settings.require_consent)
     return Trial(hook_request.hook, advice.cards, advice.evaluation, advice.facts, advice.orders,
-                 advice.unresolved, notes, consent, service.id)
+                 advice.unresolved, notes, advice.consent, service.id)
 
 
 def _prefetch_only(hook_request) -> tuple[Gathered, list[str]]:

@@ -6,9 +6,10 @@ specification's own R4 examples and the public sandbox send imperfect resources.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from cds.decision import PatientCase
 from cds.errors import CdsError
 from cds.knowledge.models import HookService
 
@@ -131,6 +132,35 @@ def selected_orders(request: HookRequest) -> dict[str, Any]:
               if isinstance(e, dict) and isinstance(e.get("resource"), dict)
               and e["resource"].get("resourceType") == "Medication"]
     return {"resourceType": "Bundle", "type": draft.get("type", "collection"), "entry": entries + others}
+
+
+@dataclass
+class Gathered:
+    """The FHIR data of one hook call: what the EHR prefetched and what we fetched for the rest."""
+
+    data: dict[str, Any] = field(default_factory=dict)       # key → resource or Bundle (None: EHR has none)
+    errors: dict[str, str] = field(default_factory=dict)     # key → why it could not be fetched
+    fetched: list[str] = field(default_factory=list)         # keys we fetched ourselves
+
+    def resources(self, *keys: str) -> list[Any]:
+        return [self.data[k] for k in keys if self.data.get(k) is not None]
+
+
+def case_from_hook(request: HookRequest, gathered: Gathered) -> PatientCase:
+    """The decision core's input for one hook call. The legacy medication-prescribe hook is decided as
+    order-sign; patient-view is about the patient's active medications, the order hooks about the drafts."""
+    hook = "order-sign" if request.hook == "medication-prescribe" else request.hook
+    patient = gathered.data.get("patient")
+    if hook == "patient-view":
+        medications = gathered.resources("medications")
+    else:
+        medications = [selected_orders(request)]
+    consent_gathered = "consent" in request.service.prefetch
+    return PatientCase(
+        hook=hook, patient_ref=request.patient_ref, patient=patient if isinstance(patient, dict) else None,
+        genomics=gathered.resources("genomics"), medications=medications,
+        consent=gathered.resources("consent") if consent_gathered else None,
+        errors=dict(gathered.errors))
 
 
 def parse_feedback(body: Any) -> list[dict]:
