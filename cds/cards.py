@@ -235,7 +235,8 @@ class CardRenderer:
         if rec.comments:
             lines += ["", f"*Other considerations:* {rec.comments}"]
         if match.matched_by == "phenotype":
-            lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"]
+            lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"
+                      if match.score is None else f"*CPIC's advice if the {match.score_gene} activity score is {match.score}: the reported phenotype alone does not say which applies.*"]
         c = guideline.citations[0]
         lines += ["", f"**Guideline:** [{guideline.name}]({guideline.url}) — {c.title} ({c.year}), PMID {c.pmid}.",
                   f"Recommendation `{rec.id}` from {rec.source}. Guideline version: {guideline.version}.",
