@@ -17,16 +17,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from cds.bundle import bundled_root
 from cds.errors import CdsError, Diagnostic, KnowledgeError
 from cds.genotype import GeneInterpreter
 from cds.knowledge.models import GeneTable, Guideline, HookFile, HookService, Recommendation, Rule, RuleFile
 from cds.knowledge.yamlsrc import SourceMap, YamlSourceError, load_yaml_file
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ROOT = bundled_root()
 
 
 def default_root() -> Path:
-    """The knowledge root: $CDS_KNOWLEDGE_DIR, else the repository this package lives in."""
+    """The knowledge root: $CDS_KNOWLEDGE_DIR, else the bundled knowledge (cds.bundle)."""
     return Path(os.environ.get("CDS_KNOWLEDGE_DIR") or DEFAULT_ROOT)
 
 
