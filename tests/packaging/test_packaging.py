@@ -63,6 +63,7 @@ def test_the_wheel_declares_its_license(wheel: Path) -> None:
 def test_an_installed_wheel_finds_its_knowledge_without_a_knowledge_dir(wheel: Path, tmp_path: Path) -> None:
     prefix = tmp_path / "prefix"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--ignore-installed",  # else pip uninstalls the editable pgx-cds of the running venv
                     "--prefix", str(prefix), str(wheel)], check=True, capture_output=True)
     site = next(prefix.glob("lib/python3*/site-packages"))
     env = {k: v for k, v in os.environ.items() if k != "CDS_KNOWLEDGE_DIR"} | {"PYTHONPATH": str(site)}
