@@ -237,8 +237,8 @@ class CardRenderer:
         if match.matched_by == "phenotype":
             lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"
                       if match.score is None else f"*CPIC's advice if the {match.score_gene} activity score is {match.score}: the reported phenotype alone does not say which applies.*"]
-        c = guideline.citations[0]
-        lines += ["", f"**Guideline:** [{guideline.name}]({guideline.url}) — {c.title} ({c.year}), PMID {c.pmid}.",
+        reference = guideline.citations[0].text() if guideline.citations else "no PMID in the source release"
+        lines += ["", f"**Guideline:** [{guideline.name}]({guideline.url}) — {reference}.",
                   f"Recommendation `{rec.id}` from {rec.source}. Guideline version: {guideline.version}.",
                   f"Rule `{rule.id}`; knowledge base version `{self.kb.version}`.", "", f"_{ATTRIBUTION}_"]
         return "\n".join(lines)

@@ -20,6 +20,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     recs = sum(len(g.recommendations) for g in kb.guidelines.values())
     print(f"OK: {len(kb.genes)} gene tables, {len(kb.guidelines)} guidelines ({recs} recommendations), "
           f"{len(kb.rules)} rules, {len(kb.services)} services; knowledge version {kb.version}")
+    for notice in kb.notices:  # valid, but worth a reviewer's eye (e.g. a guideline cited by URL only)
+        print(notice)
     return 0
 
 
@@ -46,7 +48,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from cds.knowledge.importer import import_cpic
 
-    report = import_cpic(Path(args.path), Path(args.out))
+    report = import_cpic(Path(args.path), Path(args.out), Path(args.errata) if args.errata else None)
     print(report.summary())
     return 0
 
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = isub.add_parser("cpic", help="from a CPIC export (genes/, guidelines/, optional v<release>/ tables)")
     c.add_argument("path")
     c.add_argument("--out", default="guidelines", help="output folder (default: guidelines)")
+    c.add_argument("--errata", help="where the source is wrong: a TSV of corrections (default: guidelines/errata/cpic.tsv)")
     c.set_defaults(func=_cmd_import)
     return parser
 

@@ -97,8 +97,7 @@ def _conflict_message(gene: str) -> str:
 
 
 def _citation(guideline) -> str:
-    c = guideline.citations[0]
-    return f"{c.title} ({c.year}) PMID {c.pmid}; {guideline.url}"
+    return guideline.reference()
 
 
 def to_text(evaluation: Evaluation) -> str:

@@ -177,6 +177,8 @@ class GeneInterpreter:
             phenotype = self._pair_rules.get(tuple(sorted(functions)))
             if phenotype is None:
                 return self._indeterminate(shown, f"no CPIC phenotype rule for {' + '.join(functions)}", source_ids)
+            if phenotype == INDETERMINATE:  # CPIC's own rule: say which pair, so the answer is never bare
+                return self._indeterminate(shown, f"CPIC reads {' + '.join(functions)} as Indeterminate", source_ids)
         return Interpretation(self.gene, phenotype, {self.gene: phenotype}, diplotype=shown, source_ids=source_ids)
 
     def _from_activity(self, alleles: list[str], shown: str, source_ids, exception) -> Interpretation:

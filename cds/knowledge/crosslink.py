@@ -72,6 +72,16 @@ def _check_summaries(kb: "KnowledgeBase") -> list[Diagnostic]:
     return diags
 
 
+def notices(kb: "KnowledgeBase") -> list[Diagnostic]:
+    """Findings that are valid but worth saying: they do not fail validation."""
+    out = []
+    for g in kb.guidelines.values():
+        if not g.citations:
+            out.append(kb.diag(g, f"notice: guideline {g.id} has no PMID in its source release; it is cited by its URL "
+                                  f"{g.url}", "citations"))
+    return sorted(out)
+
+
 def _check_genes(kb: "KnowledgeBase") -> list[Diagnostic]:
     diags = []
     for gene, table in kb.genes.items():

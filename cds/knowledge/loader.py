@@ -48,6 +48,7 @@ class KnowledgeBase:
     sources: dict[str, SourceMap] = field(repr=False)  # file → line map
     origins: dict[int, Origin] = field(repr=False)     # id(model) → where it was written
     interpreters: dict[str, GeneInterpreter] = field(default_factory=dict, repr=False)
+    notices: list[Diagnostic] = field(default_factory=list, repr=False)  # valid, but said by `cds validate`
 
     def where(self, obj: Any, *subpath: Any) -> tuple[str, int]:
         origin = self.origins[id(obj)]
@@ -180,8 +181,9 @@ def load_knowledge(root: Path | None = None, *, cross_link: bool = True) -> Know
     # Cross-file checks only make sense once every file reads: a gene table with a syntax error
     # would otherwise show up as hundreds of "unknown gene" errors in the guidelines.
     if cross_link and not diags:
-        from cds.knowledge.crosslink import cross_link as check
+        from cds.knowledge.crosslink import cross_link as check, notices
         diags.extend(check(kb))
+        kb.notices = notices(kb)
     if diags:
         raise KnowledgeError(diags)
     return kb
