@@ -75,6 +75,8 @@ def from_results(runtime, genotype_lines: list[str], drugs: list[str], hook: str
         cards = renderer.patient_summary(evaluation.interpretations, evaluation)
     else:
         cards = renderer.order_cards(evaluation, hook, population=population or None)
+    # contradicting lines for one gene are a conflict, said in a card as the service says it
+    cards += runtime.advisor.conflict_cards(hook, evaluation)
     return Trial(hook, cards, evaluation)
 
 
