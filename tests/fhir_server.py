@@ -16,7 +16,8 @@ Told to misbehave (`misbehave(kind, only=TYPE, **options)`, `only` limits it to 
   delay    sleep `seconds` before answering
   trickle  send the headers, then one byte of a (valid) Bundle every `interval` s until the client hangs up
   trickle-headers  send the status line and headers one byte every `interval` s
-  redirect answer `code` (default 302) with Location = `to` + the same path and query
+  redirect answer `code` (default 302) with Location = `to` + the same path and query (`once=True`: then
+           behave)
   huge     a valid searchset Bundle of about `size` bytes, streamed in 64 KiB chunks (chunked when
            `chunked=True`, else with Content-Length)
   next-to  `next` links point to the base URL `to` (another server) instead of this one
@@ -174,6 +175,8 @@ class FhirTestServer:
         if m := self._misbehaviour(rtype, ("trickle-headers",)):
             return self._trickle_headers(h, m.options.get("interval", 0.2))
         if m := self._misbehaviour(rtype, ("redirect",)):
+            if m.options.get("once"):
+                self.misbehaviours.remove(m)
             h.send_response(m.options.get("code", 302))
             h.send_header("Location", m.options["to"].rstrip("/") + "/" + relative + (f"?{parsed.query}" if parsed.query else ""))
             h.send_header("Content-Length", "0")

@@ -111,6 +111,29 @@ def _validate(model: type[BaseModel], data: Any, smap: SourceMap, diags: list[Di
         return None
 
 
+def _expand_prefetch(service: HookService, smap: SourceMap, path: tuple, diags: list[Diagnostic]) -> HookService | None:
+    """The service with the `{{pgx.*}}` tokens of its prefetch templates expanded from the FHIR mappings
+    (cds/knowledge/prefetch.py), or None (with a diagnostic) when a token is unknown or the mappings are broken."""
+    if not any("{{" in t and "pgx." in t for t in service.prefetch.values()):
+        return service
+    from cds.fhir.mappings import default_mappings
+    from cds.knowledge.prefetch import UnknownToken, expand_template
+
+    try:
+        mappings = default_mappings()
+    except KnowledgeError as err:
+        diags.extend(err.diagnostics)
+        return None
+    expanded = {}
+    for key, template in service.prefetch.items():
+        try:
+            expanded[key] = expand_template(template, mappings)
+        except UnknownToken as err:
+            diags.append(smap.diag(path + ("prefetch", key), f"{_format_loc(path + ('prefetch', key))}: {err}"))
+            return None
+    return service.model_copy(update={"prefetch": expanded})
+
+
 def load_knowledge(root: Path | None = None, *, cross_link: bool = True) -> KnowledgeBase:
     """Load, validate and cross-link the knowledge under `root`; raise KnowledgeError listing every fault."""
     root = Path(root) if root else default_root()
@@ -171,6 +194,9 @@ def load_knowledge(root: Path | None = None, *, cross_link: bool = True) -> Know
                         origins[id(rule)] = origin
             else:
                 for i, service in enumerate(model.services):
+                    service = _expand_prefetch(service, smap, ("services", i), diags)
+                    if service is None:
+                        continue
                     if unique("service", service.id, Origin(name, ("services", i, "id"))):
                         services.append(service)
                         origins[id(service)] = Origin(name, ("services", i))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +56,7 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
     kb = load_knowledge(settings.knowledge_dir)
     engine = Engine.from_knowledge(kb)
     advisor = Advisor.build(engine)
-    fetcher = FhirFetcher(settings.fhir_timeout, settings.fhir_budget,
-                          ThreadPoolExecutor(max_workers=8, thread_name_prefix="fhir-fetch"))
+    fetcher = FhirFetcher.from_settings(settings)
     if store is None and settings.audit:
         from cds.store import Store
 
@@ -207,7 +205,7 @@ def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, s
     runtime.store.record_call(CallRecord(
         service_id=hook_request.service.id, hook=hook_request.hook, hook_instance=hook_request.hook_instance,
         patient_id=hook_request.patient_id, kb_version=runtime.kb.version, cards=cards, facts=facts,
-        unresolved_drugs=advice.unresolved, fhir_errors=[f"{k}: {v}" for k, v in gathered.errors.items()],
+        unresolved_drugs=advice.unresolved, fhir_errors=gathered.audit_reasons(),
         consent=advice.consent, latency_ms=round(1000 * (time.perf_counter() - started), 2)))
 
 
