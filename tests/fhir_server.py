@@ -89,6 +89,7 @@ class FhirTestServer:
         self.page_size = page_size
         self.misbehaviours: list[Misbehaviour] = []
         self.open_connections = 0
+        self.peak_connections = 0          # the most open at once (reset it to measure a phase)
         self._lock = threading.Lock()
         fhir = self
 
@@ -101,6 +102,7 @@ class FhirTestServer:
             def handle(self):
                 with fhir._lock:
                     fhir.open_connections += 1
+                    fhir.peak_connections = max(fhir.peak_connections, fhir.open_connections)
                 try:
                     super().handle()
                 except (BrokenPipeError, ConnectionResetError, TimeoutError):
