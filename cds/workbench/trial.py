@@ -20,7 +20,7 @@ from cds.errors import CdsError
 from cds.explain import parse_genotype_args
 from cds.facts import MedicationOrder
 from cds.pipeline import PatientFacts
-from cds.cdshooks import Gathered, RequestError, case_from_hook, parse_hook_request
+from cds.cdshooks import Gathered, RequestError, case_from_hook, next_link, parse_hook_request, prefetch_problem
 from cds.decision import decide   # the service's own decision path, so the two cannot drift
 
 FORM_HOOKS = ("order-select", "order-sign", "patient-view")
@@ -114,9 +114,17 @@ def _prefetch_only(hook_request) -> tuple[Gathered, list[str]]:
     service = hook_request.service
     gathered = Gathered()
     missing = []
-    for key in service.prefetch:
+    for key, template in service.prefetch.items():
         if key in hook_request.prefetch:
-            gathered.data[key] = hook_request.prefetch[key]
+            value = hook_request.prefetch[key]
+            # the service's own checks of a prefetched value (cds/cdshooks.py), minus the refetch
+            problem = prefetch_problem(value, template) if value is not None else None
+            if problem:
+                gathered.errors[key] = problem
+                continue
+            gathered.data[key] = value
+            if next_link(value):
+                gathered.errors[key] = "the prefetched search has more pages (a 'next' link): results may be incomplete"
         else:
             missing.append(key)
     required = [k for k in missing if k not in service.optional_prefetch]
