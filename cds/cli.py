@@ -84,6 +84,25 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_screen(args: argparse.Namespace) -> int:
+    from cds.screen.cli import run_screen
+
+    return run_screen(args)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from cds.knowledge.loader import load_knowledge
+    from cds.screen.synth import write_cohort
+
+    if args.patients < 1:
+        raise CdsError("--patients must be at least 1")
+    counts = write_cohort(load_knowledge(Path(args.knowledge) if args.knowledge else None), args.patients,
+                          Path(args.out), args.seed, args.gzip)
+    print(f"SYNTHETIC cohort (not clinical data) of {args.patients} patients in {args.out}: "
+          + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cds import __version__
 
@@ -119,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("version", help="the knowledge base version and the source version of every guideline")
     p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
     p.set_defaults(func=_cmd_version)
+
+    from cds.screen.cli import register as register_screen_command
+    register_screen_command(sub, _cmd_screen)
+
+    p = sub.add_parser("synth", help="write a deterministic SYNTHETIC cohort (not clinical data) as Bulk Data NDJSON")
+    p.add_argument("--patients", type=int, required=True)
+    p.add_argument("--out", required=True, help="folder for the NDJSON files")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--gzip", action="store_true", help="write .ndjson.gz")
+    p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
+    p.set_defaults(func=_cmd_synth)
 
     from cds.store.cli import register as register_store_commands
     register_store_commands(sub)

@@ -27,6 +27,9 @@ class PatientCase:
     medications: list[Any] = field(default_factory=list)   # draft orders (order hooks) or active medications
     consent: list[Any] | None = None            # Consent resources; None when consent was not gathered
     errors: dict[str, str] = field(default_factory=dict)   # data that could not be gathered → why
+    # The results of `genomics` already read (patient_facts): a face that decides one patient for
+    # several orders (screening: one order-sign per active drug) reads them once. None: read here.
+    facts: PatientFacts | None = None
 
 
 def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -> Advice:
@@ -47,14 +50,14 @@ def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -
                                                   f"The patient's pharmacogenomic results could not be retrieved "
                                                   f"({case.errors['genomics']}).", "check-incomplete")]
             return Advice(cards, PatientFacts(), orders, consent=consent)
-        facts = patient_facts(advisor.engine, case.genomics)
+        facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics)
         advice = advisor.summarise_patient(facts, orders)
     elif case.hook in ORDER_HOOKS:
         if "genomics" in case.errors:
             cards = advisor.check_not_possible(case.hook, orders, case.errors["genomics"])
             return Advice(cards, PatientFacts(), orders, advisor.drugs_of(orders)[2], consent=consent)
         age = age_on(case.patient.get("birthDate")) if case.patient else None
-        facts = patient_facts(advisor.engine, case.genomics)
+        facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics)
         advice = advisor.advise_orders(case.hook, facts, orders, case.patient_ref, age)
     else:
         raise ValueError(f"no decision for hook {case.hook!r}")

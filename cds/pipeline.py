@@ -32,6 +32,7 @@ class PatientFacts:
     interpretations: dict[str, list[Interpretation]] = field(default_factory=dict)
     conflicts: dict[str, list[str]] = field(default_factory=dict)   # gene → source ids that disagree
     notes: list[str] = field(default_factory=list)                  # skipped/ignored resources (no PHI)
+    unreadable: list[str] = field(default_factory=list)             # the skipped ones alone: could not be read
 
 
 @dataclass
@@ -68,7 +69,8 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
     """Read, select and interpret every pharmacogenomic result in `resources`."""
     reading = read_genomic_results(list(resources))
     current = select_current(reading.results, tuple(allowed_statuses)) if allowed_statuses else select_current(reading.results)
-    facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored)
+    facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored,
+                         unreadable=list(reading.skipped))
     for gene, results in current.by_gene.items():
         interpretations = [i for i in (_interpret(engine, r) for r in results) if i is not None]
         if not interpretations:
