@@ -29,6 +29,7 @@ import orjson
 from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
 from cds.decision import PatientCase, decide
 from cds.screen import ndjson
+from cds.store.records import patient_scrubber
 
 ACTIVE_STATUSES = {"MedicationRequest": {"active"}, "MedicationStatement": {"active"}}
 WITHHELD = (DENIED, NOT_PERMITTED, UNREADABLE)
@@ -124,6 +125,20 @@ class Screener:
     # --- one patient -------------------------------------------------------------------------------
     def screen_patient(self, pid: str, label: str, resources: list[dict], medications: dict[str, dict],
                        rows: dict[str, list[list[Any]]], result: PartitionResult) -> None:
+        marks = {kind: len(items) for kind, items in rows.items()}
+        try:
+            self._screen_patient(pid, label, resources, medications, rows, result)
+        finally:
+            if not self.settings.raw_ids:
+                # Resource ids and messages may contain the raw id (servers build ids from it): the
+                # audit's rule applies, the raw id never leaves.
+                scrub = patient_scrubber(pid)
+                for kind, start in marks.items():
+                    for row in rows[kind][start:]:
+                        row[1:] = [scrub(v) if isinstance(v, str) else v for v in row[1:]]
+
+    def _screen_patient(self, pid: str, label: str, resources: list[dict], medications: dict[str, dict],
+                        rows: dict[str, list[list[Any]]], result: PartitionResult) -> None:
         patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
         genomics = [r for r in resources if r.get("resourceType") in ("Observation", "DiagnosticReport")]
         consent = [r for r in resources if r.get("resourceType") == "Consent"]

@@ -19,6 +19,15 @@ def cohort(tmp_path_factory, kb):
 
 
 @pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory, kb):
+    from cds.screen.synth import write_cohort
+
+    folder = tmp_path_factory.mktemp("small")
+    write_cohort(kb, 40, folder, seed=5)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def service():
     """`cds serve`'s app in development mode, auditing off (the calls below are the comparison, not care)."""
     from cds.service.app import create_app
