@@ -29,7 +29,7 @@ from cds.errors import CdsError
 from cds.knowledge.loader import KnowledgeBase, load_knowledge
 from cds.knowledge.models import HookService
 from cds.pipeline import Advice, Advisor
-from cds.service import metrics
+from cds.service import logs, metrics
 from cds.service.config import Settings
 from cds.service.fhir_servers import FhirServerPolicy, FhirServerRefused, parse_networks
 from cds.service.jsonio import OrjsonProvider
@@ -230,9 +230,14 @@ def call_service(service_id: str):
     started = time.perf_counter()
     service = _service(service_id)
     status = 500
+    scrubbing = None
     try:
         claims = _authenticate()
         hook_request = parse_hook_request(_json_body(), service)
+        from cds.store.records import scrubber
+
+        # Whatever is logged while this call runs loses the patient id (bare or as Patient/X).
+        scrubbing = logs.current_scrubber.set(scrubber(hook_request.patient_id))
         runtime = _runtime()
         origin = _checked_fhir_server(runtime, hook_request, claims)
         gathered = runtime.fetcher.gather(hook_request)
@@ -249,6 +254,8 @@ def call_service(service_id: str):
         status = err.code or 500
         raise
     finally:
+        if scrubbing is not None:
+            logs.current_scrubber.reset(scrubbing)
         metrics.HOOK_REQUESTS.labels(service.id, str(status)).inc()
         metrics.HOOK_LATENCY.labels(service.id).observe(time.perf_counter() - started)
 
