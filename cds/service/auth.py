@@ -476,6 +476,7 @@ class SqliteReplayCache:
 
         try:
             self.state = LocalState(path)
+            self.state.check()
         except LocalStateUnavailable as err:
             raise CdsError(f"replay protection: cannot open the local state file ({err}); "
                            "set CDS_LOCAL_STATE to a writable path or CDS_REDIS_URL") from None

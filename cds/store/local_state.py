@@ -38,18 +38,23 @@ class LocalState:
         self.timeout = timeout
         self._clock = clock
         self._local = threading.local()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._transaction() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+
+    def check(self) -> None:
+        """Open the file now (start-up), so a path that cannot be used stops the service with a clear message."""
+        with self._transaction():
+            pass
 
     # --- connections: one per thread and process (a connection must not cross a fork) -------------
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
+            # Opened on first use: a service that never needs it (development mode) creates no file.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")   # survives a process crash; see the module docstring
+            for statement in _SCHEMA:
+                conn.execute(statement)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
@@ -61,7 +66,7 @@ class LocalState:
             try:
                 self.conn = self.state._connection()
                 self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as err:
+            except (sqlite3.Error, OSError) as err:
                 raise LocalStateUnavailable(f"{self.state.path}: {err}") from None
             return self.conn
 

@@ -81,7 +81,7 @@ def scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
     return scrub
 
 
-patient_scrubber = _scrubber   # for other writers of de-identified text (screening outputs)
+patient_scrubber = scrubber   # for other writers of de-identified text (screening outputs)
 
 
 def audit_entry(record: CallRecord, hash_patient: Callable[[str], str]) -> dict:

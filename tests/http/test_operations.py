@@ -210,7 +210,7 @@ def test_an_oversized_jwt_is_a_json_401(tmp_path, ehr_key):
 
 
 def test_fhir_server_must_be_one_the_issuer_may_send(tmp_path, ehr_key, fhir_server):
-    fhir_server.resources["p1"] = [genotype("CYP2C19", "*2/*2")]
+    fhir_server.add(genotype("CYP2C19", "*2/*2"))
     other = type(fhir_server)()                            # another loopback port: not configured
     service = secured_service(tmp_path, ehr_key, workers=1, fhir_servers=[fhir_server.url],
                               CDS_FHIR_PRIVATE_NETWORKS="127.0.0.0/8")
@@ -291,7 +291,7 @@ def metric_values(text_: str, name: str) -> dict[str, float]:
 def test_metrics_count_every_workers_calls_in_prometheus_format(tmp_path, fhir_server):
     from prometheus_client.parser import text_string_to_metric_families
 
-    fhir_server.fail_with = 500
+    fhir_server.misbehave("status", code=500)
     service = ServeProcess(tmp_path, workers=2)
     try:
         for _ in range(10):
@@ -316,7 +316,7 @@ def test_metrics_count_every_workers_calls_in_prometheus_format(tmp_path, fhir_s
         cards = {(s.labels["indicator"], s.labels["rule"]): s.value for s in families["cds_cards"].samples
                  if s.name == "cds_cards_total"}
         assert sum(v for (indicator, _), v in cards.items() if indicator == "critical") >= 10
-        origin = fhir_server.url.rsplit("/fhir", 1)[0]
+        origin = fhir_server.origin
         fetch_errors = {s.labels["origin"]: s.value for s in families["cds_fhir_fetch_errors"].samples
                         if s.name == "cds_fhir_fetch_errors_total"}
         assert fetch_errors.get(origin, 0) >= 1
