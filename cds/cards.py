@@ -1,21 +1,33 @@
 """Turn an evaluation into CDS Hooks 2.0 cards, applying the local policy in rules/.
 
-One card per actionable drug–recommendation (never one per rule that merely matched): a card names the
-drug, the gene result and the action in its summary, shows genotype, phenotype, recommendation,
-classification, implications and the guideline in its detail, and offers one-click alternatives
-where the rule's formulary has them. See rules/default.yaml for the default policy.
+One card per drug and governing rule. A card carries one or more *statements*: the CPIC
+recommendation for the patient, or several labelled ones when several apply and the request does not
+say which (the drug's populations — clopidogrel ACS/PCI vs. neurovascular, voriconazole adults vs.
+children without a birth date —, or the activity scores a phenotype-only result may have). Its
+indicator is the most cautious of its statements.
+
+What a clinician sees is written for any CommonMark client: every text we did not write (CPIC's
+wording, anything from the request) is escaped (cds.mdescape); the summary is never cut (≤139
+characters: drug, result, action); the detail is short (result with date and lab, the advice,
+classification, guideline and versions) and the long form is the SMART summary page behind the card's
+`smart` link. Suggestions put `create` before `delete`, because clients such as the CDS Hooks sandbox
+stop applying a suggestion at its first `delete`. See rules/default.yaml for the default policy.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Mapping
 
-from cds.ids import new_uuid
 from cds.engine import DrugEvaluation, Evaluation, Match, PreTestAlert
+from cds.facts import GenomicResult
 from cds.genotype import Interpretation
+from cds.ids import new_uuid
 from cds.knowledge.loader import KnowledgeBase
-from cds.knowledge.models import NO_RESULT, Adjustment, Recommendation, Rule
+from cds.knowledge.models import NO_RESULT, Adjustment, Alternative, Flags, Recommendation, Rule
+from cds.mdescape import md_data, md_text
+from cds.populations import GENERAL, population_dimension, population_words
 
 SUMMARY_LIMIT = 139          # CDS Hooks: "<140-character summary"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -30,6 +42,19 @@ OVERRIDE_REASONS = [
 TOPIC_SYSTEM = "urn:pgx-cds:rule"
 ATTRIBUTION = ("CPIC guidelines (cpicpgx.org, CC0); PharmGKB/ClinPGx annotations (CC BY-SA 4.0). "
                "Decision support, not a substitute for clinical judgement.")
+SMART_LINK_LABEL = "Open pharmacogenomic summary"
+DETAIL_WORD_BUDGET = 120     # the detail's common case stays under this many words
+_CAUTION = {"info": 0, "warning": 1, "critical": 2}
+
+# Action words when CPIC's own first sentence does not fit the summary: derived from the curators'
+# flags only, so they say no more than the flags do; the detail has CPIC's words.
+_FLAG_ACTIONS = {
+    (True, True): "change of drug or dose advised",
+    (True, False): "alternative drug advised",
+    (False, True): "dosing advice",
+    (False, False): "prescribing advice",
+}
+GENERIC_ACTIONS = frozenset(_FLAG_ACTIONS.values())
 
 
 @dataclass(frozen=True)
@@ -37,6 +62,37 @@ class CardPolicy:
     indicator: str
     summary_template: str | None
     suggest_alternatives: bool
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One recommendation on a card with what tells it apart from the card's other statements. The
+    label is built from parts so that a further part (e.g. the source, once DPWG sits beside CPIC)
+    can be added without changing how the others read."""
+
+    match: Match
+    policy: CardPolicy | None                # None: shown for completeness, raises no card by itself
+    population: str | None = None            # CPIC population code, when the card has several
+    score: str | None = None                 # the activity score this statement is for
+    source: str | None = None                # "CPIC", "DPWG": when the card has several sources
+
+    @property
+    def recommendation(self) -> Recommendation:
+        return self.match.recommendation
+
+    def label_parts(self) -> list[str]:
+        parts = []
+        if self.source:
+            parts.append(self.source)
+        if self.population:
+            parts.append(population_words(self.population))
+        if self.score is not None:
+            parts.append(f"if activity score is {self.score}")
+        return parts
+
+    @property
+    def label(self) -> str:
+        return " · ".join(self.label_parts())
 
 
 @dataclass
@@ -51,6 +107,7 @@ class RenderedCard:
     recommendation_id: str | None
     facts: list[dict[str, Any]] = field(default_factory=list)   # gene, phenotype, lookup key, source ids
     pretest: bool = False
+    statements: list[Statement] = field(default_factory=list)
 
     @property
     def indicator(self) -> str:
@@ -59,6 +116,10 @@ class RenderedCard:
     @property
     def uuid(self) -> str:
         return self.card["uuid"]
+
+    @property
+    def recommendation_ids(self) -> list[str]:
+        return [s.recommendation.id for s in self.statements]
 
 
 @dataclass
@@ -88,11 +149,17 @@ def is_actionable(rec: Recommendation) -> bool:
     return flags is None or flags.dosing_information or flags.alternate_drug_available or flags.other_prescribing_guidance
 
 
-class CardRenderer:
-    """Built once at start-up with the knowledge base; renders cards per request."""
+def most_cautious(indicators: Iterable[str]) -> str:
+    return max(indicators, key=lambda i: _CAUTION.get(i, 0), default="info")
 
-    def __init__(self, kb: KnowledgeBase):
+
+class CardRenderer:
+    """Built once at start-up with the knowledge base (and the engine, to look up the patient's
+    recommendation for a suggested alternative drug); renders cards per request."""
+
+    def __init__(self, kb: KnowledgeBase, engine: Any = None):
         self.kb = kb
+        self.engine = engine
         self._policies: dict[tuple[str, str], CardPolicy | None] = {}
 
     # --- policy ---------------------------------------------------------------------------------
@@ -131,8 +198,12 @@ class CardRenderer:
 
     def order_cards(self, evaluation: Evaluation, hook: str, orders: dict[str, OrderRef] | None = None,
                     patient_ref: str | None = None, population: str | None = None,
-                    age: int | None = None) -> list[RenderedCard]:
-        """Cards for order-select / order-sign: one per actionable drug–recommendation, pre-test alerts."""
+                    age: int | None = None, evidence: Mapping[str, GenomicResult] | None = None,
+                    app_url: str | None = None) -> list[RenderedCard]:
+        """Cards for order-select / order-sign: one per drug and rule, pre-test alerts.
+
+        `evidence`: the genomic results by source id (date, laboratory); `app_url`: the SMART summary
+        page of this service, for the card's `smart` link (None: no link, e.g. `cds test`)."""
         orders = orders or {}
         cards: list[RenderedCard] = []
         for drug in evaluation.drugs:
@@ -144,15 +215,26 @@ class CardRenderer:
             for alert in drug.pretests:
                 if alert.rule.id == rule.id:
                     cards.append(self._pretest_card(drug, alert, order, patient_ref))
-            for match in self._choose_population(drug, rule, population, age):
-                rec = match.recommendation
-                if any(rec.lookup.get(g) == NO_RESULT for g in pretest_genes):
-                    continue  # the pre-test card already covers "no result on file"
-                policy = self.policy(rule, rec)
-                if policy is None:
-                    continue
-                cards.append(self._recommendation_card(drug, match, rule, policy, evaluation, order, patient_ref))
+            matches = [m for m in self._choose_population(drug, rule, population, age)
+                       if not any(m.recommendation.lookup.get(g) == NO_RESULT for g in pretest_genes)]
+            statements = self.statements(rule, matches)
+            if any(s.policy for s in statements):
+                cards.append(self._recommendation_card(drug, statements, rule, evaluation, order, patient_ref,
+                                                       evidence or {}, app_url))
         return cards
+
+    def statements(self, rule: Rule, matches: list[Match]) -> list[Statement]:
+        """The labelled statements of one card: a part of the label only where the statements differ."""
+        populations = {m.recommendation.population for m in matches}
+        sources = {m.guideline.source for m in matches}
+        out = []
+        for m in matches:
+            score = getattr(m, "score", None)
+            out.append(Statement(
+                m, self.policy(rule, m.recommendation),
+                population=m.recommendation.population if len(populations) > 1 or m.recommendation.population != GENERAL else None,
+                score=score, source=m.guideline.source if len(sources) > 1 else None))
+        return out
 
     def _choose_population(self, drug: DrugEvaluation, rule: Rule, population: str | None, age: int | None) -> list[Match]:
         populations = {m.recommendation.population for m in drug.matches}
@@ -161,87 +243,170 @@ class CardRenderer:
                 return [m for m in drug.matches if m.recommendation.population == wanted]
         return list(drug.matches)
 
-    def _results(self, evaluation: Evaluation, rec: Recommendation) -> tuple[list[str], list[dict[str, Any]]]:
-        """Short gene results for the summary and facts for the detail and audit."""
-        short, facts = [], []
-        for gene, value in rec.lookup.items():
-            if value == NO_RESULT:
-                facts.append({"gene": gene, "phenotype": NO_RESULT, "lookup_key": value, "source_ids": []})
-                continue
-            interp = _interpretation_for(evaluation.interpretations.get(gene, []), value)
-            interpreter = self.kb.interpreters[gene]
-            if interpreter.kind == "allele-status":
-                short.append(f"{gene}{value}")
-                phenotype = value
-            else:
-                phenotype = interpreter.phenotype_of_key(value) if interp is None or interp.stated_as != "phenotype" else interp.phenotype
-                short.append(f"{gene} {phenotype}")
-            facts.append({
-                "gene": gene, "phenotype": phenotype, "lookup_key": value,
-                "diplotype": interp.diplotype if interp else None,
-                "activity_score": interp.activity_score if interp else None,
-                "source_ids": list(interp.source_ids) if interp else [],
-            })
+    def _results(self, evaluation: Evaluation, statements: list[Statement],
+                 evidence: Mapping[str, GenomicResult]) -> tuple[list[str], list[dict[str, Any]]]:
+        """Short gene results for the summary and facts for the detail and audit (one per gene and
+        lookup value; a phenotype-only result with several possible scores gives one per score)."""
+        short: list[str] = []
+        facts: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for statement in statements:
+            for gene, value in statement.recommendation.lookup.items():
+                if (gene, value) in seen:
+                    continue
+                seen.add((gene, value))
+                if value == NO_RESULT:
+                    facts.append({"gene": gene, "phenotype": NO_RESULT, "lookup_key": value, "source_ids": []})
+                    continue
+                interp = _interpretation_for(evaluation.interpretations.get(gene, []), value)
+                interpreter = self.kb.interpreters[gene]
+                if interpreter.kind == "allele-status":
+                    text, phenotype = f"{gene}{value}", value
+                else:
+                    phenotype = interpreter.phenotype_of_key(value) if interp is None or interp.stated_as != "phenotype" else interp.phenotype
+                    text = f"{gene} {phenotype}"
+                if text not in short:
+                    short.append(text)
+                sources = list(interp.source_ids) if interp else []
+                result = next((evidence[s] for s in sources if s in evidence), None)
+                facts.append({
+                    "gene": gene, "phenotype": phenotype, "lookup_key": value,
+                    "diplotype": interp.diplotype if interp else None,
+                    "activity_score": interp.activity_score if interp else None,
+                    "stated_as": interp.stated_as if interp else None,
+                    "source_ids": sources,
+                    "date": result.effective.date().isoformat() if result and result.effective else None,
+                    "lab": getattr(result, "performer", None) if result else None,
+                })
         return short, facts
 
-    def _recommendation_card(self, drug: DrugEvaluation, match: Match, rule: Rule, policy: CardPolicy,
-                             evaluation: Evaluation, order: OrderRef, patient_ref: str | None) -> RenderedCard:
-        rec, guideline = match.recommendation, match.guideline
-        short, facts = self._results(evaluation, rec)
-        results = "; ".join(short) or "no result on file"
-        action = _first_sentence(rec.recommendation)
-        template = policy.summary_template or "{Drug}: {results} — {action}"
-        summary = _fit(template.format(Drug=drug.drug.capitalize(), drug=drug.drug, results=results, action=action,
-                                       population=rec.population, classification=rec.classification or ""))
-        detail = self._detail(drug, match, rule, facts)
+    def _recommendation_card(self, drug: DrugEvaluation, statements: list[Statement], rule: Rule,
+                             evaluation: Evaluation, order: OrderRef, patient_ref: str | None,
+                             evidence: Mapping[str, GenomicResult], app_url: str | None) -> RenderedCard:
+        carded = [s for s in statements if s.policy]
+        first = carded[0]
+        guidelines = list({s.match.guideline.id: s.match.guideline for s in statements}.values())
+        short, facts = self._results(evaluation, statements, evidence)
+        summary = self._summary(drug, statements, short)
         card: dict[str, Any] = {
             "uuid": new_uuid(),
             "summary": summary,
-            "detail": detail,
-            "indicator": policy.indicator,
-            "source": self._source(guideline, rule),
-            "links": [{"label": f"CPIC guideline: {guideline.name.removeprefix('CPIC Guideline for ')}",
-                       "url": guideline.url, "type": "absolute"}],
+            "detail": self._detail(statements, rule, facts, app_url is not None),
+            "indicator": most_cautious(s.policy.indicator for s in carded),
+            "source": self._source(first.match.guideline, rule),
+            "links": [],
             "overrideReasons": OVERRIDE_REASONS,
         }
-        if guideline.annotation_url:
-            card["links"].append({"label": "PharmGKB guideline annotation", "url": guideline.annotation_url, "type": "absolute"})
-        if policy.suggest_alternatives and rule.alternatives:
-            card["suggestions"] = [self._replace_suggestion(drug, alt, order, patient_ref) for alt in rule.alternatives]
+        if app_url:
+            card["links"].append(self.smart_link(app_url, evaluation, evidence, drug.drug))
+        for g in guidelines:
+            card["links"].append({"label": f"{g.source} guideline: {g.name.removeprefix('CPIC Guideline for ')}",
+                                  "url": g.url, "type": "absolute"})
+            if g.annotation_url:
+                card["links"].append({"label": "PharmGKB guideline annotation", "url": g.annotation_url, "type": "absolute"})
+        suggesting = [s for s in carded if s.policy.suggest_alternatives]
+        if suggesting and rule.alternatives:
+            # When the statements differ by population, a suggestion says whose advice it follows
+            # (prasugrel is CPIC's advice for ACS/PCI, not for a patient with a stroke).
+            whose = suggesting[0].label if len(statements) > 1 and suggesting[0].population else None
+            card["suggestions"] = [self._replace_suggestion(drug, alt, order, patient_ref, evaluation, whose)
+                                   for alt in rule.alternatives]
             card["selectionBehavior"] = "at-most-one"
-        return RenderedCard(card, rule.id, drug.drug, guideline.id, guideline.version, rec.id, facts)
+        return RenderedCard(card, rule.id, drug.drug, first.match.guideline.id, first.match.guideline.version,
+                            first.recommendation.id, facts, statements=statements)
 
-    def _detail(self, drug: DrugEvaluation, match: Match, rule: Rule, facts: list[dict[str, Any]]) -> str:
-        rec, guideline = match.recommendation, match.guideline
-        lines = ["**Pharmacogenomic result**", ""]
-        for f in facts:
-            if f["phenotype"] == NO_RESULT:
-                lines.append(f"- {f['gene']}: no result on file")
-                continue
-            parts = [f"- {f['gene']}"]
-            if f.get("diplotype"):
-                parts.append(f"`{f['diplotype']}`")
-            parts.append(f"— **{_md(f['phenotype'])}**")
-            if f.get("activity_score") and f["activity_score"] != f["phenotype"]:
-                parts.append(f"(activity score {f['activity_score']})")
-            if f.get("source_ids"):
-                parts.append(f"[{', '.join(f['source_ids'])}]")
-            lines.append(" ".join(parts))
-        lines += ["", f"**Recommendation** ({guideline.source}, classification: {rec.classification or 'none'}; "
-                      f"population: {rec.population})", "", rec.recommendation]
-        if rec.implications:
-            lines += ["", "**Implications**", ""]
-            lines += [f"- {gene}: {text}" for gene, text in rec.implications.items()]
-        if rec.comments:
-            lines += ["", f"*Other considerations:* {rec.comments}"]
-        if match.matched_by == "phenotype":
-            lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"
-                      if match.score is None else f"*CPIC's advice if the {match.score_gene} activity score is {match.score}: the reported phenotype alone does not say which applies.*"]
-        reference = guideline.citations[0].text() if guideline.citations else "no PMID in the source release"
-        lines += ["", f"**Guideline:** [{guideline.name}]({guideline.url}) — {reference}.",
-                  f"Recommendation `{rec.id}` from {rec.source}. Guideline version: {guideline.version}.",
-                  f"Rule `{rule.id}`; knowledge base version `{self.kb.version}`.", "", f"_{ATTRIBUTION}_"]
-        return "\n".join(lines)
+    # --- summary ------------------------------------------------------------------------------
+
+    def _summary(self, drug: DrugEvaluation, statements: list[Statement], short: list[str]) -> str:
+        carded = [s for s in statements if s.policy]
+        results = "; ".join(short) or "no result on file"
+        Drug = drug.drug.capitalize()
+        differs = _differs_by(statements)
+        templates = {s.policy.summary_template for s in carded}
+        if len(templates) == 1 and None not in templates and not differs:
+            rec = carded[0].recommendation
+            text = " ".join(templates.pop().format(
+                Drug=Drug, drug=drug.drug, results=results, action=_first_sentence(rec.recommendation),
+                population=rec.population, classification=rec.classification or "").split())
+            if len(text) <= SUMMARY_LIMIT:
+                return text
+        # CPIC's first sentence when it holds for every statement on the card; with the statements'
+        # difference named when it holds for those that raise the card.
+        every = {_first_sentence(s.recommendation.recommendation) for s in statements}
+        raising = {_first_sentence(s.recommendation.recommendation) for s in carded}
+        candidates = []
+        if len(every) == 1:
+            sentence = every.pop()
+            candidates.append(sentence)
+            lead = _leading_step(sentence)
+            if lead:
+                candidates.append(f"{lead} — see detail")
+        elif len(raising) == 1 and differs:
+            sentence = raising.pop()
+            candidates.append(f"{sentence}; differs by {differs} — see detail")
+            lead = _leading_step(sentence)
+            if lead:
+                candidates.append(f"{lead}; differs by {differs} — see detail")
+        generic = _flag_action([s.recommendation.flags for s in carded])
+        if differs:
+            candidates += [f"{generic}; differs by {differs} — see detail", f"{generic} — see detail"]
+        else:
+            candidates.append(f"{generic} — see detail")
+        for action in candidates:
+            for head in (f"{Drug}: {results}", f"{Drug}: {short[0]}" if short else f"{Drug}: {results}"):
+                text = f"{head} — {action}"
+                if len(text) <= SUMMARY_LIMIT:
+                    return text
+        return f"{Drug}: {short[0] if short else results}"[:SUMMARY_LIMIT - len(" — see detail")] + " — see detail"
+
+    # --- detail -------------------------------------------------------------------------------
+
+    def _detail(self, statements: list[Statement], rule: Rule, facts: list[dict[str, Any]], has_app: bool) -> str:
+        lines = [_result_line(f) for f in facts]
+        lines.append("")
+        differs = _differs_by(statements)
+        if len(statements) == 1:
+            s = statements[0]
+            rec = s.recommendation
+            label = f"; {md_text(s.label)}" if s.label else ""
+            lines.append(f"**{s.match.guideline.source} advice** ({rec.classification or 'no classification'}{label}): "
+                         f"{md_text(rec.recommendation)}")
+        else:
+            if differs == "activity score":
+                lines.append("**The activity score decides** — the result gives the phenotype only, and CPIC's advice "
+                             "differs by score (most cautious first):")
+            else:
+                lines.append(f"**CPIC's advice differs by {differs}** — the request does not say which applies:")
+            lines.append("")
+            for s in statements:
+                rec = s.recommendation
+                lines.append(f"- **{md_text(s.label)}** ({rec.classification or 'no classification'}): "
+                             f"{md_text(rec.recommendation)}")
+        if len(statements) == 1 and statements[0].match.matched_by == "phenotype" and statements[0].score is None:
+            lines += ["", "_Matched by the reported phenotype: every activity score of this phenotype has this advice._"]
+        guideline = statements[0].match.guideline
+        c = guideline.citations[0] if guideline.citations else None
+        cited = (f" ({c.year}, PMID {c.pmid})" if c.year else f" (PMID {c.pmid})") if c else " (no PMID in the source release)"
+        lines += ["", f"{md_text(guideline.name)}{cited}; {md_text(guideline.version)}. "
+                      f"Rule `{rule.id}`; knowledge base `{self.kb.version}`."]
+        implications = self._implications(statements)
+        pointer = ("Implications, comments and every drug these results affect: "
+                   f"*{SMART_LINK_LABEL}*." if has_app else "Implications and comments: see the CPIC guideline link.")
+        tail = ["", pointer, "", f"_{md_text(ATTRIBUTION)}_"]
+        with_implications = lines + ["", "**Implications:** " + " ".join(implications)] + tail if implications else None
+        if with_implications and _words("\n".join(with_implications)) <= DETAIL_WORD_BUDGET:
+            return "\n".join(with_implications)
+        return "\n".join(lines + tail)
+
+    @staticmethod
+    def _implications(statements: list[Statement]) -> list[str]:
+        seen: list[str] = []
+        for s in statements:
+            for gene, text in s.recommendation.implications.items():
+                item = f"{md_text(gene)}: {md_text(text)}"
+                if item not in seen:
+                    seen.append(item)
+        return seen
 
     def _source(self, guideline, rule: Rule) -> dict[str, Any]:
         return {
@@ -250,27 +415,68 @@ class CardRenderer:
             "topic": {"system": TOPIC_SYSTEM, "code": rule.id, "display": rule.title},
         }
 
-    def _replace_suggestion(self, drug: DrugEvaluation, alt, order: OrderRef, patient_ref: str | None) -> dict[str, Any]:
-        actions = []
+    # --- suggestions and links ---------------------------------------------------------------
+
+    def _replace_suggestion(self, drug: DrugEvaluation, alt: Alternative, order: OrderRef, patient_ref: str | None,
+                            evaluation: Evaluation, whose: str | None) -> dict[str, Any]:
+        dose = self.dose_advice(evaluation, alt.name)
+        resource = replacement_request(order.resource, alt.name, alt.rxnorm, patient_ref, dose)
+        create = {"type": "create", "resource": resource,
+                  "description": f"Create a draft order for {alt.name}" +
+                                 (f" with CPIC's dosing advice for this result: {dose}" if dose else "")}
+        # create before delete: the CDS Hooks sandbox (and clients built like it) stop applying a
+        # suggestion's actions at the first delete; the specification allows either order.
+        actions = [create]
         if order.order_id:
             actions.append({"type": "delete", "description": f"Remove the draft order for {drug.drug}",
                             "resourceId": order.order_id})
-        actions.append({"type": "create", "description": f"Create a draft order for {alt.name}",
-                        "resource": replacement_request(order.resource, alt.name, alt.rxnorm, patient_ref)})
-        return {"label": f"Replace {drug.drug} with {alt.name}", "uuid": new_uuid(), "actions": actions}
+            label = f"Order {alt.name} instead (removes the {drug.drug} draft)"
+        else:
+            label = f"Add a draft order for {alt.name}"
+        if whose:
+            label += f" — advice for {whose}"
+        return {"label": label, "uuid": new_uuid(), "actions": actions}
+
+    def dose_advice(self, evaluation: Evaluation, drug: str) -> str | None:
+        """CPIC's own sentence giving a dose for `drug` and this patient (e.g. rosuvastatin with SLCO1B1
+        poor function: "Prescribe ≤20mg as a starting dose …"), or None when CPIC gives none or its
+        populations disagree."""
+        if self.engine is None or self.engine.drug_plan(drug) is None:
+            return None
+        try:
+            matches = self.engine.evaluate(evaluation.interpretations, [drug]).drugs[0].matches
+        except Exception:  # noqa: BLE001 - a suggestion without dose text beats no card
+            return None
+        sentences = set()
+        for m in matches:
+            flags = m.recommendation.flags
+            if flags is None or not flags.dosing_information:
+                continue
+            sentence = next((x for x in _sentences(m.recommendation.recommendation) if _DOSE.search(x)), None)
+            sentences.add(sentence)
+        return sentences.pop() if len(sentences) == 1 else None
+
+    def smart_link(self, app_url: str, evaluation: Evaluation | None, evidence: Mapping[str, GenomicResult],
+                   drug: str | None = None) -> dict[str, Any]:
+        """A CDS Hooks `smart` link to the summary page; appContext carries the patient's results so the
+        page can show them without a second FHIR round trip."""
+        return {"label": SMART_LINK_LABEL, "url": app_url, "type": "smart",
+                "appContext": app_context(evaluation.interpretations if evaluation else {}, evidence, drug)}
 
     def _pretest_card(self, drug: DrugEvaluation, alert: PreTestAlert, order: OrderRef, patient_ref: str | None) -> RenderedCard:
         pre = alert.rule.pretest
         assert pre is not None
         test = pre.test_display or f"{alert.gene} genotyping"
         template = pre.summary or "{Drug}: no {gene} result on file — order {test} before prescribing"
-        summary = _fit(template.format(Drug=drug.drug.capitalize(), drug=drug.drug, gene=alert.gene, test=test))
+        summary = " ".join(template.format(Drug=drug.drug.capitalize(), drug=drug.drug, gene=alert.gene, test=test).split())
+        if len(summary) > SUMMARY_LIMIT:
+            summary = f"{drug.drug.capitalize()}: no {alert.gene} result on file — test before prescribing"
         guideline = next((g for g in self.kb.drugs().get(drug.drug, []) if alert.gene in g.genes), None)
         detail_lines = [f"No {alert.gene} result is on file for this patient. The drug label requires (or CPIC "
                         f"recommends) {alert.gene} testing before {drug.drug} is prescribed.", ""]
         if guideline:
-            detail_lines.append(f"**Guideline:** [{guideline.name}]({guideline.url}).")
-        detail_lines += [f"Rule `{alert.rule.id}`; knowledge base version `{self.kb.version}`.", "", f"_{ATTRIBUTION}_"]
+            detail_lines.append(f"**Guideline:** [{md_text(guideline.name)}]({guideline.url}).")
+        detail_lines += [f"Rule `{alert.rule.id}`; knowledge base version `{self.kb.version}`.", "", f"_{md_text(ATTRIBUTION)}_"]
         service_request = {
             "resourceType": "ServiceRequest",
             "status": "draft",
@@ -297,10 +503,15 @@ class CardRenderer:
                             guideline.version if guideline else None, None, facts, pretest=True)
 
     def notice_card(self, drug: str, summary: str, detail: str, code: str, indicator: str = "warning") -> RenderedCard:
-        """A card about the check itself (results conflict, results unreachable), not about a guideline."""
+        """A card about the check itself (results conflict, results unreachable), not about a guideline.
+        `summary` and `detail` are our own sentences; whatever they quote from the request must already be
+        escaped with cds.mdescape.md_data by the caller."""
+        summary = " ".join(summary.split())
+        if len(summary) > SUMMARY_LIMIT:
+            summary = (f"{drug.capitalize()}: " if drug else "") + "pharmacogenomic check incomplete — see detail"
         card = {
             "uuid": new_uuid(),
-            "summary": _fit(summary),
+            "summary": summary,
             "detail": f"{detail}\n\nKnowledge base version `{self.kb.version}`.",
             "indicator": indicator,
             "source": {"label": "pgx-cds", "topic": {"system": TOPIC_SYSTEM, "code": code, "display": code.replace("-", " ")}},
@@ -310,7 +521,8 @@ class CardRenderer:
     # --- patient-view -----------------------------------------------------------------------------
 
     def patient_summary(self, interpretations: dict[str, list[Interpretation]], evaluation: Evaluation | None,
-                        hook: str = "patient-view") -> list[RenderedCard]:
+                        hook: str = "patient-view", evidence: Mapping[str, GenomicResult] | None = None,
+                        app_url: str | None = None) -> list[RenderedCard]:
         """One card: the patient's actionable results (CPIC EHR priority) and the active drugs they affect."""
         actionable: list[tuple[str, Interpretation, str | None]] = []
         for gene, items in sorted(interpretations.items()):
@@ -321,47 +533,92 @@ class CardRenderer:
                     if text and text.priority and "high risk" in text.priority.lower():
                         actionable.append((gene, interp, text.consultation))
                         break
-        affected: list[tuple[str, Match]] = []
+        affected: list[tuple[str, list[Statement]]] = []
         for drug in (evaluation.drugs if evaluation else []):
             rule = drug.rules.get(hook) or drug.rules.get("order-sign")
             if rule is None:
                 continue
-            for match in self._choose_population(drug, rule, None, None):
-                if self.policy(rule, match.recommendation):
-                    affected.append((drug.drug, match))
+            statements = self.statements(rule, self._choose_population(drug, rule, None, None))
+            if any(s.policy for s in statements):
+                affected.append((drug.drug, statements))
         if not actionable and not affected:
             return []
         names = [f"{g}{i.phenotype}" if self.kb.interpreters[g].kind == "allele-status" else f"{g} {i.phenotype}"
                  for g, i, _ in actionable]
-        summary = "Pharmacogenomic results to act on: " + ", ".join(names) if names else "Active medications affected by pharmacogenomic results"
-        if affected:
-            summary += f"; affects {', '.join(sorted({d for d, _ in affected}))}"
+        drugs = sorted({d for d, _ in affected})
+        summary = _fit_list("Pharmacogenomic results to act on: ", names) if names else \
+            "Active medications affected by pharmacogenomic results"
+        if drugs:
+            longer = f"{summary}; affects {', '.join(drugs)}"
+            summary = longer if len(longer) <= SUMMARY_LIMIT else _fit_list(summary + "; affects ", drugs) \
+                if len(summary) + 20 <= SUMMARY_LIMIT else summary
         lines = ["**Actionable pharmacogenomic results**", ""]
         for gene, interp, consultation in actionable:
-            lines.append(f"- **{gene}** {('`' + interp.diplotype + '` ') if interp.diplotype else ''}— {_md(interp.phenotype)}")
+            diplotype = f"{md_text(interp.diplotype)} " if interp.diplotype else ""
+            lines.append(f"- **{md_text(gene)}** {diplotype}— {md_text(interp.phenotype)}")
             if consultation:
-                lines.append(f"  - {consultation}")
+                lines.append(f"  - {md_text(consultation)}")
         if affected:
             lines += ["", "**Active medications affected**", ""]
-            for drug, match in affected:
-                lines.append(f"- **{drug}**: {match.recommendation.recommendation} "
-                             f"([{match.guideline.source}]({match.guideline.url}), {match.recommendation.classification})")
-        lines += ["", f"Knowledge base version `{self.kb.version}`.", "", f"_{ATTRIBUTION}_"]
+            for drug, statements in affected:
+                for s in statements:
+                    if not s.policy:
+                        continue
+                    label = f" ({md_text(s.label)})" if s.label else ""
+                    g = s.match.guideline
+                    lines.append(f"- **{md_text(drug)}**{label}: {md_text(s.recommendation.recommendation)} "
+                                 f"([{g.source}]({g.url}), {s.recommendation.classification})")
+        lines += ["", f"Knowledge base version `{self.kb.version}`.", "", f"_{md_text(ATTRIBUTION)}_"]
         facts = [{"gene": g, "phenotype": i.phenotype, "lookup_key": i.lookup_key, "source_ids": list(i.source_ids)}
                  for g, i, _ in actionable]
         card = {
             "uuid": new_uuid(),
-            "summary": _fit(summary),
+            "summary": summary,
             "detail": "\n".join(lines),
             "indicator": "warning" if affected else "info",
             "source": {"label": "CPIC via pgx-cds", "url": "https://cpicpgx.org/guidelines/",
                        "topic": {"system": TOPIC_SYSTEM, "code": "patient-summary", "display": "Pharmacogenomic summary"}},
         }
-        return [RenderedCard(card, "patient-summary", ", ".join(sorted({d for d, _ in affected})), None, None, None, facts)]
+        if app_url:
+            card["links"] = [self.smart_link(app_url, evaluation, evidence or {})]
+        return [RenderedCard(card, "patient-summary", ", ".join(drugs), None, None, None, facts,
+                             statements=[s for _, ss in affected for s in ss if s.policy])]
 
 
-def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, patient_ref: str | None) -> dict[str, Any]:
-    """A draft MedicationRequest for an alternative ingredient, keeping the draft's subject and intent."""
+def app_context(interpretations: Mapping[str, list[Interpretation]], evidence: Mapping[str, GenomicResult],
+                drug: str | None = None) -> str:
+    """The SMART app's appContext: the patient's results as stated (so the page re-interprets them with
+    the same knowledge), with date and laboratory, and the drug the card was about. No patient id."""
+    results = []
+    for gene, items in sorted(interpretations.items()):
+        for i in items:
+            found = next((evidence[s] for s in i.source_ids if s in evidence), None)
+            item: dict[str, Any] = {"gene": gene, "stated_as": i.stated_as, "phenotype": i.phenotype}
+            if i.stated_as == "diplotype" and i.diplotype:
+                item["value"] = i.diplotype
+            elif i.stated_as == "activity score" and i.activity_score:
+                item["value"] = f"score:{i.activity_score}"
+            elif i.stated_as == "allele status":
+                item["value"] = next(iter(i.lookup.values()))
+            else:
+                item["value"] = i.phenotype
+            if i.source_ids:
+                item["source"] = list(i.source_ids)
+            if found and found.effective:
+                item["date"] = found.effective.date().isoformat()
+            if found and getattr(found, "performer", None):
+                item["lab"] = found.performer
+            results.append(item)
+    body: dict[str, Any] = {"results": results}
+    if drug:
+        body["drug"] = drug
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, patient_ref: str | None,
+                        dose_text: str | None = None) -> dict[str, Any]:
+    """A draft MedicationRequest for an alternative ingredient, keeping the draft's subject and intent;
+    `dose_text`: CPIC's dosing sentence for this patient, as the dosage instruction's text."""
     resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "status": "draft",
@@ -371,6 +628,8 @@ def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, pa
     }
     if isinstance((draft or {}).get("encounter"), dict):
         resource["encounter"] = draft["encounter"]
+    if dose_text:
+        resource["dosageInstruction"] = [{"text": dose_text}]
     return resource
 
 
@@ -398,21 +657,80 @@ def _age_population(age: int | None, populations: set[str]) -> str | None:
     return None
 
 
-def _md(text: str) -> str:
-    """Escape Markdown emphasis characters in data ('*57:01 positive' must not start italics)."""
-    return re.sub(r"([*_`\\])", r"\\\1", text)
+def _differs_by(statements: list[Statement]) -> str | None:
+    if len(statements) < 2:
+        return None
+    if len({s.score for s in statements}) > 1:
+        return "activity score"
+    populations = {s.recommendation.population for s in statements}
+    if len(populations) > 1:
+        return population_dimension(populations)
+    if len({s.source for s in statements}) > 1:
+        return "source"
+    return "recommendation"
 
 
-_SENTENCE = re.compile(r"(?<=[.;])\s")
+def _flag_action(flags: list[Flags | None]) -> str:
+    alt = any(f is None or f.alternate_drug_available for f in flags)
+    dose = any(f is None or f.dosing_information for f in flags)
+    return _FLAG_ACTIONS[(alt, dose)]
+
+
+def _result_line(f: dict[str, Any]) -> str:
+    if f["phenotype"] == NO_RESULT:
+        return f"- {md_text(f['gene'])}: no result on file"
+    parts = [f"- **{md_text(f['gene'])}**"]
+    if f.get("diplotype"):
+        parts.append(md_text(f["diplotype"]))
+    parts.append(f"— **{md_text(f['phenotype'])}**")
+    if f.get("activity_score") and f["activity_score"] != f["phenotype"]:
+        parts.append(f"(activity score {md_text(f['activity_score'])})")
+    if f.get("stated_as") == "phenotype" and f["lookup_key"] != f["phenotype"]:
+        parts.append("(reported as phenotype)")
+    where = [x for x in (f.get("date"), f.get("lab")) if x]
+    if where:
+        parts.append("· " + ", ".join(md_data(x) for x in where))
+    if f.get("source_ids"):
+        parts.append("· " + ", ".join(md_data(s) for s in f["source_ids"]))
+    return " ".join(parts)
+
+
+_SENTENCE = re.compile(r"(?<=[.;])\s+(?=[A-Z(])")
+_DOSE = re.compile(r"\d\s*(mg|µg|μg|mcg|g)\b", re.IGNORECASE)
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE.split(" ".join(text.split())) if s]
 
 
 def _first_sentence(text: str) -> str:
-    return _SENTENCE.split(text.strip(), maxsplit=1)[0].rstrip(".;")
+    first = _sentences(text)
+    return first[0].rstrip(".;") if first else ""
 
 
-def _fit(text: str, limit: int = SUMMARY_LIMIT) -> str:
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:—- ")
-    return cut + "…"
+# Connectors after which CPIC's sentence only adds a later step to the first one ("Reduce starting dose
+# by 50% followed by titration …", "Prescribe ≤20mg as a starting dose and adjust doses …"): the words
+# before them are the first step as CPIC wrote it, so they can stand in a summary on their own.
+_LATER_STEP = re.compile(r"\s(?:followed by|and adjust|and titrate|then)\s")
+
+
+def _leading_step(sentence: str) -> str | None:
+    parts = _LATER_STEP.split(sentence, maxsplit=1)
+    lead = parts[0].rstrip(",;: ")
+    if len(parts) == 1 or len(lead.split()) < 3 or "," in lead:
+        return None
+    return lead
+
+
+def _words(markdown: str) -> int:
+    return len(re.findall(r"[^\s*_`\\-]+", markdown))
+
+
+def _fit_list(prefix: str, items: list[str], limit: int = SUMMARY_LIMIT) -> str:
+    """prefix + as many items as fit, then "and N more" — never a cut word."""
+    for n in range(len(items), 0, -1):
+        rest = len(items) - n
+        text = prefix + ", ".join(items[:n]) + (f" and {rest} more" if rest else "")
+        if len(text) <= limit:
+            return text
+    return prefix.rstrip(": ;") + f": {len(items)}"

@@ -58,7 +58,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     from cds.ruletests import format_report, run_rule_tests
 
     engine = _load_engine(args.path)
-    report = run_rule_tests(engine, CardRenderer(engine.kb), args.rule or None)
+    report = run_rule_tests(engine, CardRenderer(engine.kb, engine), args.rule or None)
     print(format_report(report))
     return 1 if report.failed or report.rules_without_tests else 0
 

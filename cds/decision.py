@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds.consent import genomic_consent
+from cds.mdescape import md_data
 from cds.pipeline import Advice, Advisor, PatientFacts, age_on, patient_facts
 
 ORDER_HOOKS = ("order-select", "order-sign")
@@ -30,6 +31,7 @@ class PatientCase:
     # The results of `genomics` already read (patient_facts): a face that decides one patient for
     # several orders (screening: one order-sign per active drug) reads them once. None: read here.
     facts: PatientFacts | None = None
+    app_url: str | None = None                  # the SMART summary page cards link to (None: no link)
 
 
 def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -> Advice:
@@ -48,17 +50,17 @@ def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -
         if "genomics" in case.errors:
             cards = [advisor.renderer.notice_card("", "Pharmacogenomic summary could not be completed",
                                                   f"The patient's pharmacogenomic results could not be retrieved "
-                                                  f"({case.errors['genomics']}).", "check-incomplete")]
+                                                  f"({md_data(case.errors['genomics'])}).", "check-incomplete")]
             return Advice(cards, PatientFacts(), orders, consent=consent)
         facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics)
-        advice = advisor.summarise_patient(facts, orders)
+        advice = advisor.summarise_patient(facts, orders, case.app_url)
     elif case.hook in ORDER_HOOKS:
         if "genomics" in case.errors:
             cards = advisor.check_not_possible(case.hook, orders, case.errors["genomics"])
             return Advice(cards, PatientFacts(), orders, advisor.drugs_of(orders)[2], consent=consent)
         age = age_on(case.patient.get("birthDate")) if case.patient else None
         facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics)
-        advice = advisor.advise_orders(case.hook, facts, orders, case.patient_ref, age)
+        advice = advisor.advise_orders(case.hook, facts, orders, case.patient_ref, age, app_url=case.app_url)
     else:
         raise ValueError(f"no decision for hook {case.hook!r}")
     advice.consent = consent

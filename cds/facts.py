@@ -30,6 +30,7 @@ class GenomicResult:
     status: str | None = None                # FHIR Observation.status
     effective: datetime | None = None        # effective[x] or issued: decides which result is newest
     text: str | None = None                  # the original display/text, for cards and audit
+    performer: str | None = None             # performing laboratory's name (Observation.performer), for cards
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from cds.fhir.genomics import read_genomic_results
 from cds.fhir.medications import MedicationResolver
 from cds.fhir.selection import select_current
 from cds.genotype import Interpretation, disagree
+from cds.mdescape import md_data
 
 log = logging.getLogger("cds.pipeline")
 
@@ -33,6 +34,7 @@ class PatientFacts:
     conflicts: dict[str, list[str]] = field(default_factory=dict)   # gene → source ids that disagree
     notes: list[str] = field(default_factory=list)                  # skipped/ignored resources (no PHI)
     unreadable: list[str] = field(default_factory=list)             # the skipped ones alone: could not be read
+    results: dict[str, GenomicResult] = field(default_factory=dict)  # source id → result (date, laboratory)
 
 
 @dataclass
@@ -72,6 +74,7 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
     facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored,
                          unreadable=list(reading.skipped))
     for gene, results in current.by_gene.items():
+        facts.results.update({r.source_id: r for r in results if r.source_id})
         interpretations = [i for i in (_interpret(engine, r) for r in results) if i is not None]
         if not interpretations:
             continue
@@ -110,7 +113,7 @@ class Advisor:
                        for d in g.drugs if d.rxnorm}
         # Orders are read from their JSON; validating each against fhir.resources only adds a log line
         # (0.15 ms per order on the request path), so it is left to the genomic reader's skip reasons.
-        return cls(engine, CardRenderer(engine.kb), MedicationResolver(ingredients, validate=False))
+        return cls(engine, CardRenderer(engine.kb, engine), MedicationResolver(ingredients, validate=False))
 
     def drugs_of(self, orders: list[MedicationOrder]) -> tuple[list[str], dict[str, OrderRef], list[str]]:
         """Knowledge-base drugs of the orders, the order each came from, and unresolved products."""
@@ -136,10 +139,10 @@ class Advisor:
 
     def advise_orders(self, hook: str, facts: PatientFacts, orders: list[MedicationOrder],
                       patient_ref: str | None = None, age: int | None = None,
-                      population: str | None = None) -> Advice:
+                      population: str | None = None, app_url: str | None = None) -> Advice:
         drugs, refs, unresolved = self.drugs_of(orders)
         evaluation = self.engine.evaluate(facts.interpretations, drugs, population, conflicts=facts.conflicts)
-        cards = self.renderer.order_cards(evaluation, hook, refs, patient_ref, population, age)
+        cards = self.renderer.order_cards(evaluation, hook, refs, patient_ref, population, age, facts.results, app_url)
         cards += self.conflict_cards(hook, evaluation)
         return Advice(cards, facts, orders, unresolved, evaluation)
 
@@ -156,7 +159,7 @@ class Advisor:
                 "", f"Conflicting pharmacogenomic results on file: {genes}",
                 "Current results for these genes disagree; no genotype-based advice is given for them until the "
                 "laboratory confirms one. Results involved: "
-                + ", ".join(s for ids in conflicts.values() for s in ids), "conflicting-results")]
+                + ", ".join(md_data(s) for ids in conflicts.values() for s in ids), "conflicting-results")]
         cards = []
         for drug in evaluation.drugs:
             conflicting = sorted(self.genes_of(drug.drug) & set(conflicts))
@@ -165,7 +168,7 @@ class Advisor:
                     drug.drug, f"{drug.drug.capitalize()}: conflicting {', '.join(conflicting)} results on file — "
                                "pharmacogenomic check not possible",
                     "Two current results for the same gene disagree, so no genotype-based advice is given for it. "
-                    "Results involved: " + ", ".join(s for g in conflicting for s in conflicts[g]) +
+                    "Results involved: " + ", ".join(md_data(s) for g in conflicting for s in conflicts[g]) +
                     ". Ask the laboratory to confirm the result.", "conflicting-results"))
         return cards
 
@@ -178,14 +181,15 @@ class Advisor:
             if plan and hook in plan.rules:
                 cards.append(self.renderer.notice_card(
                     drug, f"{drug.capitalize()}: pharmacogenomic check could not be completed",
-                    f"The patient's pharmacogenomic results could not be retrieved ({reason}). "
+                    f"The patient's pharmacogenomic results could not be retrieved ({md_data(reason)}). "
                     "No genotype-based advice was given; check the results before prescribing.", "check-incomplete",
                     indicator="warning"))
         return cards
 
-    def summarise_patient(self, facts: PatientFacts, active_orders: list[MedicationOrder]) -> Advice:
+    def summarise_patient(self, facts: PatientFacts, active_orders: list[MedicationOrder],
+                          app_url: str | None = None) -> Advice:
         drugs, _, unresolved = self.drugs_of(active_orders)
         evaluation = self.engine.evaluate(facts.interpretations, drugs, conflicts=facts.conflicts)
-        cards = self.renderer.patient_summary(facts.interpretations, evaluation)
+        cards = self.renderer.patient_summary(facts.interpretations, evaluation, evidence=facts.results, app_url=app_url)
         cards += self.conflict_cards("patient-view", evaluation)
         return Advice(cards, facts, active_orders, unresolved, evaluation)

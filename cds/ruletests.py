@@ -68,7 +68,9 @@ def _mismatches(rendered: RenderedCard, expected: CaseExpectation) -> list[str]:
     for words in expected.summary_contains:
         if words.lower() not in card["summary"].lower():
             out.append(f"summary {card['summary']!r} lacks {words!r}")
-    offered = {s["label"].split(" with ")[-1].lower() for s in card.get("suggestions", [])}
+    offered = {a["resource"].get("medicationCodeableConcept", {}).get("text", "").lower()
+               for s in card.get("suggestions", []) for a in s["actions"]
+               if a["type"] == "create" and a["resource"].get("resourceType") == "MedicationRequest"}
     for name in expected.suggests:
         if name.lower() not in offered:
             out.append(f"no suggestion of {name} (offered: {', '.join(sorted(offered)) or 'none'})")

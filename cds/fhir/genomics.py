@@ -288,7 +288,8 @@ class GenomicReader:
             self._skip(out, f"{obs.rid} ({gene} {obs.kind}): {problem}", obs)
             return
         out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status,
-                                         effective=self._effective(obs, report_dates, out), text=text, **fact))
+                                         effective=self._effective(obs, report_dates, out), text=text,
+                                         performer=performer_of(obs.res), **fact))
 
     def _gene_from_parents(self, obs: _Obs, observations: dict[int, _Obs], index: Index) -> None:
         """A therapeutic implication names no gene: take it from the results it is derived from, when
@@ -590,7 +591,8 @@ class GenomicReader:
         return GenomicResult(gene=halves[0].obs.gene, diplotype=diplotype, status=status,
                              effective=max(dates) if dates else None,
                              source_id="+".join(h.obs.rid for h in halves),
-                             text=" + ".join(h.text for h in halves))
+                             text=" + ".join(h.text for h in halves),
+                             performer=next((p for p in (performer_of(h.obs.res) for h in halves) if p), None))
 
     # --- reporting ------------------------------------------------------------------------------------
 
@@ -605,6 +607,23 @@ class GenomicReader:
     def _warn(self, out: GenomicReading, message: str) -> None:
         out.warnings.append(message)
         log.warning("%s", message)
+
+
+def performer_of(res: dict) -> str | None:
+    """The performing laboratory's name, for the card's evidence line: Observation.performer's display,
+    or the name of a contained Organization it points to. Not a reference id (that names no one)."""
+    contained = {c.get("id"): c for c in as_list(res.get("contained")) if isinstance(c, dict)}
+    for ref in as_list(res.get("performer")):
+        if not isinstance(ref, dict):
+            continue
+        if isinstance(ref.get("display"), str) and ref["display"].strip():
+            return ref["display"].strip()
+        target = ref.get("reference")
+        if isinstance(target, str) and target.startswith("#"):
+            name = contained.get(target[1:], {}).get("name")
+            if isinstance(name, str) and name.strip():
+                return name.strip()
+    return None
 
 
 def _status(res: dict) -> str | None:

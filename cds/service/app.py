@@ -241,7 +241,9 @@ def call_service(service_id: str):
         runtime = _runtime()
         origin = _checked_fhir_server(runtime, hook_request, claims)
         gathered = runtime.fetcher.gather(hook_request)
-        advice = decide(runtime.advisor, case_from_hook(hook_request, gathered), runtime.settings.require_consent)
+        case = case_from_hook(hook_request, gathered)
+        case.app_url = smart_app_url(runtime)
+        advice = decide(runtime.advisor, case, runtime.settings.require_consent)
         response = {"cards": [c.card for c in advice.cards]}
         _audit(runtime, hook_request, advice, gathered, started)   # journaled before the answer leaves
         _count(runtime, hook_request, advice, gathered, origin)
@@ -286,6 +288,12 @@ def _count(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, o
         metrics.UNRESOLVED_ORDERS.labels(hook_request.service.id).inc(len(advice.unresolved))
     if runtime.store is not None:
         metrics.AUDIT_QUEUE.set(runtime.store.queue_depth)
+
+
+def smart_app_url(runtime: Runtime) -> str:
+    """The SMART summary page the cards link to, absolute since the EHR opens it: CDS_BASE_URL behind a
+    proxy, else the host this request came to."""
+    return (runtime.settings.base_url or request.host_url).rstrip("/") + "/smart/launch"
 
 
 def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, started: float) -> None:

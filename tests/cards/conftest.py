@@ -1,0 +1,18 @@
+"""Fixtures of the card tests: every card the shipped knowledge and rules can produce."""
+from __future__ import annotations
+
+import pytest
+
+from card_walk import all_recommendation_cards
+
+
+@pytest.fixture(scope="session")
+def renderer(engine):
+    from cds.cards import CardRenderer
+
+    return CardRenderer(engine.kb, engine)
+
+
+@pytest.fixture(scope="session")
+def every_card(engine, renderer):
+    return all_recommendation_cards(engine, renderer)
