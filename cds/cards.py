@@ -430,9 +430,9 @@ class CardRenderer:
         if order.order_id:
             actions.append({"type": "delete", "description": f"Remove the draft order for {drug.drug}",
                             "resourceId": order.order_id})
-            label = f"Order {alt.name} instead (removes the {drug.drug} draft)"
+            label = f"Replace {drug.drug} with {alt.name}"
         else:
-            label = f"Add a draft order for {alt.name}"
+            label = f"Order {alt.name} instead of {drug.drug}"
         if whose:
             label += f" — advice for {whose}"
         return {"label": label, "uuid": new_uuid(), "actions": actions}
@@ -554,7 +554,7 @@ class CardRenderer:
                 if len(summary) + 20 <= SUMMARY_LIMIT else summary
         lines = ["**Actionable pharmacogenomic results**", ""]
         for gene, interp, consultation in actionable:
-            diplotype = f"{md_text(interp.diplotype)} " if interp.diplotype else ""
+            diplotype = f"{md_data(interp.diplotype)} " if interp.diplotype else ""
             lines.append(f"- **{md_text(gene)}** {diplotype}— {md_text(interp.phenotype)}")
             if consultation:
                 lines.append(f"  - {md_text(consultation)}")
@@ -681,15 +681,16 @@ def _result_line(f: dict[str, Any]) -> str:
         return f"- {md_text(f['gene'])}: no result on file"
     parts = [f"- **{md_text(f['gene'])}**"]
     if f.get("diplotype"):
-        parts.append(md_text(f["diplotype"]))
+        parts.append(md_data(f["diplotype"]))
     parts.append(f"— **{md_text(f['phenotype'])}**")
     if f.get("activity_score") and f["activity_score"] != f["phenotype"]:
         parts.append(f"(activity score {md_text(f['activity_score'])})")
     if f.get("stated_as") == "phenotype" and f["lookup_key"] != f["phenotype"]:
         parts.append("(reported as phenotype)")
-    where = [x for x in (f.get("date"), f.get("lab")) if x]
-    if where:
-        parts.append("· " + ", ".join(md_data(x) for x in where))
+    if f.get("date"):
+        parts.append(f"· {f['date']}")          # ISO date we formatted ourselves
+    if f.get("lab"):
+        parts.append(f"· {md_data(f['lab'])}")
     if f.get("source_ids"):
         parts.append("· " + ", ".join(md_data(s) for s in f["source_ids"]))
     return " ".join(parts)

@@ -14,10 +14,10 @@ from markupsafe import Markup
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable("strikethrough")
 
 
-def _link_open(tokens, idx, options, env):
+def _link_open(renderer, tokens, idx, options, env):
     tokens[idx].attrSet("target", "_blank")
     tokens[idx].attrSet("rel", "noopener noreferrer")
-    return _md.renderer.renderToken(tokens, idx, options, env)
+    return renderer.renderToken(tokens, idx, options, env)
 
 
 _md.add_render_rule("link_open", _link_open)

@@ -151,7 +151,7 @@ def test_try_clopidogrel_poor_metabolizer(client):
     (summary,) = summaries(response)
     assert summary.startswith("Clopidogrel: CYP2C19 Poor Metabolizer")
     page = text(response)
-    assert "Replace clopidogrel with prasugrel" in page and "Replace clopidogrel with ticagrelor" in page
+    assert "Order prasugrel instead of clopidogrel" in page and "Order ticagrelor instead of clopidogrel" in page
     assert "<strong>Poor Metabolizer</strong>" in response.get_data(as_text=True)   # Markdown rendered
     assert "cpic-7589083" in page and 'href="/workbench/rules/clopidogrel-cyp2c19"' in page
     assert "CYP2C19 = Poor Metabolizer" in page                                    # the fact asserted
@@ -176,7 +176,7 @@ def test_try_population_and_hook(client):
     nvi = client.get("/workbench/try", query_string={"genotypes": "CYP2C19=*2/*2", "drugs": "clopidogrel",
                                                      "population": "NVI"})
     # the rule's adjustment makes every poor-metabolizer card critical; the text is the NVI recommendation
-    assert indicators(nvi) == ["critical"] and "population: NVI" in text(nvi)
+    assert indicators(nvi) == ["critical"] and "Neurovascular indications (NVI)" in text(nvi)
     assert "Consider an alternative P2Y12 inhibitor" in text(nvi)
     select = client.get("/workbench/try", query_string={"genotypes": "CYP2D6=*2/*2x2", "drugs": "ondansetron",
                                                         "hook": "order-select"})
