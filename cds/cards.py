@@ -74,6 +74,7 @@ class Statement:
     policy: CardPolicy | None                # None: shown for completeness, raises no card by itself
     population: str | None = None            # CPIC population code, when the card has several
     score: str | None = None                 # the activity score this statement is for
+    score_gene: str | None = None            # whose activity score
     source: str | None = None                # "CPIC", "DPWG": when the card has several sources
 
     @property
@@ -87,7 +88,8 @@ class Statement:
         if self.population:
             parts.append(population_words(self.population))
         if self.score is not None:
-            parts.append(f"if activity score is {self.score}")
+            gene = f"{self.score_gene} " if self.score_gene else ""
+            parts.append(f"if the {gene}activity score is {self.score}")
         return parts
 
     @property
@@ -229,11 +231,10 @@ class CardRenderer:
         sources = {m.guideline.source for m in matches}
         out = []
         for m in matches:
-            score = getattr(m, "score", None)
             out.append(Statement(
                 m, self.policy(rule, m.recommendation),
                 population=m.recommendation.population if len(populations) > 1 or m.recommendation.population != GENERAL else None,
-                score=score, source=m.guideline.source if len(sources) > 1 else None))
+                score=m.score, score_gene=m.score_gene, source=m.guideline.source if len(sources) > 1 else None))
         return out
 
     def _choose_population(self, drug: DrugEvaluation, rule: Rule, population: str | None, age: int | None) -> list[Match]:
@@ -362,7 +363,7 @@ class CardRenderer:
     # --- detail -------------------------------------------------------------------------------
 
     def _detail(self, statements: list[Statement], rule: Rule, facts: list[dict[str, Any]], has_app: bool) -> str:
-        lines = [_result_line(f) for f in facts]
+        lines = list(dict.fromkeys(_result_line(f) for f in facts))   # one line per result, however many scores
         lines.append("")
         differs = _differs_by(statements)
         if len(statements) == 1:
@@ -372,9 +373,11 @@ class CardRenderer:
             lines.append(f"**{s.match.guideline.source} advice** ({rec.classification or 'no classification'}{label}): "
                          f"{md_text(rec.recommendation)}")
         else:
-            if differs == "activity score":
+            if differs.startswith("activity score"):
+                also = differs.removeprefix("activity score").removeprefix(" and ")
                 lines.append("**The activity score decides** — the result gives the phenotype only, and CPIC's advice "
-                             "differs by score (most cautious first):")
+                             "differs by score (most cautious first)" +
+                             (f"; it also differs by {also}, which the request does not say:" if also else ":"))
             else:
                 lines.append(f"**CPIC's advice differs by {differs}** — the request does not say which applies:")
             lines.append("")
@@ -660,14 +663,15 @@ def _age_population(age: int | None, populations: set[str]) -> str | None:
 def _differs_by(statements: list[Statement]) -> str | None:
     if len(statements) < 2:
         return None
+    dimensions = []
     if len({s.score for s in statements}) > 1:
-        return "activity score"
+        dimensions.append("activity score")
     populations = {s.recommendation.population for s in statements}
     if len(populations) > 1:
-        return population_dimension(populations)
+        dimensions.append(population_dimension(populations))
     if len({s.source for s in statements}) > 1:
-        return "source"
-    return "recommendation"
+        dimensions.append("source")
+    return " and ".join(dimensions) or "recommendation"
 
 
 def _flag_action(flags: list[Flags | None]) -> str:
