@@ -369,9 +369,9 @@ class CardRenderer:
         if len(statements) == 1:
             s = statements[0]
             rec = s.recommendation
-            label = f"; {md_text(s.label)}" if s.label else ""
-            lines.append(f"**{s.match.guideline.source} advice** ({rec.classification or 'no classification'}{label}): "
-                         f"{md_text(rec.recommendation)}")
+            label = f" · {md_text(s.label)}" if s.label else ""
+            lines += [f"**{s.match.guideline.source} advice** · classification: {rec.classification or 'none'}{label}", "",
+                      md_text(rec.recommendation, line_start=True)]
         else:
             if differs.startswith("activity score"):
                 also = differs.removeprefix("activity score").removeprefix(" and ")
@@ -383,15 +383,17 @@ class CardRenderer:
             lines.append("")
             for s in statements:
                 rec = s.recommendation
-                lines.append(f"- **{md_text(s.label)}** ({rec.classification or 'no classification'}): "
-                             f"{md_text(rec.recommendation)}")
+                lines.append(f"- **{md_text(s.label)}** (classification: {rec.classification or 'none'}): "
+                             f"{md_text(rec.recommendation, indent='  ')}")
         if len(statements) == 1 and statements[0].match.matched_by == "phenotype" and statements[0].score is None:
             lines += ["", "_Matched by the reported phenotype: every activity score of this phenotype has this advice._"]
         guideline = statements[0].match.guideline
         c = guideline.citations[0] if guideline.citations else None
         cited = (f" ({c.year}, PMID {c.pmid})" if c.year else f" (PMID {c.pmid})") if c else " (no PMID in the source release)"
         lines += ["", f"{md_text(guideline.name)}{cited}; {md_text(guideline.version)}. "
-                      f"Rule `{rule.id}`; knowledge base `{self.kb.version}`."]
+                      f"{'Recommendations' if len(statements) > 1 else 'Recommendation'} "
+                      f"{', '.join(f'`{s.recommendation.id}`' for s in statements)}; rule `{rule.id}`; "
+                      f"knowledge base `{self.kb.version}`."]
         implications = self._implications(statements)
         pointer = ("Implications, comments and every drug these results affect: "
                    f"*{SMART_LINK_LABEL}*." if has_app else "Implications and comments: see the CPIC guideline link.")
@@ -560,7 +562,7 @@ class CardRenderer:
             diplotype = f"{md_data(interp.diplotype)} " if interp.diplotype else ""
             lines.append(f"- **{md_text(gene)}** {diplotype}— {md_text(interp.phenotype)}")
             if consultation:
-                lines.append(f"  - {md_text(consultation)}")
+                lines.append(f"  - {md_text(consultation, indent='    ')}")
         if affected:
             lines += ["", "**Active medications affected**", ""]
             for drug, statements in affected:
@@ -569,7 +571,7 @@ class CardRenderer:
                         continue
                     label = f" ({md_text(s.label)})" if s.label else ""
                     g = s.match.guideline
-                    lines.append(f"- **{md_text(drug)}**{label}: {md_text(s.recommendation.recommendation)} "
+                    lines.append(f"- **{md_text(drug)}**{label}: {md_text(s.recommendation.recommendation, indent='  ')} "
                                  f"([{g.source}]({g.url}), {s.recommendation.classification})")
         lines += ["", f"Knowledge base version `{self.kb.version}`.", "", f"_{md_text(ATTRIBUTION)}_"]
         facts = [{"gene": g, "phenotype": i.phenotype, "lookup_key": i.lookup_key, "source_ids": list(i.source_ids)}

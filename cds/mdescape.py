@@ -4,6 +4,7 @@ A card's `detail` is Markdown, and CDS Hooks clients render it with whatever Com
 they have, some with raw HTML on. So a text we did not write is put in with every character that
 could start markup backslash-escaped (CommonMark §2.4: any ASCII punctuation may be), and on one line,
 so "HLA-B*15:02 … HLA-B*15:08" keeps its stars and "<img src=x>" stays text in every renderer.
+Line breaks in CPIC's texts are kept as CommonMark hard breaks.
 """
 from __future__ import annotations
 
@@ -19,14 +20,19 @@ _BLOCK_MARKER = re.compile(r"^([-+=#>])")
 _LIST_NUMBER = re.compile(r"^(\d+)([.)])")
 
 
-def md_text(text: object, line_start: bool = False) -> str:
-    """A trusted-source text (CPIC's wording): inline markup escaped, whitespace folded to one line;
-    `line_start`: it begins a line, so a leading block marker ("- ", "1.", "#") is escaped too."""
-    line = _INLINE.sub(r"\\\1", " ".join(str(text).split()))
-    if not line_start:
-        return line
-    line = _BLOCK_MARKER.sub(r"\\\1", line, count=1)
-    return _LIST_NUMBER.sub(r"\1\\\2", line, count=1)
+def md_text(text: object, line_start: bool = False, indent: str = "") -> str:
+    """A trusted-source text (CPIC's wording): inline markup escaped, runs of whitespace folded; CPIC's
+    line breaks stay line breaks (CommonMark hard breaks, continued at `indent` inside a list item), and
+    the block marker a new line could start ("- ", "1.", "#") is escaped. `line_start`: the text begins
+    a line of the Markdown, so its first line is escaped that way too."""
+    lines = [" ".join(line.split()) for line in str(text).split("\n")]
+    lines = [_INLINE.sub(r"\\\1", line) for line in lines if line]
+    out = []
+    for i, line in enumerate(lines):
+        if i > 0 or line_start:
+            line = _LIST_NUMBER.sub(r"\1\\\2", _BLOCK_MARKER.sub(r"\\\1", line, count=1), count=1)
+        out.append(line)
+    return ("\\\n" + indent).join(out)
 
 
 def md_data(text: object) -> str:

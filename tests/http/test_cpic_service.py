@@ -79,9 +79,17 @@ def _order_select(url: str, drug: str, *observations) -> list[dict]:
 
 
 def _recommendation_paragraph(detail: str) -> str:
+    """The paragraph after the card's "CPIC advice" heading as a CommonMark client shows it (escapes
+    resolved, hard line breaks as line breaks)."""
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+
     paragraphs = detail.split("\n\n")
-    heading = next(i for i, p in enumerate(paragraphs) if p.startswith("**Recommendation**"))
-    return paragraphs[heading + 1]
+    heading = next(i for i, p in enumerate(paragraphs) if p.startswith("**CPIC advice**"))
+    rendered = MarkdownIt("commonmark").render(paragraphs[heading + 1]).replace("<br />\n", "\n")
+    return html.unescape(re.sub(r"<[^>]+>", "", rendered)).strip()
 
 
 def test_mercaptopurine_nudt15_no_plus_decreased_function_gets_cpic_strong_card(served):
