@@ -31,11 +31,13 @@ POPULATION_WORDS: dict[str, str] = {
     "OXC use >3 mos": "Oxcarbazepine used for longer than three months",
     # cpic-efavirenz-cyp2b6.yaml
     "child >40kg_adult": "Adults and children over 40 kg",
+    # cpic-aspirin-g6pd.yaml, comments: "aspirin ≤ 1 g/day"
+    "<= 1g per day": "Doses of 1 g per day or less",
 }
 
 # What differs between the populations of one drug, for "advice differs by …" in a summary.
 _DIMENSION = {"adults": "age group", "pediatrics": "age group", "CVI ACS PCI": "indication",
-              "CVI non-ACS non-PCI": "indication", "NVI": "indication"}
+              "CVI non-ACS non-PCI": "indication", "NVI": "indication", "<= 1g per day": "dose"}
 
 
 def population_words(code: str) -> str:

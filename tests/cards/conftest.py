@@ -16,3 +16,15 @@ def renderer(engine):
 @pytest.fixture(scope="session")
 def every_card(engine, renderer):
     return all_recommendation_cards(engine, renderer)
+
+
+@pytest.fixture(scope="session")
+def service():
+    """The service (create_app as gunicorn builds it) on loopback, development mode, no audit store."""
+    from cds.service.app import create_app
+    from cds.service.config import Settings
+    from live_service import LiveServer
+
+    live = LiveServer(create_app(Settings(auth_mode="off", audit=False)))
+    yield live
+    live.stop()
