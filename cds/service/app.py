@@ -100,6 +100,8 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
         app.register_blueprint(workbench)
     except ImportError:
         pass
+    from cds.smartapp import smartapp  # the SMART summary page the cards' smart links open
+    app.register_blueprint(smartapp)
     log.info("pgx-cds ready: knowledge %s, %d services, %d drugs, audit %s", kb.version, len(kb.services),
              len(engine.compiled.drugs), "on" if store else "off")
     return app

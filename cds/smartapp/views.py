@@ -1,0 +1,218 @@
+"""The SMART app the cards link to ("Open pharmacogenomic summary", a CDS Hooks `smart` link):
+
+    GET /smart/launch?launch=…&iss=…      SMART App Launch (EHR launch): discovery at
+                                         {iss}/.well-known/smart-configuration, then the EHR's
+                                         authorization endpoint (authorization code with PKCE S256)
+    GET /smart/callback?code=…&state=…   token exchange; the token response's appContext (the card's)
+                                         or, without it, the patient's Observations read from {iss}
+    GET /smart/launch?appContext=…       development mode only (CDS_AUTH=off): the card's appContext
+                                         straight in the URL, for clients that open links directly
+
+Configuration: CDS_SMART_CLIENT_ID (default "pgx-cds"), CDS_SMART_ISSUERS (comma-separated FHIR base
+URLs allowed to launch us; any in development mode, none otherwise — we fetch from `iss`, so it must not
+be any URL a link names), CDS_SMART_SECRET (signs the launch state; every worker must share it).
+
+A face of its own: it reads the runtime the service built and the decision core, never the workbench.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import secrets
+from urllib.parse import urlencode, urljoin, urlparse
+
+import requests
+from flask import Blueprint, current_app, redirect, render_template, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from cds.cards import app_context
+from cds.errors import CdsError
+from cds.pipeline import patient_facts
+from cds.populations import population_words
+from cds.smartapp.summary import build_summary, parse_app_context
+
+log = logging.getLogger("cds.smartapp")
+
+smartapp = Blueprint("smartapp", __name__, url_prefix="/smart", template_folder="templates")
+EXTENSION = "pgx-cds-smartapp"
+COOKIE = "pgx_smart_launch"
+LAUNCH_SECONDS = 600          # a launch must come back from the authorization server within this
+SCOPE = "launch openid fhirUser patient/Observation.rs"
+FETCH_TIMEOUT = 5.0
+MAX_PAGES = 10
+
+
+class LaunchError(Exception):
+    """A launch we refuse, with the reason shown to the user (HTTP 400)."""
+
+
+@smartapp.record_once
+def _configure(state) -> None:
+    secret = os.environ.get("CDS_SMART_SECRET")
+    runtime = state.app.extensions["pgx-cds"]
+    if not secret and runtime.verifier is not None:
+        log.warning("CDS_SMART_SECRET is not set: SMART launches work only when the callback reaches the same worker")
+    issuers = [i.strip().rstrip("/") for i in os.environ.get("CDS_SMART_ISSUERS", "").split(",") if i.strip()]
+    state.app.extensions[EXTENSION] = {
+        "signer": URLSafeTimedSerializer(secret or secrets.token_hex(32), salt="pgx-cds smart launch"),
+        "client_id": os.environ.get("CDS_SMART_CLIENT_ID", "pgx-cds"),
+        "issuers": issuers,
+    }
+
+
+def _runtime():
+    return current_app.extensions["pgx-cds"]
+
+
+def _config() -> dict:
+    return current_app.extensions[EXTENSION]
+
+
+def _development_mode() -> bool:
+    return _runtime().verifier is None
+
+
+@smartapp.app_template_filter("population_words")
+def _population_words(code: str) -> str:
+    return population_words(code)
+
+
+def _error(message: str, status: int = 400):
+    return render_template("smartapp/message.html", title="Cannot open the pharmacogenomic summary",
+                           message=message), status
+
+
+def _page(context: dict, launched_from: str | None):
+    runtime = _runtime()
+    summary = build_summary(runtime.engine, runtime.advisor.renderer, context)
+    return render_template("smartapp/summary.html", summary=summary, kb_version=runtime.kb.version,
+                           launched_from=launched_from, development_mode=_development_mode())
+
+
+@smartapp.route("/launch")
+def launch():
+    iss, launch_token = request.args.get("iss"), request.args.get("launch")
+    try:
+        if iss and launch_token:
+            return _start_launch(iss.rstrip("/"), launch_token)
+        if request.args.get("appContext") is not None:
+            if not _development_mode():
+                raise LaunchError("this page is opened by a SMART launch from the EHR (launch and iss); "
+                                  "appContext in the URL is accepted in development mode only")
+            return _page(parse_app_context(request.args["appContext"]), None)
+        raise LaunchError("a SMART launch needs the 'launch' and 'iss' parameters the EHR adds to the link")
+    except (LaunchError, CdsError) as err:
+        return _error(str(err))
+
+
+def _start_launch(iss: str, launch_token: str):
+    config = _config()
+    if not _development_mode() and iss not in config["issuers"]:
+        raise LaunchError(f"the FHIR server {iss} is not among the issuers allowed to launch this app (CDS_SMART_ISSUERS)")
+    if urlparse(iss).scheme not in ("https", "http"):
+        raise LaunchError("iss must be an http(s) FHIR base URL")
+    smart = _get_json(f"{iss}/.well-known/smart-configuration", None, "the SMART configuration")
+    authorize, token = smart.get("authorization_endpoint"), smart.get("token_endpoint")
+    if not isinstance(authorize, str) or not isinstance(token, str):
+        raise LaunchError(f"{iss}/.well-known/smart-configuration names no authorization_endpoint and token_endpoint")
+    verifier = secrets.token_urlsafe(48)
+    nonce = secrets.token_urlsafe(16)
+    state = config["signer"].dumps({"iss": iss, "token": token, "nonce": nonce})
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    query = {"response_type": "code", "client_id": config["client_id"], "redirect_uri": _redirect_uri(),
+             "launch": launch_token, "scope": SCOPE, "state": state, "aud": iss,
+             "code_challenge": challenge, "code_challenge_method": "S256"}
+    response = redirect(f"{authorize}{'&' if '?' in authorize else '?'}{urlencode(query)}")
+    response.set_cookie(COOKIE, config["signer"].dumps({"nonce": nonce, "verifier": verifier}), max_age=LAUNCH_SECONDS,
+                        path="/smart", httponly=True, samesite="Lax", secure=request.is_secure)
+    return response
+
+
+def _redirect_uri() -> str:
+    base = (_runtime().settings.base_url or request.host_url).rstrip("/")
+    return f"{base}/smart/callback"
+
+
+@smartapp.route("/callback")
+def callback():
+    config = _config()
+    try:
+        if request.args.get("error"):
+            raise LaunchError(f"the EHR refused the launch: {request.args.get('error_description') or request.args['error']}")
+        try:
+            state = config["signer"].loads(request.args.get("state", ""), max_age=LAUNCH_SECONDS)
+            cookie = config["signer"].loads(request.cookies.get(COOKIE, ""), max_age=LAUNCH_SECONDS)
+        except BadSignature:
+            raise LaunchError("the launch state is missing, expired or not ours: start again from the card") from None
+        if not secrets.compare_digest(state["nonce"], cookie["nonce"]):
+            raise LaunchError("the launch state belongs to another launch: start again from the card")
+        code = request.args.get("code")
+        if not code:
+            raise LaunchError("the authorization server sent no code")
+        try:
+            answer = requests.post(state["token"], data={
+                "grant_type": "authorization_code", "code": code, "redirect_uri": _redirect_uri(),
+                "client_id": config["client_id"], "code_verifier": cookie["verifier"]}, timeout=FETCH_TIMEOUT)
+        except requests.RequestException as err:
+            raise LaunchError(f"the token endpoint could not be reached ({type(err).__name__})") from None
+        if answer.status_code != 200:
+            raise LaunchError(f"the token endpoint answered HTTP {answer.status_code}")
+        try:
+            token = answer.json()
+        except ValueError:
+            raise LaunchError("the token endpoint's answer is not JSON") from None
+        context_text = token.get("appContext")
+        if isinstance(context_text, str) and context_text:
+            context = parse_app_context(context_text)
+        else:
+            context = _context_from_fhir(state["iss"], token)
+        response = current_app.make_response(_page(context, state["iss"]))
+        response.delete_cookie(COOKIE, path="/smart")
+        return response
+    except (LaunchError, CdsError) as err:
+        return _error(str(err))
+
+
+def _context_from_fhir(iss: str, token: dict) -> dict:
+    """No appContext in the token response: read the patient's Observations from the EHR's FHIR server
+    (same origin only when following pages) through the same reader the service uses."""
+    patient, access = token.get("patient"), token.get("access_token")
+    if not isinstance(patient, str) or not patient or not isinstance(access, str):
+        raise LaunchError("the token response names no patient and access token, and carries no appContext")
+    url: str | None = f"{iss}/Observation?{urlencode({'patient': patient, '_count': 200})}"
+    bundles = []
+    for _ in range(MAX_PAGES):
+        if url is None:
+            break
+        bundle = _get_json(url, access, "the patient's Observations")
+        bundles.append(bundle)
+        url = next((link.get("url") for link in bundle.get("link", []) if isinstance(link, dict)
+                    and link.get("relation") == "next" and isinstance(link.get("url"), str)), None)
+        if url is not None:
+            url = urljoin(iss + "/", url)
+            if urlparse(url).netloc != urlparse(iss).netloc:
+                url = None  # never follow a page link to another server with the patient's token
+    facts = patient_facts(_runtime().engine, bundles)
+    return json.loads(app_context(facts.interpretations, facts.results))
+
+
+def _get_json(url: str, access_token: str | None, what: str) -> dict:
+    headers = {"Accept": "application/fhir+json, application/json"}
+    if access_token:
+        headers["Authorization"] = f"Bearer {access_token}"
+    try:
+        response = requests.get(url, headers=headers, timeout=FETCH_TIMEOUT, allow_redirects=False)
+    except requests.RequestException as err:
+        raise LaunchError(f"{what} could not be read from {urlparse(url).netloc} ({type(err).__name__})") from None
+    if response.status_code != 200:
+        raise LaunchError(f"{what}: {urlparse(url).netloc} answered HTTP {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise LaunchError(f"{what}: the answer is not JSON") from None
+    if not isinstance(body, dict):
+        raise LaunchError(f"{what}: the answer is not a JSON object")
+    return body
