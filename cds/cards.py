@@ -8,14 +8,16 @@ where the rule's formulary has them. See rules/default.yaml for the default poli
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cds.ids import new_uuid
 from cds.engine import DrugEvaluation, Evaluation, Match, PreTestAlert
 from cds.genotype import Interpretation
 from cds.knowledge.loader import KnowledgeBase
-from cds.knowledge.models import NO_RESULT, Adjustment, Recommendation, Rule
+from cds.knowledge.models import NO_RESULT, Adjustment, Guideline, Recommendation, Rule
+from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
+from cds.sources import INDICATOR_RANK, KINDS, disagreement, is_dpwg, kind, more_cautious, of_sources, rule_sources
 
 SUMMARY_LIMIT = 139          # CDS Hooks: "<140-character summary"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -51,6 +53,7 @@ class RenderedCard:
     recommendation_id: str | None
     facts: list[dict[str, Any]] = field(default_factory=list)   # gene, phenotype, lookup key, source ids
     pretest: bool = False
+    sources: list[str] = field(default_factory=list)            # guideline sources the card rests on (CPIC, DPWG)
 
     @property
     def indicator(self) -> str:
@@ -82,8 +85,8 @@ def is_actionable(rec: Recommendation) -> bool:
     """CPIC advises something other than "use as usual": a classification other than "No
     Recommendation" and a curator flag for dosing, an alternative drug or other guidance. A
     recommendation without flags counts as actionable (we would rather show than hide)."""
-    if rec.classification in (None, "No Recommendation"):
-        return False
+    if rec.classification == "No Recommendation" or (rec.classification is None and not is_dpwg(rec)):
+        return False  # DPWG's advice is not graded in CPIC's terms: no classification is not "no advice"
     flags = rec.flags
     return flags is None or flags.dosing_information or flags.alternate_drug_available or flags.other_prescribing_guidance
 
@@ -144,14 +147,20 @@ class CardRenderer:
             for alert in drug.pretests:
                 if alert.rule.id == rule.id:
                     cards.append(self._pretest_card(drug, alert, order, patient_ref))
-            for match in self._choose_population(drug, rule, population, age):
-                rec = match.recommendation
-                if any(rec.lookup.get(g) == NO_RESULT for g in pretest_genes):
-                    continue  # the pre-test card already covers "no result on file"
-                policy = self.policy(rule, rec)
-                if policy is None:
-                    continue
-                cards.append(self._recommendation_card(drug, match, rule, policy, evaluation, order, patient_ref))
+            shown: list[tuple[Match, CardPolicy | None]] = []
+            for source in rule_sources(self.kb, rule):  # the site's choice: CPIC, DPWG or both
+                for match in self._choose_population(replace(drug, matches=of_sources(drug.matches, [source])),
+                                                     rule, population, age):
+                    rec = match.recommendation
+                    if any(rec.lookup.get(g) == NO_RESULT for g in pretest_genes):
+                        continue  # the pre-test card already covers "no result on file"
+                    shown.append((match, self.policy(rule, rec)))
+            if len({m.guideline.source for m, _ in shown}) > 1 and any(p for _, p in shown):
+                cards.append(self.sources_card(drug, shown, rule, evaluation, order, patient_ref))
+                continue
+            for match, policy in shown:
+                if policy is not None:
+                    cards.append(self._recommendation_card(drug, match, rule, policy, evaluation, order, patient_ref))
         return cards
 
     def _choose_population(self, drug: DrugEvaluation, rule: Rule, population: str | None, age: int | None) -> list[Match]:
@@ -200,16 +209,17 @@ class CardRenderer:
             "detail": detail,
             "indicator": policy.indicator,
             "source": self._source(guideline, rule),
-            "links": [{"label": f"CPIC guideline: {guideline.name.removeprefix('CPIC Guideline for ')}",
+            "links": [{"label": f"{guideline.source} guideline: {guideline.name.removeprefix(guideline.source + ' Guideline for ')}",
                        "url": guideline.url, "type": "absolute"}],
             "overrideReasons": OVERRIDE_REASONS,
         }
-        if guideline.annotation_url:
+        if guideline.annotation_url and guideline.annotation_url != guideline.url:
             card["links"].append({"label": "PharmGKB guideline annotation", "url": guideline.annotation_url, "type": "absolute"})
         if policy.suggest_alternatives and rule.alternatives:
             card["suggestions"] = [self._replace_suggestion(drug, alt, order, patient_ref) for alt in rule.alternatives]
             card["selectionBehavior"] = "at-most-one"
-        return RenderedCard(card, rule.id, drug.drug, guideline.id, guideline.version, rec.id, facts)
+        return RenderedCard(card, rule.id, drug.drug, guideline.id, guideline.version, rec.id, facts,
+                            sources=[guideline.source])
 
     def _detail(self, drug: DrugEvaluation, match: Match, rule: Rule, facts: list[dict[str, Any]]) -> str:
         rec, guideline = match.recommendation, match.guideline
@@ -236,15 +246,107 @@ class CardRenderer:
             lines += ["", f"*Other considerations:* {rec.comments}"]
         if match.matched_by == "phenotype":
             lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"]
-        c = guideline.citations[0]
-        lines += ["", f"**Guideline:** [{guideline.name}]({guideline.url}) — {c.title} ({c.year}), PMID {c.pmid}.",
+        lines += ["", f"**Guideline:** {citation_markdown(guideline)}",
                   f"Recommendation `{rec.id}` from {rec.source}. Guideline version: {guideline.version}.",
-                  f"Rule `{rule.id}`; knowledge base version `{self.kb.version}`.", "", f"_{ATTRIBUTION}_"]
+                  f"Rule `{rule.id}`; knowledge base version `{self.kb.version}`.", "", f"_{_attribution([guideline.source])}_"]
         return "\n".join(lines)
+
+    def sources_card(self, drug: DrugEvaluation, shown: list[tuple[Match, CardPolicy | None]], rule: Rule,
+                     evaluation: Evaluation, order: OrderRef, patient_ref: str | None) -> RenderedCard:
+        """One card for a drug on which the site shows several sources (CPIC and DPWG): each source's advice
+        as a labelled statement (source, classification, citation); when their kinds differ (curator
+        flags), the first line of the detail says so and the indicator follows the more cautious."""
+        kinds: dict[str, str] = {}
+        for match, policy in shown:
+            source = match.guideline.source
+            k = kind(match.recommendation, policy is not None)
+            if KINDS[k][0] >= KINDS[kinds.get(source, "none")][0]:
+                kinds[source] = k
+        lead_match, lead_policy = max(
+            ((m, p) for m, p in shown if p is not None),
+            key=lambda mp: (INDICATOR_RANK[mp[1].indicator], KINDS[kind(mp[0].recommendation)][0],
+                            mp[0].guideline.source == "CPIC"))  # the most cautious; CPIC on a tie
+        indicator = lead_policy.indicator
+        for _, policy in shown:
+            if policy is not None:
+                indicator = more_cautious(indicator, policy.indicator)
+        facts: list[dict[str, Any]] = []
+        short: list[str] = []
+        for match, _ in shown:
+            s, f = self._results(evaluation, match.recommendation)
+            short += [x for x in s if x not in short]
+            facts += [x for x in f if (x["gene"], x["lookup_key"]) not in {(y["gene"], y["lookup_key"]) for y in facts}]
+        rec = lead_match.recommendation
+        template = lead_policy.summary_template or "{Drug}: {results} — {action}"
+        summary = _fit(template.format(Drug=drug.drug.capitalize(), drug=drug.drug, results="; ".join(short) or "no result on file",
+                                       action=_first_sentence(rec.recommendation), population=rec.population,
+                                       classification=rec.classification or ""))
+        sources = sorted({m.guideline.source for m, _ in shown}, key=["CPIC", "DPWG"].index)
+        lines: list[str] = []
+        differ = disagreement(kinds)
+        if differ:
+            lines += [f"**{' and '.join(sources)} disagree in kind** — {differ}. The indicator follows the more cautious "
+                      "advice.", ""]
+        else:
+            lines += [f"**{' and '.join(sources)} agree in kind** — {KINDS[next(iter(kinds.values()))][1]}.", ""]
+        lines += ["**Pharmacogenomic result**", ""]
+        lines += self._fact_lines(facts)
+        for match, policy in shown:
+            r, g = match.recommendation, match.guideline
+            lines += ["", f"**{g.source}** (classification: {_classification_label(r, g)}; population: {r.population}"
+                          f"{'' if policy else '; raises no card on its own'})", "", r.recommendation]
+            for gene, text in r.implications.items():
+                lines += ["", f"*Implications ({gene}):* {text}"]
+            if r.comments:
+                lines += ["", f"*Other considerations:* {r.comments}"]
+            if match.matched_by == "phenotype":
+                lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"]
+            lines += ["", f"*{g.source} guideline:* {citation_markdown(g)} Recommendation `{r.id}` from {r.source}. "
+                          f"Guideline version: {g.version}."]
+        lines += ["", f"Rule `{rule.id}`; knowledge base version `{self.kb.version}`.", "", f"_{_attribution(sources)}_"]
+        guideline = lead_match.guideline
+        card: dict[str, Any] = {
+            "uuid": new_uuid(),
+            "summary": summary,
+            "detail": "\n".join(lines),
+            "indicator": indicator,
+            "source": {**self._source(guideline, rule), "label": " and ".join(sources) + " via pgx-cds"
+                       + (" (DPWG: PharmGKB/ClinPGx, CC BY-SA 4.0)" if "DPWG" in sources else "")},
+            "links": [],
+            "overrideReasons": OVERRIDE_REASONS,
+        }
+        for g in {id(m.guideline): m.guideline for m, _ in shown}.values():
+            card["links"].append({"label": f"{g.source} guideline: {g.name.removeprefix(g.source + ' Guideline for ')}",
+                                  "url": g.url, "type": "absolute"})
+        suggest = any(p.suggest_alternatives for _, p in shown if p is not None)
+        if suggest and rule.alternatives:
+            card["suggestions"] = [self._replace_suggestion(drug, alt, order, patient_ref) for alt in rule.alternatives]
+            card["selectionBehavior"] = "at-most-one"
+        ids = [m.guideline.id for m, _ in shown]
+        return RenderedCard(card, rule.id, drug.drug, " + ".join(dict.fromkeys(ids)),
+                            " + ".join(dict.fromkeys(m.guideline.version for m, _ in shown)),
+                            " + ".join(m.recommendation.id for m, _ in shown), facts, sources=sources)
+
+    def _fact_lines(self, facts: list[dict[str, Any]]) -> list[str]:
+        lines = []
+        for f in facts:
+            if f["phenotype"] == NO_RESULT:
+                lines.append(f"- {f['gene']}: no result on file")
+                continue
+            parts = [f"- {f['gene']}"]
+            if f.get("diplotype"):
+                parts.append(f"`{f['diplotype']}`")
+            parts.append(f"— **{_md(f['phenotype'])}**")
+            if f.get("activity_score") and f["activity_score"] != f["phenotype"]:
+                parts.append(f"(activity score {f['activity_score']})")
+            if f.get("source_ids"):
+                parts.append(f"[{', '.join(f['source_ids'])}]")
+            lines.append(" ".join(parts))
+        return lines
 
     def _source(self, guideline, rule: Rule) -> dict[str, Any]:
         return {
-            "label": f"{guideline.source} via pgx-cds",
+            "label": f"{guideline.source} via pgx-cds" + (" (PharmGKB/ClinPGx, CC BY-SA 4.0)" if guideline.source == "DPWG" else ""),
             "url": guideline.url,
             "topic": {"system": TOPIC_SYSTEM, "code": rule.id, "display": rule.title},
         }
@@ -325,7 +427,7 @@ class CardRenderer:
             rule = drug.rules.get(hook) or drug.rules.get("order-sign")
             if rule is None:
                 continue
-            for match in self._choose_population(drug, rule, None, None):
+            for match in of_sources(self._choose_population(drug, rule, None, None), rule_sources(self.kb, rule)):
                 if self.policy(rule, match.recommendation):
                     affected.append((drug.drug, match))
         if not actionable and not affected:
@@ -357,6 +459,25 @@ class CardRenderer:
                        "topic": {"system": TOPIC_SYSTEM, "code": "patient-summary", "display": "Pharmacogenomic summary"}},
         }
         return [RenderedCard(card, "patient-summary", ", ".join(sorted({d for d, _ in affected})), None, None, None, facts)]
+
+
+def citation_markdown(guideline: Guideline) -> str:
+    """The guideline and its newest publication, or the PharmGKB annotation when it lists none (some DPWG)."""
+    if not guideline.citations:
+        return f"[{guideline.name}]({guideline.url}) — PharmGKB/ClinPGx guideline annotation (it lists no publication)."
+    c = guideline.citations[0]
+    return f"[{guideline.name}]({guideline.url}) — {c.title} ({c.year}), PMID {c.pmid}."
+
+
+def _classification_label(rec: Recommendation, guideline: Guideline) -> str:
+    if rec.classification:
+        return rec.classification
+    return "not graded (N/A in the PharmGKB export)" if guideline.source == "DPWG" else "none"
+
+
+def _attribution(sources: list[str]) -> str:
+    names = "; ".join(SOURCE_ATTRIBUTION.get(s, s) for s in sources)
+    return f"{names}; PharmGKB/ClinPGx annotations (CC BY-SA 4.0). Decision support, not a substitute for clinical judgement."
 
 
 def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, patient_ref: str | None) -> dict[str, Any]:

@@ -16,10 +16,21 @@ from cds.errors import CdsError, KnowledgeError
 def _cmd_validate(args: argparse.Namespace) -> int:
     from cds.knowledge.loader import load_knowledge
 
+    from cds.knowledge.reachability import unreachable_notes
+
     kb = load_knowledge(Path(args.path) if args.path else None)
     recs = sum(len(g.recommendations) for g in kb.guidelines.values())
     print(f"OK: {len(kb.genes)} gene tables, {len(kb.guidelines)} guidelines ({recs} recommendations), "
           f"{len(kb.rules)} rules, {len(kb.services)} services; knowledge version {kb.version}")
+    notes = unreachable_notes(kb)
+    if notes:  # not faults: the source says something our gene tables cannot produce, kept with the reason
+        print(f"{len(notes)} source recommendation(s) our gene tables cannot reach (no card can rest on them):")
+        for note in notes:
+            print(f"  {note}")
+    for g in sorted(kb.guidelines.values(), key=lambda g: g.id):
+        for i, drug in enumerate(g.drugs):
+            if drug.unavailable:
+                print(f"  {kb.diag(g, f'drug {drug.name} left out: {drug.unavailable}', 'drugs', i)}")
     return 0
 
 
@@ -47,6 +58,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from cds.knowledge.importer import import_cpic
 
     report = import_cpic(Path(args.path), Path(args.out))
+    print(report.summary())
+    return 0
+
+
+def _cmd_import_dpwg(args: argparse.Namespace) -> int:
+    from cds.knowledge.dpwg_importer import import_dpwg
+
+    report = import_dpwg(Path(args.path), Path(args.out), Path(args.genes) if args.genes else None)
     print(report.summary())
     return 0
 
@@ -124,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("path")
     c.add_argument("--out", default="guidelines", help="output folder (default: guidelines)")
     c.set_defaults(func=_cmd_import)
+    d = isub.add_parser("dpwg", help="from PharmGKB's DPWG export (PATH/dpwg/DPWG_*.json), mapped onto guidelines/genes")
+    d.add_argument("path")
+    d.add_argument("--out", default="guidelines", help="output folder; writes OUT/dpwg/ (default: guidelines)")
+    d.add_argument("--genes", help="gene tables to map DPWG's keys onto (default: OUT/genes)")
+    d.set_defaults(func=_cmd_import_dpwg)
     return parser
 
 

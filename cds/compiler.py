@@ -100,8 +100,9 @@ def _phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
             if phenotype == INDETERMINATE:
                 continue
             others = tuple(sorted((k, v) for k, v in m.conditions.items() if k != gene))
-            groups[(m.recommendation.population, others, phenotype)].append(m)
-        for (population, others, phenotype), members in groups.items():
+            # per source: CPIC's and DPWG's advice for one phenotype differ in wording, not in whether it is one
+            groups[(m.guideline.source, m.recommendation.population, others, phenotype)].append(m)
+        for (_source, population, others, phenotype), members in groups.items():
             content = {(m.recommendation.classification, m.recommendation.recommendation) for m in members}
             if len(content) != 1:
                 continue

@@ -94,6 +94,10 @@ class Engine:
             definitions[name] = self._ruleset(plan)
         self._host.register_rulesets(definitions)
         self._warm_up()
+        from cds.sources import policy_sources
+        # Guideline sources whose matches evaluate() returns unless told otherwise: every source some rule of
+        # the site's policy selects (CPIC alone by default), so a DPWG-off site sees exactly its CPIC answers.
+        self.sources: tuple[str, ...] = policy_sources(self.kb)
 
     @classmethod
     def from_knowledge(cls, kb: KnowledgeBase) -> "Engine":
@@ -153,7 +157,7 @@ class Engine:
         return self.compiled.drugs.get(drug) or self.compiled.drugs.get(drug.lower()) or self.compiled.by_rxnorm.get(drug)
 
     def evaluate(self, genotypes: Mapping[str, Iterable[Interpretation]], drugs: Iterable[str],
-                 population: str | None = None) -> Evaluation:
+                 population: str | None = None, sources: Iterable[str] | None = None) -> Evaluation:
         """Match the patient's interpreted results against the recommendations for each drug.
 
         `genotypes`: gene → its interpretations (several may agree, e.g. HLA alleles or a diplotype and
@@ -165,6 +169,7 @@ class Engine:
             for interp in reversed(items):  # the most specific statement wins
                 patient.update(interp.lookup)
         results = []
+        wanted_sources = set(self.sources if sources is None else sources)
         for drug in drugs:
             plan = self.drug_plan(drug)
             if plan is None:
@@ -176,6 +181,8 @@ class Engine:
             for target in fired:
                 if isinstance(target, PreTestPlan):
                     evaluation.pretests.append(PreTestAlert(plan.drug, target.gene, target.rule))
+                elif target.guideline.source not in wanted_sources:
+                    continue
                 elif wanted is None or target.recommendation.population == wanted:
                     evaluation.matches.append(Match(plan.drug, target.guideline, target.recommendation, target.matched_by))
             evaluation.matches.sort(key=lambda m: (m.recommendation.population, m.recommendation.id))
