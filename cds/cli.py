@@ -46,7 +46,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if not args.drug:
         raise CdsError("give at least one --drug")
-    evaluation = explain(_load_engine(args.knowledge), args.genotype or [], args.drug, args.population)
+    from cds.sources import parse_source_option
+
+    sources = parse_source_option(args.source) if args.source else None
+    evaluation = explain(_load_engine(args.knowledge), args.genotype or [], args.drug, args.population, sources)
     if args.json:
         print(json.dumps(to_json(evaluation), indent=2, ensure_ascii=False))
     else:
@@ -94,8 +97,15 @@ def _cmd_version(args: argparse.Namespace) -> int:
     kb = load_knowledge(Path(args.knowledge) if args.knowledge else None)
     print(f"pgx-cds {__version__}")
     print(f"knowledge base version {kb.version} ({kb.root})")
-    for g in sorted(kb.guidelines.values(), key=lambda g: g.id):
-        print(f"  {g.id}: {g.version}")
+    from cds.sources import site_default
+
+    print(f"guideline sources the policy selects by default: {', '.join(site_default(kb))}")
+    for source in ("CPIC", "DPWG"):
+        guidelines = sorted((g for g in kb.guidelines.values() if g.source == source), key=lambda g: g.id)
+        if guidelines:
+            print(f"{source} guidelines ({len(guidelines)}):")
+        for g in guidelines:
+            print(f"  {g.id}: {g.version}")
     for gene in sorted(kb.genes.values(), key=lambda t: t.gene):
         print(f"  gene {gene.gene}: " + "; ".join(f"{s.name} {s.version}" for s in gene.sources))
     return 0
@@ -121,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(CYP2D6=score:1.0) or HLA status (HLA-B='*57:01 positive'); repeatable")
     p.add_argument("--drug", action="append", help="drug ingredient name or RxNorm code; repeatable")
     p.add_argument("--population", help="guideline population, e.g. 'CVI ACS PCI' (default: all)")
+    p.add_argument("--source", help="guideline source: cpic, dpwg or all (default: the sources the rules policy selects)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
     p.set_defaults(func=_cmd_explain)

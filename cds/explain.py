@@ -32,8 +32,10 @@ def _gene_name(engine: Engine, gene: str) -> str:
     raise CdsError(f"unknown gene '{gene}' (known: {', '.join(sorted(engine.kb.interpreters))})")
 
 
-def explain(engine: Engine, genotypes: Iterable[str], drugs: Iterable[str], population: str | None = None) -> Evaluation:
-    return engine.evaluate(parse_genotype_args(engine, genotypes), list(drugs), population)
+def explain(engine: Engine, genotypes: Iterable[str], drugs: Iterable[str], population: str | None = None,
+            sources: Iterable[str] | None = None) -> Evaluation:
+    """`sources`: guideline sources to show (CPIC, DPWG); None: those the site's policy selects."""
+    return engine.evaluate(parse_genotype_args(engine, genotypes), list(drugs), population, sources)
 
 
 def to_json(evaluation: Evaluation) -> dict[str, Any]:
@@ -51,6 +53,7 @@ def to_json(evaluation: Evaluation) -> dict[str, Any]:
             rec = m.recommendation
             recommendations.append({
                 "guideline": m.guideline.id,
+                "source": m.guideline.source,
                 "drug": drug.drug,
                 "rxnorm": drug.rxnorm,
                 "population": rec.population,
@@ -66,6 +69,8 @@ def to_json(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def _citation(guideline) -> str:
+    if not guideline.citations:  # some DPWG annotations list no publication
+        return f"PharmGKB/ClinPGx annotation; {guideline.url}"
     c = guideline.citations[0]
     return f"{c.title} ({c.year}) PMID {c.pmid}; {guideline.url}"
 
@@ -92,7 +97,7 @@ def to_text(evaluation: Evaluation) -> str:
             lines.append("  no recommendation matches these results")
         for m in drug.matches:
             rec = m.recommendation
-            lines.append(f"  [{rec.population}] {rec.classification or 'no classification'}: {rec.recommendation}")
+            lines.append(f"  {m.guideline.source} [{rec.population}] {rec.classification or ('not graded' if m.guideline.source == 'DPWG' else 'no classification')}: {rec.recommendation}")
             for gene, text in rec.implications.items():
                 lines.append(f"      {gene}: {text}")
             via = " (matched by phenotype; CPIC keys this by activity score)" if m.matched_by == "phenotype" else ""

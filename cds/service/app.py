@@ -235,7 +235,8 @@ def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, c
             facts.append(FactRecord(gene, i.phenotype, i.lookup_key, list(i.source_ids)))
     for gene, ids in advice.facts.conflicts.items():
         facts.append(FactRecord(gene, "conflicting results", None, list(ids)))
-    cards = [CardRecord(c.uuid, c.rule_id, c.guideline_id, c.guideline_version, c.indicator, c.card["summary"])
+    cards = [CardRecord(c.uuid, c.rule_id, c.guideline_id, c.guideline_version, c.indicator, c.card["summary"],
+                        "+".join(c.sources) or None)
              for c in advice.cards]
     runtime.store.record_call(CallRecord(
         service_id=hook_request.service.id, hook=hook_request.hook, hook_instance=hook_request.hook_instance,

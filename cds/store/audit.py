@@ -97,6 +97,7 @@ def _call_row(entry: dict) -> dict:
 def _card_rows(entry: dict) -> list[dict]:
     return [{"card_uuid": c["uuid"], "call_id": entry["call_id"], "position": i, "rule_id": c["rule_id"],
               "guideline_id": c.get("guideline_id"), "guideline_version": c.get("guideline_version"),
+              "source": c.get("source"),
               "indicator": c["indicator"], "summary": c["summary"]}
              for i, c in enumerate(entry.get("cards") or [])]
 

@@ -24,6 +24,7 @@ class CardRecord:
     guideline_version: str | None
     indicator: str             # info | warning | critical
     summary: str
+    source: str | None = None  # guideline source(s) the card rests on: CPIC, DPWG or CPIC+DPWG
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def audit_entry(record: CallRecord, hash_patient: Callable[[str], str]) -> dict:
         "fhir_errors": [scrub(e) for e in record.fhir_errors],
         "cards": [
             {"uuid": str(c.uuid), "rule_id": c.rule_id, "guideline_id": c.guideline_id,
-             "guideline_version": c.guideline_version, "indicator": c.indicator, "summary": scrub(c.summary)}
+             "guideline_version": c.guideline_version, "source": c.source, "indicator": c.indicator,
+             "summary": scrub(c.summary)}
             for c in record.cards
         ],
         "facts": [
