@@ -237,7 +237,7 @@ class CardRenderer:
             if f.get("source_ids"):
                 parts.append(f"[{', '.join(f['source_ids'])}]")
             lines.append(" ".join(parts))
-        lines += ["", f"**Recommendation** ({guideline.source}, classification: {rec.classification or 'none'}; "
+        lines += ["", f"**Recommendation** ({guideline.source}, classification: {_classification_label(rec, guideline)}; "
                       f"population: {rec.population})", "", rec.recommendation]
         if rec.implications:
             lines += ["", "**Implications**", ""]

@@ -138,7 +138,8 @@ def compile_knowledge(kb: KnowledgeBase, today: date | None = None) -> CompiledK
                     for attribute in gene_conditions:
                         plan.attributes[attribute] = gene
                 plan.matches.append(MatchPlan(guideline, rec, conditions))
-                plan.populations.add(rec.population)
+                if guideline.source != "DPWG":  # DPWG names no populations (null in the export): it applies to any
+                    plan.populations.add(rec.population)
     for plan in plans.values():
         plan.matches.extend(_phenotype_aliases(plan, kb))
         for hook in ("order-select", "order-sign", "patient-view"):

@@ -183,7 +183,7 @@ class Engine:
                     evaluation.pretests.append(PreTestAlert(plan.drug, target.gene, target.rule))
                 elif target.guideline.source not in wanted_sources:
                     continue
-                elif wanted is None or target.recommendation.population == wanted:
+                elif wanted is None or target.recommendation.population == wanted or target.guideline.source == "DPWG":
                     evaluation.matches.append(Match(plan.drug, target.guideline, target.recommendation, target.matched_by))
             evaluation.matches.sort(key=lambda m: (m.recommendation.population, m.recommendation.id))
             results.append(evaluation)
