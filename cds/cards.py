@@ -245,7 +245,8 @@ class CardRenderer:
         if rec.comments:
             lines += ["", f"*Other considerations:* {rec.comments}"]
         if match.matched_by == "phenotype":
-            lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"]
+            lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"
+                      if match.score is None else f"*{guideline.source}'s advice if the {match.score_gene} activity score is {match.score}: the reported phenotype alone does not say which applies.*"]
         lines += ["", f"**Guideline:** {citation_markdown(guideline)}",
                   f"Recommendation `{rec.id}` from {rec.source}. Guideline version: {guideline.version}.",
                   f"Rule `{rule.id}`; knowledge base version `{self.kb.version}`.", "", f"_{_attribution([guideline.source])}_"]
@@ -300,7 +301,9 @@ class CardRenderer:
             if r.comments:
                 lines += ["", f"*Other considerations:* {r.comments}"]
             if match.matched_by == "phenotype":
-                lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"]
+                lines += ["", "*Matched by the reported phenotype: every activity score of this phenotype has this recommendation.*"
+                          if match.score is None else f"*{g.source}'s advice if the {match.score_gene} activity score is "
+                          f"{match.score}: the reported phenotype alone does not say which applies.*"]
             lines += ["", f"*{g.source} guideline:* {citation_markdown(g)} Recommendation `{r.id}` from {r.source}. "
                           f"Guideline version: {g.version}."]
         lines += ["", f"Rule `{rule.id}`; knowledge base version `{self.kb.version}`.", "", f"_{_attribution(sources)}_"]
@@ -464,9 +467,10 @@ class CardRenderer:
 def citation_markdown(guideline: Guideline) -> str:
     """The guideline and its newest publication, or the PharmGKB annotation when it lists none (some DPWG)."""
     if not guideline.citations:
-        return f"[{guideline.name}]({guideline.url}) — PharmGKB/ClinPGx guideline annotation (it lists no publication)."
-    c = guideline.citations[0]
-    return f"[{guideline.name}]({guideline.url}) — {c.title} ({c.year}), PMID {c.pmid}."
+        if guideline.source == "DPWG":
+            return f"[{guideline.name}]({guideline.url}) — PharmGKB/ClinPGx guideline annotation (it lists no publication)."
+        return f"[{guideline.name}]({guideline.url}) — no PMID in the source release."
+    return f"[{guideline.name}]({guideline.url}) — {guideline.citations[0].text()}."
 
 
 def _classification_label(rec: Recommendation, guideline: Guideline) -> str:

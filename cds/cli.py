@@ -22,6 +22,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     recs = sum(len(g.recommendations) for g in kb.guidelines.values())
     print(f"OK: {len(kb.genes)} gene tables, {len(kb.guidelines)} guidelines ({recs} recommendations), "
           f"{len(kb.rules)} rules, {len(kb.services)} services; knowledge version {kb.version}")
+    for notice in kb.notices:  # valid, but worth a reviewer's eye (e.g. a guideline cited by URL only)
+        print(notice)
     notes = unreachable_notes(kb)
     if notes:  # not faults: the source says something our gene tables cannot produce, kept with the reason
         print(f"{len(notes)} source recommendation(s) our gene tables cannot reach (no card can rest on them):")
@@ -60,7 +62,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from cds.knowledge.importer import import_cpic
 
-    report = import_cpic(Path(args.path), Path(args.out))
+    report = import_cpic(Path(args.path), Path(args.out), Path(args.errata) if args.errata else None)
     print(report.summary())
     return 0
 
@@ -111,8 +113,30 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_screen(args: argparse.Namespace) -> int:
+    from cds.screen.cli import run_screen
+
+    return run_screen(args)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from cds.knowledge.loader import load_knowledge
+    from cds.screen.synth import write_cohort
+
+    if args.patients < 1:
+        raise CdsError("--patients must be at least 1")
+    counts = write_cohort(load_knowledge(Path(args.knowledge) if args.knowledge else None), args.patients,
+                          Path(args.out), args.seed, args.gzip)
+    print(f"SYNTHETIC cohort (not clinical data) of {args.patients} patients in {args.out}: "
+          + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from cds import __version__
+
     parser = argparse.ArgumentParser(prog="cds", description="Pharmacogenomic CDS Hooks service and knowledge tools")
+    parser.add_argument("--version", action="version", version=f"pgx-cds {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the CDS Hooks service under gunicorn")
@@ -145,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
     p.set_defaults(func=_cmd_version)
 
+    from cds.screen.cli import register as register_screen_command
+    register_screen_command(sub, _cmd_screen)
+
+    p = sub.add_parser("synth", help="write a deterministic SYNTHETIC cohort (not clinical data) as Bulk Data NDJSON")
+    p.add_argument("--patients", type=int, required=True)
+    p.add_argument("--out", required=True, help="folder for the NDJSON files")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--gzip", action="store_true", help="write .ndjson.gz")
+    p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
+    p.set_defaults(func=_cmd_synth)
+
     from cds.store.cli import register as register_store_commands
     register_store_commands(sub)
 
@@ -153,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = isub.add_parser("cpic", help="from a CPIC export (genes/, guidelines/, optional v<release>/ tables)")
     c.add_argument("path")
     c.add_argument("--out", default="guidelines", help="output folder (default: guidelines)")
+    c.add_argument("--errata", help="where the source is wrong: a TSV of corrections (default: guidelines/errata/cpic.tsv)")
     c.set_defaults(func=_cmd_import)
     d = isub.add_parser("dpwg", help="from PharmGKB's DPWG export (PATH/dpwg/DPWG_*.json), mapped onto guidelines/genes")
     d.add_argument("path")

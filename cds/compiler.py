@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 
-from cds.genotype import INDETERMINATE, SCORE_NA, GeneInterpreter, allele_attribute
+from cds.genotype import INDETERMINATE, SCORE_NA, GeneInterpreter, allele_attribute, parse_score
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
 
@@ -27,6 +28,8 @@ class MatchPlan:
     recommendation: Recommendation
     conditions: dict[str, str]
     matched_by: str = "lookup"       # "lookup": CPIC's own key; "phenotype": a phenotype-only result (see below)
+    score: str | None = None         # phenotype-only: the activity score this recommendation is CPIC's advice for
+    score_gene: str | None = None    # … and the gene it is a score of
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,14 @@ def _phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
     """Conditions for results stated only as a phenotype of an activity-score gene.
 
     CPIC keys CYP2D6, CYP2C9 and DPYD recommendations by activity score, but labs often report the
-    phenotype alone. Where every score of that phenotype leads to the same recommendation (same
-    classification and text, all else equal), the phenotype is enough and we add a condition keyed
-    by it; where the scores disagree, a phenotype-only result matches nothing (no guess)."""
+    phenotype alone ("DPYD Poor Metabolizer"), which stands for several scores. Where every score of
+    the phenotype leads to the same recommendation (same classification and text, all else equal),
+    one condition keyed by the phenotype selects it. Where the scores' recommendations differ, the
+    phenotype selects each of them, labelled with the score it is CPIC's advice for (`score`): the
+    clinician sees every answer the phenotype allows (the engine orders them most cautious first)
+    and that the activity score decides between them, never a guess and never nothing."""
     aliases: list[MatchPlan] = []
-    for gene in {g for g in plan.attributes.values() if kb.interpreters[g].kind == "activity-score"}:
+    for gene in sorted({g for g in plan.attributes.values() if kb.interpreters[g].kind == "activity-score"}):
         interp = kb.interpreters[gene]
         groups: dict[tuple, list[MatchPlan]] = defaultdict(list)
         for m in plan.matches:
@@ -103,13 +109,21 @@ def _phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
             # per source: CPIC's and DPWG's advice for one phenotype differ in wording, not in whether it is one
             groups[(m.guideline.source, m.recommendation.population, others, phenotype)].append(m)
         for (_source, population, others, phenotype), members in groups.items():
+            conditions = {**dict(others), gene: phenotype}
             content = {(m.recommendation.classification, m.recommendation.recommendation) for m in members}
-            if len(content) != 1:
+            if len(content) == 1:
+                first = min(members, key=lambda m: _score_order(m.conditions[gene]))
+                aliases.append(MatchPlan(first.guideline, first.recommendation, conditions, matched_by="phenotype"))
                 continue
-            first = min(members, key=lambda m: m.conditions[gene])
-            aliases.append(MatchPlan(first.guideline, first.recommendation, {**dict(others), gene: phenotype},
-                                     matched_by="phenotype"))
+            for m in sorted(members, key=lambda m: _score_order(m.conditions[gene])):
+                aliases.append(MatchPlan(m.guideline, m.recommendation, conditions, matched_by="phenotype",
+                                         score=m.conditions[gene], score_gene=gene))
     return aliases
+
+
+def _score_order(score: str) -> tuple:
+    parsed = parse_score(score)
+    return parsed if parsed is not None else (Decimal("Infinity"), True)
 
 
 def compile_knowledge(kb: KnowledgeBase, today: date | None = None) -> CompiledKnowledge:

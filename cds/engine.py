@@ -17,7 +17,7 @@ from durable import engine as durable_engine
 
 from cds.compiler import CompiledKnowledge, DrugPlan, MatchPlan, PreTestPlan, compile_knowledge
 from cds.errors import CdsError
-from cds.genotype import Interpretation
+from cds.genotype import Interpretation, describe, disagree, parse_score
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
 
@@ -47,6 +47,11 @@ class Match:
     guideline: Guideline
     recommendation: Recommendation
     matched_by: str                       # "lookup" or "phenotype" (see cds.compiler._phenotype_aliases)
+    # A phenotype reported without its activity score, where CPIC's advice differs between the scores
+    # of that phenotype: the score (of `score_gene`) this recommendation is CPIC's advice for. The
+    # drug then has one such match per score, most cautious first (see `caution_order`).
+    score: str | None = None
+    score_gene: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,64 @@ class Evaluation:
     interpretations: dict[str, list[Interpretation]]
     drugs: list[DrugEvaluation]
     population: str | None = None
+    # gene → the results that disagree (described, or their source ids): no genotype-based advice for it
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
+
+    def undecided_scores(self, drug: DrugEvaluation) -> dict[str, list[str]]:
+        """Genes reported as a phenotype only whose activity score decides between the drug's
+        recommendations: gene → the scores shown, in the order of the matches."""
+        out: dict[str, list[str]] = {}
+        for m in drug.matches:
+            if m.score is not None and m.score_gene is not None and m.score not in out.setdefault(m.score_gene, []):
+                out[m.score_gene].append(m.score)
+        return out
+
+
+_CLASSIFICATION_RANK = {"Strong": 0, "Moderate": 1, "Optional": 2, "No Recommendation": 3}
+
+
+def caution_order(match: Match) -> tuple:
+    """Sort key, most cautious first, for the recommendations a phenotype without its score stands for:
+
+    1. what the curators flag: an alternative drug with classification Strong; an alternative drug;
+       a dose change; other prescribing guidance; no flags in the source (unknown, so not last);
+       nothing flagged (use as usual);
+    2. CPIC's classification: Strong, Moderate, Optional, No Recommendation, none;
+    3. the lower activity score ("≥X" counts as X, after an exact X).
+    E.g. DPYD Poor Metabolizer and fluorouracil: score 0.0 ("avoid", alternative flagged, Strong)
+    before 0.5 ("avoid; if no alternative, a strongly reduced dose", alternative flagged, Strong)."""
+    rec = match.recommendation
+    flags = rec.flags
+    if flags is None:
+        tier = 4
+    elif flags.alternate_drug_available:
+        tier = 0 if rec.classification == "Strong" else 1
+    elif flags.dosing_information:
+        tier = 2
+    elif flags.other_prescribing_guidance:
+        tier = 3
+    else:
+        tier = 5
+    score = parse_score(match.score) if match.score is not None else None
+    return (tier, _CLASSIFICATION_RANK.get(rec.classification or "", 4),
+            score if score is not None else (0, False))
+
+
+def _match_order(match: Match) -> tuple:
+    rec = match.recommendation
+    if match.score is None:
+        return (rec.population, 0, (), rec.id)
+    return (rec.population, 1, caution_order(match), rec.id)
+
+
+def withhold_conflicting(evaluation: Evaluation, genes) -> None:
+    """No genotype-based advice for a gene whose results conflict: neither its recommendations (the
+    engine saw it as "No Result") nor a pre-test alert for it."""
+    genes = set(genes)
+    for drug in evaluation.drugs:
+        drug.matches = [m for m in drug.matches
+                        if not any(g in genes and v == NO_RESULT for g, v in m.recommendation.lookup.items())]
+        drug.pretests = [p for p in drug.pretests if p.gene not in genes]
 
 
 class Engine:
@@ -157,13 +220,24 @@ class Engine:
         return self.compiled.drugs.get(drug) or self.compiled.drugs.get(drug.lower()) or self.compiled.by_rxnorm.get(drug)
 
     def evaluate(self, genotypes: Mapping[str, Iterable[Interpretation]], drugs: Iterable[str],
-                 population: str | None = None, sources: Iterable[str] | None = None) -> Evaluation:
+                 population: str | None = None, conflicts: Mapping[str, list[str]] | None = None,
+                 sources: Iterable[str] | None = None) -> Evaluation:
         """Match the patient's interpreted results against the recommendations for each drug.
 
         `genotypes`: gene → its interpretations (several may agree, e.g. HLA alleles or a diplotype and
-        a phenotype; conflicts are resolved before this point). Unknown drugs raise CdsError."""
-        interpretations = {gene: sorted(items, key=lambda i: _STATED_ORDER.get(i.stated_as, 9))
-                           for gene, items in genotypes.items()}
+        a phenotype). Interpretations of one gene that disagree (cds.genotype.disagree, the check the
+        FHIR pipeline makes) are a conflict: the gene counts as "No Result", its recommendations and
+        pre-test alerts are withheld, and `Evaluation.conflicts` names it, as it does the genes in
+        `conflicts` (found earlier, e.g. by the FHIR pipeline; gene → the results involved).
+        Unknown drugs raise CdsError."""
+        conflicting = dict(conflicts or {})
+        interpretations = {}
+        for gene, items in genotypes.items():
+            items = sorted(items, key=lambda i: _STATED_ORDER.get(i.stated_as, 9))
+            if len(items) > 1 and disagree(items):
+                conflicting[gene] = [describe(i) for i in items]
+            elif gene not in conflicting:
+                interpretations[gene] = items
         patient: dict[str, str] = {}
         for items in interpretations.values():
             for interp in reversed(items):  # the most specific statement wins
@@ -184,7 +258,11 @@ class Engine:
                 elif target.guideline.source not in wanted_sources:
                     continue
                 elif wanted is None or target.recommendation.population == wanted or target.guideline.source == "DPWG":
-                    evaluation.matches.append(Match(plan.drug, target.guideline, target.recommendation, target.matched_by))
-            evaluation.matches.sort(key=lambda m: (m.recommendation.population, m.recommendation.id))
+                    evaluation.matches.append(Match(plan.drug, target.guideline, target.recommendation,
+                                                    target.matched_by, target.score, target.score_gene))
+            evaluation.matches.sort(key=_match_order)
             results.append(evaluation)
-        return Evaluation(interpretations, results, population)
+        outcome = Evaluation(interpretations, results, population, conflicting)
+        if conflicting:
+            withhold_conflicting(outcome, conflicting)
+        return outcome

@@ -63,16 +63,44 @@ def to_json(evaluation: Evaluation) -> dict[str, Any]:
                 "implications": dict(rec.implications),
                 "id": rec.id,
                 "matched_by": m.matched_by,
+                "score": m.score,
                 "citation": _citation(m.guideline),
             })
-    return {"phenotypes": phenotypes, "recommendations": recommendations}
+    undecided = [{"drug": drug.drug, "gene": gene, "phenotype": _phenotype(evaluation, gene), "scores": scores,
+                  "message": _undecided_message(gene, _phenotype(evaluation, gene), scores)}
+                 for drug in evaluation.drugs for gene, scores in evaluation.undecided_scores(drug).items()]
+    conflicts = [{"gene": gene, "statements": list(statements),
+                  "drugs": [d.drug for d in evaluation.drugs if gene in _conflicting_genes(evaluation, d)],
+                  "message": _conflict_message(gene)}
+                 for gene, statements in evaluation.conflicts.items()]
+    return {"phenotypes": phenotypes, "recommendations": recommendations,
+            "score_decides": undecided, "conflicts": conflicts}
+
+
+def _conflicting_genes(evaluation: Evaluation, drug) -> list[str]:
+    """The conflicting genes this drug's recommendations look up (attributes are a gene, or a gene and
+    an allele of interest such as "HLA-B *57:01")."""
+    return [g for g in evaluation.conflicts if any(a == g or a.startswith(g + " ") for a in drug.facts)]
+
+
+def _phenotype(evaluation: Evaluation, gene: str) -> str:
+    items = evaluation.interpretations.get(gene) or []
+    return items[0].phenotype if items else ""
+
+
+def _undecided_message(gene: str, phenotype: str, scores: list[str]) -> str:
+    return (f"{gene} was reported as {phenotype} without its activity score. CPIC's advice differs between the "
+            f"activity scores of a {gene} {phenotype} ({', '.join(scores)}), so the advice for each is shown, "
+            f"most cautious first. The activity score decides which one applies: ask the laboratory for it.")
+
+
+def _conflict_message(gene: str) -> str:
+    return (f"The {gene} results disagree, so no genotype-based recommendation is given for {gene}. "
+            "Confirm the result with the laboratory.")
 
 
 def _citation(guideline) -> str:
-    if not guideline.citations:  # some DPWG annotations list no publication
-        return f"PharmGKB/ClinPGx annotation; {guideline.url}"
-    c = guideline.citations[0]
-    return f"{c.title} ({c.year}) PMID {c.pmid}; {guideline.url}"
+    return guideline.reference()
 
 
 def to_text(evaluation: Evaluation) -> str:
@@ -88,19 +116,36 @@ def to_text(evaluation: Evaluation) -> str:
                 if i.reason:
                     parts.append(f"— {i.reason}")
                 lines.append(" ".join(parts))
-    else:
+    elif not evaluation.conflicts:
         lines.append("Phenotypes: none given")
+    if evaluation.conflicts:
+        lines.append("Conflicts")
+        for gene, statements in evaluation.conflicts.items():
+            lines.append(f"  {gene:8} {'; '.join(statements)} — {_conflict_message(gene)}")
     for drug in evaluation.drugs:
         lines.append("")
         lines.append(f"{drug.drug} (RxNorm {drug.rxnorm})")
-        if not drug.matches:
+        for gene, scores in evaluation.undecided_scores(drug).items():
+            lines.append(f"  {_undecided_message(gene, _phenotype(evaluation, gene), scores)}")
+        conflicting = _conflicting_genes(evaluation, drug)
+        if conflicting:
+            lines.append(f"  no genotype-based recommendation for {', '.join(conflicting)}: its results conflict "
+                         "(see Conflicts)")
+        elif not drug.matches:
             lines.append("  no recommendation matches these results")
         for m in drug.matches:
             rec = m.recommendation
-            lines.append(f"  {m.guideline.source} [{rec.population}] {rec.classification or ('not graded' if m.guideline.source == 'DPWG' else 'no classification')}: {rec.recommendation}")
+            label = f" {m.score_gene} activity score {m.score} —" if m.score is not None else ""
+            graded = rec.classification or ("not graded" if m.guideline.source == "DPWG" else "no classification")
+            lines.append(f"  {m.guideline.source} [{rec.population}]{label} {graded}: {rec.recommendation}")
             for gene, text in rec.implications.items():
                 lines.append(f"      {gene}: {text}")
-            via = " (matched by phenotype; CPIC keys this by activity score)" if m.matched_by == "phenotype" else ""
+            if m.matched_by != "phenotype":
+                via = ""
+            elif m.score is None:
+                via = " (matched by phenotype: every activity score of it has this recommendation)"
+            else:
+                via = f" (matched by phenotype; CPIC's advice for {m.score_gene} activity score {m.score})"
             lines.append(f"      lookup {dict(rec.lookup)}{via}")
             lines.append(f"      source: {m.guideline.name} — {_citation(m.guideline)} [{rec.id}]")
         for p in drug.pretests:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -104,12 +105,33 @@ class GeneInterpreter:
 
     def possible_scores(self) -> set[str]:
         """All activity scores two alleles of this table can sum to (CPIC keys recommendations by these)."""
+        return set(self._possible_scores)
+
+    @cached_property
+    def _possible_scores(self) -> frozenset[str]:
         values = {parse_score(a.activity) for a in self._alleles.values()} - {None}
         out = set()
         for v1, g1 in values:
             for v2, g2 in values:
                 out.add(format_score(v1 + v2, g1 or g2))
-        return out
+        return frozenset(out)
+
+    def score_key(self, value: Decimal, at_least: bool = False) -> str | None:
+        """CPIC's lookup key for a stated activity score, or None when no key covers it.
+
+        A score two alleles of the table sum to is its own key. CPIC keys scores it cannot bound from
+        above (an allele such as CYP2D6 *1x≥3, activity "≥3.0") as "≥X"; a stated score that is no
+        exact key (e.g. CYP2D6 3.5 or 5.0: CPIC's exact keys stop at 4.0) is covered by every "≥X" key
+        with X at most the score, and reaches the tightest of them, the one CPIC's own diplotype table
+        gives the same sum (*1x≥3/*9x2 = ≥3.5, so 3.5 → "≥3.5"; 5.5 → "≥5.0"). A score below every
+        "≥X" key that is not an exact key (e.g. 2.6, or 0.25 for DPYD) is no sum of CPIC's allele
+        values: no key, and the caller says so (Indeterminate)."""
+        score = format_score(value, at_least)
+        if score in self._possible_scores:
+            return score
+        covering = [(parsed[0], key) for key in self._possible_scores
+                    if (parsed := parse_score(key)) is not None and parsed[1] and parsed[0] <= value]
+        return max(covering)[1] if covering else None
 
     def phenotype_for_score(self, score: str) -> str:
         parsed = parse_score(score)
@@ -155,6 +177,8 @@ class GeneInterpreter:
             phenotype = self._pair_rules.get(tuple(sorted(functions)))
             if phenotype is None:
                 return self._indeterminate(shown, f"no CPIC phenotype rule for {' + '.join(functions)}", source_ids)
+            if phenotype == INDETERMINATE:  # CPIC's own rule: say which pair, so the answer is never bare
+                return self._indeterminate(shown, f"CPIC reads {' + '.join(functions)} as Indeterminate", source_ids)
         return Interpretation(self.gene, phenotype, {self.gene: phenotype}, diplotype=shown, source_ids=source_ids)
 
     def _from_activity(self, alleles: list[str], shown: str, source_ids, exception) -> Interpretation:
@@ -182,8 +206,9 @@ class GeneInterpreter:
             raise CdsError(f"{self.gene}: '{text}' is not a phenotype of the gene table "
                            f"(one of: {', '.join(self.phenotypes)})")
         if self.kind == "activity-score":
-            # Recommendations are keyed by score; the compiler adds phenotype keys where all scores of
-            # the phenotype share one recommendation, so a phenotype-only result still matches there.
+            # Recommendations are keyed by score; the compiler adds phenotype keys for every score of
+            # the phenotype (cds.compiler._phenotype_aliases), so a phenotype-only result gets CPIC's
+            # advice for each score it can stand for.
             key = SCORE_NA if phenotype == INDETERMINATE else phenotype
             return Interpretation(self.gene, phenotype, {self.gene: key}, source_ids=source_ids, stated_as="phenotype")
         return Interpretation(self.gene, phenotype, {self.gene: phenotype}, source_ids=source_ids, stated_as="phenotype")
@@ -196,7 +221,12 @@ class GeneInterpreter:
             raise CdsError(f"{self.gene}: activity score '{text}' is not a number")
         score = format_score(*parsed)
         phenotype = self.phenotype_for_score(score)
-        key = score if phenotype != INDETERMINATE else SCORE_NA
+        key = self.score_key(*parsed) if phenotype != INDETERMINATE else None
+        if key is None:
+            reason = (f"score {score} is in no CPIC range" if phenotype == INDETERMINATE else
+                      f"score {score} is no sum of two CPIC {self.gene} activity values, so no CPIC lookup key covers it")
+            return Interpretation(self.gene, INDETERMINATE, {self.gene: SCORE_NA}, activity_score=score,
+                                  source_ids=source_ids, stated_as="activity score", reason=reason)
         return Interpretation(self.gene, phenotype, {self.gene: key}, activity_score=score,
                               source_ids=source_ids, stated_as="activity score")
 
@@ -298,6 +328,36 @@ def _allele_index(names) -> dict[str, str]:
 def _same_allele(typed: str, allele_of_interest: str) -> bool:
     """HLA alleles match when the typed allele equals the allele of interest in its first fields."""
     return typed == allele_of_interest or typed.startswith(allele_of_interest + ":")
+
+
+def disagree(interpretations: list[Interpretation]) -> bool:
+    """Results of one gene that are stated in several ways must mean the same: the same phenotype,
+    and the same lookup value for every attribute they both state (a phenotype-only statement of a
+    score gene has no score to compare, so only its phenotype counts). Shared by the FHIR pipeline
+    and the engine, so typed statements (`cds explain`, the workbench) and FHIR results conflict alike."""
+    if len({i.phenotype for i in interpretations if i.stated_as != "allele status"}) > 1:
+        return True
+    seen: dict[str, str] = {}
+    for i in interpretations:
+        if i.stated_as == "phenotype":
+            continue
+        for attr, value in i.lookup.items():
+            if seen.setdefault(attr, value) != value:
+                return True
+    return False
+
+
+def describe(interpretation: Interpretation) -> str:
+    """One result as stated, in the `GENE=VALUE` syntax's words, with what it means: '*1/*1 (Normal
+    Metabolizer)', 'score:1.0 (Intermediate Metabolizer)', 'Poor Metabolizer'."""
+    i = interpretation
+    if i.diplotype:
+        stated = i.diplotype
+    elif i.stated_as == "activity score":
+        stated = f"score:{i.activity_score}"
+    else:
+        return i.phenotype
+    return f"{stated} ({i.phenotype})"
 
 
 def interpret_value(interpreter: GeneInterpreter, value: str, source_ids: tuple[str, ...] = ()) -> Interpretation:

@@ -1,4 +1,4 @@
-"""The decision pipeline, one stage after another, shared by the service and the workbench:
+"""The decision pipeline, one stage after another, below every face (cds.decision drives it):
 
     FHIR resources → genomic results (cds.fhir) → current result per gene (cds.fhir.selection)
     → CPIC interpretation (cds.genotype) → match (cds.engine) → cards (cds.cards)
@@ -20,8 +20,7 @@ from cds.facts import GenomicResult, MedicationOrder
 from cds.fhir.genomics import read_genomic_results
 from cds.fhir.medications import MedicationResolver
 from cds.fhir.selection import select_current
-from cds.genotype import Interpretation
-from cds.knowledge.models import NO_RESULT
+from cds.genotype import Interpretation, disagree
 
 log = logging.getLogger("cds.pipeline")
 
@@ -33,6 +32,7 @@ class PatientFacts:
     interpretations: dict[str, list[Interpretation]] = field(default_factory=dict)
     conflicts: dict[str, list[str]] = field(default_factory=dict)   # gene → source ids that disagree
     notes: list[str] = field(default_factory=list)                  # skipped/ignored resources (no PHI)
+    unreadable: list[str] = field(default_factory=list)             # the skipped ones alone: could not be read
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Advice:
     orders: list[MedicationOrder] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)             # ordered products we could not read
     evaluation: Evaluation | None = None
+    consent: str | None = None                                      # the consent decision's reason, if any
 
 
 def _interpret(engine: Engine, result: GenomicResult) -> Interpretation | None:
@@ -68,33 +69,18 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
     """Read, select and interpret every pharmacogenomic result in `resources`."""
     reading = read_genomic_results(list(resources))
     current = select_current(reading.results, tuple(allowed_statuses)) if allowed_statuses else select_current(reading.results)
-    facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored)
+    facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored,
+                         unreadable=list(reading.skipped))
     for gene, results in current.by_gene.items():
         interpretations = [i for i in (_interpret(engine, r) for r in results) if i is not None]
         if not interpretations:
             continue
-        if _disagree(interpretations):
+        if disagree(interpretations):
             # e.g. a genotype of *1/*1 beside a reported "Poor Metabolizer": the lab contradicts itself
             facts.conflicts[gene] = sorted({s for i in interpretations for s in i.source_ids} or {"(no id)"})
             continue
         facts.interpretations[gene] = interpretations
     return facts
-
-
-def _disagree(interpretations: list[Interpretation]) -> bool:
-    """Results of one gene that the lab states in several ways must mean the same: the same phenotype,
-    and the same lookup value for every attribute they both state (a phenotype-only statement of a
-    score gene has no score to compare, so only its phenotype counts)."""
-    if len({i.phenotype for i in interpretations if i.stated_as != "allele status"}) > 1:
-        return True
-    seen: dict[str, str] = {}
-    for i in interpretations:
-        if i.stated_as == "phenotype":
-            continue
-        for attr, value in i.lookup.items():
-            if seen.setdefault(attr, value) != value:
-                return True
-    return False
 
 
 def age_on(birth_date: object, today: date | None = None) -> int | None:
@@ -152,20 +138,36 @@ class Advisor:
                       patient_ref: str | None = None, age: int | None = None,
                       population: str | None = None) -> Advice:
         drugs, refs, unresolved = self.drugs_of(orders)
-        evaluation = self.engine.evaluate(facts.interpretations, drugs, population)
-        if facts.conflicts:
-            _withhold_conflicting(evaluation, facts.conflicts)
+        evaluation = self.engine.evaluate(facts.interpretations, drugs, population, conflicts=facts.conflicts)
         cards = self.renderer.order_cards(evaluation, hook, refs, patient_ref, population, age)
-        for drug in drugs:
-            conflicting = sorted(self.genes_of(drug) & set(facts.conflicts))
-            if conflicting and hook in evaluation.drugs[drugs.index(drug)].rules:
-                cards.append(self.renderer.notice_card(
-                    drug, f"{drug.capitalize()}: conflicting {', '.join(conflicting)} results on file — "
-                          "pharmacogenomic check not possible",
-                    "Two current results for the same gene disagree, so no genotype-based advice is given for it. "
-                    "Results involved: " + ", ".join(s for g in conflicting for s in facts.conflicts[g]) +
-                    ". Ask the laboratory to confirm the result.", "conflicting-results"))
+        cards += self.conflict_cards(hook, evaluation)
         return Advice(cards, facts, orders, unresolved, evaluation)
+
+    def conflict_cards(self, hook: str, evaluation: Evaluation) -> list[RenderedCard]:
+        """Say a conflict, never let it pass silently: per ordered drug governed on this hook whose
+        genes include a conflicting one (order hooks), or one card for the patient (patient-view).
+        Shared by the service and the workbench's typed results."""
+        conflicts = evaluation.conflicts
+        if not conflicts:
+            return []
+        if hook == "patient-view":
+            genes = ", ".join(sorted(conflicts))
+            return [self.renderer.notice_card(
+                "", f"Conflicting pharmacogenomic results on file: {genes}",
+                "Current results for these genes disagree; no genotype-based advice is given for them until the "
+                "laboratory confirms one. Results involved: "
+                + ", ".join(s for ids in conflicts.values() for s in ids), "conflicting-results")]
+        cards = []
+        for drug in evaluation.drugs:
+            conflicting = sorted(self.genes_of(drug.drug) & set(conflicts))
+            if conflicting and hook in drug.rules:
+                cards.append(self.renderer.notice_card(
+                    drug.drug, f"{drug.drug.capitalize()}: conflicting {', '.join(conflicting)} results on file — "
+                               "pharmacogenomic check not possible",
+                    "Two current results for the same gene disagree, so no genotype-based advice is given for it. "
+                    "Results involved: " + ", ".join(s for g in conflicting for s in conflicts[g]) +
+                    ". Ask the laboratory to confirm the result.", "conflicting-results"))
+        return cards
 
     def check_not_possible(self, hook: str, orders: list[MedicationOrder], reason: str) -> list[RenderedCard]:
         """Cards saying the check could not be completed (FHIR server down), for the drugs it concerns."""
@@ -183,24 +185,7 @@ class Advisor:
 
     def summarise_patient(self, facts: PatientFacts, active_orders: list[MedicationOrder]) -> Advice:
         drugs, _, unresolved = self.drugs_of(active_orders)
-        evaluation = self.engine.evaluate(facts.interpretations, drugs)
-        if facts.conflicts:
-            _withhold_conflicting(evaluation, facts.conflicts)
+        evaluation = self.engine.evaluate(facts.interpretations, drugs, conflicts=facts.conflicts)
         cards = self.renderer.patient_summary(facts.interpretations, evaluation)
-        if facts.conflicts:
-            genes = ", ".join(sorted(facts.conflicts))
-            cards.append(self.renderer.notice_card(
-                "", f"Conflicting pharmacogenomic results on file: {genes}",
-                "Current results for these genes disagree; no genotype-based advice is given for them until the "
-                "laboratory confirms one. Results involved: "
-                + ", ".join(s for ids in facts.conflicts.values() for s in ids), "conflicting-results"))
+        cards += self.conflict_cards("patient-view", evaluation)
         return Advice(cards, facts, active_orders, unresolved, evaluation)
-
-
-def _withhold_conflicting(evaluation: Evaluation, conflicts: dict[str, list[str]]) -> None:
-    """No genotype-based advice for a gene whose results conflict: neither its recommendations (the
-    engine saw it as "No Result") nor a pre-test alert for it."""
-    for drug in evaluation.drugs:
-        drug.matches = [m for m in drug.matches
-                        if not any(g in conflicts and v == NO_RESULT for g, v in m.recommendation.lookup.items())]
-        drug.pretests = [p for p in drug.pretests if p.gene not in conflicts]

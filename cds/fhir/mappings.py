@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from cds.bundle import bundled_root
 from cds.errors import Diagnostic, KnowledgeError
 from cds.knowledge.yamlsrc import SourceMap, YamlSourceError, load_yaml_file
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "guidelines" / "fhir-mappings.yaml"
+DEFAULT_PATH = bundled_root() / "guidelines" / "fhir-mappings.yaml"
 
 Kind = Literal["genotype", "haplotype", "phenotype", "therapeutic-implication"]
 States = Literal["genotype", "phenotype", "allele-status", "activity-score", "any"]

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from cds.bundle import bundled_root
 from cds.errors import CdsError
 from cds.facts import Ingredient, MedicationOrder
 from cds.fhir.mappings import FhirMappings, default_mappings
@@ -26,7 +27,7 @@ from cds.fhir.resources import Entry, Index, as_list, codings, collect, is_conce
 
 log = logging.getLogger("cds.fhir")
 
-DEFAULT_PRODUCTS = Path(__file__).resolve().parents[2] / "guidelines" / "rxnorm" / "products.tsv"
+DEFAULT_PRODUCTS = bundled_root() / "guidelines" / "rxnorm" / "products.tsv"
 _COLUMNS = ["rxcui", "tty", "name", "ingredient_rxcuis", "ingredient_names", "added"]
 
 

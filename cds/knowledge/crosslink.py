@@ -5,6 +5,7 @@ Each finding is a Diagnostic with the file and line of the offending value.
 from __future__ import annotations
 
 import re
+import string
 from typing import TYPE_CHECKING
 
 from cds.errors import CdsError, Diagnostic
@@ -33,8 +34,52 @@ def cross_link(kb: "KnowledgeBase") -> list[Diagnostic]:
     diags += _check_genes(kb)
     diags += _check_guidelines(kb)
     diags += _check_rules(kb)
+    diags += _check_summaries(kb)
     diags += _check_services(kb)
     return diags
+
+
+# The placeholders the card renderer fills in (cds/cards.py); a template naming another would fail at
+# the first card, so it is refused here, with its line.
+SUMMARY_PLACEHOLDERS = {"Drug", "drug", "results", "action", "population", "classification"}
+PRETEST_PLACEHOLDERS = {"Drug", "drug", "gene", "test"}
+
+
+def _template_problem(template: str, allowed: set[str]) -> str | None:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        return f"summary template is malformed ({err}); write a literal brace as {{{{ or }}}}"
+    unknown = sorted({f for f in fields if f not in allowed})
+    if unknown:
+        return (f"summary template names unknown placeholder(s) {', '.join('{' + f + '}' for f in unknown)} "
+                f"(known: {', '.join('{' + f + '}' for f in sorted(allowed))})")
+    return None
+
+
+def _check_summaries(kb: "KnowledgeBase") -> list[Diagnostic]:
+    diags = []
+    for rule in kb.rules:
+        templates = [(rule.summary, SUMMARY_PLACEHOLDERS, ("summary",))]
+        templates += [(adj.summary, SUMMARY_PLACEHOLDERS, ("adjustments", j, "summary"))
+                      for j, adj in enumerate(rule.adjustments)]
+        if rule.pretest:
+            templates.append((rule.pretest.summary, PRETEST_PLACEHOLDERS, ("pretest", "summary")))
+        for template, allowed, where in templates:
+            problem = template and _template_problem(template, allowed)
+            if problem:
+                diags.append(kb.diag(rule, f"rule {rule.id}: {problem}", *where))
+    return diags
+
+
+def notices(kb: "KnowledgeBase") -> list[Diagnostic]:
+    """Findings that are valid but worth saying: they do not fail validation."""
+    out = []
+    for g in kb.guidelines.values():
+        if not g.citations:
+            out.append(kb.diag(g, f"notice: guideline {g.id} has no PMID in its source release; it is cited by its URL "
+                                  f"{g.url}", "citations"))
+    return sorted(out)
 
 
 def _check_genes(kb: "KnowledgeBase") -> list[Diagnostic]:

@@ -44,6 +44,8 @@ class ImportReport:
     recommendations_changed: int = 0                             # newer release text/classification differs
     recommendations_dropped: list[str] = field(default_factory=list)
     drugs_left_out: list[str] = field(default_factory=list)
+    errata_applied: list[str] = field(default_factory=list)
+    alleles_removed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -54,10 +56,12 @@ class ImportReport:
             f"recommendations whose text or classification the newer release changed: {self.recommendations_changed}",
             f"recommendations of the older export that the newer release no longer has: {len(self.recommendations_dropped)}",
         ]
+        lines.append(f"alleles CPIC deleted, left out of the tables: {len(self.alleles_removed)}"
+                     + (f" ({', '.join(self.alleles_removed)})" if self.alleles_removed else ""))
+        lines.append(f"errata applied: {len(self.errata_applied)}")
+        lines += [f"  {e}" for e in self.errata_applied]
         if self.drugs_left_out:
-            lines.append(f"drugs left out ({len(self.drugs_left_out)}): " + ", ".join(self.drugs_left_out))
-            lines.append("  (their recommendations are only in the release tables; no guideline annotation of the "
-                         "export lists them, so there is no citation or curated flags to go with them)")
+            lines.append(f"drugs left out ({len(self.drugs_left_out)}): " + "; ".join(self.drugs_left_out))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -80,9 +84,13 @@ class Release:
     recommendations: list[dict[str, str]]
     gene_results: list[dict[str, str]]
     pair_pmids: dict[tuple[str, str], list[str]]      # (gene, drug) → PMIDs CPIC cites for the pair
+    drugs_by_name: dict[str, dict[str, str]] = field(default_factory=dict)
+    guidelines: list[dict[str, str]] = field(default_factory=list)     # cpic_guidelines.tsv: URL, genes, drugs
+    changelog: list[dict[str, str]] = field(default_factory=list)      # cpic_data_changelog.tsv, newest first
 
 
-def _find_release(src: Path) -> Release | None:
+def _find_release(src: Path, errata: list[dict[str, str]] | None = None,
+                  report: "ImportReport | None" = None) -> Release | None:
     candidates = sorted(p for p in src.glob("v*") if p.is_dir() and list(p.glob("cpic_alleles_*.tsv")))
     if not candidates:
         return None
@@ -98,15 +106,58 @@ def _find_release(src: Path) -> Release | None:
     alleles: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
     for row in _read_tsv(one("cpic_alleles_*.tsv")):
         alleles[row["gene"]][row["allele"]] = row
+    drugs = _read_tsv(one("cpic_drugs_*.tsv"))
+    recommendations_path, results_path = one("cpic_recommendations_*.tsv"), one("cpic_gene_results_cds_*.tsv")
+    recommendations, gene_results = _read_tsv(recommendations_path), _read_tsv(results_path)
+    _apply_errata(errata or [], {recommendations_path.name: recommendations, results_path.name: gene_results}, report)
+    optional = lambda pattern: _read_tsv(sorted(rel.glob(pattern))[-1]) if list(rel.glob(pattern)) else []
     return Release(
         name=name,
         alleles=dict(alleles),
-        drugs_by_pharmgkb={r["pharmgkbid"]: r for r in _read_tsv(one("cpic_drugs_*.tsv")) if r["pharmgkbid"]},
-        recommendations=_read_tsv(one("cpic_recommendations_*.tsv")),
-        gene_results=_read_tsv(one("cpic_gene_results_cds_*.tsv")),
+        drugs_by_pharmgkb={r["pharmgkbid"]: r for r in drugs if r["pharmgkbid"]},
+        recommendations=recommendations,
+        gene_results=gene_results,
         pair_pmids={(r["gene"], r["drugname"]): [p.strip() for p in r["citations_pmids"].split(",") if p.strip()]
                     for r in _read_tsv(one("cpic_pairs_*.tsv"))},
+        drugs_by_name={r["name"]: r for r in drugs},
+        guidelines=optional("cpic_guidelines.tsv"),
+        changelog=optional("cpic_data_changelog.tsv"),
     )
+
+
+# --- errata: where the source itself is wrong ---------------------------------------------------
+
+
+def read_errata(path: Path) -> list[dict[str, str]]:
+    """guidelines/errata/cpic.tsv: table, id, field, original, corrected, why (lines starting with # are comments)."""
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    rows = list(csv.DictReader(lines, delimiter="\t"))
+    for n, row in enumerate(rows, 1):
+        missing = [k for k in ("table", "id", "field", "original", "corrected", "why") if not (row.get(k) or "").strip()]
+        if missing:
+            raise CdsError(f"{path}: erratum {n}: empty {', '.join(missing)}")
+    return rows
+
+
+def _apply_errata(errata: list[dict[str, str]], tables: dict[str, list[dict[str, str]]],
+                  report: "ImportReport | None") -> None:
+    """Correct the release rows in place, CPIC's text with CPIC's evident typo fixed. An erratum whose
+    original text is no longer in its row fails the import: the source changed and the list needs review."""
+    for e in errata:
+        rows = tables.get(e["table"])
+        if rows is None:
+            if report is not None:
+                report.notes.append(f"erratum for {e['table']} row {e['id']} not applied: that table is not the one imported")
+            continue
+        row = next((r for r in rows if r.get("id") == e["id"]), None)
+        if row is None or row.get(e["field"], "").count(e["original"]) != 1:
+            raise CdsError(f"erratum {e['table']} row {e['id']} {e['field']}: the text {e['original']!r} is not "
+                           "(exactly once) in the source any more; review guidelines/errata/cpic.tsv")
+        row[e["field"]] = row[e["field"]].replace(e["original"], e["corrected"])
+        if report is not None:
+            report.errata_applied.append(f"{e['table']} row {e['id']} {e['field']}: {e['original']!r} -> {e['corrected']!r}")
 
 
 # --- gene tables -------------------------------------------------------------------------------
@@ -177,10 +228,16 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
                     if tuple(sorted(legacy_function[a] for a in alleles)) == functions and result != phenotype:
                         exceptions[row["diplotype"]] = result
 
-    # Alleles: the release's function and activity where it has them, else the legacy ones.
+    # Alleles: the release's function and activity where it has them, else the legacy ones; an allele
+    # the release no longer has and its change log says CPIC deleted leaves the table.
     newer = (release.alleles.get(gene) if release else None) or {}
+    removed = {name: note for name in legacy_function if newer and name not in newer
+               for note in [_removal_in_changelog(release, gene, name)] if note}
+    for name in removed:
+        report.alleles_removed.append(f"{gene} {name}")
+    exceptions = {d: p for d, p in exceptions.items() if not any(a in removed for a in re.split(r"/", d))}
     alleles: dict[str, dict[str, str]] = {}
-    for name in sorted(set(legacy_function) | set(newer), key=_allele_sort_key):
+    for name in sorted((set(legacy_function) | set(newer)) - set(removed), key=_allele_sort_key):
         entry: dict[str, str] = {}
         old_fn = legacy_function.get(name)
         new_row = newer.get(name)
@@ -202,15 +259,20 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
             entry["note"] = f"{release.name} assigns no function"
         alleles[name] = entry
 
-    used = {f for r in rules for f in r["functions"]}
     notes: list[str] = []
     unruled: list[str] = []
     if not activity_gene:
-        unruled = sorted({a.get("function") for a in alleles.values() if a.get("function") and a["function"] not in used})
+        if release and _functions_without_rule(alleles, rules):
+            # Functions the 2024 table never paired (e.g. TPMT/NUDT15 "Decreased function", new in 1.54):
+            # CPIC's result definitions of the release say which pairs give which phenotype.
+            rules = _rules_with_definitions(gene, rules, alleles, release)
+        unruled = _functions_without_rule(alleles, rules)
         for fn in unruled:
             names = [n for n, a in alleles.items() if a.get("function") == fn]
             notes.append(f"'{fn}' ({', '.join(names[:8])}{'…' if len(names) > 8 else ''}) appears in no CPIC phenotype rule "
                          "of the diplotype table: diplotypes with it are Indeterminate until CPIC publishes one.")
+    for name, note in sorted(removed.items(), key=lambda kv: _allele_sort_key(kv[0])):
+        notes.append(f"{name} left the table: {note}")
     table: dict[str, Any] = {
         "gene": gene,
         "kind": "activity-score" if activity_gene else "function-pair",
@@ -226,9 +288,118 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
     results = _gene_results(gene, release)
     if results:
         table["results"] = results
-    if notes:
+    if unruled:
         table["functions_without_rule"] = unruled
+    if notes:
         table["notes"] = notes
+    return table
+
+
+def _functions_without_rule(alleles: dict[str, dict[str, str]], rules: list[dict[str, Any]]) -> list[str]:
+    used = {f for r in rules for f in r["functions"]}
+    return sorted({a["function"] for a in alleles.values() if a.get("function") and a["function"] not in used})
+
+
+def _removal_in_changelog(release: Release | None, gene: str, allele: str) -> str | None:
+    """The newest change-log entry saying CPIC deleted, removed or renamed `allele` of `gene`, cited."""
+    named = re.compile(r"(?<![\w*.>])" + re.escape(allele) + r"(?![\w>])")
+    for row in release.changelog if release else []:
+        note = row["Note of Change"]
+        if row["Subject"] == gene and re.search(r"(?i)delet|remov|chang", note) and named.search(note):
+            return f"{release.name} change log, {row['Date of Change']} ({row['Type of Data']}): {' '.join(note.split())}"
+    return None
+
+
+_DEFINITION = re.compile(r"This result signifies that the patient has (?P<body>.+?)\.(?:\s|$)")
+_CLAUSES = [  # CPIC's wordings of a genotype in the gene-result texts, one copy per allele
+    (re.compile(r"two copies of an? (?P<a>.+?) allele"), "both"),
+    (re.compile(r"one copy of an? (?P<a>.+?) allele and one copy of an? (?P<b>.+?) allele"), "pair"),
+    (re.compile(r"inherited two (?P<a>.+?) alleles"), "both"),
+    (re.compile(r"inherited one (?P<a>.+?) allele and one (?P<b>.+?) allele"), "pair"),
+    (re.compile(r"inherited an allele combination with (?P<a>.+?) alleles"), "any"),
+]
+
+
+def definition_pairs(gene: str, text: str, functions: Iterable[str]) -> set[tuple[str, str]]:
+    """The function pairs one CPIC gene-result text defines: "two copies of a no function allele OR one
+    copy of a no function allele and one copy of a decreased function allele" → {(No, No), (Decreased, No)}.
+    A wording this does not know is an error, never a guess."""
+    functions = sorted(set(functions))
+    m = _DEFINITION.search(text)
+    if not m:
+        raise CdsError(f"{gene}: result text has no 'This result signifies that the patient has …' definition: {text[:80]!r}")
+
+    def named(phrase: str) -> list[str]:
+        words = re.fullmatch(r"(.+?) function", phrase.strip())
+        out = []
+        for word in re.split(r"\s+(?:and/or|or)\s+", words.group(1)) if words else [phrase]:
+            match = [f for f in functions if f.lower() == f"{word} function".lower()]
+            if not match:
+                raise CdsError(f"{gene}: result definition names '{phrase}', which is no function of the allele table")
+            out.append(match[0])
+        return out
+
+    pairs: set[tuple[str, str]] = set()
+    for clause in re.split(r"\s+OR\s+", m.group("body")):
+        for pattern, shape in _CLAUSES:
+            c = pattern.fullmatch(clause.strip())
+            if not c:
+                continue
+            a = named(c.group("a"))
+            b = named(c.group("b")) if shape == "pair" else a if shape == "both" else functions
+            pairs |= {tuple(sorted((x, y))) for x in a for y in b}
+            break
+        else:
+            raise CdsError(f"{gene}: cannot read the result definition clause {clause!r}")
+    return pairs
+
+
+def _rules_with_definitions(gene: str, rules: list[dict[str, Any]], alleles: dict[str, dict[str, str]],
+                            release: Release) -> list[dict[str, Any]]:
+    """Add the pair rules CPIC's result definitions give and the diplotype table lacks, each citing its row.
+    A definition that contradicts a rule of the diplotype table stops the import."""
+    functions = {a["function"] for a in alleles.values() if a.get("function")}
+    known = {tuple(r["functions"]): r["phenotype"] for r in rules}
+    added: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in release.gene_results:
+        if row["gene"] != gene or row["activity_score"] not in ("", "n/a"):
+            continue
+        for pair in sorted(definition_pairs(gene, row["consultation_text"], functions)):
+            phenotype, rule = row["result"], known.get(pair) or (added[pair]["phenotype"] if pair in added else None)
+            if rule is not None:
+                if rule != phenotype:
+                    raise CdsError(f"{gene}: CPIC's result definition '{phenotype}' (row {row['id']}) contradicts the "
+                                   f"rule {' + '.join(pair)} → {rule}")
+                continue
+            added[pair] = {"functions": list(pair), "phenotype": phenotype,
+                           "source": f"{release.name} gene-result definition of {gene} {phenotype} "
+                                     f"(cpic_gene_results_cds id {row['id']})"}
+    return sorted(rules + list(added.values()), key=lambda r: tuple(r["functions"]))
+
+
+def build_release_gene_table(gene: str, release: Release, report: ImportReport) -> dict[str, Any]:
+    """A function-pair gene that only the release has (e.g. NAT2): allele functions from its allele table,
+    pair rules from its result definitions."""
+    alleles = {}
+    for name in sorted(release.alleles[gene], key=_allele_sort_key):
+        function = release.alleles[gene][name]["clinical_functional_status"]
+        alleles[name] = {"function": function} if function else {"note": f"{release.name} assigns no function"}
+    rules = _rules_with_definitions(gene, [], alleles, release)
+    table: dict[str, Any] = {
+        "gene": gene,
+        "kind": "function-pair",
+        "sources": [{"name": f"{release.name}: allele functionality, gene-result texts and the pair rules they define",
+                     "version": release.name.split()[-1], "url": "https://github.com/cpicpgx/cpic-data"}],
+        "alleles": alleles,
+        "phenotype_rules": rules,
+    }
+    results = _gene_results(gene, release)
+    if results:
+        table["results"] = results
+    unruled = _functions_without_rule(alleles, rules)
+    if unruled:
+        table["functions_without_rule"] = unruled
+        table["notes"] = [f"'{fn}' appears in no CPIC result definition: diplotypes with it are Indeterminate." for fn in unruled]
     return table
 
 
@@ -262,7 +433,7 @@ def _gene_results(gene: str, release: Release | None) -> list[dict[str, str]]:
         if row["ehr_priority"] and row["ehr_priority"] != "none":
             item["priority"] = " ".join(row["ehr_priority"].split())
         if row["consultation_text"]:
-            item["consultation"] = " ".join(row["consultation_text"].split())
+            item["consultation"] = cpic_text(row["consultation_text"])
         out.append(item)
     return sorted(out, key=lambda r: _allele_sort_key(r["result"]))
 
@@ -302,10 +473,17 @@ def _guideline_id(path: Path) -> str:
     return f"{source.lower()}-" + rest.replace("_and_", "-").replace("_", "-").lower()
 
 
+def cpic_text(value: str) -> str:
+    """CPIC's text as CPIC means it: the release files write a line break as the two characters
+    backslash and n; every other run of whitespace is one space."""
+    lines = [" ".join(line.split()) for line in value.replace("\\n", "\n").split("\n")]
+    return "\n".join(lines).strip("\n")
+
+
 def _text(value: str | None) -> str | None:
     if value is None:
         return None
-    value = " ".join(value.split())
+    value = cpic_text(value)
     return None if value in ("", "n/a") else value
 
 
@@ -406,6 +584,62 @@ def build_guideline(path: Path, legacy: dict[str, Any], release: Release | None,
     return out
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def build_release_guideline(drug: str, release: Release, citations_by_pmid: dict[str, dict[str, Any]],
+                            report: ImportReport) -> dict[str, Any] | None:
+    """A drug whose recommendations only the release has (no guideline annotation of the export lists it,
+    e.g. metoprolol, hydralazine, most G6PD drugs): cited from CPIC's guideline table (URL, genes) and
+    pair table (PMIDs). There are no curator flags to go with these recommendations."""
+    rows = [r for r in release.recommendations if r["drugname"] == drug]
+    genes = sorted({g for r in rows for g in json.loads(r["lookupkey_json(reconstructed)"])})
+    guideline = next((g for g in release.guidelines
+                      if drug in [d.strip() for d in g["drugs"].split(";")]
+                      and set(genes) <= {x.strip() for x in g["genes"].split(";")}), None)
+    info = release.drugs_by_name.get(drug) or {}
+    rxnorm = info.get("rxnormid", "")
+    if guideline is None:
+        report.drugs_left_out.append(f"{drug}: no guideline of the release's guideline table covers it with {', '.join(genes)}")
+        return None
+    if not rxnorm.isdigit():
+        report.drugs_left_out.append(f"{drug}: the release's drug table gives no RxNorm code ({info.get('drugid') or 'no row'}), "
+                                     "so no order could be matched to it")
+        return None
+    pmids = sorted({p for gene in genes for p in release.pair_pmids.get((gene, drug), [])})
+    citations = []
+    for pmid in pmids:
+        known = citations_by_pmid.get(pmid)
+        citations.append({"pmid": pmid, "title": known["title"], "year": int(known["year"]), "journal": known.get("journal")}
+                         if known else {"pmid": pmid})
+    recs = []
+    for row in rows:
+        lookup = json.loads(row["lookupkey_json(reconstructed)"])
+        recs.append(_release_recommendation(row, lookup, _population(row["population"]), None, release))
+    recs.sort(key=lambda r: (r["drug"], r["population"], sorted(r["lookup"].items())))
+    notes = [f"In {release.name} only: no guideline annotation of the {LEGACY_EXPORT} lists {drug}. The guideline URL "
+             f"and genes are CPIC's guideline table's (ClinPGx {guideline['clinpgx_guideline_id']}), the PMID the gene-drug "
+             "pair table's; the recommendations carry no curator flags."]
+    if not citations:
+        notes.append("The release data gives no PMID for this guideline: it is cited by its CPIC URL.")
+    out: dict[str, Any] = {
+        "id": f"cpic-{_slug(drug)}-{'-'.join(_slug(g) for g in genes)}",
+        "name": f"CPIC Guideline for {drug} and {' and '.join(genes)}",
+        "source": "CPIC",
+        "url": guideline["cpic_url"],
+        "pharmgkb_id": guideline["clinpgx_guideline_id"],
+        "citations": citations,
+        "version": f"{release.name} (recommendations, guideline and gene-drug pair tables)",
+        "genes": genes,
+        "drugs": [{"name": drug, "pharmgkb": info["pharmgkbid"], "rxnorm": rxnorm,
+                   "rxnorm_source": f"{release.name}, cpic_drugs table ({info['drugid']})"}],
+        "recommendations": recs,
+        "notes": notes,
+    }
+    return out
+
+
 def _release_recommendation(row: dict[str, str], lookup: dict[str, str], population: str,
                             old: dict[str, Any] | None, release: Release) -> dict[str, Any]:
     phenotypes = {gene: value for gene, value in json.loads(row["phenotypes_json"] or "{}").items()
@@ -420,7 +654,7 @@ def _release_recommendation(row: dict[str, str], lookup: dict[str, str], populat
     if phenotypes:
         rec["phenotypes"] = dict(sorted(phenotypes.items()))
     rec["classification"] = None if classification in ("", "n/a") else _classification(classification)
-    rec["recommendation"] = " ".join(row["drugrecommendation"].split())  # verbatim, even "n/a"
+    rec["recommendation"] = cpic_text(row["drugrecommendation"])  # verbatim, even "n/a"
     implications = _split_implications(row["implications_text"] or "", lookup)
     if implications:
         rec["implications"] = implications
@@ -470,7 +704,7 @@ def _flags(old: dict[str, Any]) -> dict[str, bool]:
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
     old_cls = _classification(((old.get("classification") or {}).get("term") or "n/a").replace("N/A", "n/a"))
     new_cls = new.get("classification", "n/a")
-    norm = lambda s: s.replace("’", "'").replace("“", '"').replace("”", '"')
+    norm = lambda s: " ".join(s.replace("’", "'").replace("“", '"').replace("”", '"').split())
     return old_cls != new_cls or not norm(_html_text(old["text"]["html"])).startswith(norm(new["recommendation"]))
 
 
@@ -498,11 +732,12 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+    # CPIC's line breaks stay line breaks a reviewer can read (a folded block), not "\n" escapes.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=">" if "\n" in value else None)
 
 
 def _is_short(value: Any) -> bool:
-    return not isinstance(value, (dict, list)) and len(str(value)) < 70
+    return not isinstance(value, (dict, list)) and len(str(value)) < 70 and "\n" not in str(value)
 
 
 def _dict_presenter(dumper: yaml.SafeDumper, value: dict) -> yaml.Node:
@@ -531,13 +766,20 @@ GENERATED = ("# Generated by `cds import cpic` from the CPIC data in ../shared/c
              "# CPIC content: CC0 1.0 (cpicpgx.org). PharmGKB/ClinPGx annotations: CC BY-SA 4.0, attribution to PharmGKB/ClinPGx.\n")
 
 
-def import_cpic(src: Path, dest: Path) -> ImportReport:
-    """Write dest/genes/*.yaml and dest/cpic/*.yaml from the CPIC export at `src`."""
+def default_errata() -> Path:
+    from cds.knowledge.loader import default_root
+
+    return default_root() / "guidelines" / "errata" / "cpic.tsv"
+
+
+def import_cpic(src: Path, dest: Path, errata: Path | None = None) -> ImportReport:
+    """Write dest/genes/*.yaml and dest/cpic/*.yaml from the CPIC export at `src`, correcting the source
+    where the errata list (default: the bundled guidelines/errata/cpic.tsv) says it is wrong."""
     src, dest = Path(src), Path(dest)
     if not (src / "genes").is_dir() or not (src / "guidelines").is_dir():
         raise CdsError(f"{src}: not a CPIC export (expected genes/ and guidelines/ folders)")
     report = ImportReport()
-    release = _find_release(src)
+    release = _find_release(src, read_errata(errata or default_errata()), report)
     release_dir = sorted(p for p in src.glob("v*") if p.is_dir())[-1] if release else None
     if release is None:
         report.notes.append("no CPIC database release tables found: allele functions and recommendations come from the older export")
@@ -549,6 +791,16 @@ def import_cpic(src: Path, dest: Path) -> ImportReport:
         table = build_gene_table(legacy, release, report)
         (dest / "genes" / f"{table['gene']}.yaml").write_text(dump_yaml(table, GENERATED), encoding="utf-8")
         report.genes_written.append(table["gene"])
+    if release:
+        # Genes the release keys recommendations by but the export has no table for (e.g. NAT2).
+        keyed = {g for r in release.recommendations for g in json.loads(r["lookupkey_json(reconstructed)"])}
+        for gene in sorted(keyed - set(report.genes_written) - set(HLA_GENES)):
+            if gene not in release.alleles:
+                report.notes.append(f"{gene}: recommendations are keyed by it but the release has no allele table for it")
+                continue
+            table = build_release_gene_table(gene, release, report)
+            (dest / "genes" / f"{gene}.yaml").write_text(dump_yaml(table, GENERATED), encoding="utf-8")
+            report.genes_written.append(gene)
 
     cpic_urls = _cpic_guideline_urls(src, release_dir)
     hla_keys: dict[str, set[str]] = defaultdict(set)
@@ -574,7 +826,10 @@ def import_cpic(src: Path, dest: Path) -> ImportReport:
             table = build_hla_table(gene, release, hla_keys[gene])
             (dest / "genes" / f"{gene}.yaml").write_text(dump_yaml(table, GENERATED), encoding="utf-8")
             report.genes_written.append(gene)
-        release_only = sorted({r["drugname"] for r in release.recommendations} - covered_drugs)
-        for drug in release_only:
-            report.drugs_left_out.append(drug)
+        for drug in sorted({r["drugname"] for r in release.recommendations} - covered_drugs):
+            guideline = build_release_guideline(drug, release, citations_by_pmid, report)
+            if guideline is None:
+                continue
+            (dest / "cpic" / f"{guideline['id']}.yaml").write_text(dump_yaml(guideline, GENERATED), encoding="utf-8")
+            report.guidelines_written.append(guideline["id"])
     return report

@@ -17,16 +17,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from cds.bundle import bundled_root
 from cds.errors import CdsError, Diagnostic, KnowledgeError
 from cds.genotype import GeneInterpreter
 from cds.knowledge.models import GeneTable, Guideline, HookFile, HookService, Recommendation, Rule, RuleFile
 from cds.knowledge.yamlsrc import SourceMap, YamlSourceError, load_yaml_file
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ROOT = bundled_root()
 
 
 def default_root() -> Path:
-    """The knowledge root: $CDS_KNOWLEDGE_DIR, else the repository this package lives in."""
+    """The knowledge root: $CDS_KNOWLEDGE_DIR, else the bundled knowledge (cds.bundle)."""
     return Path(os.environ.get("CDS_KNOWLEDGE_DIR") or DEFAULT_ROOT)
 
 
@@ -47,6 +48,7 @@ class KnowledgeBase:
     sources: dict[str, SourceMap] = field(repr=False)  # file → line map
     origins: dict[int, Origin] = field(repr=False)     # id(model) → where it was written
     interpreters: dict[str, GeneInterpreter] = field(default_factory=dict, repr=False)
+    notices: list[Diagnostic] = field(default_factory=list, repr=False)  # valid, but said by `cds validate`
 
     def where(self, obj: Any, *subpath: Any) -> tuple[str, int]:
         origin = self.origins[id(obj)]
@@ -109,6 +111,29 @@ def _validate(model: type[BaseModel], data: Any, smap: SourceMap, diags: list[Di
         return None
 
 
+def _expand_prefetch(service: HookService, smap: SourceMap, path: tuple, diags: list[Diagnostic]) -> HookService | None:
+    """The service with the `{{pgx.*}}` tokens of its prefetch templates expanded from the FHIR mappings
+    (cds/knowledge/prefetch.py), or None (with a diagnostic) when a token is unknown or the mappings are broken."""
+    if not any("{{" in t and "pgx." in t for t in service.prefetch.values()):
+        return service
+    from cds.fhir.mappings import default_mappings
+    from cds.knowledge.prefetch import UnknownToken, expand_template
+
+    try:
+        mappings = default_mappings()
+    except KnowledgeError as err:
+        diags.extend(err.diagnostics)
+        return None
+    expanded = {}
+    for key, template in service.prefetch.items():
+        try:
+            expanded[key] = expand_template(template, mappings)
+        except UnknownToken as err:
+            diags.append(smap.diag(path + ("prefetch", key), f"{_format_loc(path + ('prefetch', key))}: {err}"))
+            return None
+    return service.model_copy(update={"prefetch": expanded})
+
+
 def load_knowledge(root: Path | None = None, *, cross_link: bool = True) -> KnowledgeBase:
     """Load, validate and cross-link the knowledge under `root`; raise KnowledgeError listing every fault."""
     root = Path(root) if root else default_root()
@@ -169,6 +194,9 @@ def load_knowledge(root: Path | None = None, *, cross_link: bool = True) -> Know
                         origins[id(rule)] = origin
             else:
                 for i, service in enumerate(model.services):
+                    service = _expand_prefetch(service, smap, ("services", i), diags)
+                    if service is None:
+                        continue
                     if unique("service", service.id, Origin(name, ("services", i, "id"))):
                         services.append(service)
                         origins[id(service)] = Origin(name, ("services", i))
@@ -179,8 +207,9 @@ def load_knowledge(root: Path | None = None, *, cross_link: bool = True) -> Know
     # Cross-file checks only make sense once every file reads: a gene table with a syntax error
     # would otherwise show up as hundreds of "unknown gene" errors in the guidelines.
     if cross_link and not diags:
-        from cds.knowledge.crosslink import cross_link as check
+        from cds.knowledge.crosslink import cross_link as check, notices
         diags.extend(check(kb))
+        kb.notices = notices(kb)
     if diags:
         raise KnowledgeError(diags)
     return kb

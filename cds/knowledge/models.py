@@ -44,6 +44,7 @@ class PhenotypeRule(Strict):
 
     functions: list[str] = Field(min_length=1, max_length=2)
     phenotype: str
+    source: str | None = None    # where the rule is written, when not the diplotype table (e.g. a CPIC result definition)
 
 
 class ScoreRange(Strict):
@@ -106,9 +107,13 @@ class GeneTable(Strict):
 
 class Citation(Strict):
     pmid: str
-    title: str
-    year: int
+    title: str | None = None          # None: the source release gives the PMID only
+    year: int | None = None
     journal: str | None = None
+
+    def text(self) -> str:
+        head = " ".join(x for x in (self.title, f"({self.year})" if self.year else None) if x)
+        return f"{head} PMID {self.pmid}" if head else f"PMID {self.pmid}"
 
 
 class Drug(Strict):
@@ -168,9 +173,7 @@ class Guideline(Strict):
     url: str
     annotation_url: str | None = None
     pharmgkb_id: str | None = None
-    # CPIC guidelines always cite a publication; some DPWG annotations of the PharmGKB export list none,
-    # and then the annotation (annotation_url) is what a card cites.
-    citations: list[Citation] = Field(default_factory=list)
+    citations: list[Citation] = Field(default_factory=list)  # empty: the source gives the guideline URL only
     version: str                                         # source release(s) this file encodes
     genes: list[str] = Field(min_length=1)
     drugs: list[Drug] = Field(min_length=1)
@@ -178,11 +181,11 @@ class Guideline(Strict):
     unreachable: list[UnreachableRecommendation] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _cited(self) -> "Guideline":
-        if not self.citations and (self.source != "DPWG" or not self.annotation_url):
-            raise ValueError("citations: a guideline needs at least one citation (a DPWG annotation without one needs annotation_url)")
-        return self
+    def reference(self) -> str:
+        """How a card or explanation cites the guideline: its first publication, else its URL alone."""
+        if self.citations:
+            return f"{self.citations[0].text()}; {self.url}"
+        return f"no PMID in the source release; {self.url}"
 
 
 # --- CDS rules (local policy) ------------------------------------------------------------------

@@ -11,24 +11,23 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from cds.consent import genomic_consent
+from cds.cdshooks import Gathered, RequestError, case_from_hook, parse_feedback, parse_hook_request
+from cds.decision import decide
 from cds.engine import Engine
 from cds.errors import CdsError
 from cds.knowledge.loader import KnowledgeBase, load_knowledge
 from cds.knowledge.models import HookService
-from cds.pipeline import Advice, Advisor, PatientFacts, age_on, patient_facts
-from cds.service.cdshooks import RequestError, parse_feedback, parse_hook_request, selected_orders
+from cds.pipeline import Advice, Advisor
 from cds.service.config import Settings
 from cds.service.jsonio import OrjsonProvider
 from cds.service.openapi import openapi_document
-from cds.service.prefetch import FhirFetcher, Gathered
+from cds.service.prefetch import FhirFetcher
 
 log = logging.getLogger("cds.service")
 
@@ -57,8 +56,7 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
     kb = load_knowledge(settings.knowledge_dir)
     engine = Engine.from_knowledge(kb)
     advisor = Advisor.build(engine)
-    fetcher = FhirFetcher(settings.fhir_timeout, settings.fhir_budget,
-                          ThreadPoolExecutor(max_workers=8, thread_name_prefix="fhir-fetch"))
+    fetcher = FhirFetcher.from_settings(settings)
     if store is None and settings.audit:
         from cds.store import Store
 
@@ -185,46 +183,13 @@ def call_service(service_id: str):
     hook_request = parse_hook_request(_json_body(), service)
     runtime = _runtime()
     gathered = runtime.fetcher.gather(hook_request)
-    advice, consent = advise_hook_request(runtime, hook_request, gathered)
+    advice = decide(runtime.advisor, case_from_hook(hook_request, gathered), runtime.settings.require_consent)
     response = {"cards": [c.card for c in advice.cards]}
-    _audit(runtime, hook_request, advice, gathered, consent, started)
+    _audit(runtime, hook_request, advice, gathered, started)
     return jsonify(response)
 
 
-def advise_hook_request(runtime: Runtime, hook_request, gathered: Gathered) -> tuple[Advice, str | None]:
-    """The decision for one parsed hook call on the data gathered for it (the workbench uses it too,
-    so a pasted request gets exactly the service's answer). Returns the advice and the consent reason."""
-    advisor = runtime.advisor
-    patient = gathered.data.get("patient")
-    age = age_on(patient.get("birthDate")) if isinstance(patient, dict) else None
-    consent = None
-    if "consent" in hook_request.service.prefetch or runtime.settings.require_consent:
-        decision = genomic_consent(gathered.resources("consent"), hook_request.patient_ref,
-                                   runtime.settings.require_consent)
-        consent = decision.reason
-        if not decision.allowed:
-            # The patient's (or the site's) decision: no genotype-based advice at all, and no pre-test
-            # alert either, since results may exist that we may not use.
-            return Advice([], PatientFacts()), consent
-    if hook_request.hook == "patient-view":
-        active = advisor.resolver.read_orders(gathered.resources("medications"))
-        if "genomics" in gathered.errors:
-            cards = [advisor.renderer.notice_card("", "Pharmacogenomic summary could not be completed",
-                                                  f"The patient's pharmacogenomic results could not be retrieved "
-                                                  f"({gathered.errors['genomics']}).", "check-incomplete")]
-            return Advice(cards, PatientFacts(), active), consent
-        facts = patient_facts(runtime.engine, gathered.resources("genomics"))
-        return advisor.summarise_patient(facts, active), consent
-    hook = "order-sign" if hook_request.hook == "medication-prescribe" else hook_request.hook
-    orders = advisor.resolver.read_orders(selected_orders(hook_request))
-    if "genomics" in gathered.errors:
-        cards = advisor.check_not_possible(hook, orders, gathered.errors["genomics"])
-        return Advice(cards, PatientFacts(), orders, advisor.drugs_of(orders)[2]), consent
-    facts = patient_facts(runtime.engine, gathered.resources("genomics"))
-    return advisor.advise_orders(hook, facts, orders, hook_request.patient_ref, age), consent
-
-
-def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, consent: str | None, started: float) -> None:
+def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, started: float) -> None:
     if runtime.store is None:
         return
     from cds.store import CallRecord, CardRecord, FactRecord
@@ -241,8 +206,8 @@ def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, c
     runtime.store.record_call(CallRecord(
         service_id=hook_request.service.id, hook=hook_request.hook, hook_instance=hook_request.hook_instance,
         patient_id=hook_request.patient_id, kb_version=runtime.kb.version, cards=cards, facts=facts,
-        unresolved_drugs=advice.unresolved, fhir_errors=[f"{k}: {v}" for k, v in gathered.errors.items()],
-        consent=consent, latency_ms=round(1000 * (time.perf_counter() - started), 2)))
+        unresolved_drugs=advice.unresolved, fhir_errors=gathered.audit_reasons(),
+        consent=advice.consent, latency_ms=round(1000 * (time.perf_counter() - started), 2)))
 
 
 @hooks.route("/cds-services/<service_id>/feedback", methods=["POST", "OPTIONS"])

@@ -21,6 +21,19 @@ def _float(name: str, default: float) -> float:
     return value
 
 
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip().replace("_", ""))
+    except ValueError:
+        raise CdsError(f"{name}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise CdsError(f"{name} must be positive")
+    return value
+
+
 def _flag(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if not raw:
@@ -40,6 +53,9 @@ class Settings:
     database_url: str | None = None             # DATABASE_URL; default SQLite under ./var/
     fhir_timeout: float = 2.0                   # CDS_FHIR_TIMEOUT: seconds per FHIR request
     fhir_budget: float = 4.0                    # CDS_FHIR_BUDGET: seconds for all FHIR requests of one call
+    fhir_connect_timeout: float = 2.0           # CDS_FHIR_CONNECT_TIMEOUT: seconds to open a connection
+    fhir_max_bytes: int = 8 * 1024 * 1024       # CDS_FHIR_MAX_BYTES: largest FHIR response accepted
+    fhir_per_origin: int = 4                    # CDS_FHIR_MAX_PER_ORIGIN: requests in flight to one FHIR server, per worker
     require_consent: bool = False               # CDS_REQUIRE_CONSENT: use genomic data only under a permit
     cors_origins: list[str] = field(default_factory=lambda: ["*"])   # CDS_CORS_ORIGINS, comma-separated
     admin_token: str | None = None              # CDS_ADMIN_TOKEN: bearer token for /admin and /workbench
@@ -59,6 +75,9 @@ class Settings:
             database_url=os.environ.get("DATABASE_URL") or None,
             fhir_timeout=_float("CDS_FHIR_TIMEOUT", 2.0),
             fhir_budget=_float("CDS_FHIR_BUDGET", 4.0),
+            fhir_connect_timeout=_float("CDS_FHIR_CONNECT_TIMEOUT", 2.0),
+            fhir_max_bytes=_int("CDS_FHIR_MAX_BYTES", 8 * 1024 * 1024),
+            fhir_per_origin=_int("CDS_FHIR_MAX_PER_ORIGIN", 4),
             require_consent=_flag("CDS_REQUIRE_CONSENT"),
             cors_origins=origins or ["*"],
             admin_token=os.environ.get("CDS_ADMIN_TOKEN") or None,

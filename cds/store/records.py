@@ -76,6 +76,9 @@ def _scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
     return scrub
 
 
+patient_scrubber = _scrubber   # for other writers of de-identified text (screening outputs)
+
+
 def audit_entry(record: CallRecord, hash_patient: Callable[[str], str]) -> dict:
     """The de-identified, JSON-safe form of a call, as written to the database and to the spool."""
     scrub = _scrubber(record.patient_id)

@@ -25,6 +25,7 @@ from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
 from cds.errors import CdsError
 from cds.store.records import utc
 from cds.store.schema import call_table, card_table, feedback_table
+from cds.store.screening import recent_runs
 
 FORMATS = ("table", "json", "csv")
 TOP_REASONS = 10
@@ -89,6 +90,7 @@ def build_report(conn: Connection, since: datetime | None, all_rule_ids: Iterabl
         "rules": rules,
         "top_override_reasons": reasons,
         "never_fired": sorted(known_rules - set(alerts)),
+        "screening_runs": recent_runs(conn, since),
     }
 
 
@@ -192,6 +194,18 @@ def _table(report: dict) -> str:
         lines += [f"  {d['count']:>6}  {d['drug']}" for d in report["top_unresolved_drugs"]]
     lines += ["", f"rules that never fired ({len(report['never_fired'])}):"]
     lines += [f"  {rule_id}" for rule_id in report["never_fired"]] or ["  none"]
+    runs = report.get("screening_runs") or []
+    lines += ["", f"screening runs ({len(runs)} most recent):"]
+    if runs:
+        header = ("started", "by", "patients", "actionable", "carriers", "testing", "unreadable", "withheld",
+                  "engine", "knowledge", "input")
+        lines += ["  " + line for line in _grid(header, [
+            (r["started_at"][:19], r["run_by"], str(r["patients"]), str(r["counts"].get("patients_actionable", 0)),
+             str(r["counts"].get("patients_carriers", 0)), str(r["counts"].get("rows_testing", 0)),
+             str(r["counts"].get("rows_unreadable", 0)), str(r["counts"].get("patients_consent_withheld", 0)),
+             f"{r['engine']}×{r['workers']}", r["kb_version"][:12], r["input_digest"][:19]) for r in runs])]
+    else:
+        lines += ["  none"]
     return "\n".join(lines) + "\n"
 
 

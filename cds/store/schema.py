@@ -85,7 +85,28 @@ class Feedback(Base):
     __table_args__ = (Index("ix_cds_feedback_card_outcome_at", "card_uuid", "outcome_at"),)
 
 
+class ScreeningRun(Base):
+    """One population screening run (`cds screen`): who ran it, on what data and knowledge, and what
+    it found, as counts only (no patient appears here, not even as a pseudonym)."""
+
+    __tablename__ = "cds_screening_run"
+
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    run_by: Mapped[str] = mapped_column(String(200))
+    kb_version: Mapped[str] = mapped_column(String(128))
+    input_digest: Mapped[str] = mapped_column(String(80))
+    source: Mapped[str | None] = mapped_column(Text)             # input folder or Bulk Data server URL
+    engine: Mapped[str] = mapped_column(String(32))
+    workers: Mapped[int] = mapped_column(Integer)
+    patients: Mapped[int] = mapped_column(Integer)
+    counts: Mapped[dict] = mapped_column(JSON)                   # the run's summary.json "counts"
+    seconds: Mapped[float] = mapped_column(Float)
+
+
 call_table = Call.__table__
 card_table = Card.__table__
 fact_table = Fact.__table__
 feedback_table = Feedback.__table__
+screening_run_table = ScreeningRun.__table__

@@ -1,7 +1,7 @@
 """"Try a patient": the cards the service would return, from typed results or a pasted CDS Hooks request.
 
 Typed results go through the same steps as `cds test` (parse → engine → card renderer). A pasted
-request goes through the service's own path (parse_hook_request, then the service's `advise_hook_request`:
+request goes through the service's own path (parse_hook_request, then the decision core's `decide`:
 consent, order reading, FHIR result reading, engine, cards), with one difference said on the page:
 the workbench reads the request's prefetch only and never contacts the FHIR server it names.
 """
@@ -20,9 +20,8 @@ from cds.errors import CdsError
 from cds.explain import parse_genotype_args
 from cds.facts import MedicationOrder
 from cds.pipeline import PatientFacts
-from cds.service.app import advise_hook_request   # the service's own decision path, so the two cannot drift
-from cds.service.cdshooks import RequestError, parse_hook_request
-from cds.service.prefetch import Gathered
+from cds.cdshooks import Gathered, RequestError, case_from_hook, next_link, parse_hook_request, prefetch_problem
+from cds.decision import decide   # the service's own decision path, so the two cannot drift
 
 FORM_HOOKS = ("order-select", "order-sign", "patient-view")
 MAX_PASTE = 2_000_000          # characters; a hook request with a patient's results is far smaller
@@ -76,6 +75,8 @@ def from_results(runtime, genotype_lines: list[str], drugs: list[str], hook: str
         cards = renderer.patient_summary(evaluation.interpretations, evaluation)
     else:
         cards = renderer.order_cards(evaluation, hook, population=population or None)
+    # contradicting lines for one gene are a conflict, said in a card as the service says it
+    cards += runtime.advisor.conflict_cards(hook, evaluation)
     return Trial(hook, cards, evaluation)
 
 
@@ -102,9 +103,9 @@ def from_request(runtime, text: str) -> Trial:
     except RequestError as err:
         raise CdsError(f"the service would answer HTTP {err.status}: {err}") from None
     gathered, notes = _prefetch_only(hook_request)
-    advice, consent = advise_hook_request(runtime, hook_request, gathered)
+    advice = decide(runtime.advisor, case_from_hook(hook_request, gathered), runtime.settings.require_consent)
     return Trial(hook_request.hook, advice.cards, advice.evaluation, advice.facts, advice.orders,
-                 advice.unresolved, notes, consent, service.id)
+                 advice.unresolved, notes, advice.consent, service.id)
 
 
 def _prefetch_only(hook_request) -> tuple[Gathered, list[str]]:
@@ -113,9 +114,17 @@ def _prefetch_only(hook_request) -> tuple[Gathered, list[str]]:
     service = hook_request.service
     gathered = Gathered()
     missing = []
-    for key in service.prefetch:
+    for key, template in service.prefetch.items():
         if key in hook_request.prefetch:
-            gathered.data[key] = hook_request.prefetch[key]
+            value = hook_request.prefetch[key]
+            # the service's own checks of a prefetched value (cds/cdshooks.py), minus the refetch
+            problem = prefetch_problem(value, template) if value is not None else None
+            if problem:
+                gathered.errors[key] = problem
+                continue
+            gathered.data[key] = value
+            if next_link(value):
+                gathered.errors[key] = "the prefetched search has more pages (a 'next' link): results may be incomplete"
         else:
             missing.append(key)
     required = [k for k in missing if k not in service.optional_prefetch]

@@ -91,7 +91,8 @@ def test_patient_view_with_prefetch(service):
 @pytest.mark.parametrize("service_id,hook", [("pgx-order-select", "order-select"), ("pgx-order-sign", "order-sign"),
                                              ("pgx-patient-view", "patient-view")])
 def test_each_hook_fetches_missing_prefetch_from_the_fhir_server_with_the_bearer_token(service, fhir_server, service_id, hook):
-    fhir_server.resources["p1"] = [genotype("CYP2C19", "*2/*2"), medication_request("clopidogrel", status="active")]
+    fhir_server.add({"resourceType": "Patient", "id": "p1", "birthDate": "1970-01-01"},
+                    genotype("CYP2C19", "*2/*2"), medication_request("clopidogrel", mid="active-1", status="active"))
     orders = [] if hook == "patient-view" else [medication_request("clopidogrel")]
     body = hook_request(hook, *orders, fhirServer=fhir_server.url,
                         fhirAuthorization={"access_token": "opaque-token-123", "token_type": "Bearer",
@@ -127,9 +128,9 @@ def test_prefetch_null_means_no_data_not_an_error(service):
 @pytest.mark.parametrize("failure", ["timeout", "http-500"])
 def test_a_failing_fhir_server_degrades_the_answer_within_the_budget(service, fhir_server, failure):
     if failure == "timeout":
-        fhir_server.delay = 3.0           # service: 0.5 s per request, 1.0 s budget
+        fhir_server.misbehave("delay", seconds=3.0)   # service: 0.5 s per request, 1.0 s budget
     else:
-        fhir_server.fail_with = 500
+        fhir_server.misbehave("status", code=500)
     body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
     started = time.monotonic()
     response = service.call("pgx-order-sign", body)

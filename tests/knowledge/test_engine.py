@@ -86,17 +86,19 @@ def test_concurrent_evaluations_equal_sequential_ones(engine):
             assert outcome == expected[k]
 
 
-def test_phenotype_only_result_matches_only_where_all_scores_agree(engine):
+def test_phenotype_only_result_gives_each_scores_advice_where_they_differ(engine):
     # CYP2D6 poor metabolizer is one score (0.0): codeine has one recommendation for it
     pm = engine.evaluate(_patient(engine, CYP2D6="Poor Metabolizer"), ["codeine"]).drugs[0]
-    assert [m.matched_by for m in pm.matches] == ["phenotype"]
+    assert [(m.matched_by, m.score) for m in pm.matches] == [("phenotype", None)]
     assert pm.matches[0].recommendation.lookup == {"CYP2D6": "0.0"}
     # CYP2D6 intermediate metabolizer spans scores 0.25–1.0; for tamoxifen CPIC classifies them
-    # differently (Optional at 0.25, Moderate at 1.0), so the phenotype alone must not pick one
+    # differently (Moderate at 0.25, Optional at 1.0), so the phenotype alone gives each score's advice
     low = engine.evaluate(_patient(engine, CYP2D6="score:0.25"), ["tamoxifen"]).drugs[0].matches
     high = engine.evaluate(_patient(engine, CYP2D6="score:1.0"), ["tamoxifen"]).drugs[0].matches
     assert {m.recommendation.classification for m in low + high} == {"Optional", "Moderate"}
-    assert engine.evaluate(_patient(engine, CYP2D6="Intermediate Metabolizer"), ["tamoxifen"]).drugs[0].matches == []
+    im = engine.evaluate(_patient(engine, CYP2D6="Intermediate Metabolizer"), ["tamoxifen"]).drugs[0].matches
+    assert [m.score for m in im] == ["0.25", "0.5", "0.75", "1.0"]
+    assert {m.recommendation.id for m in low + high} <= {m.recommendation.id for m in im}
 
 
 def test_population_selects_one_recommendation(engine):

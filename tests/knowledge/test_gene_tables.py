@@ -4,7 +4,9 @@ activity score and lookup key, except where CPIC release 1.54 changed an allele'
 Expected values come from the source files in ../shared/cpic, never from our own YAML. The changes
 of release 1.54 are listed here one by one (CPIC_1_54_FUNCTION_CHANGES); for the diplotypes they
 touch, the expected phenotype is CPIC's own function-pair rule (read from the 2024 table) applied to
-the new function, or Indeterminate where CPIC's table has no rule for that pair.
+the new function, else the pair's phenotype in the release's result definitions (TPMT/NUDT15
+"Decreased function"), else Indeterminate. Alleles CPIC deleted (CPIC_1_54_DELETED, from its change
+log) are no longer in our tables: diplotypes with them are Indeterminate.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from collections import Counter
 
 import pytest
 
+from cpic_sources import read_release, result_definitions
 from pgx_paths import CPIC
 
 # gene, allele, function in the 2024 export, function in CPIC database release 1.54
@@ -45,6 +48,16 @@ CPIC_1_54_FUNCTION_CHANGES = [
 ]
 
 
+# gene, allele: in the 2024 export, not in release 1.54's allele table, deleted per cpic_data_changelog.tsv
+CPIC_1_54_DELETED = [
+    ("G6PD", "Telti/Kobe"),    # 2023-09-22: renamed "Telti, Kobe" (the slash collided with diplotype syntax)
+    ("MT-RNR1", "m.930A>G"),   # 2025-10-27: changed to m.930G>A (G is the reference)
+    ("NUDT15", "*2"),          # 2026-02-03: removed, a sub-allele of *3
+] + [("SLCO1B1", a) for a in ("*3", "*7", "*12", "*13", "*38", "*46")]  # 2025-10-14: DELETED HAPLOTYPE
+
+DEFINED_BY_RESULT_TEXTS = ("TPMT", "NUDT15")  # pairs with "Decreased function": only the 1.54 result texts define them
+
+
 def _gene_files():
     return sorted((CPIC / "genes").glob("*.json"))
 
@@ -68,6 +81,24 @@ def test_the_listed_changes_are_exactly_what_release_1_54_changed():
     assert sorted(found) == sorted(CPIC_1_54_FUNCTION_CHANGES)
 
 
+def test_the_listed_deletions_are_what_the_change_log_says(kb):
+    release = _release_alleles()
+    changelog = read_release("cpic_data_changelog.tsv")
+    found = []
+    for path in _gene_files():
+        table = json.loads(path.read_text())
+        if not any(g == table["gene"] for g, _ in release):
+            continue
+        for allele in table["haplotypes"]:
+            if (table["gene"], allele) not in release:
+                found.append((table["gene"], allele))
+                assert any(r["Subject"] == table["gene"] and allele in r["Note of Change"] for r in changelog), allele
+    assert sorted(found) == sorted(CPIC_1_54_DELETED)
+    for gene, allele in CPIC_1_54_DELETED:
+        assert allele not in kb.genes[gene].alleles
+        assert any(n.startswith(f"{allele} left the table") for n in kb.genes[gene].notes)
+
+
 def test_gene_tables_encode_the_release_functions(kb):
     for gene, allele, _old, new in CPIC_1_54_FUNCTION_CHANGES:
         assert kb.genes[gene].alleles[allele].function == new
@@ -88,6 +119,8 @@ def test_every_cpic_diplotype_row(kb, path):
     gene = source["gene"]
     interpreter = kb.interpreters[gene]
     changed = {a: new for g, a, _old, new in CPIC_1_54_FUNCTION_CHANGES if g == gene}
+    deleted = {a for g, a in CPIC_1_54_DELETED if g == gene}
+    defined = {p: v[0] for p, v in result_definitions(gene).items()} if gene in DEFINED_BY_RESULT_TEXTS else {}
     old_function = dict(source["haplotypes"])
     for named in source.get("namedAlleles") or []:
         old_function[named["name"]] = named["functionValue"]
@@ -102,6 +135,10 @@ def test_every_cpic_diplotype_row(kb, path):
         alleles = [a for a, n in row["diplotypekey"].items() for _ in range(n)]
         result = interpreter.from_diplotype(row["diplotype"])
         expected_phenotype = row.get("phenotype") or row["generesult"]
+        if any(a in deleted for a in alleles):
+            assert result.phenotype == "Indeterminate" and "table" in result.reason, row["diplotype"]
+            deliberate[gene] += 1
+            continue
         if not any(a in changed for a in alleles):
             assert result.phenotype == expected_phenotype, row["diplotype"]
             assert result.lookup[gene] == row["lookupkey"], row["diplotype"]
@@ -110,12 +147,12 @@ def test_every_cpic_diplotype_row(kb, path):
             agree += 1
             continue
         new_pair = tuple(sorted(changed.get(a, old_function[a]) for a in alleles))
-        expected_now = pair_rule.get(new_pair, "Indeterminate")
+        expected_now = pair_rule.get(new_pair) or defined.get(new_pair, "Indeterminate")
         assert result.phenotype == expected_now, (row["diplotype"], new_pair)
         if result.phenotype != expected_phenotype:
             deliberate[gene] += 1
     total = len(source["diplotypes"])
     print(f"{gene}: {agree}/{total} rows agree with the 2024 table; {deliberate[gene]} differ because CPIC 1.54 "
-          f"changed an allele function")
+          f"changed or deleted an allele")
     assert agree + sum(1 for row in source["diplotypes"]
-                       if any(a in changed for a, n in row["diplotypekey"].items())) == total
+                       if any(a in changed or a in deleted for a, n in row["diplotypekey"].items())) == total

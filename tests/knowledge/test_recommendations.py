@@ -13,7 +13,8 @@ import json
 import pytest
 
 from pgx_paths import REPO
-from cpic_sources import key, legacy_recommendations, norm_text, release_recommendations
+from cpic_sources import (errata, key, legacy_recommendations, norm_text, release_recommendation_texts,
+                          release_recommendations)
 from cds.genotype import Interpretation, allele_attribute
 from cds.knowledge.models import NO_RESULT
 
@@ -66,6 +67,7 @@ def test_the_listed_changes_are_exactly_the_differences_between_the_sources():
 def test_every_2024_recommendation(kb, engine):
     changes = _changes()
     release = {key(r): r for r in release_recommendations()}
+    texts = release_recommendation_texts()  # CPIC's text as CPIC means it: line breaks, errata
     checked = unchanged = 0
     for old in legacy_recommendations():
         k = key(old)
@@ -80,7 +82,7 @@ def test_every_2024_recommendation(kb, engine):
         assert len(got) == 1, (k, [r.id for r in got])
         expected = release[k]  # release 1.54 is what we encode
         assert got[0].classification == expected["classification"], k
-        assert got[0].recommendation == expected["text"], k
+        assert got[0].recommendation == texts[expected["id"]], k
         if change is None:
             assert got[0].classification == old["classification"], k
             assert norm_text(old["text"]).startswith(norm_text(got[0].recommendation)), k
@@ -91,17 +93,67 @@ def test_every_2024_recommendation(kb, engine):
     assert checked > 1800
 
 
-def test_every_release_recommendation_of_the_encoded_drugs(kb, engine):
-    drugs = {d.name for g in kb.guidelines.values() if g.source == "CPIC" for d in g.drugs}  # DPWG: tests/knowledge/test_dpwg.py
-    seen = 0
-    for rec in release_recommendations():
+UNREACHABLE_FILE = REPO / "tests" / "fixtures" / "cpic-1.54-unreachable.tsv"
+
+
+def _unreachable() -> list[dict[str, str]]:
+    lines = [line for line in UNREACHABLE_FILE.read_text().splitlines() if line and not line.startswith("#")]
+    return list(csv.DictReader(lines, delimiter="\t"))
+
+
+def test_every_recommendation_of_release_1_54_is_returned_or_explained(kb, engine):
+    """All 2,129 rows: each comes back for its own drug, population and lookup key, with CPIC's text as CPIC
+    means it (line breaks, errata), or the fixture says why it cannot."""
+    texts = release_recommendation_texts()
+    explained = {r["id"]: r for r in _unreachable() if r["id"] != "-"}
+    drugs = {d.name for g in kb.guidelines.values() if g.source == "CPIC" for d in g.drugs}  # DPWG: test_dpwg.py
+    returned, unexplained = 0, []
+    rows = list(release_recommendations())
+    for rec in rows:
+        if rec["id"] in explained:
+            assert explained[rec["id"]]["drug"] == rec["drug"]
+            assert rec["drug"] not in drugs or not _matches(engine, kb, rec["drug"], rec["population"], rec["lookup"]), \
+                f"{rec['id']} is listed as unreachable but is returned"
+            continue
         if rec["drug"] not in drugs:
-            continue  # drugs of release 1.54 without a guideline annotation are left out (see README)
+            unexplained.append(rec["id"])
+            continue
         got = _matches(engine, kb, rec["drug"], rec["population"], rec["lookup"])
-        assert [r.id for r in got] == [f"cpic-{rec['id']}"], (rec["drug"], rec["population"], rec["lookup"])
-        assert got[0].recommendation == rec["text"]
-        seen += 1
-    assert seen == sum(len(g.recommendations) for g in kb.guidelines.values() if g.source == "CPIC")
+        if [r.id for r in got] != [f"cpic-{rec['id']}"]:
+            unexplained.append(rec["id"])
+            continue
+        assert got[0].recommendation == texts[rec["id"]], rec["id"]
+        assert got[0].classification == rec["classification"], rec["id"]
+        returned += 1
+    print(f"release 1.54: {len(rows)} recommendations, {returned} returned, {len(explained)} explained in "
+          f"{UNREACHABLE_FILE.name}, {len(unexplained)} unexplained")
+    assert len(rows) == 2129
+    assert unexplained == []
+    assert returned + len(explained) == len(rows)
+    assert returned == sum(len(g.recommendations) for g in kb.guidelines.values() if g.source == "CPIC")
+
+
+def test_guidance_without_table_rows_is_said_and_encoded(kb):
+    """Warfarin and peginterferon: no rows to return, so the fixture says what and why, and their guidelines
+    are still encoded (citation, no recommendations)."""
+    drugs = {name: [g for g in gs if g.source == "CPIC"] for name, gs in kb.drugs().items()}  # DPWG: test_dpwg.py
+    release_drugs = {r["drug"] for r in release_recommendations()}
+    for row in (r for r in _unreachable() if r["id"] == "-"):
+        assert row["drug"] not in release_drugs and row["reason"]
+        (guideline,) = drugs[row["drug"]]
+        assert guideline.citations and not [r for r in guideline.recommendations if r.drug == row["drug"]]
+
+
+def test_line_breaks_and_errata_reach_the_text(kb):
+    index = {r.id: r for g in kb.guidelines.values() for r in g.recommendations}
+    breaks = [r for r in index.values() if "\n" in r.recommendation or "\n" in (r.comments or "")
+              or any("\n" in v for v in r.implications.values())]
+    assert len(breaks) > 300 and not any("\\n" in r.recommendation + (r.comments or "") for r in index.values())
+    table = "cpic_recommendations_v1.54.tsv"
+    for (name, row_id, field), (original, fixed) in errata().items():
+        if name == table:
+            assert original not in index[f"cpic-{row_id}"].recommendation
+            assert fixed in index[f"cpic-{row_id}"].recommendation
 
 
 def test_every_guideline_file_is_encoded(kb):

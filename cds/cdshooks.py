@@ -6,9 +6,10 @@ specification's own R4 examples and the public sandbox send imperfect resources.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from cds.decision import PatientCase
 from cds.errors import CdsError
 from cds.knowledge.models import HookService
 
@@ -131,6 +132,115 @@ def selected_orders(request: HookRequest) -> dict[str, Any]:
               if isinstance(e, dict) and isinstance(e.get("resource"), dict)
               and e["resource"].get("resourceType") == "Medication"]
     return {"resourceType": "Bundle", "type": draft.get("type", "collection"), "entry": entries + others}
+
+
+@dataclass
+class Gathered:
+    """The FHIR data of one hook call: what the EHR prefetched and what we fetched for the rest."""
+
+    data: dict[str, Any] = field(default_factory=dict)       # key → resource or Bundle (None: EHR has none)
+    errors: dict[str, str] = field(default_factory=dict)     # key → why it could not be (completely) gathered
+    fetched: list[str] = field(default_factory=list)         # keys we fetched ourselves
+    refetched: dict[str, str] = field(default_factory=dict)  # key → what was wrong with the prefetched value
+    # Resources fetched by following references the gathered data left open on fhirServer: the
+    # results of DiagnosticReports, the Medications of orders. Each as a Bundle entry (fullUrl, resource).
+    referenced: list[dict[str, Any]] = field(default_factory=list)
+
+    def resources(self, *keys: str) -> list[Any]:
+        return [self.data[k] for k in keys if self.data.get(k) is not None]
+
+    def referenced_bundle(self, *types: str) -> dict[str, Any] | None:
+        entries = [e for e in self.referenced if e["resource"].get("resourceType") in types]
+        return {"resourceType": "Bundle", "type": "collection", "entry": entries} if entries else None
+
+    def audit_reasons(self) -> list[str]:
+        """Every retrieval problem of the call, for the audit record (data we could not use, and data we
+        had to fetch again because the prefetched value was a failed retrieval)."""
+        return ([f"{k}: {v}" for k, v in self.errors.items()]
+                + [f"{k}: prefetched value not used ({v}); fetched from fhirServer" for k, v in self.refetched.items()])
+
+
+# Prefetch keys whose data are the patient's genomic results: a problem with any of them makes the
+# genotype-based check incomplete.
+GENOMIC_KEYS = ("genomics", "reports")
+
+
+def prefetch_problem(value: Any, template: str) -> str | None:
+    """Why a prefetched value (not None) is a failed retrieval rather than data, or None when it is data.
+
+    CDS Hooks 2.0, Prefetch Template: "If the CDS Client encounters errors prefetching the requested
+    data, OperationOutcome(s) SHOULD be used to communicate those errors ... CDS Services SHOULD check
+    any prefetched data for the existence of OperationOutcomes." A search template's value is a
+    Bundle (FHIR R4 http.html#search); a read's is a resource of the template's type."""
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        return "the prefetched value is not a FHIR resource or Bundle"
+    rtype = value["resourceType"]
+    if rtype == "OperationOutcome":
+        return "the EHR sent an OperationOutcome" + _issue_codes(value)
+    wanted = template.split("?", 1)[0].split("/", 1)[0].strip()
+    is_search = "?" in template or "/" not in template.split("?", 1)[0]
+    if is_search:
+        if rtype != "Bundle":
+            return f"a {rtype} where the search's Bundle should be"
+        entries = value.get("entry")
+        if entries is not None and not isinstance(entries, list):
+            return "Bundle.entry is not a list"
+        for entry in entries or []:
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome" and _fatal(resource):
+                return "the search's Bundle carries an error OperationOutcome" + _issue_codes(resource)
+    elif wanted and rtype != wanted:
+        return f"a {rtype} where a {wanted} should be"
+    return None
+
+
+def next_link(bundle: Any) -> str | None:
+    """The `next` link of a searchset page (FHIR R4 http.html#paging), if any."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return None
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str) and link["url"]:
+            return link["url"]
+    return None
+
+
+def _fatal(outcome: dict) -> bool:
+    return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in outcome.get("issue") or [])
+
+
+def _issue_codes(outcome: dict) -> str:
+    codes = sorted({i.get("code") for i in outcome.get("issue") or [] if isinstance(i, dict) and isinstance(i.get("code"), str)})
+    return f" ({', '.join(codes)})" if codes else ""
+
+
+def case_from_hook(request: HookRequest, gathered: Gathered) -> PatientCase:
+    """The decision core's input for one hook call. The legacy medication-prescribe hook is decided as
+    order-sign; patient-view is about the patient's active medications, the order hooks about the drafts.
+    Genomic results are the genomics search, the Genomics Reports and the report results fetched by
+    reference; a problem gathering any of them is a problem with the genomic data."""
+    hook = "order-sign" if request.hook == "medication-prescribe" else request.hook
+    patient = gathered.data.get("patient")
+    if hook == "patient-view":
+        medications = gathered.resources("medications")
+    else:
+        medications = [selected_orders(request)]
+    medication_bundle = gathered.referenced_bundle("Medication")
+    if medication_bundle:
+        medications.append(medication_bundle)
+    genomics = gathered.resources(*GENOMIC_KEYS)
+    result_bundle = gathered.referenced_bundle("Observation")
+    if result_bundle:
+        genomics.append(result_bundle)
+    errors = {k: v for k, v in gathered.errors.items() if k not in GENOMIC_KEYS}
+    genomic_errors = [f"{k}: {v}" if k != "genomics" else v for k, v in gathered.errors.items() if k in GENOMIC_KEYS]
+    if genomic_errors:
+        errors["genomics"] = "; ".join(genomic_errors)
+    consent_gathered = "consent" in request.service.prefetch
+    return PatientCase(
+        hook=hook, patient_ref=request.patient_ref, patient=patient if isinstance(patient, dict) else None,
+        genomics=genomics, medications=medications,
+        consent=gathered.resources("consent") if consent_gathered else None,
+        errors=errors)
 
 
 def parse_feedback(body: Any) -> list[dict]:

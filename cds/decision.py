@@ -1,0 +1,65 @@
+"""The decision core: one patient's FHIR resources in, cards and the reasons for what could not be
+decided out. Every face calls exactly this: the CDS Hooks service, the workbench's "try a patient",
+and population screening, so no two of them can drift apart.
+
+A face gathers the data its own way (prefetch and FHIR fetch, a pasted request, Bulk Data NDJSON) and
+describes it as a PatientCase; `decide` does the rest: consent, orders, genomic results, engine, cards.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds.consent import genomic_consent
+from cds.pipeline import Advice, Advisor, PatientFacts, age_on, patient_facts
+
+ORDER_HOOKS = ("order-select", "order-sign")
+
+
+@dataclass
+class PatientCase:
+    """What one decision rests on, however it was gathered."""
+
+    hook: str                                   # order-select | order-sign | patient-view
+    patient_ref: str                            # "Patient/123"
+    patient: dict[str, Any] | None = None       # the Patient resource, for age
+    genomics: list[Any] = field(default_factory=list)      # Observations, DiagnosticReports, Bundles
+    medications: list[Any] = field(default_factory=list)   # draft orders (order hooks) or active medications
+    consent: list[Any] | None = None            # Consent resources; None when consent was not gathered
+    errors: dict[str, str] = field(default_factory=dict)   # data that could not be gathered → why
+    # The results of `genomics` already read (patient_facts): a face that decides one patient for
+    # several orders (screening: one order-sign per active drug) reads them once. None: read here.
+    facts: PatientFacts | None = None
+
+
+def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -> Advice:
+    """The advice for one case. `require_consent`: use genomic data only under an active permitting
+    Consent (the site's setting), else only an active denying Consent withholds it."""
+    consent = None
+    if case.consent is not None or require_consent:
+        decision = genomic_consent(case.consent or [], case.patient_ref, require_consent)
+        consent = decision.reason
+        if not decision.allowed:
+            # The patient's (or the site's) decision: no genotype-based advice at all, and no pre-test
+            # alert either, since results may exist that we may not use.
+            return Advice([], PatientFacts(), consent=consent)
+    orders = advisor.resolver.read_orders(case.medications)
+    if case.hook == "patient-view":
+        if "genomics" in case.errors:
+            cards = [advisor.renderer.notice_card("", "Pharmacogenomic summary could not be completed",
+                                                  f"The patient's pharmacogenomic results could not be retrieved "
+                                                  f"({case.errors['genomics']}).", "check-incomplete")]
+            return Advice(cards, PatientFacts(), orders, consent=consent)
+        facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics)
+        advice = advisor.summarise_patient(facts, orders)
+    elif case.hook in ORDER_HOOKS:
+        if "genomics" in case.errors:
+            cards = advisor.check_not_possible(case.hook, orders, case.errors["genomics"])
+            return Advice(cards, PatientFacts(), orders, advisor.drugs_of(orders)[2], consent=consent)
+        age = age_on(case.patient.get("birthDate")) if case.patient else None
+        facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics)
+        advice = advisor.advise_orders(case.hook, facts, orders, case.patient_ref, age)
+    else:
+        raise ValueError(f"no decision for hook {case.hook!r}")
+    advice.consent = consent
+    return advice

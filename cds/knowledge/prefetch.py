@@ -1,0 +1,42 @@
+"""The project's own tokens in the prefetch templates of hooks/*.yaml, expanded once at load.
+
+`{{pgx.genomicCodes}}` becomes the Observation codes the FHIR reader maps (guidelines/fhir-mappings.yaml:
+`observation_kinds` and `lab_codes`), comma-separated as FHIR token search ORs them (FHIR R4
+search.html#token, "system|code"). So the codes the EHR prefetches, the codes the service searches on
+its fhirServer and the codes the reader understands are one set: a site adds a laboratory code once,
+in the mappings. Discovery shows the expanded templates (CDS Hooks 2.0 knows only `{{context.*}}` and
+`{{userPractitionerId}}`-style tokens, so no `pgx.` token may reach an EHR).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from cds.fhir.mappings import FhirMappings
+
+_TOKEN = re.compile(r"\{\{\s*(pgx\.[^}\s]+)\s*\}\}")
+
+
+def genomic_search_codes(mappings: FhirMappings) -> list[str]:
+    """Every Observation.code the reader maps, as `system|code`, in the mappings file's order."""
+    codes = list(mappings.observation_kinds) + list(mappings.lab_codes)
+    return list(dict.fromkeys(f"{system}|{code}" for system, code in codes))
+
+
+TOKENS: dict[str, Callable[[FhirMappings], str]] = {
+    "pgx.genomicCodes": lambda m: ",".join(genomic_search_codes(m)),
+}
+
+
+class UnknownToken(ValueError):
+    pass
+
+
+def expand_template(template: str, mappings: FhirMappings) -> str:
+    """`template` with every `{{pgx.*}}` token replaced; UnknownToken names one that is not defined."""
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in TOKENS:
+            raise UnknownToken(f"unknown prefetch token {{{{{name}}}}} (known: {', '.join(sorted(TOKENS))})")
+        return TOKENS[name](mappings)
+    return _TOKEN.sub(value, template)

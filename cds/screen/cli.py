@@ -1,0 +1,88 @@
+"""`cds screen`: the command-line face of population screening (argument parsing and messages)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cds.errors import CdsError
+
+TOKEN_ENV = "CDS_BULK_TOKEN"
+
+
+def register(subparsers, func) -> None:
+    p = subparsers.add_parser(
+        "screen", help="population screening over FHIR Bulk Data NDJSON (a folder, or a server's $export)",
+        description="Decide every patient of a FHIR Bulk Data export as the CDS Hooks service would at order "
+                    "signing (one order-sign per active drug) and write actionable.csv, carriers.csv, testing.csv, "
+                    "unreadable.csv, withheld.csv, summary.json and report.html to OUT.")
+    p.add_argument("input", nargs="?", help="folder of .ndjson / .ndjson.gz files (or use --fhir)")
+    p.add_argument("--fhir", metavar="URL", help="run a Bulk Data $export against this FHIR base (or kick-off) URL")
+    p.add_argument("--token", help=f"bearer token for --fhir (default: ${TOKEN_ENV})")
+    p.add_argument("--export-wait", type=float, default=3600.0, metavar="S",
+                   help="give up on an export not complete after S seconds (default 3600)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: the core count)")
+    p.add_argument("--engine", choices=("embedded", "dask"), default="embedded",
+                   help="embedded: local worker processes (default); dask: a dask.distributed cluster")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --engine dask: the scheduler of an existing cluster (tcp://host:8786); "
+                        "default: a LocalCluster of --workers processes")
+    p.add_argument("--work-dir", help="scratch folder for the partitions (default: inside OUT); on a dask "
+                                      "cluster it must be on storage every worker sees at the same path")
+    p.add_argument("--raw-ids", action="store_true", help="write raw patient ids instead of the audit pseudonyms")
+    p.add_argument("--require-consent", action="store_true", default=None,
+                   help="use genomic data only under an active permitting Consent (default: $CDS_REQUIRE_CONSENT)")
+    p.add_argument("--knowledge", help="knowledge root (default: $CDS_KNOWLEDGE_DIR or the bundled knowledge)")
+    p.add_argument("--database-url", metavar="URL", help="audit database for the run's record (default: $DATABASE_URL)")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in the audit database")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: only on a terminal)")
+    p.set_defaults(func=func)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def run_screen(args: argparse.Namespace) -> int:
+    from cds.screen.run import ScreenOptions, screen
+
+    if bool(args.input) == bool(args.fhir):
+        raise CdsError("give either an input folder or --fhir URL")
+    out = Path(args.out)
+    knowledge = args.knowledge or os.environ.get("CDS_KNOWLEDGE_DIR")
+    require_consent = args.require_consent if args.require_consent is not None else _env_flag("CDS_REQUIRE_CONSENT")
+    options = ScreenOptions(input_dir=Path(args.input) if args.input else out / "export", out=out,
+                            workers=args.workers, engine=args.engine, scheduler=args.scheduler,
+                            raw_ids=args.raw_ids, require_consent=require_consent,
+                            knowledge_dir=Path(knowledge) if knowledge else None,
+                            work_dir=Path(args.work_dir) if args.work_dir else None, progress=args.progress)
+    if args.fhir:
+        from cds.screen.bulk import BulkExportClient
+
+        client = BulkExportClient(args.fhir, args.token or os.environ.get(TOKEN_ENV) or None, max_wait=args.export_wait)
+        print(f"exporting from {client.url} …", file=sys.stderr)
+        exported = client.run(options.input_dir)
+        if not exported.files:
+            raise CdsError(f"the Bulk Data export from {client.url} produced no files")
+        options.source = args.fhir
+        options.export_errors = exported.errors
+        print(f"downloaded {len(exported.files)} file(s) after {exported.polls} status request(s)"
+              + (f"; {len(exported.errors)} export error(s)" if exported.errors else ""), file=sys.stderr)
+    result = screen(options)
+    s = result.summary
+    c = s["counts"]
+    print(f"screened {c['patients']} patients in {s['timings']['total_s']:.1f} s "
+          f"({s['timings']['patients_per_s']}/s, {s['engine']} × {s['workers']}): "
+          f"{c['patients_actionable']} on a drug their results say to change ({c['rows_actionable']} rows), "
+          f"{c['patients_carriers']} carriers, {c['rows_testing']} pre-test, {c['rows_unreadable']} unreadable, "
+          f"{c['patients_consent_withheld']} withheld by consent → {out}/")
+    if not args.no_record:
+        from cds.store.screening import record_screening_run
+
+        run_id = record_screening_run(s, args.database_url, datetime.now(timezone.utc))
+        print(f"recorded as screening run {run_id}", file=sys.stderr)
+    return 0

@@ -1,0 +1,281 @@
+"""Phase two of a screening run: one partition's patients through the decision core.
+
+Each patient becomes one `PatientCase` per active drug (hook order-sign, the drug's order as the
+draft), decided by `cds.decision.decide` exactly as the service decides a hook call with the same
+data: the patient's Observations and DiagnosticReports as the genomics prefetch, the Patient, the
+active Consents. A patient on no drug of the knowledge base is decided once with no drafts, for
+their results (carriers) and their consent. Cards become rows:
+
+    recommendation card → actionable.csv      pre-test card → testing.csv
+    a card about the check itself (conflicting results) → unreadable.csv (kind "card")
+
+and what could not be read (a genomic result the reader skipped, a product nobody identifies) goes
+to unreadable.csv with the reason. A patient whose Consent withholds genomic use gets no rows but a
+line in withheld.csv. Per-patient logic sees the patient's resources sorted by their bytes, so the
+order of lines in the export never changes an answer.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
+from cds.decision import PatientCase, decide
+from cds.screen import ndjson
+from cds.store.records import patient_scrubber
+
+ACTIVE_STATUSES = {"MedicationRequest": {"active"}, "MedicationStatement": {"active"}}
+WITHHELD = (DENIED, NOT_PERMITTED, UNREADABLE)
+
+COLUMNS = {
+    "actionable": ["patient", "drug", "gene", "phenotype", "classification", "recommendation_id", "rule",
+                   "indicator", "guideline", "medication", "summary"],
+    "testing": ["patient", "drug", "gene", "rule", "indicator", "medication", "summary"],
+    "carriers": ["patient", "gene", "phenotype", "result", "diplotype", "priority", "drugs_with_guidance"],
+    "unreadable": ["patient", "kind", "drug", "gene", "where", "reason"],
+    "withheld": ["patient", "reason"],
+}
+
+
+def high_risk(priority: str | None) -> bool:
+    """CPIC's EHR priority says the result is actionable ("Abnormal/Priority/High Risk",
+    "Priority/High-Risk" for the HLA alleles)."""
+    return bool(priority) and "high risk" in re.sub(r"[-\s]+", " ", priority.lower())
+
+
+@dataclass
+class Settings:
+    """What every worker needs, all of it picklable: the knowledge (not the engine: durable-rules
+    handles are process-local), the pseudonym key and the run's switches."""
+
+    kb_blob: bytes
+    kb_version: str
+    audit_key: bytes
+    raw_ids: bool = False
+    require_consent: bool = False
+
+
+@dataclass
+class PartitionResult:
+    partition: int
+    patients: int = 0
+    counts: Counter = field(default_factory=Counter)     # rows per file, patients per category
+    gene_phenotype: Counter = field(default_factory=Counter)
+    drugs: Counter = field(default_factory=Counter)      # actionable rows per drug
+    pairs: Counter = field(default_factory=Counter)      # actionable rows per drug|gene
+    seconds: float = 0.0
+
+
+class Screener:
+    """Built once per worker process: the compiled engine, the advisor, the pseudonym function."""
+
+    def __init__(self, settings: Settings):
+        from cds.engine import Engine
+        from cds.pipeline import Advisor
+        from cds.store.pseudonym import PatientHasher
+
+        kb = pickle.loads(settings.kb_blob)
+        self.settings = settings
+        self.advisor = Advisor.build(Engine.from_knowledge(kb))
+        self.kb = kb
+        self.hasher = PatientHasher(settings.audit_key)
+        self.recommendations = {r.id: r for g in kb.guidelines.values() for r in g.recommendations}
+        self.drugs_by_gene: dict[str, list[str]] = {}
+        for plan in self.advisor.engine.compiled.drugs.values():
+            for gene in set(plan.attributes.values()):
+                self.drugs_by_gene.setdefault(gene, []).append(plan.drug)
+        self.result_priority = {(gene, r.result): r.priority for gene, t in kb.genes.items() for r in t.results}
+
+    # --- one partition -----------------------------------------------------------------------------
+    def screen_partition(self, work: str, partition: int, medications: dict[str, dict] | None = None) -> PartitionResult:
+        import time
+
+        started = time.perf_counter()
+        if medications is None:
+            medications = ndjson.medications(work)
+        groups: dict[str, list[bytes]] = {}
+        for line in ndjson.partition_lines(work, partition):
+            resource = orjson.loads(line)
+            patient = ndjson.patient_of(resource)
+            if patient is not None:
+                groups.setdefault(patient, []).append(line)
+        result = PartitionResult(partition)
+        rows: dict[str, list[list[Any]]] = {kind: [] for kind in COLUMNS}
+        labelled = sorted((pid if self.settings.raw_ids else self.hasher(pid), pid) for pid in groups)
+        for label, pid in labelled:
+            lines = groups.pop(pid)
+            lines.sort()
+            self.screen_patient(pid, label, [orjson.loads(line) for line in lines], medications, rows, result)
+        folder = os.path.join(work, "rows")
+        os.makedirs(folder, exist_ok=True)
+        for kind, items in rows.items():
+            with open(os.path.join(folder, f"{kind}-{partition:05d}.csv"), "w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(items)
+            result.counts[f"rows_{kind}"] += len(items)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    # --- one patient -------------------------------------------------------------------------------
+    def screen_patient(self, pid: str, label: str, resources: list[dict], medications: dict[str, dict],
+                       rows: dict[str, list[list[Any]]], result: PartitionResult) -> None:
+        marks = {kind: len(items) for kind, items in rows.items()}
+        try:
+            self._screen_patient(pid, label, resources, medications, rows, result)
+        finally:
+            if not self.settings.raw_ids:
+                # Resource ids and messages may contain the raw id (servers build ids from it): the
+                # audit's rule applies, the raw id never leaves.
+                scrub = patient_scrubber(pid)
+                for kind, start in marks.items():
+                    for row in rows[kind][start:]:
+                        row[1:] = [scrub(v) if isinstance(v, str) else v for v in row[1:]]
+
+    def _screen_patient(self, pid: str, label: str, resources: list[dict], medications: dict[str, dict],
+                        rows: dict[str, list[list[Any]]], result: PartitionResult) -> None:
+        patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
+        genomics = [r for r in resources if r.get("resourceType") in ("Observation", "DiagnosticReport")]
+        consent = [r for r in resources if r.get("resourceType") == "Consent"]
+        active = [r for r in resources if r.get("status") in ACTIVE_STATUSES.get(r.get("resourceType"), ())]
+        result.patients += 1
+        ref = f"Patient/{pid}"
+
+        # Which drug each active order is for; the first order of a drug stands for it.
+        picked: dict[str, tuple[dict, str]] = {}            # drug → (draftOrders bundle, medication text)
+        for resource in active:
+            bundle = draft_orders(resource, medications)
+            drugs, _, unresolved = self.advisor.drugs_of(self.advisor.resolver.read_orders(bundle))
+            for display in unresolved:
+                rows["unreadable"].append([label, "medication", "", "", _where(resource),
+                                           f"the ordered product could not be identified: {display}"])
+            for drug in drugs:
+                picked.setdefault(drug, (bundle, medication_text(resource)))
+        cases: list[tuple[set[str], dict | None, str]] = []
+        for drug, (bundle, text) in picked.items():
+            same = next((c for c in cases if c[1] is bundle), None)
+            if same:
+                same[0].add(drug)
+            else:
+                cases.append(({drug}, bundle, text))
+        if not cases:
+            cases.append((set(), None, ""))                 # no drug: the results and consent still count
+
+        facts = None
+        actionable_genes: set[str] = set()
+        for drugs, bundle, text in cases:
+            # The results are read once and handed to every case of the patient (they are the same
+            # genomics each time); consent is still decided by decide(), per case, as the service does.
+            case = PatientCase(hook="order-sign", patient_ref=ref, patient=patient, genomics=genomics,
+                               medications=[bundle or {"resourceType": "Bundle", "type": "collection", "entry": []}],
+                               consent=consent, facts=facts)
+            advice = decide(self.advisor, case, self.settings.require_consent)
+            if advice.consent in WITHHELD:
+                rows["withheld"].append([label, advice.consent])
+                result.counts["patients_consent_withheld"] += 1
+                return
+            facts = advice.facts
+            for card in advice.cards:
+                if card.drug not in drugs:
+                    continue
+                if card.pretest:
+                    gene = card.facts[0]["gene"] if card.facts else ""
+                    rows["testing"].append([label, card.drug, gene, card.rule_id, card.indicator, text,
+                                            card.card["summary"]])
+                elif card.recommendation_id:
+                    rec = self.recommendations.get(card.recommendation_id)
+                    genes = [f["gene"] for f in card.facts]
+                    actionable_genes.update(genes)
+                    rows["actionable"].append([
+                        label, card.drug, ";".join(genes), ";".join(str(f["phenotype"]) for f in card.facts),
+                        rec.classification if rec else "", card.recommendation_id, card.rule_id, card.indicator,
+                        card.guideline_id or "", text, card.card["summary"]])
+                    result.drugs[card.drug] += 1
+                    for gene in genes:
+                        result.pairs[f"{card.drug}|{gene}"] += 1
+                else:
+                    rows["unreadable"].append([label, "card", card.drug, "", card.rule_id, card.card["summary"]])
+        assert facts is not None
+        if picked:
+            result.counts["patients_on_screened_drugs"] += 1
+        if actionable_genes:
+            result.counts["patients_actionable"] += 1
+        for reason in facts.unreadable:
+            rows["unreadable"].append([label, "result", "", "", "", reason])
+        for gene, ids in sorted(facts.conflicts.items()):
+            rows["unreadable"].append([label, "conflict", "", gene, ",".join(ids),
+                                       "current results disagree; no genotype-based advice for this gene"])
+        if facts.interpretations:
+            result.counts["patients_with_results"] += 1
+        carrier = False
+        for gene, interpretations in sorted(facts.interpretations.items()):
+            first = interpretations[0]
+            result.gene_phenotype[f"{gene}|{first.phenotype}"] += 1
+            if gene in actionable_genes:
+                continue                                    # on an affected drug: it is in actionable.csv
+            for interp in interpretations:
+                hit = next(((k, self.result_priority.get((gene, k))) for k in interp.lookup.values()
+                            if high_risk(self.result_priority.get((gene, k)))), None)
+                if hit:
+                    carrier = True
+                    rows["carriers"].append([label, gene, interp.phenotype, hit[0], interp.diplotype or "",
+                                             hit[1], ";".join(sorted(self.drugs_by_gene.get(gene, [])))])
+                    break
+        if carrier:
+            result.counts["patients_carriers"] += 1
+
+
+def draft_orders(resource: dict, medications: dict[str, dict]) -> dict:
+    """The order as the EHR would send it at signing: a MedicationRequest in a draftOrders Bundle,
+    with the Medication it references. A MedicationStatement is stated as the request it records."""
+    order = resource
+    if resource.get("resourceType") == "MedicationStatement":
+        order = {"resourceType": "MedicationRequest", "id": resource.get("id"), "status": "active",
+                 "intent": "order", "subject": resource.get("subject")}
+        for key in ("medicationCodeableConcept", "medicationReference", "contained"):
+            if key in resource:
+                order[key] = resource[key]
+    entries = [{"resource": order}]
+    ref = (order.get("medicationReference") or {}).get("reference") if isinstance(order.get("medicationReference"), dict) else None
+    if isinstance(ref, str) and ref.startswith("Medication/") and ref[11:] in medications:
+        entries.append({"resource": medications[ref[11:]]})
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def medication_text(resource: dict) -> str:
+    concept = resource.get("medicationCodeableConcept")
+    if isinstance(concept, dict):
+        for coding in concept.get("coding") or []:
+            if isinstance(coding, dict) and coding.get("code"):
+                return f"{coding.get('code')} {coding.get('display') or ''}".strip()
+        if isinstance(concept.get("text"), str):
+            return concept["text"]
+    ref = resource.get("medicationReference")
+    return ref.get("reference", "") if isinstance(ref, dict) else ""
+
+
+def _where(resource: dict) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+# --- the worker's process-local state ---------------------------------------------------------------
+_screener: Screener | None = None
+
+
+def worker_screener(settings: Settings) -> Screener:
+    """This process's Screener, built on first use (~1 s: compiling the rules) and kept."""
+    global _screener
+    if _screener is None or _screener.settings.kb_version != settings.kb_version \
+            or _screener.settings.audit_key != settings.audit_key or _screener.settings.raw_ids != settings.raw_ids \
+            or _screener.settings.require_consent != settings.require_consent:
+        _screener = Screener(settings)
+    return _screener
+
+
+def screen_partition_task(settings: Settings, work: str, partition: int) -> PartitionResult:
+    return worker_screener(settings).screen_partition(work, partition)

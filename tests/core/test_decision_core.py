@@ -1,0 +1,104 @@
+"""The decision core is below every face: the same PatientCase gives the same cards whichever face
+built it, and no face reaches into another face's modules."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from cds.decision import PatientCase, decide
+from cds.engine import Engine
+from cds.knowledge.loader import load_knowledge
+from cds.pipeline import Advisor
+from pgx_paths import REPO
+
+PACKAGE = REPO / "cds"
+FIXTURES = REPO / "tests" / "fixtures" / "fhir"
+
+
+@pytest.fixture(scope="module")
+def advisor() -> Advisor:
+    return Advisor.build(Engine.from_knowledge(load_knowledge(REPO)))
+
+
+def _clopidogrel_order() -> dict:
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {
+        "resourceType": "MedicationRequest", "id": "draft-1", "status": "draft", "intent": "order",
+        "subject": {"reference": "Patient/example"},
+        "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                  "code": "309362", "display": "clopidogrel 75 MG Oral Tablet"}]}}}]}
+
+
+def test_a_case_of_real_fhir_json_gives_the_cpic_card(advisor: Advisor) -> None:
+    genotype = json.loads((FIXTURES / "built" / "lab-cyp2c19-genotype-text.json").read_text())
+    case = PatientCase(hook="order-sign", patient_ref="Patient/example", genomics=[genotype],
+                       medications=[_clopidogrel_order()])
+    advice = decide(advisor, case)
+    assert [c.drug for c in advice.cards] == ["clopidogrel"]
+    assert advice.facts.interpretations["CYP2C19"][0].phenotype in advice.cards[0].card["summary"]
+
+
+def test_a_genomics_fetch_failure_is_said_not_silent(advisor: Advisor) -> None:
+    case = PatientCase(hook="order-sign", patient_ref="Patient/example", medications=[_clopidogrel_order()],
+                       errors={"genomics": "FHIR server answered HTTP 500"})
+    cards = decide(advisor, case).cards
+    assert len(cards) == 1 and "could not be completed" in cards[0].card["summary"]
+
+
+def test_a_denying_consent_withholds_genotype_advice(advisor: Advisor) -> None:
+    genotype = json.loads((FIXTURES / "built" / "lab-cyp2c19-genotype-text.json").read_text())
+    deny = {"resourceType": "Consent", "status": "active", "patient": {"reference": "Patient/example"},
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "dateTime": "2026-01-10",
+            "provision": {"type": "deny", "securityLabel": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "GDIS"}]}}
+    case = PatientCase(hook="order-sign", patient_ref="Patient/example", genomics=[genotype],
+                       medications=[_clopidogrel_order()], consent=[deny])
+    advice = decide(advisor, case)
+    assert advice.cards == [] and advice.consent
+
+
+def test_an_unknown_hook_is_refused(advisor: Advisor) -> None:
+    with pytest.raises(ValueError):
+        decide(advisor, PatientCase(hook="encounter-start", patient_ref="Patient/example"))
+
+
+FACES = {"service": PACKAGE / "service", "workbench": PACKAGE / "workbench"}
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+@pytest.mark.parametrize("face", sorted(FACES))
+def test_no_face_imports_another_face(face: str) -> None:
+    others = [f"cds.{name}" for name in FACES if name != face] + ["cds.cli"]
+    offenders = []
+    for path in FACES[face].rglob("*.py"):
+        for module in _imports(path):
+            # The service mounts the workbench blueprint when it is installed: composition, not use.
+            if face == "service" and path.name == "app.py" and module == "cds.workbench":
+                continue
+            if any(module == o or module.startswith(o + ".") for o in others):
+                offenders.append(f"{path.relative_to(REPO)} imports {module}")
+    assert offenders == []
+
+
+def test_the_core_imports_no_face() -> None:
+    faces = ("cds.service", "cds.workbench", "cds.cli")
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ("service", "workbench", "screen") or rel.name == "cli.py":
+            continue
+        offenders += [f"{rel} imports {m}" for m in _imports(path) if m.startswith(faces)]
+    assert offenders == []

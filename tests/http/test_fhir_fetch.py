@@ -1,0 +1,271 @@
+"""Fetching FHIR data, over real HTTP: the service (tests/live_service.py) calls a loopback FHIR server
+(tests/fhir_server.py) the test fills and tells to misbehave.
+
+Specification passages these tests hold the service to:
+- CDS Hooks 2.0, "Prefetch Template": the CDS Service checks prefetched data against its template and
+  retrieves what is missing itself; a CDS Client "SHOULD" report a failed prefetch with an
+  OperationOutcome and "CDS Services SHOULD check any prefetched data for the existence of
+  OperationOutcomes"; tokens are `{{context.*}}` and `{{userPractitionerId}}`-style only.
+- CDS Hooks 2.0, "FHIR Resource Access": `fhirServer` is the base URL and `fhirAuthorization.access_token`
+  the bearer token for it (so: for it only).
+- FHIR R4 http.html#paging and bundle.html#searchset: a page's `next` link leads to the following page.
+- FHIR R4 search.html#include: `_include=DiagnosticReport:result` returns the reports' results too.
+- HL7 Genomics Reporting IG STU3, genomic-report profile: a Genomics Report is a DiagnosticReport of
+  category v2-0074 GE whose `result`s are the genotype Observations.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from sqlalchemy import text
+
+from fhir_server import FhirTestServer, outcome
+from fhirdata import PRODUCTS, RXNORM, genotype, hook_request, medication_request, searchset
+
+CANNOT = "Clopidogrel: pharmacogenomic check could not be completed"
+TOKEN = {"access_token": "secret-token-for-the-ehr-only", "token_type": "Bearer", "expires_in": 300,
+         "scope": "patient/*.read", "subject": "pgx-cds"}
+
+
+def summaries(response: requests.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [c["summary"] for c in response.json()["cards"]]
+
+
+def audited_errors(service, body: dict) -> list[str]:
+    store = service.runtime.store
+    assert store.flush(10)
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("select fhir_errors from cds_call where hook_instance = :h"),
+                            {"h": body["hookInstance"]}).all()
+    assert len(rows) == 1
+    errors = rows[0][0]
+    return errors if isinstance(errors, list) else __import__("json").loads(errors)
+
+
+def report(rid: str, *results: str, patient: str = "p1") -> dict:
+    """A Genomics Report shaped as the IG STU3 DiagnosticReport-PGxGenomicReportEMERGE (category GE, LOINC
+    51969-4 'Genetic analysis report', results by reference)."""
+    return {"resourceType": "DiagnosticReport", "id": rid, "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "GE"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "51969-4", "display": "Genetic analysis report"}]},
+            "subject": {"reference": f"Patient/{patient}"}, "issued": "2024-03-02T00:00:00Z",
+            "result": [{"reference": r} for r in results]}
+
+
+@pytest.fixture()
+def other_server():
+    """A second FHIR server on another port: another origin, which must never see the token."""
+    server = FhirTestServer()
+    server.add(genotype("CYP2C19", "*1/*1", oid="foreign"))
+    yield server
+    server.stop()
+
+
+# --- 1. the codes searched are the codes mapped -----------------------------------------------------
+
+def test_the_codes_searched_and_the_codes_the_reader_maps_are_one_set(service, fhir_server):
+    """Issue 10 item 1: the prefetch templates (discovery) and the service's own search ask for exactly
+    the Observation codes guidelines/fhir-mappings.yaml maps (observation_kinds and lab_codes)."""
+    from cds.fhir.mappings import default_mappings
+
+    mappings = default_mappings()
+    mapped = {f"{s}|{c}" for s, c in mappings.observation_kinds} | {f"{s}|{c}" for s, c in mappings.lab_codes}
+    assert "http://loinc.org|84413-4" in mapped and "http://loinc.org|79716-7" in mapped
+
+    services = requests.get(f"{service.url}/cds-services", timeout=10).json()["services"]
+    for s in services:
+        template = s["prefetch"]["genomics"]
+        assert "pgx." not in template                       # only CDS Hooks tokens reach the EHR
+        codes = template.split("&code=", 1)[1].split("&")[0]
+        assert set(codes.split(",")) == mapped, s["id"]
+
+    fhir_server.add(genotype("CYP2C19", "*2/*2"))
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
+    assert summaries(service.call("pgx-order-sign", body))[0].startswith("Clopidogrel")
+    searched = fhir_server.searched("Observation")[0]["query"]["code"][0]
+    assert set(searched.split(",")) == mapped
+
+
+# --- 2. Genomics Reports ----------------------------------------------------------------------------
+
+def test_a_genomics_report_fetched_from_the_fhir_server_yields_its_results(service, fhir_server):
+    """The EHR prefetched an empty genomics search; the report (and, through _include, its result) is
+    only on fhirServer. The result's code is not among the searched ones (a lab's own code), so only the
+    report leads to it."""
+    result = genotype("CYP2C19", "*2/*2", oid="in-report")
+    result["code"] = {"coding": [{"system": "http://example.org/lab-codes", "code": "PGX-C19"}], "text": "CYP2C19 genotype"}
+    fhir_server.add(result, report("rep1", "Observation/in-report"))
+    body = hook_request("order-sign", medication_request("clopidogrel"), prefetch={"genomics": searchset()},
+                        fhirServer=fhir_server.url, fhirAuthorization=TOKEN)
+    cards = summaries(service.call("pgx-order-sign", body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
+    search = fhir_server.searched("DiagnosticReport")[0]
+    assert search["query"]["_include"] == ["DiagnosticReport:result"]
+    assert search["query"]["category"] == ["http://terminology.hl7.org/CodeSystem/v2-0074|GE"]
+    assert search["authorization"] == f"Bearer {TOKEN['access_token']}"
+
+
+def test_prefetched_report_results_are_read_from_the_fhir_server_by_reference(service, fhir_server):
+    """A prefetched report whose results are neither in the prefetch nor contained: each is read
+    (FHIR R4 http.html#read) from fhirServer with the token."""
+    fhir_server.add(genotype("CYP2C19", "*2/*2", oid="r-1"))
+    body = hook_request("order-sign", medication_request("clopidogrel"),
+                        prefetch={"genomics": searchset(), "reports": searchset(report("rep2", "Observation/r-1"))},
+                        fhirServer=fhir_server.url, fhirAuthorization=TOKEN)
+    cards = summaries(service.call("pgx-order-sign", body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
+    reads = [r for r in fhir_server.requests if r["path"] == "/fhir/Observation/r-1"]
+    assert len(reads) == 1 and reads[0]["authorization"] == f"Bearer {TOKEN['access_token']}"
+
+
+def test_report_results_that_cannot_be_had_are_a_check_not_completed(service):
+    """Without fhirServer, a prefetched report's missing results make the check incomplete, said and audited."""
+    body = hook_request("order-sign", medication_request("clopidogrel"),
+                        prefetch={"genomics": searchset(), "reports": searchset(report("rep3", "Observation/gone"))})
+    assert summaries(service.call("pgx-order-sign", body)) == [CANNOT]
+    assert any("DiagnosticReport result" in e for e in audited_errors(service, body))
+
+
+# --- 3. paging --------------------------------------------------------------------------------------
+
+def _pages(fhir_server) -> dict:
+    """Three results, one a page; the decisive CYP2C19 result is on the last page."""
+    fhir_server.page_size = 1
+    fhir_server.add(genotype("CYP2D6", "*1/*1", oid="a1"), genotype("CYP3A5", "*3/*3", oid="a2"),
+                    genotype("CYP2C19", "*2/*2", oid="a3"))
+    first = requests.get(f"{fhir_server.url}/Observation?patient=p1", timeout=5).json()
+    assert any(link["relation"] == "next" for link in first["link"]) and len(first["entry"]) == 1
+    fhir_server.requests.clear()
+    return first
+
+
+def test_a_prefetched_page_with_a_next_link_is_followed_on_the_fhir_server(service, fhir_server):
+    first = _pages(fhir_server)
+    body = hook_request("order-sign", medication_request("clopidogrel"), genomics=first,
+                        fhirServer=fhir_server.url, fhirAuthorization=TOKEN)
+    cards = summaries(service.call("pgx-order-sign", body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
+    pages = [r for r in fhir_server.searched("Observation") if "_page" in r["query"]]
+    assert [r["query"]["_page"] for r in pages] == [["1"], ["2"]]
+
+
+def test_a_fetched_search_is_read_to_its_last_page(service, fhir_server):
+    _pages(fhir_server)
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
+    cards = summaries(service.call("pgx-order-sign", body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
+
+
+def test_a_prefetched_page_with_a_next_link_and_no_fhir_server_is_incomplete(service, fhir_server):
+    first = _pages(fhir_server)
+    body = hook_request("order-sign", medication_request("clopidogrel"), genomics=first)
+    assert summaries(service.call("pgx-order-sign", body)) == [CANNOT]
+    assert any("more pages" in e for e in audited_errors(service, body))
+
+
+# --- 4. OperationOutcome instead of data ------------------------------------------------------------
+
+def test_a_prefetched_operation_outcome_is_fetched_again_from_the_fhir_server(service, fhir_server):
+    fhir_server.add(genotype("CYP2C19", "*2/*2"))
+    body = hook_request("order-sign", medication_request("clopidogrel"),
+                        genomics=outcome("timeout", "the EHR gave up"), fhirServer=fhir_server.url)
+    cards = summaries(service.call("pgx-order-sign", body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
+    assert fhir_server.searched("Observation")
+    assert any("OperationOutcome" in e and "fetched from fhirServer" in e for e in audited_errors(service, body))
+
+
+@pytest.mark.parametrize("value", [outcome("timeout", "the EHR gave up"),
+                                   searchset(outcome("too-costly", "search failed")),
+                                   {"resourceType": "Patient", "id": "p1"}])
+def test_a_prefetched_failed_retrieval_without_fhir_server_is_a_check_not_completed(service, value):
+    body = hook_request("order-sign", medication_request("clopidogrel"), genomics=value)
+    assert summaries(service.call("pgx-order-sign", body)) == [CANNOT]
+    assert any(e.startswith("genomics: ") for e in audited_errors(service, body))
+
+
+@pytest.mark.parametrize("misbehaviour", ["outcome", "html", "status"])
+def test_a_fhir_server_answering_an_error_is_a_check_not_completed(service, fhir_server, misbehaviour):
+    fhir_server.misbehave(misbehaviour, only="Observation", code=403)
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
+    assert summaries(service.call("pgx-order-sign", body)) == [CANNOT]
+    assert any(e.startswith("genomics: ") for e in audited_errors(service, body))
+
+
+# --- 5. a Medication only on the FHIR server -------------------------------------------------------
+
+def test_a_medication_reference_is_resolved_from_the_fhir_server(service, fhir_server):
+    code, display = PRODUCTS["clopidogrel"]
+    fhir_server.add({"resourceType": "Medication", "id": "med-1",
+                     "code": {"coding": [{"system": RXNORM, "code": code, "display": display}]}})
+    order = medication_request("clopidogrel")
+    del order["medicationCodeableConcept"]
+    order["medicationReference"] = {"reference": "Medication/med-1"}
+    body = hook_request("order-sign", order, genomics=searchset(genotype("CYP2C19", "*2/*2")),
+                        fhirServer=fhir_server.url, fhirAuthorization=TOKEN)
+    cards = summaries(service.call("pgx-order-sign", body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0] and "lopidogrel" in cards[0]
+    assert [r["authorization"] for r in fhir_server.requests if r["path"] == "/fhir/Medication/med-1"] == \
+        [f"Bearer {TOKEN['access_token']}"]
+
+
+# --- 7. size --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_huge_fhir_response_is_a_check_not_completed_within_the_budget(service, fhir_server, chunked):
+    """Issue 12 item 3: a 50 MB Bundle (declared, or streamed without a length) is abandoned at the limit."""
+    fhir_server.misbehave("huge", only="Observation", size=50 * 1024 * 1024, chunked=chunked)
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
+    started = time.monotonic()
+    response = service.call("pgx-order-sign", body)
+    assert time.monotonic() - started < 2.5            # the fixture's budget is 1 s
+    assert summaries(response) == [CANNOT]
+    assert any("byte limit" in e for e in audited_errors(service, body))
+
+
+# --- 8. the token never leaves its server ----------------------------------------------------------
+
+def test_a_redirect_to_another_origin_is_not_followed(service, fhir_server, other_server):
+    fhir_server.misbehave("redirect", only="Observation", to=other_server.url)
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url,
+                        fhirAuthorization=TOKEN)
+    assert summaries(service.call("pgx-order-sign", body)) == [CANNOT]
+    assert other_server.requests == []
+    assert any("redirect to another origin" in e for e in audited_errors(service, body))
+
+
+def test_a_redirect_within_the_fhir_server_is_followed(service, fhir_server):
+    fhir_server.add(genotype("CYP2C19", "*2/*2"))
+    fhir_server.misbehave("redirect", only="Observation", to=fhir_server.url, code=307, once=True)
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url,
+                        fhirAuthorization=TOKEN)
+    cards = summaries(service.call("pgx-order-sign", body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
+    searches = fhir_server.searched("Observation")
+    assert len(searches) == 2 and all(r["authorization"] == f"Bearer {TOKEN['access_token']}" for r in searches)
+
+
+@pytest.mark.parametrize("where", ["prefetched", "fetched"])
+def test_a_next_link_to_another_origin_is_refused(service, fhir_server, other_server, where):
+    _pages(fhir_server)
+    fhir_server.misbehave("next-to", to=other_server.url)
+    first = requests.get(f"{fhir_server.url}/Observation?patient=p1", timeout=5).json()
+    fhir_server.requests.clear()
+    extra = {"genomics": first} if where == "prefetched" else {}
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url,
+                        fhirAuthorization=TOKEN, **extra)
+    assert summaries(service.call("pgx-order-sign", body)) == [CANNOT]
+    assert other_server.requests == []              # neither the token nor the query went there
+    assert any("another server" in e for e in audited_errors(service, body))
+
+
+def test_a_reference_to_another_origin_is_not_fetched(service, fhir_server, other_server):
+    body = hook_request("order-sign", medication_request("clopidogrel"),
+                        prefetch={"genomics": searchset(),
+                                  "reports": searchset(report("rep4", f"{other_server.url}/Observation/foreign"))},
+                        fhirServer=fhir_server.url, fhirAuthorization=TOKEN)
+    assert summaries(service.call("pgx-order-sign", body)) == [CANNOT]
+    assert other_server.requests == []
