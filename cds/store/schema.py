@@ -47,7 +47,7 @@ class Card(Base):
     rule_id: Mapped[str] = mapped_column(String(200), index=True)
     guideline_id: Mapped[str | None] = mapped_column(String(200))
     guideline_version: Mapped[str | None] = mapped_column(Text)  # knowledge YAML `version`: free text
-    source: Mapped[str | None] = mapped_column(String(32))       # CPIC, DPWG or CPIC+DPWG; NULL before 0003 (CPIC)
+    source: Mapped[str | None] = mapped_column(String(32))       # CPIC, DPWG or CPIC+DPWG; NULL before 0004 (CPIC)
     indicator: Mapped[str] = mapped_column(String(16))
     summary: Mapped[str] = mapped_column(Text)
 

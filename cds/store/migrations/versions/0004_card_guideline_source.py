@@ -1,10 +1,9 @@
 """Which guideline source(s) each card rests on: CPIC, DPWG or both ("CPIC+DPWG").
 
-Cards written before this revision rested on CPIC alone (the only source then encoded); they keep NULL,
-which the report reads as CPIC.
+Cards written before this revision (0004) rested on CPIC alone (the only source then encoded); they keep NULL.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-01
 """
 from typing import Sequence, Union
@@ -12,8 +11,8 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: Union[str, Sequence[str], None] = "0002"
+revision: str = "0004"
+down_revision: Union[str, Sequence[str], None] = "0003"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
