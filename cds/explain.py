@@ -133,9 +133,10 @@ def to_text(evaluation: Evaluation) -> str:
         for m in drug.matches:
             rec = m.recommendation
             label = f" {m.score_gene} activity score {m.score} —" if m.score is not None else ""
-            lines.append(f"  [{rec.population}]{label} {rec.classification or 'no classification'}: {rec.recommendation}")
+            text = rec.recommendation.replace("\n", "\n    ")  # CPIC's own line breaks, indented under the entry
+            lines.append(f"  [{rec.population}]{label} {rec.classification or 'no classification'}: {text}")
             for gene, text in rec.implications.items():
-                lines.append(f"      {gene}: {text}")
+                lines.append(f"      {gene}: " + text.replace("\n", "\n        "))
             if m.matched_by != "phenotype":
                 via = ""
             elif m.score is None:

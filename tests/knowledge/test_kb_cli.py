@@ -97,3 +97,11 @@ def test_cds_test_fails_with_a_readable_difference_on_a_broken_rule(tmp_path):
     assert "FAIL  clopidogrel-cyp2c19: poor metabolizer gets a critical card with both alternatives" in result.stdout
     assert "indicator is warning, expected critical" in result.stdout
     assert "1 failed" in result.stdout
+
+
+def test_explain_shows_cpic_line_breaks_not_backslash_n():
+    """Release 1.54 writes pantoprazole's line break as the two characters backslash-n; we show a line break."""
+    result = cds("explain", "--genotype", "CYP2C19=*1/*1", "--drug", "pantoprazole")
+    assert result.returncode == 0, result.stderr
+    assert "\\n" not in result.stdout
+    assert "divided doses.\n    Monitor for efficacy." in result.stdout
