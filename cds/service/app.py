@@ -4,17 +4,22 @@
     POST /cds-services/{id}             a hook call → cards
     POST /cds-services/{id}/feedback    CDS Hooks feedback → audit store
     GET  /admin/report                  committee report (admin token unless development mode)
-    GET  /healthz, /openapi.json
+    GET  /healthz                       liveness and knowledge version
+    GET  /readyz                        readiness: knowledge loaded and the audit database answering now
+    GET  /metrics                       Prometheus metrics (cds.service.metrics)
+    GET  /openapi.json
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
 from cds.cdshooks import Gathered, RequestError, case_from_hook, parse_feedback, parse_hook_request
@@ -24,7 +29,9 @@ from cds.errors import CdsError
 from cds.knowledge.loader import KnowledgeBase, load_knowledge
 from cds.knowledge.models import HookService
 from cds.pipeline import Advice, Advisor
+from cds.service import logs, metrics
 from cds.service.config import Settings
+from cds.service.fhir_servers import FhirServerPolicy, FhirServerRefused, parse_networks
 from cds.service.jsonio import OrjsonProvider
 from cds.service.openapi import openapi_document
 from cds.service.prefetch import FhirFetcher
@@ -44,6 +51,8 @@ class Runtime:
     services: dict[str, HookService]
     store: Any = None          # cds.store.Store, or None when auditing is off
     verifier: Any = None       # cds.service.auth.JwtVerifier, or None in development mode
+    fhir_policy: FhirServerPolicy | None = None
+    local_state: Any = None    # cds.store.local_state.LocalState: sessions, login throttling
 
 
 def _runtime() -> Runtime:
@@ -62,22 +71,30 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
 
         store = Store.open(settings.database_url)
     verifier = None
-    if settings.auth_mode == "off":
+    development = settings.auth_mode == "off"
+    if development:
         log.warning("AUTHENTICATION IS OFF (CDS_AUTH=off): development mode. Any caller can use this service; "
                     "never run it like this with real patient data.")
     else:
         from cds.service.auth import AuthConfig, JwtVerifier, replay_cache_from_env
 
-        verifier = JwtVerifier(AuthConfig.from_env(), replay_cache_from_env())
-    runtime = Runtime(settings, kb, engine, advisor, fetcher, {s.id: s for s in kb.services}, store, verifier)
+        verifier = JwtVerifier(AuthConfig.from_env(), replay_cache_from_env(local_state=settings.local_state))
+    from cds.store.local_state import LocalState
+
+    policy = FhirServerPolicy(parse_networks(settings.fhir_private_networks), development=development)
+    runtime = Runtime(settings, kb, engine, advisor, fetcher, {s.id: s for s in kb.services}, store, verifier,
+                      policy, LocalState(settings.local_state))
 
     app = Flask("pgx-cds")
     app.json = OrjsonProvider(app)
+    # Werkzeug refuses a longer body with 413 as soon as it is read (answered as JSON below).
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["pgx-cds"] = runtime
     app.register_blueprint(hooks)
     app.register_blueprint(admin)
     _register_errors(app)
     _register_cors(app, settings.cors_origins)
+    _register_security_headers(app)
     try:
         from cds.workbench import workbench  # the pharmacist's workbench, when installed
         app.register_blueprint(workbench)
@@ -91,11 +108,21 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
 # --- errors and CORS ---------------------------------------------------------------------------
 
 
+_ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                412: "precondition_failed", 413: "payload_too_large", 415: "unsupported_media_type",
+                429: "too_many_requests", 431: "request_header_fields_too_large", 503: "unavailable"}
+
+
 def _error(status: int, message: str, **extra: Any):
-    body = {"error": {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                      412: "precondition_failed", 415: "unsupported_media_type", 503: "unavailable"}.get(status, "error"),
+    body = {"error": _ERROR_NAMES.get(status, "error"),
             "message": message, **{k: v for k, v in extra.items() if v is not None}}
-    return jsonify(body), status
+    response = jsonify(body)
+    response.status_code = status
+    if status == 401:
+        # RFC 6750 §3: a 401 names the scheme the caller must use.
+        reason = message.replace("\\", "").replace('"', "'")[:200]
+        response.headers["WWW-Authenticate"] = f'Bearer realm="pgx-cds", error="invalid_token", error_description="{reason}"'
+    return response
 
 
 def _register_errors(app: Flask) -> None:
@@ -105,7 +132,15 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):
-        return _error(err.code or 500, err.description or err.name)
+        code = err.code or 500
+        message = err.description or err.name
+        if code == 413:
+            message = (f"the request body is larger than this service accepts "
+                       f"({current_app.config['MAX_CONTENT_LENGTH']} bytes, CDS_MAX_BODY_BYTES)")
+        response = _error(code, message)
+        if code == 405:
+            response.headers["Allow"] = ", ".join(sorted(getattr(err, "valid_methods", None) or ()))
+        return response
 
     @app.errorhandler(Exception)
     def _bug(err: Exception):
@@ -126,6 +161,21 @@ def _register_cors(app: Flask, origins: list[str]) -> None:
             response.headers["Access-Control-Max-Age"] = "600"
             if "*" not in origins:
                 response.headers["Vary"] = "Origin"
+        return response
+
+
+def _register_security_headers(app: Flask) -> None:
+    @app.after_request
+    def _headers(response):
+        # Pages (the workbench) may not be framed and load only this origin's scripts and styles;
+        # nothing is sniffed into another type.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy",
+                                        "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+                                        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
 
@@ -165,8 +215,8 @@ def _authenticate() -> dict | None:
     runtime = _runtime()
     if runtime.verifier is None:
         return None
-    base = (runtime.settings.base_url or request.host_url).rstrip("/")
-    audience = base + request.path
+    # Never the Host header: the caller controls it (Settings refuses to start without CDS_BASE_URL).
+    audience = runtime.settings.base_url + request.path
     try:
         return runtime.verifier.verify(request.headers.get("Authorization"), audience)
     except CdsError as err:
@@ -179,14 +229,63 @@ def call_service(service_id: str):
         return "", 204
     started = time.perf_counter()
     service = _service(service_id)
-    _authenticate()
-    hook_request = parse_hook_request(_json_body(), service)
-    runtime = _runtime()
-    gathered = runtime.fetcher.gather(hook_request)
-    advice = decide(runtime.advisor, case_from_hook(hook_request, gathered), runtime.settings.require_consent)
-    response = {"cards": [c.card for c in advice.cards]}
-    _audit(runtime, hook_request, advice, gathered, started)
-    return jsonify(response)
+    status = 500
+    scrubbing = None
+    try:
+        claims = _authenticate()
+        hook_request = parse_hook_request(_json_body(), service)
+        from cds.store.records import scrubber
+
+        # Whatever is logged while this call runs loses the patient id (bare or as Patient/X).
+        scrubbing = logs.current_scrubber.set(scrubber(hook_request.patient_id))
+        runtime = _runtime()
+        origin = _checked_fhir_server(runtime, hook_request, claims)
+        gathered = runtime.fetcher.gather(hook_request)
+        advice = decide(runtime.advisor, case_from_hook(hook_request, gathered), runtime.settings.require_consent)
+        response = {"cards": [c.card for c in advice.cards]}
+        _audit(runtime, hook_request, advice, gathered, started)   # journaled before the answer leaves
+        _count(runtime, hook_request, advice, gathered, origin)
+        status = 200
+        return jsonify(response)
+    except RequestError as err:
+        status = err.status
+        raise
+    except HTTPException as err:
+        status = err.code or 500
+        raise
+    finally:
+        if scrubbing is not None:
+            logs.current_scrubber.reset(scrubbing)
+        metrics.HOOK_REQUESTS.labels(service.id, str(status)).inc()
+        metrics.HOOK_LATENCY.labels(service.id).observe(time.perf_counter() - started)
+
+
+def _checked_fhir_server(runtime: Runtime, hook_request, claims: dict | None) -> str | None:
+    """Refuse a fhirServer this caller may not make us contact, before any fetch; its origin, for metrics."""
+    if not hook_request.fhir_server:
+        return None
+    allowed = None
+    if runtime.verifier is not None and claims is not None:
+        allowed = runtime.verifier.config.issuers[claims["iss"]].fhir_servers
+    try:
+        base = runtime.fhir_policy.check(hook_request.fhir_server, allowed)
+    except FhirServerRefused as err:
+        log.warning("refused fhirServer for %s: %s", (claims or {}).get("iss", "development mode"), err)
+        raise RequestError(str(err), status=err.status, field="fhirServer") from None
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def _count(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, origin: str | None) -> None:
+    for card in advice.cards:
+        metrics.CARDS.labels(card.indicator, card.rule_id).inc()
+    failed_fetches = [k for k in gathered.errors if k not in hook_request.prefetch]
+    if failed_fetches and origin:
+        metrics.FHIR_FETCH_ERRORS.labels(origin).inc(len(failed_fetches))
+    if advice.unresolved:
+        metrics.UNRESOLVED_ORDERS.labels(hook_request.service.id).inc(len(advice.unresolved))
+    if runtime.store is not None:
+        metrics.AUDIT_QUEUE.set(runtime.store.queue_depth)
 
 
 def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, started: float) -> None:
@@ -248,6 +347,37 @@ def health():
     return jsonify(body)
 
 
+@admin.route("/readyz")
+def ready():
+    """Ready when the knowledge is loaded and the audit database answers now (not a cached flag)."""
+    runtime = _runtime()
+    checks: dict[str, str] = {}
+    ok = runtime.kb is not None and runtime.engine is not None and bool(runtime.services)
+    checks["knowledge"] = runtime.kb.version if ok else "not loaded"
+    if runtime.store is not None:
+        try:
+            with runtime.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "up"
+        except Exception as err:  # noqa: BLE001 - any failure means not ready; the reason is shown
+            ok = False
+            checks["database"] = f"unreachable ({type(err).__name__})"
+    else:
+        checks["database"] = "not used (CDS_AUDIT=false)"
+    return jsonify({"status": "ready" if ok else "not ready", "checks": checks}), 200 if ok else 503
+
+
+@admin.route("/metrics")
+def prometheus_metrics():
+    runtime = _runtime()
+    spool_dir = None
+    if runtime.store is not None:
+        metrics.AUDIT_QUEUE.set(runtime.store.queue_depth)
+        spool_dir = runtime.store.spool.directory
+    body, content_type = metrics.exposition(spool_dir)
+    return Response(body, content_type=content_type)
+
+
 @admin.route("/openapi.json")
 def openapi():
     return jsonify(openapi_document(_runtime().services.values()))
@@ -260,7 +390,7 @@ def require_admin() -> None:
         return
     token = runtime.settings.admin_token
     given = request.headers.get("Authorization", "")
-    if not token or given != f"Bearer {token}":
+    if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         raise RequestError("admin endpoints need 'Authorization: Bearer <CDS_ADMIN_TOKEN>'", status=401)
 
 

@@ -131,6 +131,7 @@ class TrustedIssuer:
     kid: str | None = None                # with a pinned key: the `kid` its tokens must carry, if known
     allowed_jku: frozenset[str] = frozenset()   # `jku` header values we honour (jwks_url is implied)
     algorithms: frozenset[str] = ACCEPTED_ALGORITHMS
+    fhir_servers: frozenset[str] = frozenset()  # `fhirServer` base URLs its calls may name (normalised)
 
     def __post_init__(self):
         if (self.jwks_url is None) == (self.public_key is None):
@@ -187,7 +188,7 @@ class AuthConfig:
 
 _TOP_FIELDS = {"issuers", "clock_skew_seconds", "max_token_lifetime_seconds", "jwks_cache_seconds",
                "jwks_min_refetch_seconds"}
-_ISSUER_FIELDS = {"iss", "jwks_url", "public_key", "public_key_file", "kid", "jku", "algorithms"}
+_ISSUER_FIELDS = {"iss", "jwks_url", "public_key", "public_key_file", "kid", "jku", "algorithms", "fhir_servers"}
 
 
 def _parse_config(data: Any, path: Path) -> AuthConfig:
@@ -288,8 +289,39 @@ def _parse_issuer(entry: Any, where: str, path: Path, fail: Callable[[str, str],
     if public_key is not None and not (public_key.algorithms & allowed):
         raise fail(where, f"the public key can only verify {', '.join(sorted(public_key.algorithms))}, "
                    f"none of which is in 'algorithms'")
+    servers = entry.get("fhir_servers", [])
+    if isinstance(servers, str):
+        servers = [servers]
+    if not isinstance(servers, list):
+        raise fail(where, "'fhir_servers' must be a list of FHIR base URLs this EHR's calls may name")
+    fhir_servers = set()
+    for url in servers:
+        base = normalised_base_url(url) if isinstance(url, str) else None
+        if base is None:
+            raise fail(where, f"fhir_servers: {url!r} is not an http(s) base URL such as https://ehr.example.org/fhir")
+        fhir_servers.add(base)
     return TrustedIssuer(iss=iss, jwks_url=jwks_url, public_key=public_key, kid=kid,
-                         allowed_jku=allowed_jku, algorithms=allowed)
+                         allowed_jku=allowed_jku, algorithms=allowed, fhir_servers=frozenset(fhir_servers))
+
+
+def normalised_base_url(url: str) -> str | None:
+    """scheme://host[:port]/path with scheme and host lower-cased, default port and trailing slash
+    dropped; None for anything that is not a plain http(s) URL (credentials, query or fragment)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.username is not None \
+            or parts.password is not None or parts.query or parts.fragment:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"                                   # IPv6 literal
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
 
 
 def _checked_url(url: Any, where: str, fail: Callable[[str, str], CdsError]) -> str:
@@ -434,14 +466,42 @@ class RedisReplayCache:
         return bool(stored)
 
 
-def replay_cache_from_env(environ: dict[str, str] | None = None) -> ReplayCache:
-    """Redis when CDS_REDIS_URL is set (several replicas share one window), else this process only."""
+class SqliteReplayCache:
+    """A replay window shared by every worker process of this host: one row per token in the local
+    state file (cds.store.local_state). The default when no Redis is configured; replicas on other
+    hosts need Redis."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        from cds.store.local_state import LocalState, LocalStateUnavailable
+
+        try:
+            self.state = LocalState(path)
+            self.state.check()
+        except LocalStateUnavailable as err:
+            raise CdsError(f"replay protection: cannot open the local state file ({err}); "
+                           "set CDS_LOCAL_STATE to a writable path or CDS_REDIS_URL") from None
+
+    def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
+        from cds.store.local_state import LocalStateUnavailable
+
+        try:
+            return self.state.first_use(_replay_key(issuer, jti), expires_at)
+        except LocalStateUnavailable as err:
+            log.error("replay check failed, local state file unavailable: %s", err)
+            raise AuthError("replay protection is unavailable; retry shortly", status=503) from None
+
+
+def replay_cache_from_env(environ: dict[str, str] | None = None, local_state: str | None = None) -> ReplayCache:
+    """Redis when CDS_REDIS_URL is set (several replicas share one window), else the SQLite file that
+    every worker process of this host shares (CDS_LOCAL_STATE)."""
     env = os.environ if environ is None else environ
     url = env.get("CDS_REDIS_URL", "").strip()
     if url:
         return RedisReplayCache.from_url(url)
-    log.info("replay protection is per process (set CDS_REDIS_URL when running several workers or replicas)")
-    return InProcessReplayCache()
+    cache = SqliteReplayCache(local_state or env.get("CDS_LOCAL_STATE") or None)
+    log.info("replay protection shared by this host's workers through %s (set CDS_REDIS_URL when "
+             "replicas on several hosts serve the same EHR)", cache.state.path)
+    return cache
 
 
 # --- JWK Sets --------------------------------------------------------------------------------------

@@ -60,6 +60,24 @@ class Settings:
     cors_origins: list[str] = field(default_factory=lambda: ["*"])   # CDS_CORS_ORIGINS, comma-separated
     admin_token: str | None = None              # CDS_ADMIN_TOKEN: bearer token for /admin and /workbench
     audit: bool = True                          # CDS_AUDIT: false disables the database (tests, benchmarks)
+    max_body_bytes: int = 10 * 1024 * 1024      # CDS_MAX_BODY_BYTES: larger request bodies get 413
+    fhir_private_networks: str = ""             # CDS_FHIR_PRIVATE_NETWORKS: CIDRs a fhirServer may resolve into
+    local_state: str | None = None              # CDS_LOCAL_STATE: SQLite file shared by this host's workers
+    session_minutes: float = 60.0               # CDS_SESSION_MINUTES: workbench login lifetime
+    login_attempts: int = 5                     # CDS_LOGIN_ATTEMPTS: failed workbench logins per client per 5 min
+
+    def __post_init__(self):
+        if self.auth_mode != "off" and not self.base_url:
+            # Without it the JWT audience would come from the Host header, which the caller controls.
+            raise CdsError("CDS_AUTH=required needs CDS_BASE_URL, the public URL the EHR calls (e.g. "
+                           "https://cds.hospital.example.org): a token's aud must name {CDS_BASE_URL}/cds-services/{id}")
+        if self.base_url:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise CdsError(f"CDS_BASE_URL={self.base_url!r} must be an http(s) URL such as https://cds.example.org")
+            self.base_url = self.base_url.rstrip("/")
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -82,4 +100,9 @@ class Settings:
             cors_origins=origins or ["*"],
             admin_token=os.environ.get("CDS_ADMIN_TOKEN") or None,
             audit=_flag("CDS_AUDIT", True),
+            max_body_bytes=_int("CDS_MAX_BODY_BYTES", 10 * 1024 * 1024),
+            fhir_private_networks=os.environ.get("CDS_FHIR_PRIVATE_NETWORKS", ""),
+            local_state=os.environ.get("CDS_LOCAL_STATE") or None,
+            session_minutes=_float("CDS_SESSION_MINUTES", 60.0),
+            login_attempts=_int("CDS_LOGIN_ATTEMPTS", 5),
         )

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
@@ -31,16 +34,34 @@ def _post_fork(server, worker) -> None:
         runtime.store.after_fork()
 
 
+def _child_exit(server, worker) -> None:
+    from cds.service import metrics
+
+    metrics.worker_exited(worker.pid)
+
+
+def _metrics_directory() -> str:
+    """Where the workers' metrics files go (prometheus-client multiprocess mode): CDS_METRICS_DIR or
+    PROMETHEUS_MULTIPROC_DIR, emptied now (its files are one run's), else a fresh temporary directory."""
+    configured = os.environ.get("CDS_METRICS_DIR") or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return str(path)
+    return tempfile.mkdtemp(prefix="pgx-cds-metrics-")
+
+
 def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None, threads: int | None = None) -> None:
-    logging.basicConfig(level=os.environ.get("CDS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cds.service import logs
+
+    log_config = logs.configure()
     workers = workers or int(os.environ.get("CDS_WORKERS", "2"))
     threads = threads or int(os.environ.get("CDS_THREADS", "1"))
-    if os.environ.get("CDS_AUTH", "required").strip().lower() != "off" and workers > 1 \
-            and not os.environ.get("CDS_REDIS_URL"):
-        logging.getLogger("cds.service").warning(
-            "JWT replay protection (jti) is per worker process: with %d workers a token replayed to another "
-            "worker is not caught. Set CDS_REDIS_URL so all workers and replicas share one replay cache.", workers)
+    # Before anything imports prometheus_client: it picks its multiprocess storage at import.
+    owns_metrics_dir = not (os.environ.get("CDS_METRICS_DIR") or os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory()
     # Build the app once before forking: a broken knowledge base stops here with the validator's
     # messages instead of crash-looping workers; with preload_app the workers share the compiled rules.
     _Gunicorn({
@@ -52,8 +73,15 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
         "worker_class": "gthread" if threads > 1 else "sync",
         "preload_app": True,
         "post_fork": _post_fork,
+        "child_exit": _child_exit,
         "timeout": 30,
         "accesslog": "-",
         # No query strings in the access log: FHIR-style parameters could carry patient ids.
         "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms',
+        "logconfig_dict": log_config,
+        # Large enough that an oversized Authorization header reaches the app, which answers it with a
+        # JSON 401 (cds.service.auth.MAX_AUTHORIZATION_HEADER), instead of gunicorn's plain-text 400.
+        "limit_request_field_size": 65536,
     }).run()
+    if owns_metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -24,6 +25,17 @@ DEFAULT_KEY_FILE = Path("var") / "audit-key"
 MIN_KEY_CHARS = 32  # 128 bits as hex; shorter secrets are guessable
 
 
+# `Patient/X`, `.../fhir/Patient/X` and `Patient/X/_history/2` all name patient X.
+_PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([^/\s]+)(?:/_history/[^/\s]+)?/?$")
+
+
+def normalised_patient_id(patient_id: str) -> str:
+    """The bare logical id, so that `X` and `Patient/X` get one pseudonym and are scrubbed alike."""
+    text = patient_id.strip()
+    match = _PATIENT_REFERENCE.search(text)
+    return match.group(1) if match else text
+
+
 class PatientHasher:
     def __init__(self, key: bytes):
         if len(key) < MIN_KEY_CHARS:
@@ -31,7 +43,7 @@ class PatientHasher:
         self._key = key
 
     def __call__(self, patient_id: str) -> str:
-        return hmac.new(self._key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        return hmac.new(self._key, normalised_patient_id(patient_id).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def load_audit_key(explicit: bytes | str | None = None) -> bytes:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from cds.store.pseudonym import normalised_patient_id
+
 ENTRY_VERSION = 1              # bump when the entry layout changes; replay reads every version it knows
 PATIENT_PLACEHOLDER = "[patient]"
 
@@ -57,8 +59,12 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-def _scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
-    """Replace the raw patient id wherever it appears in free text or ids, except inside a longer word."""
+def scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
+    """Replace the raw patient id wherever it appears in free text or ids, except inside a longer word.
+    The id is normalised first: for `Patient/X` the bare `X` goes too (and with it `Patient/X`)."""
+    if not patient_id:
+        return lambda text: text
+    patient_id = normalised_patient_id(patient_id)
     if not patient_id:
         return lambda text: text
     # Not next to a letter or digit: "19" in "CYP2C19" is not the patient, but "pat1" in
@@ -76,12 +82,12 @@ def _scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
     return scrub
 
 
-patient_scrubber = _scrubber   # for other writers of de-identified text (screening outputs)
+patient_scrubber = scrubber   # for other writers of de-identified text (screening outputs)
 
 
 def audit_entry(record: CallRecord, hash_patient: Callable[[str], str]) -> dict:
     """The de-identified, JSON-safe form of a call, as written to the database and to the spool."""
-    scrub = _scrubber(record.patient_id)
+    scrub = scrubber(record.patient_id)
     return {
         "kind": "call",
         "v": ENTRY_VERSION,

@@ -30,6 +30,7 @@ from cds.store.audit import insert_entries, is_transient
 from cds.store.engine import database_url, make_engine
 from cds.store.errors import StoreUnavailable, UnknownCard
 from cds.store.feedback import feedback_entries
+from cds.store.journal import Journal
 from cds.store.pseudonym import PatientHasher, load_audit_key
 from cds.store.records import CallRecord, audit_entry
 from cds.store.report import build_report
@@ -94,9 +95,15 @@ class Store:
             with self._unconfirmed_lock:
                 for card in entry["cards"]:
                     self._unconfirmed[card["uuid"]] = entry["call_id"]
-            self._writer.submit(entry)
         except Exception:  # noqa: BLE001 - an audit failure must never fail the CDS response
-            log.exception("audit of call %s could not be queued", getattr(record, "call_id", "?"))
+            log.exception("audit of call %s could not be prepared", getattr(record, "call_id", "?"))
+            return
+        generation = None
+        try:
+            generation = self._journal.append(entry)   # before the response leaves: a dying worker loses nothing
+        except Exception:  # noqa: BLE001 - still queued; only a crash before its commit would lose it
+            log.exception("audit journal write failed for call %s", entry["call_id"])
+        self._writer.submit(entry, generation)
 
     def patient_hash(self, patient_id: str) -> str:
         """The pseudonym under which the patient appears in the audit (for the service's own logs)."""
@@ -169,6 +176,11 @@ class Store:
     def database_up(self) -> bool:
         return self._writer.database_up
 
+    @property
+    def queue_depth(self) -> int:
+        """Audit entries this process has queued and not yet written (for /metrics)."""
+        return self._writer.queue_depth
+
     def ensure_schema(self) -> None:
         """Run migrations once per Store (raises SQLAlchemy errors while the database is down)."""
         if self._schema_ready:
@@ -185,6 +197,7 @@ class Store:
         self._closed = True
         if self._pid == os.getpid():
             self._writer.stop(timeout=max(self._flush_timeout, 30.0))
+            self._journal.close()
         self.spool.close()
         self.engine.dispose()
         _open_stores.discard(self)
@@ -198,9 +211,10 @@ class Store:
     # --- internals --------------------------------------------------------------------------------
     def _start_writer(self) -> None:
         self._pid = os.getpid()
+        self._journal = Journal(self.spool.directory / "journal")
         self._writer = AuditWriter(self.engine, self.spool, ensure_schema=self.ensure_schema,
                                    on_stored=self._confirmed, queue_size=self._queue_size,
-                                   retry_interval=self._retry_interval)
+                                   retry_interval=self._retry_interval, journal=self._journal)
 
     def after_fork(self) -> None:
         """Call in a child process (a gunicorn worker) before use: it gets its own writer thread,

@@ -6,6 +6,10 @@ the spool and the writer stops trying the database for each entry ("down"): new 
 to the spool until a replay, tried every `retry_interval` seconds, gets the whole spool in. A full
 queue (database slower than traffic) also spills to the spool, from the request thread. So a CDS
 response never waits on the database, and every entry ends in the database or, until it can, on disk.
+
+Before an entry is queued the store appends it to this process's journal (cds.store.journal), so a
+process that dies with entries still queued loses none: this writer fsyncs the journal once per
+batch, tells it which entries are settled, and adopts the journals of dead processes.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds.store.audit import insert_entries, insert_entry, is_transient
+from cds.store.journal import Journal
 from cds.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -38,9 +43,10 @@ class _ReplayRequest(threading.Event):
 class AuditWriter:
     def __init__(self, engine: Engine, spool: Spool, *, ensure_schema: Callable[[], None],
                  on_stored: Callable[[list[dict]], None], queue_size: int = 10_000,
-                 retry_interval: float = 5.0):
+                 retry_interval: float = 5.0, journal: Journal | None = None):
         self._engine = engine
         self._spool = spool
+        self._journal = journal
         self._ensure_schema = ensure_schema
         self._on_stored = on_stored          # told which entries are in the database (directly or replayed)
         self._retry_interval = retry_interval
@@ -61,17 +67,24 @@ class AuditWriter:
         """Whether new entries must go behind spooled ones (database down, or spilled entries pending)."""
         return not self.database_up or self._spills != self._spills_drained
 
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
     # --- called from request threads ------------------------------------------------------------
-    def submit(self, entry: dict) -> None:
-        """Enqueue an entry; if the queue is full, spool it here. Never raises, never waits on the database."""
+    def submit(self, entry: dict, generation: int | None = None) -> None:
+        """Enqueue an entry (`generation`: the journal file the caller appended it to first); if the
+        queue is full, spool it here. Never raises, never waits on the database."""
         try:
-            self._queue.put_nowait(entry)
+            self._queue.put_nowait((entry, generation))
             return
         except queue.Full:
             pass
         with self._spill_lock:
-            self._spool_or_lose([entry], "audit queue full")
+            kept = self._spool_or_lose([entry], "audit queue full")
             self._spills += 1
+        if kept and generation is not None and self._journal is not None:
+            self._journal.settled({generation: 1})
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted so far is committed or spooled; False on timeout."""
@@ -110,6 +123,7 @@ class AuditWriter:
             except queue.Empty:
                 first = None
             batch, waiters, replay_waiters = [], [], []
+            journaled: dict[int, int] = {}
             item = first
             deadline = time.monotonic() + LINGER
             while item is not None:
@@ -120,7 +134,10 @@ class AuditWriter:
                 elif isinstance(item, threading.Event):
                     waiters.append(item)
                 else:
-                    batch.append(item)
+                    entry, generation = item
+                    batch.append(entry)
+                    if generation is not None:
+                        journaled[generation] = journaled.get(generation, 0) + 1
                 if len(batch) >= BATCH:
                     break
                 linger = 0.0 if (stopping or waiters or replay_waiters) else deadline - time.monotonic()
@@ -130,7 +147,10 @@ class AuditWriter:
                     item = None
             try:
                 if batch:
-                    self._write(batch)
+                    if journaled and self._journal is not None:
+                        self._journal.sync()    # one fsync per batch, before its commit
+                    if self._write(batch) and journaled and self._journal is not None:
+                        self._journal.settled(journaled)
                 for waiter in waiters:   # written or spooled: no need to wait for a replay
                     waiter.set()
                 if stopping or replay_waiters or time.monotonic() >= self._next_replay:
@@ -141,10 +161,10 @@ class AuditWriter:
                 for waiter in (*waiters, *replay_waiters):
                     waiter.set()
 
-    def _write(self, batch: list[dict]) -> None:
+    def _write(self, batch: list[dict]) -> bool:
+        """Store the batch, or spool it; False only if it could be neither (then it is lost, loudly)."""
         if self._spooling():
-            self._spool_or_lose(batch, "earlier entries are spooled")
-            return
+            return self._spool_or_lose(batch, "earlier entries are spooled")
         try:
             self._ensure_schema()
             with self._engine.begin() as conn:
@@ -152,13 +172,12 @@ class AuditWriter:
         except Exception as err:  # noqa: BLE001 - classified below
             if is_transient(err):
                 self._went_down(err)
-                self._spool_or_lose(batch, "database write failed")
-                return
-            self._write_one_by_one(batch, spool_on_outage=True)
-            return
+                return self._spool_or_lose(batch, "database write failed")
+            return self._write_one_by_one(batch, spool_on_outage=True)
         self._on_stored(batch)
+        return True
 
-    def _write_one_by_one(self, batch: list[dict], *, spool_on_outage: bool) -> None:
+    def _write_one_by_one(self, batch: list[dict], *, spool_on_outage: bool) -> bool:
         """Isolate the entries the database refuses; store the rest."""
         for position, entry in enumerate(batch):
             try:
@@ -169,14 +188,16 @@ class AuditWriter:
                     if not spool_on_outage:
                         raise
                     self._went_down(err)
-                    self._spool_or_lose(batch[position:], "database write failed")
-                    return
+                    return self._spool_or_lose(batch[position:], "database write failed")
                 self._reject(entry, err)
                 continue
             self._on_stored([entry])
+        return True
 
     def _replay(self) -> None:
         self._next_replay = time.monotonic() + self._retry_interval
+        if self._journal is not None and self._journal.pending_orphans():
+            self._journal.adopt_orphans(self._write)
         if not self._spooling() and not self._spool.pending():
             return
         spills = self._spills  # spills counted so far are in files this replay seals and takes
@@ -224,13 +245,15 @@ class AuditWriter:
         except OSError:
             log.exception("could not set aside refused audit entry %s", entry.get("call_id"))
 
-    def _spool_or_lose(self, entries: list[dict], why: str) -> None:
+    def _spool_or_lose(self, entries: list[dict], why: str) -> bool:
         try:
             self._spool.append(entries)
+            return True
         except OSError:
-            # Last line of defence: the record is lost, and we say so loudly (ids only, no content).
-            log.critical("%s and the spool cannot be written: %d audit entries lost (%s)", why, len(entries),
+            # Last line of defence: the record is lost (unless journaled), and we say so loudly (ids only).
+            log.critical("%s and the spool cannot be written: %d audit entries not spooled (%s)", why, len(entries),
                          ", ".join(str(e.get("call_id") or e.get("feedback_id")) for e in entries))
+            return False
 
 
 def _describe(err: BaseException) -> str:

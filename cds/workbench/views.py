@@ -85,16 +85,25 @@ def login():
     if request.method == "GET":
         return render_template("workbench/login.html", next=target, failed=False)
     token = runtime.settings.admin_token
+    client = request.remote_addr or "unknown"
+    if access.login_refused(runtime, client):
+        minutes = round(access.LOGIN_WINDOW / 60)
+        response = render_template("workbench/login.html", next=target, failed=False,
+                                   throttled=minutes), 429
+        return (*response, {"Retry-After": str(int(access.LOGIN_WINDOW))})
     if not access.token_matches(token, request.form.get("token")):
+        access.login_failed(runtime, client)
         return render_template("workbench/login.html", next=target, failed=True), 401
+    access.login_succeeded(runtime, client)
     response = redirect(target)
-    response.set_cookie(access.COOKIE, access.session_value(token), max_age=access.WORKBENCH_SESSION,
+    response.set_cookie(access.COOKIE, access.open_session(runtime), max_age=int(access.session_lifetime(runtime)),
                         path="/workbench", httponly=True, samesite="Strict", secure=request.is_secure)
     return response
 
 
 @workbench.route("/logout", methods=["POST"])
 def logout():
+    access.close_session(_runtime(), request)     # the old cookie is worthless from now on
     response = redirect(url_for("workbench.login"))
     response.delete_cookie(access.COOKIE, path="/workbench")
     return response

@@ -14,7 +14,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from live_service import LiveServer
+from live_service import LiveServer, free_port
 from fhirdata import genotype, hook_request, medication_request, searchset
 
 ISSUER = "https://ehr.example.org"
@@ -52,14 +52,17 @@ def secured(tmp_path_factory, jwks_server):
     from cds.service.app import create_app
     from cds.service.config import Settings
 
-    config = tmp_path_factory.mktemp("auth") / "trusted-issuers.yaml"
+    root = tmp_path_factory.mktemp("auth")
+    config = root / "trusted-issuers.yaml"
     config.write_text(f"issuers:\n  - iss: {ISSUER}\n    jwks_url: {jwks_server}\n    algorithms: [ES384]\n")
+    port = free_port()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CDS_AUTH", "required")
         mp.setenv("CDS_TRUSTED_ISSUERS", str(config))
         mp.delenv("CDS_REDIS_URL", raising=False)
-        app = create_app(Settings(auth_mode="required", audit=False))
-    live = LiveServer(app)
+        app = create_app(Settings(auth_mode="required", audit=False, base_url=f"http://127.0.0.1:{port}",
+                                  local_state=str(root / "local-state.sqlite3")))
+    live = LiveServer(app, port)
     yield live
     live.stop()
 

@@ -30,6 +30,7 @@ from cds.service.auth import (
     InProcessReplayCache,
     JwtVerifier,
     RedisReplayCache,
+    SqliteReplayCache,
     TrustedIssuer,
     replay_cache_from_env,
     verification_key,
@@ -670,9 +671,9 @@ def test_redis_unreachable_is_a_503_auth_error_not_a_traceback(auth_ehr, auth_ec
     assert err.status == 503
 
 
-def test_replay_cache_from_env_chooses_redis_when_configured(auth_redis_prefix):
+def test_replay_cache_from_env_chooses_redis_when_configured(auth_redis_prefix, tmp_path):
     assert isinstance(replay_cache_from_env({"CDS_REDIS_URL": REDIS_URL}), RedisReplayCache)
-    assert isinstance(replay_cache_from_env({}), InProcessReplayCache)
+    assert isinstance(replay_cache_from_env({"CDS_LOCAL_STATE": str(tmp_path / "state.sqlite3")}), SqliteReplayCache)
 
 
 @pytest.mark.parametrize("url", ["not a url", f"redis://127.0.0.1:{0}/0"])

@@ -70,14 +70,68 @@ def test_login_never_redirects_off_the_workbench(guarded):
     assert response.headers["Location"] == "/workbench/"
 
 
-def test_a_cookie_from_another_token_is_refused():
-    from cds.workbench.access import COOKIE, session_value
+def test_a_cookie_signed_with_another_token_is_refused():
+    from itsdangerous import URLSafeTimedSerializer
+
+    from cds.workbench.access import COOKIE
 
     client = _guarded().test_client()
-    client.set_cookie(COOKIE, session_value("some-other-token"), path="/workbench")
+    forged = URLSafeTimedSerializer("some-other-token", salt="pgx-cds workbench session v2").dumps({"sid": "x"})
+    client.set_cookie(COOKIE, forged, path="/workbench")
     assert client.get("/workbench/").status_code == 401
-    client.set_cookie(COOKIE, session_value(TOKEN), path="/workbench")
+
+
+def test_each_login_opens_a_new_session_and_logout_ends_it_for_good(guarded):
+    from cds.workbench.access import COOKIE
+
+    def login(client):
+        response = client.post("/workbench/login", data={"token": TOKEN})
+        assert response.status_code == 302
+        return client.get_cookie(COOKIE, path="/workbench").value
+
+    first_client, second_client = guarded.test_client(), guarded.test_client()
+    first, second = login(first_client), login(second_client)
+    assert first != second
+    first_client.post("/workbench/logout")
+    replay = guarded.test_client()
+    replay.set_cookie(COOKIE, first, path="/workbench")      # the old cookie, kept by an attacker
+    assert replay.get("/workbench/").status_code == 401
+    assert second_client.get("/workbench/").status_code == 200   # other sessions are untouched
+
+
+def test_a_session_expires_server_side():
+    from cds.workbench.access import COOKIE
+
+    app = _guarded()
+    app.extensions["pgx-cds"].settings.session_minutes = 1 / 60     # one second
+    client = app.test_client()
+    assert client.post("/workbench/login", data={"token": TOKEN}).status_code == 302
+    cookie = client.get_cookie(COOKIE, path="/workbench").value
     assert client.get("/workbench/").status_code == 200
+    import time
+    time.sleep(2.1)
+    replay = app.test_client()
+    replay.set_cookie(COOKIE, cookie, path="/workbench")    # the browser would drop it; a thief would not
+    assert replay.get("/workbench/").status_code == 401
+
+
+def test_failed_logins_are_throttled():
+    app = _guarded()
+    client = app.test_client()
+    attempts = app.extensions["pgx-cds"].settings.login_attempts
+    for _ in range(attempts):
+        assert client.post("/workbench/login", data={"token": "guess"}).status_code == 401
+    refused = client.post("/workbench/login", data={"token": TOKEN})   # even the right token, for a while
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "Too many failed attempts" in refused.get_data(as_text=True)
+
+
+def test_pages_carry_security_headers(guarded):
+    response = guarded.test_client().get("/workbench/login")
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_no_admin_token_configured_means_unavailable():

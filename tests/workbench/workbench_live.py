@@ -20,6 +20,10 @@ def build_app(**settings):
     from cds.service.app import create_app
     from cds.service.config import Settings
 
+    import tempfile
+
+    # Sessions and login throttling live in a state file: each app gets its own, so tests do not share them.
+    settings.setdefault("local_state", str(Path(tempfile.mkdtemp(prefix="pgx-wb-")) / "local-state.sqlite3"))
     return create_app(Settings(auth_mode="off", audit=False, **settings))
 
 

@@ -1,0 +1,88 @@
+"""Prometheus metrics of the service (GET /metrics), with prometheus-client.
+
+Under gunicorn every worker is its own process, so `cds serve` points PROMETHEUS_MULTIPROC_DIR at a
+fresh directory before this module is imported: each process writes its counters there and a scrape
+of any worker sums them (prometheus-client's multiprocess mode). Without it (tests, `flask run`)
+the metrics are this process's own.
+
+Labels are bounded: service ids and rule ids come from the knowledge, indicators are three, and a
+FHIR origin is one an issuer was configured to send (cds.service.fhir_servers) — an untrusted
+origin is refused before it could become a label.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HOOK_REQUESTS = Counter("cds_hook_requests", "CDS Hooks calls answered, by service and HTTP status",
+                        ["service", "status"], registry=REGISTRY)
+HOOK_LATENCY = Histogram("cds_hook_latency_seconds", "Time to answer a CDS Hooks call, by service", ["service"],
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8), registry=REGISTRY)
+CARDS = Counter("cds_cards", "Cards returned, by indicator and rule", ["indicator", "rule"], registry=REGISTRY)
+FHIR_FETCH_ERRORS = Counter("cds_fhir_fetch_errors", "FHIR fetches that failed, by FHIR server origin",
+                            ["origin"], registry=REGISTRY)
+UNRESOLVED_ORDERS = Counter("cds_unresolved_orders", "Draft orders whose drug could not be identified, by service",
+                            ["service"], registry=REGISTRY)
+AUDIT_QUEUE = Gauge("cds_audit_queue_depth", "Audit entries waiting for the database writer (all workers)",
+                    multiprocess_mode="livesum", registry=REGISTRY)
+
+
+class _SpoolCollector:
+    """Spool and journal size, read from the directory at scrape time (every worker shares it)."""
+
+    def __init__(self, spool_dir: Path | None):
+        self.spool_dir = spool_dir
+
+    def collect(self):
+        files = GaugeMetricFamily("cds_audit_spool_files", "Audit spool files waiting for the database")
+        size = GaugeMetricFamily("cds_audit_spool_bytes", "Bytes of audit entries spooled while the database is down")
+        journal = GaugeMetricFamily("cds_audit_journal_bytes",
+                                    "Bytes of audit entries journaled and not yet confirmed in the database")
+        spooled = journaled = count = 0
+        if self.spool_dir is not None:
+            for path in self.spool_dir.glob("spool-*.jsonl"):
+                count += 1
+                spooled += _size(path)
+            for path in (self.spool_dir / "journal").glob("journal-*.jsonl"):
+                journaled += _size(path)
+        files.add_metric([], count)
+        size.add_metric([], spooled)
+        journal.add_metric([], journaled)
+        yield files
+        yield size
+        yield journal
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def exposition(spool_dir: Path | None) -> tuple[bytes, str]:
+    """The text exposition of every worker's metrics plus the spool's, and its content type."""
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    spool = CollectorRegistry(auto_describe=True)
+    spool.register(_SpoolCollector(spool_dir))
+    return generate_latest(registry) + generate_latest(spool), CONTENT_TYPE_LATEST
+
+
+def worker_exited(pid: int) -> None:
+    """gunicorn child_exit: drop a dead worker's live gauges (its counters stay counted)."""
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
