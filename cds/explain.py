@@ -137,9 +137,7 @@ def to_text(evaluation: Evaluation) -> str:
             rec = m.recommendation
             label = f" {m.score_gene} activity score {m.score} —" if m.score is not None else ""
             graded = rec.classification or ("not graded" if m.guideline.source == "DPWG" else "no classification")
-            text = rec.recommendation.replace("
-", "
-    ")  # the source's own line breaks, indented under the entry
+            text = rec.recommendation.replace("\n", "\n    ")  # the source's own line breaks, indented under the entry
             lines.append(f"  {m.guideline.source} [{rec.population}]{label} {graded}: {text}")
             for gene, text in rec.implications.items():
                 lines.append(f"      {gene}: " + text.replace("\n", "\n        "))
