@@ -35,7 +35,7 @@ def _gene_name(engine: Engine, gene: str) -> str:
 def explain(engine: Engine, genotypes: Iterable[str], drugs: Iterable[str], population: str | None = None,
             sources: Iterable[str] | None = None) -> Evaluation:
     """`sources`: guideline sources to show (CPIC, DPWG); None: those the site's policy selects."""
-    return engine.evaluate(parse_genotype_args(engine, genotypes), list(drugs), population, sources)
+    return engine.evaluate(parse_genotype_args(engine, genotypes), list(drugs), population, sources=sources)
 
 
 def to_json(evaluation: Evaluation) -> dict[str, Any]:
