@@ -153,3 +153,39 @@ def test_dpwg_drug_codes_come_from_the_sources(kb):
             else:
                 assert d.rxnorm == codes[d.pharmgkb], d.name
     assert sorted(left_out) == ["flucloxacillin", "flucytosine"]
+
+
+def _cds(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "cds.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_explain_source_option_shows_each_source_labelled():
+    dpwg_json = _cds("explain", "--genotype", "CYP2C19=*2/*2", "--drug", "clopidogrel", "--source", "dpwg", "--json")
+    assert dpwg_json.returncode == 0, dpwg_json.stderr
+    recs = json.loads(dpwg_json.stdout)["recommendations"]
+    source = next(r for p, r in _source_recommendations() if p.name == "DPWG_clopidogrel_and_CYP2C19.json"
+                  and r["lookupKey"] == {"CYP2C19": "Poor Metabolizer"})
+    assert [(r["source"], r["id"]) for r in recs] == [("DPWG", f"dpwg-{source['id']}")]
+    assert recs[0]["recommendation"] == _text(source["text"]["html"])
+    default = json.loads(_cds("explain", "--genotype", "CYP2C19=*2/*2", "--drug", "clopidogrel", "--json").stdout)
+    assert {r["source"] for r in default["recommendations"]} == {"CPIC"}   # the shipped policy: CPIC only
+    both = _cds("explain", "--genotype", "CYP2C19=*2/*2", "--drug", "clopidogrel", "--source", "all")
+    assert "  CPIC [CVI ACS PCI] Strong:" in both.stdout and "  DPWG [general] not graded:" in both.stdout
+    bad = _cds("explain", "--genotype", "CYP2C19=*2/*2", "--drug", "clopidogrel", "--source", "nice")
+    assert bad.returncode == 1 and "expected cpic, dpwg or all" in bad.stderr
+
+
+def test_version_lists_dpwg_versions_and_validate_lists_unreachable_keys():
+    version = _cds("version")
+    assert version.returncode == 0, version.stderr
+    assert "guideline sources the policy selects by default: CPIC" in version.stdout
+    assert "DPWG guidelines (62):" in version.stdout
+    assert "  dpwg-codeine-cyp2d6: PharmGKB export of the DPWG guidelines 2024-03-25-16-13, annotation version 37" in version.stdout
+    validate = _cds("validate")
+    assert validate.returncode == 0, validate.stderr
+    assert f"{len(_unreachable())} source recommendation(s) our gene tables cannot reach" in validate.stdout
+    assert re.search(r"guidelines/dpwg/dpwg-quetiapine-cyp3a4\.yaml:\d+: DPWG recommendation dpwg-\S+ \(quetiapine; "
+                     r"CYP3A4 Poor Metabolizer\) cannot be reached: no CYP3A4 gene table", validate.stdout)
