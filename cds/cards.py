@@ -155,6 +155,7 @@ class CardRenderer:
                     if any(rec.lookup.get(g) == NO_RESULT for g in pretest_genes):
                         continue  # the pre-test card already covers "no result on file"
                     shown.append((match, self.policy(rule, rec)))
+            cards.extend(self.unreachable_notices(drug, rule, evaluation, shown))
             if len({m.guideline.source for m, _ in shown}) > 1 and any(p for _, p in shown):
                 cards.append(self.sources_card(drug, shown, rule, evaluation, order, patient_ref))
                 continue
@@ -399,6 +400,33 @@ class CardRenderer:
         facts = [{"gene": alert.gene, "phenotype": NO_RESULT, "lookup_key": NO_RESULT, "source_ids": []}]
         return RenderedCard(card, alert.rule.id, drug.drug, guideline.id if guideline else None,
                             guideline.version if guideline else None, None, facts, pretest=True)
+
+    def unreachable_notices(self, drug: DrugEvaluation, rule: Rule, evaluation: Evaluation,
+                            shown: list[tuple[Match, CardPolicy | None]]) -> list[RenderedCard]:
+        """Silence is a statement: when a selected guideline has advice for a gene the patient has a result
+        for, but keys it in a way our gene tables cannot reach (e.g. DPWG's genotype-keyed CYP2C9 advice for
+        a CYP2C9 diplotype) and none of its recommendations matched, say so instead of showing nothing."""
+        out = []
+        selected = set(rule_sources(self.kb, rule))
+        matched = {m.guideline.id for m in drug.matches}
+        for g in self.kb.drugs().get(drug.drug, []):
+            if g.source not in selected or g.id in matched:
+                continue
+            keys = [u for u in g.unreachable if u.drug == drug.drug]
+            genes = [gene for gene in g.genes if any(not i.indeterminate for i in evaluation.interpretations.get(gene, []))
+                     and any(gene in u.source_key for u in keys)]
+            if not genes:
+                continue
+            results = "; ".join(f"{gene} {i.diplotype or i.phenotype}" for gene in genes for i in evaluation.interpretations[gene][:1])
+            reasons = sorted({u.reason for u in keys if any(gene in u.source_key for gene in genes)})
+            detail = (f"The {g.source} guideline [{g.name}]({g.url}) has advice for {drug.drug} by {', '.join(genes)}, "
+                      f"but none of it could be matched to this result ({_md(results)}): some of its recommendations "
+                      "are keyed in a way our gene tables cannot produce:\n\n" + "\n".join(f"- {_md(r)}" for r in reasons)
+                      + f"\n\nRead the guideline before prescribing. Rule `{rule.id}`.")
+            out.append(self.notice_card(drug.drug, f"{drug.drug.capitalize()}: {results} — {g.source} advice could not be "
+                                                   "matched to this result; see the guideline", detail,
+                                        f"{g.source.lower()}-key-unreachable", indicator="info"))
+        return out
 
     def notice_card(self, drug: str, summary: str, detail: str, code: str, indicator: str = "warning") -> RenderedCard:
         """A card about the check itself (results conflict, results unreachable), not about a guideline."""

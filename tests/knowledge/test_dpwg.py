@@ -189,3 +189,16 @@ def test_version_lists_dpwg_versions_and_validate_lists_unreachable_keys():
     assert f"{len(_unreachable())} source recommendation(s) our gene tables cannot reach" in validate.stdout
     assert re.search(r"guidelines/dpwg/dpwg-quetiapine-cyp3a4\.yaml:\d+: DPWG recommendation dpwg-\S+ \(quetiapine; "
                      r"CYP3A4 Poor Metabolizer\) cannot be reached: no CYP3A4 gene table", validate.stdout)
+
+
+def test_the_example_policy_selecting_both_sources_passes_cds_test(tmp_path):
+    """config/policy-examples/dpwg-beside-cpic.yaml as a site's rules/default.yaml: its cases (combined cards,
+    DPWG-only drugs, a key the engine cannot match said in a card) pass, and the knowledge validates."""
+    for part in ("guidelines", "rules", "hooks"):
+        shutil.copytree(REPO / part, tmp_path / part)
+    shutil.copy(REPO / "config" / "policy-examples" / "dpwg-beside-cpic.yaml", tmp_path / "rules" / "default.yaml")
+    assert _cds("validate", str(tmp_path)).returncode == 0
+    result = _cds("test", str(tmp_path))
+    assert result.returncode == 0, result.stdout
+    assert "PASS  default: siponimod, CYP2C9 *1/*3" in result.stdout
+    assert "PASS  default: clopidogrel, CYP2C19 poor metabolizer — one card with both sources' advice" in result.stdout
