@@ -87,6 +87,7 @@ class FhirTestServer:
         self.store: dict[tuple[str, str], dict] = {}
         self.requests: list[dict] = []
         self.page_size = page_size
+        self.relative_links = False        # True: `next` links relative to the base, as some servers write them
         self.supports_include = True       # False: `_include` is ignored, as servers may (search.html#include)
         self.misbehaviours: list[Misbehaviour] = []
         self.open_connections = 0
@@ -243,8 +244,8 @@ class FhirTestServer:
             base = self.url
             if m := self._misbehaviour(rtype, ("next-to",)):
                 base = m.options["to"].rstrip("/")
-            links.append({"relation": "next",
-                          "url": f"{base}/{rtype}?{urlencode({**plain, '_page': [str(start + size)]}, doseq=True)}"})
+            target = f"{rtype}?{urlencode({**plain, '_page': [str(start + size)]}, doseq=True)}"
+            links.append({"relation": "next", "url": target if self.relative_links and base == self.url else f"{base}/{target}"})
         return {"resourceType": "Bundle", "type": "searchset", "total": len(matches), "link": links, "entry": entries}
 
     # --- writing --------------------------------------------------------------------------------

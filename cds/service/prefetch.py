@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from typing import Any, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 from cds.cdshooks import GENOMIC_KEYS, Gathered, HookRequest, RequestError, next_link, prefetch_problem
 from cds.service.fhirclient import FetchError, FetchSession, FhirClient, Limits, origin_of
@@ -91,6 +91,7 @@ class FhirFetcher:
                 more = next_link(value)
                 if more is None:
                     continue
+                more = _absolute(more, server)
                 if not server:
                     out.errors[key] = ("the prefetched search has more pages (a 'next' link) and there is no "
                                        "fhirServer to fetch them from: results may be incomplete")
@@ -159,7 +160,7 @@ class FhirFetcher:
                        start: str | None = None) -> tuple[dict, str | None]:
         """`first` with the entries of every following page; the error when a page could not be had."""
         entries = list(first.get("entry") or [])
-        url = start or next_link(first)
+        url = start or _absolute(next_link(first), server)
         pages = 1
         error = None
         while url:
@@ -181,7 +182,7 @@ class FhirFetcher:
                 break
             pages += 1
             entries.extend(page.get("entry") or [])
-            url = next_link(page)
+            url = _absolute(next_link(page), server)
         merged = {**first, "entry": entries, "link": [l for l in first.get("link") or []
                                                       if isinstance(l, dict) and l.get("relation") == "self"]}
         return merged, error
@@ -278,6 +279,13 @@ class FhirFetcher:
                 failures.setdefault(key, []).append(f"{what} could not be read ({error})")
         for key, reasons in failures.items():
             out.errors[key] = _join(out.errors.get(key), "; ".join(sorted(set(reasons))))
+
+
+def _absolute(url: str | None, server: str | None) -> str | None:
+    """A `next` link as an absolute URL: a relative one is relative to fhirServer (FHIR R4 http.html#general)."""
+    if url is None or "://" in url or not server:
+        return url
+    return urljoin(server + "/", url)      # "Observation?…" under the base; "/fhir/Observation?…" on its host
 
 
 def _join(first: str | None, second: str) -> str:

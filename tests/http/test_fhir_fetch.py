@@ -174,8 +174,10 @@ def test_a_prefetched_page_with_a_next_link_is_followed_on_the_fhir_server(servi
     assert [r["query"]["_page"] for r in pages] == [["1"], ["2"]]
 
 
-def test_a_fetched_search_is_read_to_its_last_page(service, fhir_server):
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_fetched_search_is_read_to_its_last_page(service, fhir_server, relative):
     _pages(fhir_server)
+    fhir_server.relative_links = relative
     body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
     cards = summaries(service.call("pgx-order-sign", body))
     assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
