@@ -7,6 +7,7 @@ specification's own R4 examples and the public sandbox send imperfect resources.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from cds.decision import PatientCase
@@ -177,8 +178,7 @@ def prefetch_problem(value: Any, template: str) -> str | None:
     rtype = value["resourceType"]
     if rtype == "OperationOutcome":
         return "the EHR sent an OperationOutcome" + _issue_codes(value)
-    wanted = template.split("?", 1)[0].split("/", 1)[0].strip()
-    is_search = "?" in template or "/" not in template.split("?", 1)[0]
+    is_search, wanted = _template_shape(template)
     if is_search:
         if rtype != "Bundle":
             return f"a {rtype} where the search's Bundle should be"
@@ -192,6 +192,13 @@ def prefetch_problem(value: Any, template: str) -> str | None:
     elif wanted and rtype != wanted:
         return f"a {rtype} where a {wanted} should be"
     return None
+
+
+@lru_cache(maxsize=256)
+def _template_shape(template: str) -> tuple[bool, str]:
+    """(is it a search, the resource type it asks for): `Observation?…` is a search, `Patient/{{…}}` a read."""
+    path = template.split("?", 1)[0]
+    return "?" in template or "/" not in path, path.split("/", 1)[0].strip()
 
 
 def next_link(bundle: Any) -> str | None:
