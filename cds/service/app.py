@@ -306,6 +306,7 @@ def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, s
         service_id=hook_request.service.id, hook=hook_request.hook, hook_instance=hook_request.hook_instance,
         patient_id=hook_request.patient_id, kb_version=runtime.kb.version, cards=cards, facts=facts,
         unresolved_drugs=advice.unresolved, fhir_errors=gathered.audit_reasons(),
+        reasons=advice.reasons(),
         consent=advice.consent, latency_ms=round(1000 * (time.perf_counter() - started), 2)))
 
 
