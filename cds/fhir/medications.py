@@ -327,12 +327,11 @@ class MedicationResolver:
         return tuple(sorted(named, key=lambda i: (i.name, i.rxnorm)))
 
     def _codes(self, concept: Any) -> tuple[str, ...]:
-        """What was ordered, for audit and reports: 'rxnorm:309362', 'atc:B01AC04', 'system|code', 'text:…'."""
+        """What was ordered, for audit and reports: 'rxnorm:309362', 'http://www.whocc.no/atc|B01AC04', 'text:…'."""
         out = []
         for system, code, _ in codings(concept):
             if code:
-                kind = self._system(system)
-                out.append(f"{kind}:{code}" if kind else f"{system or '(no system)'}|{code}")
+                out.append(f"rxnorm:{code}" if self._system(system) == "rxnorm" else f"{system or '(no system)'}|{code}")
         if not out and isinstance(concept, dict) and text_of(concept.get("text")):
             out.append(f"text:{text_of(concept.get('text'))}")
         return tuple(out)
