@@ -21,6 +21,7 @@ from cds.fhir.genomics import read_genomic_results
 from cds.fhir.medications import MedicationResolver
 from cds.fhir.selection import select_current
 from cds.genotype import Interpretation, disagree
+from cds.knowledge.models import NO_RESULT
 
 log = logging.getLogger("cds.pipeline")
 
@@ -45,10 +46,12 @@ class Advice:
     unresolved: list[str] = field(default_factory=list)             # ordered products we could not read
     evaluation: Evaluation | None = None
     consent: str | None = None                                      # the consent decision's reason, if any
+    decisions: list[str] = field(default_factory=list)              # why an ordered drug got no card
+
 
     def reasons(self) -> list[str]:
         """Why something on file or ordered was not used (skipped, unreadable, another patient's): audited."""
-        return list(self.facts.notes) + order_notes(self.orders)
+        return list(self.facts.notes) + order_notes(self.orders) + list(self.decisions)
 
 
 def _interpret(engine: Engine, result: GenomicResult, problems: list[str] | None = None) -> Interpretation | None:
@@ -85,6 +88,10 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
         if item.gene:
             facts.unreadable_by_gene.setdefault(item.gene, []).append(item.reason)
     for gene, results in current.by_gene.items():
+        if gene not in engine.kb.interpreters:
+            facts.notes.extend(f"{r.source_id or 'a result'} ({gene}): no {gene} gene table in the knowledge base; "
+                               "not interpreted" for r in results)
+            continue
         problems: list[str] = []
         interpretations = [i for i in (_interpret(engine, r, problems) for r in results) if i is not None]
         for i in interpretations:
@@ -168,7 +175,9 @@ class Advisor:
         cards = self.renderer.order_cards(evaluation, hook, refs, patient_ref, population, age)
         cards += self.conflict_cards(hook, evaluation)
         cards += self.uninterpretable_cards(hook, evaluation, uninterpretable)
-        return Advice(cards, facts, orders, unresolved, evaluation)
+        advice = Advice(cards, facts, orders, unresolved, evaluation)
+        advice.decisions = no_card_reasons(hook, evaluation, cards)
+        return advice
 
     def uninterpretable_cards(self, hook: str, evaluation: Evaluation, genes: dict[str, list[str]]) -> list[RenderedCard]:
         """A card per ordered drug (governed on this hook) that depends on a gene whose result on file
@@ -252,6 +261,29 @@ def unresolved_entry(order: MedicationOrder) -> str:
     what = ", ".join(order.codes) or "no code"
     shown = f" \"{order.display}\"" if order.display and f"text:{order.display}" not in order.codes else ""
     return f"{what}{shown} ({order.resolution or 'not-resolved'})"
+
+
+def no_card_reasons(hook: str, evaluation: Evaluation, cards: list[RenderedCard]) -> list[str]:
+    """For each ordered knowledge-base drug that got no card, why (audited, so an order never leaves
+    in silence): no rule governs it on this hook, its recommendation raises no card under the local
+    policy ("use as usual"), or no result on file for its genes (and no pre-test rule)."""
+    carded = {c.drug for c in cards}
+    out = []
+    for drug in evaluation.drugs:
+        if drug.drug in carded:
+            continue
+        missing = sorted({g for g, v in drug.facts.items() if v == NO_RESULT})
+        if hook not in drug.rules:
+            why = f"no local rule governs it on {hook}"
+        elif drug.matches:
+            keys = sorted({m.recommendation.classification or "unclassified" for m in drug.matches})
+            why = f"CPIC recommendation matched ({', '.join(keys)}), no card under the local policy"
+        elif missing:
+            why = f"no {', '.join(missing)} result on file and no pre-test rule for it"
+        else:
+            why = "no CPIC recommendation matches the results on file"
+        out.append(f"{drug.drug}: no card — {why}")
+    return out
 
 
 def order_notes(orders: list[MedicationOrder]) -> list[str]:

@@ -141,6 +141,15 @@ class GenomicReader:
         self._pair(haplotypes, observations, index, report_dates, out)
         return out
 
+    def is_genomic(self, resource: Any) -> bool:
+        """Whether the reader takes `resource` for a pharmacogenomic result (an Observation whose code
+        is a genotype, haplotype, phenotype or implication code, a lab code, or names a gene)."""
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
+            return False
+        if not isinstance(resource.get("code"), dict):
+            return True          # skipped with a reason: it cannot even say what it is
+        return self._classify(Entry(resource, None)) is not None
+
     # --- the right patient ---------------------------------------------------------------------------
 
     def _this_patients(self, entries: list[Entry], index: Index, wanted: str | None, out: GenomicReading) -> list[Entry]:
