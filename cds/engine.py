@@ -167,19 +167,25 @@ class Engine:
         return cls(compile_knowledge(kb))
 
     def _ruleset(self, plan: DrugPlan) -> dict:
+        # One durable-rules rule per distinct condition: a phenotype reported without its score selects
+        # several recommendations (one per score) under the same condition, and one rule that records
+        # them all costs the engine no more than the single rule it replaced.
+        by_condition: dict[tuple, list[MatchPlan | PreTestPlan]] = {}
+        for target in list(plan.matches) + list(plan.pretests):
+            by_condition.setdefault(tuple(sorted(target.conditions.items())), []).append(target)
         rules = {}
-        for i, target in enumerate(list(plan.matches) + list(plan.pretests)):
-            conditions = [{attr: value} for attr, value in sorted(target.conditions.items())]
+        for i, (condition, targets) in enumerate(by_condition.items()):
+            conditions = [{attr: value} for attr, value in condition]
             test = conditions[0] if len(conditions) == 1 else {"$and": conditions}
-            rules[f"r{i}"] = {"all": [{"m": test}], "run": self._recorder(target)}
+            rules[f"r{i}"] = {"all": [{"m": test}], "run": self._recorder(targets)}
         rules["handled"] = {"all": [{"m": {_MARKER[0]: _MARKER[1]}}], "run": _ignore}
         return rules
 
-    def _recorder(self, target: MatchPlan | PreTestPlan):
+    def _recorder(self, targets: list[MatchPlan | PreTestPlan]):
         fired = self._fired
 
         def record(_closure) -> None:
-            fired.append(target)
+            fired.extend(targets)
         return record
 
     def _warm_up(self) -> None:
