@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from cds.engine import DrugEvaluation, Evaluation, Match, PreTestAlert
@@ -25,9 +25,11 @@ from cds.facts import GenomicResult
 from cds.genotype import Interpretation
 from cds.ids import new_uuid
 from cds.knowledge.loader import KnowledgeBase
-from cds.knowledge.models import NO_RESULT, Adjustment, Alternative, Flags, Recommendation, Rule
+from cds.knowledge.models import NO_RESULT, Adjustment, Alternative, Flags, Guideline, Recommendation, Rule
 from cds.mdescape import md_data, md_text
 from cds.populations import GENERAL, population_dimension, population_words
+from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
+from cds.sources import KINDS, SOURCE_ORDER, disagreement, is_dpwg, kind, of_sources, rule_sources
 
 SUMMARY_LIMIT = 139          # CDS Hooks: "<140-character summary"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -110,6 +112,7 @@ class RenderedCard:
     facts: list[dict[str, Any]] = field(default_factory=list)   # gene, phenotype, lookup key, source ids
     pretest: bool = False
     statements: list[Statement] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)            # guideline sources the card rests on (CPIC, DPWG)
 
     @property
     def indicator(self) -> str:
@@ -145,8 +148,8 @@ def is_actionable(rec: Recommendation) -> bool:
     """CPIC advises something other than "use as usual": a classification other than "No
     Recommendation" and a curator flag for dosing, an alternative drug or other guidance. A
     recommendation without flags counts as actionable (we would rather show than hide)."""
-    if rec.classification in (None, "No Recommendation"):
-        return False
+    if rec.classification == "No Recommendation" or (rec.classification is None and not is_dpwg(rec)):
+        return False  # DPWG's advice is not graded in CPIC's terms: no classification is not "no advice"
     flags = rec.flags
     return flags is None or flags.dosing_information or flags.alternate_drug_available or flags.other_prescribing_guidance
 
@@ -217,9 +220,14 @@ class CardRenderer:
             for alert in drug.pretests:
                 if alert.rule.id == rule.id:
                     cards.append(self._pretest_card(drug, alert, order, patient_ref))
-            matches = [m for m in self._choose_population(drug, rule, population, age)
-                       if not any(m.recommendation.lookup.get(g) == NO_RESULT for g in pretest_genes)]
+            matches: list[Match] = []
+            for source in rule_sources(self.kb, rule):  # the site's choice: CPIC, DPWG or both
+                # populations are chosen per source: DPWG's advice has none, so CPIC's choice must not hide it
+                chosen = self._choose_population(replace(drug, matches=of_sources(drug.matches, [source])),
+                                                 rule, population, age)
+                matches += [m for m in chosen if not any(m.recommendation.lookup.get(g) == NO_RESULT for g in pretest_genes)]
             statements = self.statements(rule, matches)
+            cards.extend(self.unreachable_notices(drug, rule, evaluation, statements))
             if any(s.policy for s in statements):
                 cards.append(self._recommendation_card(drug, statements, rule, evaluation, order, patient_ref,
                                                        evidence or {}, app_url))
@@ -227,13 +235,16 @@ class CardRenderer:
 
     def statements(self, rule: Rule, matches: list[Match]) -> list[Statement]:
         """The labelled statements of one card: a part of the label only where the statements differ."""
-        populations = {m.recommendation.population for m in matches}
         sources = {m.guideline.source for m in matches}
+        populations = {source: {m.recommendation.population for m in matches if m.guideline.source == source}
+                       for source in sources}
         out = []
         for m in matches:
+            pop = m.recommendation.population
             out.append(Statement(
                 m, self.policy(rule, m.recommendation),
-                population=m.recommendation.population if len(populations) > 1 or m.recommendation.population != GENERAL else None,
+                # a population is named where it is not "general", or where one source has several
+                population=pop if pop != GENERAL or len(populations[m.guideline.source]) > 1 else None,
                 score=m.score, score_gene=m.score_gene, source=m.guideline.source if len(sources) > 1 else None))
         return out
 
@@ -287,6 +298,7 @@ class CardRenderer:
         carded = [s for s in statements if s.policy]
         first = carded[0]
         guidelines = list({s.match.guideline.id: s.match.guideline for s in statements}.values())
+        sources = sorted({g.source for g in guidelines}, key=lambda x: SOURCE_ORDER.get(x, 9))
         short, facts = self._results(evaluation, statements, evidence)
         summary = self._summary(drug, statements, short)
         card: dict[str, Any] = {
@@ -294,27 +306,33 @@ class CardRenderer:
             "summary": summary,
             "detail": self._detail(statements, rule, facts, app_url is not None),
             "indicator": most_cautious(s.policy.indicator for s in carded),
-            "source": self._source(first.match.guideline, rule),
+            "source": self._source(first.match.guideline, rule, sources),
             "links": [],
             "overrideReasons": OVERRIDE_REASONS,
         }
         if app_url:
             card["links"].append(self.smart_link(app_url, evaluation, evidence, drug.drug))
         for g in guidelines:
-            card["links"].append({"label": f"{g.source} guideline: {g.name.removeprefix('CPIC Guideline for ')}",
+            card["links"].append({"label": f"{g.source} guideline: {g.name.removeprefix(g.source + ' Guideline for ')}",
                                   "url": g.url, "type": "absolute"})
-            if g.annotation_url:
+            if g.annotation_url and g.annotation_url != g.url:
                 card["links"].append({"label": "PharmGKB guideline annotation", "url": g.annotation_url, "type": "absolute"})
         suggesting = [s for s in carded if s.policy.suggest_alternatives]
         if suggesting and rule.alternatives:
             # When the statements differ by population, a suggestion says whose advice it follows
             # (prasugrel is CPIC's advice for ACS/PCI, not for a patient with a stroke).
-            whose = suggesting[0].label if len(statements) > 1 and suggesting[0].population else None
+            differs = _differs_by(statements) or ""
+            by_population = any(d not in ("activity score", "source") for d in differs.split(" and ") if d)
+            whose = population_words(suggesting[0].population) if by_population and suggesting[0].population else None
             card["suggestions"] = [self._replace_suggestion(drug, alt, order, patient_ref, evaluation, whose)
                                    for alt in rule.alternatives]
             card["selectionBehavior"] = "at-most-one"
-        return RenderedCard(card, rule.id, drug.drug, first.match.guideline.id, first.match.guideline.version,
-                            first.recommendation.id, facts, statements=statements)
+        if len(guidelines) > 1:   # the audit records every guideline and recommendation the card rests on
+            ids = (" + ".join(g.id for g in guidelines), " + ".join(dict.fromkeys(g.version for g in guidelines)),
+                   " + ".join(s.recommendation.id for s in statements))
+        else:
+            ids = (first.match.guideline.id, first.match.guideline.version, first.recommendation.id)
+        return RenderedCard(card, rule.id, drug.drug, *ids, facts, statements=statements, sources=sources)
 
     # --- summary ------------------------------------------------------------------------------
 
@@ -323,36 +341,48 @@ class CardRenderer:
         results = "; ".join(short) or "no result on file"
         Drug = drug.drug.capitalize()
         differs = _differs_by(statements)
-        templates = {s.policy.summary_template for s in carded}
-        if len(templates) == 1 and None not in templates and not differs:
-            rec = carded[0].recommendation
-            text = " ".join(templates.pop().format(
-                Drug=Drug, drug=drug.drug, results=results, action=_first_sentence(rec.recommendation),
-                population=rec.population, classification=rec.classification or "").split())
-            if len(text) <= SUMMARY_LIMIT:
-                return text
-        # CPIC's first sentence when it holds for every statement on the card; with the statements'
-        # difference named when it holds for those that raise the card.
-        every = {_first_sentence(s.recommendation.recommendation) for s in statements}
-        raising = {_first_sentence(s.recommendation.recommendation) for s in carded}
-        candidates = []
-        if len(every) == 1:
-            sentence = every.pop()
-            candidates.append(sentence)
-            lead = _leading_step(sentence)
-            if lead:
-                candidates.append(f"{lead} — see detail")
-        elif len(raising) == 1 and differs:
-            sentence = raising.pop()
-            candidates.append(f"{sentence}; differs by {differs} — see detail")
-            lead = _leading_step(sentence)
-            if lead:
-                candidates.append(f"{lead}; differs by {differs} — see detail")
-        generic = _flag_action([s.recommendation.flags for s in carded])
-        if differs:
-            candidates += [f"{generic}; differs by {differs} — see detail", f"{generic} — see detail"]
+        # what the statements differ by besides the source (population, activity score)
+        within = " and ".join(d for d in (differs or "").split(" and ") if d and d != "source")
+        candidates: list[str] = []
+        if not within:
+            # one statement, or one per source: the most cautious one leads (CPIC on a tie), in the
+            # site's wording when its rule has a summary, else in its source's first sentence
+            lead = max(carded, key=lambda s: (_CAUTION.get(s.policy.indicator, 0), KINDS[kind(s.recommendation)][0],
+                                              -SOURCE_ORDER.get(s.match.guideline.source, 9)))
+            rec = lead.recommendation
+            if lead.policy.summary_template:
+                text = " ".join(lead.policy.summary_template.format(
+                    Drug=Drug, drug=drug.drug, results=results, action=_first_sentence(rec.recommendation),
+                    population=rec.population, classification=rec.classification or "").split())
+                if len(text) <= SUMMARY_LIMIT:
+                    return text
+            whose = f"{lead.match.guideline.source}: " if differs else ""
+            sentence = _first_sentence(rec.recommendation)
+            candidates.append(whose + sentence)
+            step = _leading_step(sentence)
+            if step:
+                candidates.append(f"{whose}{step} — see detail")
         else:
-            candidates.append(f"{generic} — see detail")
+            # CPIC's first sentence when it holds for every statement on the card; with the statements'
+            # difference named when it holds for those that raise the card.
+            every = {_first_sentence(s.recommendation.recommendation) for s in statements}
+            raising = {_first_sentence(s.recommendation.recommendation) for s in carded}
+            if len(every) == 1:
+                sentence = every.pop()
+                candidates.append(sentence)
+                step = _leading_step(sentence)
+                if step:
+                    candidates.append(f"{step} — see detail")
+            elif len(raising) == 1:
+                sentence = raising.pop()
+                candidates.append(f"{sentence}; differs by {within} — see detail")
+                step = _leading_step(sentence)
+                if step:
+                    candidates.append(f"{step}; differs by {within} — see detail")
+        generic = _flag_action([s.recommendation.flags for s in carded])
+        if within:
+            candidates.append(f"{generic}; differs by {within} — see detail")
+        candidates.append(f"{generic} — see detail")
         for action in candidates:
             for head in (f"{Drug}: {results}", f"{Drug}: {short[0]}" if short else f"{Drug}: {results}"):
                 text = f"{head} — {action}"
@@ -363,41 +393,54 @@ class CardRenderer:
     # --- detail -------------------------------------------------------------------------------
 
     def _detail(self, statements: list[Statement], rule: Rule, facts: list[dict[str, Any]], has_app: bool) -> str:
-        lines = list(dict.fromkeys(_result_line(f) for f in facts))   # one line per result, however many scores
-        lines.append("")
+        lines: list[str] = []
         differs = _differs_by(statements)
+        sources = sorted({s.match.guideline.source for s in statements}, key=lambda x: SOURCE_ORDER.get(x, 9))
+        if len(sources) > 1:
+            # how the sources compare, from the curators' flags (cds.sources), before their words
+            kinds: dict[str, str] = {}
+            for s in statements:
+                k = kind(s.recommendation, s.policy is not None)
+                if KINDS[k][0] >= KINDS[kinds.get(s.match.guideline.source, "none")][0]:
+                    kinds[s.match.guideline.source] = k
+            differ = disagreement(kinds)
+            lines += [f"**{' and '.join(sources)} disagree in kind** — {differ}. The indicator follows the more "
+                      "cautious advice." if differ else
+                      f"**{' and '.join(sources)} agree in kind** — {KINDS[next(iter(kinds.values()))][1]}.", ""]
+        lines += list(dict.fromkeys(_result_line(f) for f in facts))   # one line per result, however many scores
+        lines.append("")
         if len(statements) == 1:
             s = statements[0]
             rec = s.recommendation
             label = f" · {md_text(s.label)}" if s.label else ""
-            lines += [f"**{s.match.guideline.source} advice** · classification: {rec.classification or 'none'}{label}", "",
+            lines += [f"**{s.match.guideline.source} advice** · classification: {_classification(s)}{label}", "",
                       md_text(rec.recommendation, line_start=True)]
         else:
+            also = " and ".join(d for d in differs.split(" and ") if d not in ("activity score", "source"))
             if differs.startswith("activity score"):
-                also = differs.removeprefix("activity score").removeprefix(" and ")
-                lines.append("**The activity score decides** — the result gives the phenotype only, and CPIC's advice "
+                lines.append("**The activity score decides** — the result gives the phenotype only, and the advice "
                              "differs by score (most cautious first)" +
                              (f"; it also differs by {also}, which the request does not say:" if also else ":"))
+            elif also:
+                lines.append(f"**The advice differs by {also}** — the request does not say which applies:")
             else:
-                lines.append(f"**CPIC's advice differs by {differs}** — the request does not say which applies:")
+                lines.append("**Each source's advice:**")
             lines.append("")
             for s in statements:
                 rec = s.recommendation
-                lines.append(f"- **{md_text(s.label)}** (classification: {rec.classification or 'none'}): "
+                lines.append(f"- **{md_text(s.label)}** (classification: {_classification(s)}): "
                              f"{md_text(rec.recommendation, indent='  ')}")
         if len(statements) == 1 and statements[0].match.matched_by == "phenotype" and statements[0].score is None:
             lines += ["", "_Matched by the reported phenotype: every activity score of this phenotype has this advice._"]
-        guideline = statements[0].match.guideline
-        c = guideline.citations[0] if guideline.citations else None
-        cited = (f" ({c.year}, PMID {c.pmid})" if c.year else f" (PMID {c.pmid})") if c else " (no PMID in the source release)"
-        lines += ["", f"{md_text(guideline.name)}{cited}; {md_text(guideline.version)}. "
+        guidelines = list({s.match.guideline.id: s.match.guideline for s in statements}.values())
+        lines += ["", ". ".join(f"{md_text(g.name)}: {_cited(g)}; {md_text(g.version)}" for g in guidelines) + ". "
                       f"{'Recommendations' if len(statements) > 1 else 'Recommendation'} "
                       f"{', '.join(f'`{s.recommendation.id}`' for s in statements)}; rule `{rule.id}`; "
                       f"knowledge base `{self.kb.version}`."]
         implications = self._implications(statements)
         pointer = ("Implications, comments and every drug these results affect: "
-                   f"*{SMART_LINK_LABEL}*." if has_app else "Implications and comments: see the CPIC guideline link.")
-        tail = ["", pointer, "", f"_{md_text(ATTRIBUTION)}_"]
+                   f"*{SMART_LINK_LABEL}*." if has_app else "Implications and comments: see the guideline link.")
+        tail = ["", pointer, "", f"_{md_text(attribution(sources))}_"]
         with_implications = lines + ["", "**Implications:** " + " ".join(implications)] + tail if implications else None
         if with_implications and _words("\n".join(with_implications)) <= DETAIL_WORD_BUDGET:
             return "\n".join(with_implications)
@@ -413,9 +456,12 @@ class CardRenderer:
                     seen.append(item)
         return seen
 
-    def _source(self, guideline, rule: Rule) -> dict[str, Any]:
+    def _source(self, guideline, rule: Rule, sources: list[str] | None = None) -> dict[str, Any]:
+        sources = sources or [guideline.source]
         return {
-            "label": f"{guideline.source} via pgx-cds",
+            "label": " and ".join(sources) + " via pgx-cds" + (
+                "" if "DPWG" not in sources else " (PharmGKB/ClinPGx, CC BY-SA 4.0)" if len(sources) == 1
+                else " (DPWG: PharmGKB/ClinPGx, CC BY-SA 4.0)"),
             "url": guideline.url,
             "topic": {"system": TOPIC_SYSTEM, "code": rule.id, "display": rule.title},
         }
@@ -449,7 +495,7 @@ class CardRenderer:
         if self.engine is None or self.engine.drug_plan(drug) is None:
             return None
         try:
-            matches = self.engine.evaluate(evaluation.interpretations, [drug]).drugs[0].matches
+            matches = of_sources(self.engine.evaluate(evaluation.interpretations, [drug]).drugs[0].matches, ["CPIC"])
         except Exception:  # noqa: BLE001 - a suggestion without dose text beats no card
             return None
         sentences = set()
@@ -523,6 +569,34 @@ class CardRenderer:
         }
         return RenderedCard(card, code, drug, None, None, None, [])
 
+    def unreachable_notices(self, drug: DrugEvaluation, rule: Rule, evaluation: Evaluation,
+                            statements: list[Statement]) -> list[RenderedCard]:
+        """Silence is a statement: when a selected guideline has advice for a gene the patient has a result
+        for, but keys it in a way our gene tables cannot reach (e.g. DPWG's genotype-keyed CYP2C9 advice for
+        a CYP2C9 diplotype) and none of its recommendations matched, say so instead of showing nothing."""
+        out = []
+        selected = set(rule_sources(self.kb, rule))
+        matched = {m.guideline.id for m in drug.matches}
+        for g in self.kb.drugs().get(drug.drug, []):
+            if g.source not in selected or g.id in matched:
+                continue
+            keys = [u for u in g.unreachable if u.drug == drug.drug]
+            genes = [gene for gene in g.genes if any(not i.indeterminate for i in evaluation.interpretations.get(gene, []))
+                     and any(gene in u.source_key for u in keys)]
+            if not genes:
+                continue
+            results = "; ".join(f"{gene} {i.diplotype or i.phenotype}" for gene in genes for i in evaluation.interpretations[gene][:1])
+            reasons = sorted({u.reason for u in keys if any(gene in u.source_key for gene in genes)})
+            detail = (f"The {g.source} guideline [{md_text(g.name)}]({g.url}) has advice for {drug.drug} by "
+                      f"{', '.join(genes)}, but none of it could be matched to this result ({md_data(results)}): some of "
+                      "its recommendations are keyed in a way our gene tables cannot produce:\n\n"
+                      + "\n".join(f"- {md_text(r)}" for r in reasons)
+                      + f"\n\nRead the guideline before prescribing. Rule `{rule.id}`.")
+            out.append(self.notice_card(drug.drug, f"{drug.drug.capitalize()}: {results} — {g.source} advice could not be "
+                                                   "matched to this result; see the guideline", detail,
+                                        f"{g.source.lower()}-key-unreachable", indicator="info"))
+        return out
+
     # --- patient-view -----------------------------------------------------------------------------
 
     def patient_summary(self, interpretations: dict[str, list[Interpretation]], evaluation: Evaluation | None,
@@ -543,7 +617,8 @@ class CardRenderer:
             rule = drug.rules.get(hook) or drug.rules.get("order-sign")
             if rule is None:
                 continue
-            statements = self.statements(rule, self._choose_population(drug, rule, None, None))
+            statements = self.statements(rule, of_sources(self._choose_population(drug, rule, None, None),
+                                                          rule_sources(self.kb, rule)))
             if any(s.policy for s in statements):
                 affected.append((drug.drug, statements))
         if not actionable and not affected:
@@ -573,7 +648,9 @@ class CardRenderer:
                     g = s.match.guideline
                     lines.append(f"- **{md_text(drug)}**{label}: {md_text(s.recommendation.recommendation, indent='  ')} "
                                  f"([{g.source}]({g.url}), {s.recommendation.classification})")
-        lines += ["", f"Knowledge base version `{self.kb.version}`.", "", f"_{md_text(ATTRIBUTION)}_"]
+        shown_sources = sorted({s.match.guideline.source for _, ss in affected for s in ss} or {"CPIC"},
+                               key=lambda x: SOURCE_ORDER.get(x, 9))
+        lines += ["", f"Knowledge base version `{self.kb.version}`.", "", f"_{md_text(attribution(shown_sources))}_"]
         facts = [{"gene": g, "phenotype": i.phenotype, "lookup_key": i.lookup_key, "source_ids": list(i.source_ids)}
                  for g, i, _ in actionable]
         card = {
@@ -662,15 +739,39 @@ def _age_population(age: int | None, populations: set[str]) -> str | None:
     return None
 
 
+def _classification(statement: Statement) -> str:
+    rec = statement.recommendation
+    if rec.classification:
+        return rec.classification
+    return "not graded (N/A in the PharmGKB export)" if statement.match.guideline.source == "DPWG" else "none"
+
+
+def _cited(guideline: Guideline) -> str:
+    """The guideline's newest publication, or why there is none (some DPWG annotations list none)."""
+    if not guideline.citations:
+        return ("PharmGKB/ClinPGx guideline annotation (it lists no publication)" if guideline.source == "DPWG"
+                else "no PMID in the source release")
+    c = guideline.citations[0]
+    return f"{c.year}, PMID {c.pmid}" if c.year else f"PMID {c.pmid}"
+
+
+def attribution(sources: list[str]) -> str:
+    names = "; ".join(SOURCE_ATTRIBUTION.get(s, s) for s in sources)
+    return f"{names}; PharmGKB/ClinPGx annotations (CC BY-SA 4.0). Decision support, not a substitute for clinical judgement."
+
+
 def _differs_by(statements: list[Statement]) -> str | None:
     if len(statements) < 2:
         return None
     dimensions = []
     if len({s.score for s in statements}) > 1:
         dimensions.append("activity score")
-    populations = {s.recommendation.population for s in statements}
-    if len(populations) > 1:
-        dimensions.append(population_dimension(populations))
+    by_source: dict[str | None, set[str]] = {}
+    for s in statements:
+        by_source.setdefault(s.match.guideline.source, set()).add(s.recommendation.population)
+    several = [p for p in by_source.values() if len(p) > 1]   # populations differ within one source
+    if several:
+        dimensions.append(population_dimension(set().union(*several)))
     if len({s.source for s in statements}) > 1:
         dimensions.append("source")
     return " and ".join(dimensions) or "recommendation"

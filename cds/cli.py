@@ -16,12 +16,23 @@ from cds.errors import CdsError, KnowledgeError
 def _cmd_validate(args: argparse.Namespace) -> int:
     from cds.knowledge.loader import load_knowledge
 
+    from cds.knowledge.reachability import unreachable_notes
+
     kb = load_knowledge(Path(args.path) if args.path else None)
     recs = sum(len(g.recommendations) for g in kb.guidelines.values())
     print(f"OK: {len(kb.genes)} gene tables, {len(kb.guidelines)} guidelines ({recs} recommendations), "
           f"{len(kb.rules)} rules, {len(kb.services)} services; knowledge version {kb.version}")
     for notice in kb.notices:  # valid, but worth a reviewer's eye (e.g. a guideline cited by URL only)
         print(notice)
+    notes = unreachable_notes(kb)
+    if notes:  # not faults: the source says something our gene tables cannot produce, kept with the reason
+        print(f"{len(notes)} source recommendation(s) our gene tables cannot reach (no card can rest on them):")
+        for note in notes:
+            print(f"  {note}")
+    for g in sorted(kb.guidelines.values(), key=lambda g: g.id):
+        for i, drug in enumerate(g.drugs):
+            if drug.unavailable:
+                print(f"  {kb.diag(g, f'drug {drug.name} left out: {drug.unavailable}', 'drugs', i)}")
     return 0
 
 
@@ -37,7 +48,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if not args.drug:
         raise CdsError("give at least one --drug")
-    evaluation = explain(_load_engine(args.knowledge), args.genotype or [], args.drug, args.population)
+    from cds.sources import parse_source_option
+
+    sources = parse_source_option(args.source) if args.source else None
+    evaluation = explain(_load_engine(args.knowledge), args.genotype or [], args.drug, args.population, sources)
     if args.json:
         print(json.dumps(to_json(evaluation), indent=2, ensure_ascii=False))
     else:
@@ -49,6 +63,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from cds.knowledge.importer import import_cpic
 
     report = import_cpic(Path(args.path), Path(args.out), Path(args.errata) if args.errata else None)
+    print(report.summary())
+    return 0
+
+
+def _cmd_import_dpwg(args: argparse.Namespace) -> int:
+    from cds.knowledge.dpwg_importer import import_dpwg
+
+    report = import_dpwg(Path(args.path), Path(args.out), Path(args.genes) if args.genes else None)
     print(report.summary())
     return 0
 
@@ -77,8 +99,15 @@ def _cmd_version(args: argparse.Namespace) -> int:
     kb = load_knowledge(Path(args.knowledge) if args.knowledge else None)
     print(f"pgx-cds {__version__}")
     print(f"knowledge base version {kb.version} ({kb.root})")
-    for g in sorted(kb.guidelines.values(), key=lambda g: g.id):
-        print(f"  {g.id}: {g.version}")
+    from cds.sources import site_default
+
+    print(f"guideline sources the policy selects by default: {', '.join(site_default(kb))}")
+    for source in ("CPIC", "DPWG"):
+        guidelines = sorted((g for g in kb.guidelines.values() if g.source == source), key=lambda g: g.id)
+        if guidelines:
+            print(f"{source} guidelines ({len(guidelines)}):")
+        for g in guidelines:
+            print(f"  {g.id}: {g.version}")
     for gene in sorted(kb.genes.values(), key=lambda t: t.gene):
         print(f"  gene {gene.gene}: " + "; ".join(f"{s.name} {s.version}" for s in gene.sources))
     return 0
@@ -126,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(CYP2D6=score:1.0) or HLA status (HLA-B='*57:01 positive'); repeatable")
     p.add_argument("--drug", action="append", help="drug ingredient name or RxNorm code; repeatable")
     p.add_argument("--population", help="guideline population, e.g. 'CVI ACS PCI' (default: all)")
+    p.add_argument("--source", help="guideline source: cpic, dpwg or all (default: the sources the rules policy selects)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
     p.set_defaults(func=_cmd_explain)
@@ -160,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="guidelines", help="output folder (default: guidelines)")
     c.add_argument("--errata", help="where the source is wrong: a TSV of corrections (default: guidelines/errata/cpic.tsv)")
     c.set_defaults(func=_cmd_import)
+    d = isub.add_parser("dpwg", help="from PharmGKB's DPWG export (PATH/dpwg/DPWG_*.json), mapped onto guidelines/genes")
+    d.add_argument("path")
+    d.add_argument("--out", default="guidelines", help="output folder; writes OUT/dpwg/ (default: guidelines)")
+    d.add_argument("--genes", help="gene tables to map DPWG's keys onto (default: OUT/genes)")
+    d.set_defaults(func=_cmd_import_dpwg)
     return parser
 
 

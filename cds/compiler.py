@@ -106,8 +106,9 @@ def _phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
             if phenotype == INDETERMINATE:
                 continue
             others = tuple(sorted((k, v) for k, v in m.conditions.items() if k != gene))
-            groups[(m.recommendation.population, others, phenotype)].append(m)
-        for (population, others, phenotype), members in groups.items():
+            # per source: CPIC's and DPWG's advice for one phenotype differ in wording, not in whether it is one
+            groups[(m.guideline.source, m.recommendation.population, others, phenotype)].append(m)
+        for (_source, population, others, phenotype), members in groups.items():
             conditions = {**dict(others), gene: phenotype}
             content = {(m.recommendation.classification, m.recommendation.recommendation) for m in members}
             if len(content) == 1:
@@ -151,7 +152,8 @@ def compile_knowledge(kb: KnowledgeBase, today: date | None = None) -> CompiledK
                     for attribute in gene_conditions:
                         plan.attributes[attribute] = gene
                 plan.matches.append(MatchPlan(guideline, rec, conditions))
-                plan.populations.add(rec.population)
+                if guideline.source != "DPWG":  # DPWG names no populations (null in the export): it applies to any
+                    plan.populations.add(rec.population)
     for plan in plans.values():
         plan.matches.extend(_phenotype_aliases(plan, kb))
         for hook in ("order-select", "order-sign", "patient-view"):

@@ -157,25 +157,35 @@ class Engine:
             definitions[name] = self._ruleset(plan)
         self._host.register_rulesets(definitions)
         self._warm_up()
+        from cds.sources import policy_sources
+        # Guideline sources whose matches evaluate() returns unless told otherwise: every source some rule of
+        # the site's policy selects (CPIC alone by default), so a DPWG-off site sees exactly its CPIC answers.
+        self.sources: tuple[str, ...] = policy_sources(self.kb)
 
     @classmethod
     def from_knowledge(cls, kb: KnowledgeBase) -> "Engine":
         return cls(compile_knowledge(kb))
 
     def _ruleset(self, plan: DrugPlan) -> dict:
+        # One durable-rules rule per distinct condition: a phenotype reported without its score selects
+        # several recommendations (one per score) under the same condition, and one rule that records
+        # them all costs the engine no more than the single rule it replaced.
+        by_condition: dict[tuple, list[MatchPlan | PreTestPlan]] = {}
+        for target in list(plan.matches) + list(plan.pretests):
+            by_condition.setdefault(tuple(sorted(target.conditions.items())), []).append(target)
         rules = {}
-        for i, target in enumerate(list(plan.matches) + list(plan.pretests)):
-            conditions = [{attr: value} for attr, value in sorted(target.conditions.items())]
+        for i, (condition, targets) in enumerate(by_condition.items()):
+            conditions = [{attr: value} for attr, value in condition]
             test = conditions[0] if len(conditions) == 1 else {"$and": conditions}
-            rules[f"r{i}"] = {"all": [{"m": test}], "run": self._recorder(target)}
+            rules[f"r{i}"] = {"all": [{"m": test}], "run": self._recorder(targets)}
         rules["handled"] = {"all": [{"m": {_MARKER[0]: _MARKER[1]}}], "run": _ignore}
         return rules
 
-    def _recorder(self, target: MatchPlan | PreTestPlan):
+    def _recorder(self, targets: list[MatchPlan | PreTestPlan]):
         fired = self._fired
 
         def record(_closure) -> None:
-            fired.append(target)
+            fired.extend(targets)
         return record
 
     def _warm_up(self) -> None:
@@ -216,7 +226,8 @@ class Engine:
         return self.compiled.drugs.get(drug) or self.compiled.drugs.get(drug.lower()) or self.compiled.by_rxnorm.get(drug)
 
     def evaluate(self, genotypes: Mapping[str, Iterable[Interpretation]], drugs: Iterable[str],
-                 population: str | None = None, conflicts: Mapping[str, list[str]] | None = None) -> Evaluation:
+                 population: str | None = None, conflicts: Mapping[str, list[str]] | None = None,
+                 sources: Iterable[str] | None = None) -> Evaluation:
         """Match the patient's interpreted results against the recommendations for each drug.
 
         `genotypes`: gene → its interpretations (several may agree, e.g. HLA alleles or a diplotype and
@@ -238,6 +249,7 @@ class Engine:
             for interp in reversed(items):  # the most specific statement wins
                 patient.update(interp.lookup)
         results = []
+        wanted_sources = set(self.sources if sources is None else sources)
         for drug in drugs:
             plan = self.drug_plan(drug)
             if plan is None:
@@ -249,7 +261,9 @@ class Engine:
             for target in fired:
                 if isinstance(target, PreTestPlan):
                     evaluation.pretests.append(PreTestAlert(plan.drug, target.gene, target.rule))
-                elif wanted is None or target.recommendation.population == wanted:
+                elif target.guideline.source not in wanted_sources:
+                    continue
+                elif wanted is None or target.recommendation.population == wanted or target.guideline.source == "DPWG":
                     evaluation.matches.append(Match(plan.drug, target.guideline, target.recommendation,
                                                     target.matched_by, target.score, target.score_gene))
             evaluation.matches.sort(key=_match_order)

@@ -32,8 +32,10 @@ def _gene_name(engine: Engine, gene: str) -> str:
     raise CdsError(f"unknown gene '{gene}' (known: {', '.join(sorted(engine.kb.interpreters))})")
 
 
-def explain(engine: Engine, genotypes: Iterable[str], drugs: Iterable[str], population: str | None = None) -> Evaluation:
-    return engine.evaluate(parse_genotype_args(engine, genotypes), list(drugs), population)
+def explain(engine: Engine, genotypes: Iterable[str], drugs: Iterable[str], population: str | None = None,
+            sources: Iterable[str] | None = None) -> Evaluation:
+    """`sources`: guideline sources to show (CPIC, DPWG); None: those the site's policy selects."""
+    return engine.evaluate(parse_genotype_args(engine, genotypes), list(drugs), population, sources=sources)
 
 
 def to_json(evaluation: Evaluation) -> dict[str, Any]:
@@ -51,6 +53,7 @@ def to_json(evaluation: Evaluation) -> dict[str, Any]:
             rec = m.recommendation
             recommendations.append({
                 "guideline": m.guideline.id,
+                "source": m.guideline.source,
                 "drug": drug.drug,
                 "rxnorm": drug.rxnorm,
                 "population": rec.population,
@@ -133,9 +136,11 @@ def to_text(evaluation: Evaluation) -> str:
         for m in drug.matches:
             rec = m.recommendation
             label = f" {m.score_gene} activity score {m.score} —" if m.score is not None else ""
-            lines.append(f"  [{rec.population}]{label} {rec.classification or 'no classification'}: {rec.recommendation}")
+            graded = rec.classification or ("not graded" if m.guideline.source == "DPWG" else "no classification")
+            text = rec.recommendation.replace("\n", "\n    ")  # the source's own line breaks, indented under the entry
+            lines.append(f"  {m.guideline.source} [{rec.population}]{label} {graded}: {text}")
             for gene, text in rec.implications.items():
-                lines.append(f"      {gene}: {text}")
+                lines.append(f"      {gene}: " + text.replace("\n", "\n        "))
             if m.matched_by != "phenotype":
                 via = ""
             elif m.score is None:

@@ -87,6 +87,8 @@ class FhirTestServer:
         self.store: dict[tuple[str, str], dict] = {}
         self.requests: list[dict] = []
         self.page_size = page_size
+        self.relative_links = False        # True: `next` links relative to the base, as some servers write them
+        self.supports_include = True       # False: `_include` is ignored, as servers may (search.html#include)
         self.misbehaviours: list[Misbehaviour] = []
         self.open_connections = 0
         self.peak_connections = 0          # the most open at once (reset it to measure a phase)
@@ -226,7 +228,7 @@ class FhirTestServer:
         start = int((query.get("_page") or ["0"])[0])
         page = matches[start:start + size]
         entries = [{"fullUrl": f"{self.url}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in page]
-        if "DiagnosticReport:result" in query.get("_include", []) and rtype == "DiagnosticReport":
+        if self.supports_include and "DiagnosticReport:result" in query.get("_include", []) and rtype == "DiagnosticReport":
             seen = set()
             for report in page:
                 for ref in report.get("result") or []:
@@ -242,8 +244,8 @@ class FhirTestServer:
             base = self.url
             if m := self._misbehaviour(rtype, ("next-to",)):
                 base = m.options["to"].rstrip("/")
-            links.append({"relation": "next",
-                          "url": f"{base}/{rtype}?{urlencode({**plain, '_page': [str(start + size)]}, doseq=True)}"})
+            target = f"{rtype}?{urlencode({**plain, '_page': [str(start + size)]}, doseq=True)}"
+            links.append({"relation": "next", "url": target if self.relative_links and base == self.url else f"{base}/{target}"})
         return {"resourceType": "Bundle", "type": "searchset", "total": len(matches), "link": links, "entry": entries}
 
     # --- writing --------------------------------------------------------------------------------

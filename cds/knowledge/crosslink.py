@@ -98,7 +98,9 @@ def _check_genes(kb: "KnowledgeBase") -> list[Diagnostic]:
 
 
 def _check_guidelines(kb: "KnowledgeBase") -> list[Diagnostic]:
-    diags = []
+    from cds.knowledge.reachability import check_unreachable
+
+    diags = check_unreachable(kb)
     seen: dict[tuple, tuple[str, int]] = {}
     for g in kb.guidelines.values():
         drug_names = {d.name for d in g.drugs}
@@ -107,6 +109,8 @@ def _check_guidelines(kb: "KnowledgeBase") -> list[Diagnostic]:
             if gene not in kb.genes and gene in keyed_genes:
                 diags.append(kb.diag(g, f"unknown gene '{gene}': no gene table guidelines/genes/{gene}.yaml", "genes", i))
         for i, drug in enumerate(g.drugs):
+            if not drug.rxnorm and drug.unavailable:
+                continue  # left out with its reason (cds validate lists it)
             if not drug.rxnorm:
                 diags.append(kb.diag(g, f"drug '{drug.name}' has no RxNorm ingredient code (rxnorm); orders cannot "
                                         "be matched to it. Add the code with its source, or remove the drug.", "drugs", i))
@@ -121,10 +125,13 @@ def _check_guidelines(kb: "KnowledgeBase") -> list[Diagnostic]:
                 if gene not in kb.genes:
                     diags.append(kb.diag(rec, f"recommendation {rec.id}: unknown gene '{gene}' (no gene table)", "lookup", gene))
                     continue
-                if value not in producible_values(kb, gene):
+                producible = producible_values(kb, gene)
+                if g.source == "DPWG":  # DPWG keys CYP2C9 by phenotype: a result reported as one matches it
+                    producible = producible | set(kb.interpreters[gene].phenotypes)
+                if value not in producible:
                     diags.append(kb.diag(rec, f"recommendation {rec.id}: the {gene} gene table cannot produce "
                                               f"'{value}'{_hint(kb, gene)}", "lookup", gene))
-            key = (rec.drug, rec.population, frozenset(rec.lookup.items()))
+            key = (g.source, rec.drug, rec.population, frozenset(rec.lookup.items()))  # CPIC and DPWG may both advise
             file, line = kb.where(rec)
             if key in seen:
                 f0, l0 = seen[key]

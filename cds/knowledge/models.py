@@ -121,6 +121,7 @@ class Drug(Strict):
     rxnorm: str | None = None             # RxNorm ingredient (TTY=IN) code
     rxnorm_source: str | None = None
     pharmgkb: str | None = None
+    unavailable: str | None = None        # why orders cannot be matched to it (e.g. no citable RxNorm code)
 
 
 class Flags(Strict):
@@ -148,6 +149,23 @@ class Recommendation(Strict):
     source: str                                          # the release this content comes from
 
 
+class UnreachableRecommendation(Strict):
+    """A source recommendation our gene tables cannot reach (its key names a gene, phenotype or genotype
+    that no table here produces): kept, with the reason, so the validator and the pharmacist see it."""
+
+    id: str
+    drug: str
+    source_key: dict[str, str]                            # the source's lookup key, verbatim (genotypes as JSON)
+    reason: str
+    classification: Classification | None = None
+    recommendation: str
+    flags: Flags | None = None
+    source: str
+
+
+GuidelineSource = Literal["CPIC", "DPWG"]
+
+
 class Guideline(Strict):
     id: str
     name: str
@@ -160,6 +178,7 @@ class Guideline(Strict):
     genes: list[str] = Field(min_length=1)
     drugs: list[Drug] = Field(min_length=1)
     recommendations: list[Recommendation] = Field(default_factory=list)
+    unreachable: list[UnreachableRecommendation] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
     def reference(self) -> str:
@@ -213,6 +232,7 @@ class CaseExpectation(Strict):
     summary_contains: list[str] = Field(default_factory=list)
     suggests: list[str] = Field(default_factory=list)    # alternative drug names offered
     pretest: bool = False
+    sources: list[GuidelineSource] = Field(default_factory=list)  # the guideline sources the card rests on, exactly
 
 
 class RuleTestCase(Strict):
@@ -240,6 +260,9 @@ class Rule(Strict):
     pretest: PreTest | None = None
     effective_from: date | None = None
     effective_until: date | None = None
+    # Which guideline sources raise this rule's cards: CPIC, DPWG or both. None: the site default, i.e. the
+    # `sources` of the drugs: '*' rule, and CPIC when that rule sets none (see cds/sources.py).
+    sources: list[GuidelineSource] | None = Field(default=None, min_length=1)
     tests: list[RuleTestCase] = Field(default_factory=list)
 
 

@@ -309,12 +309,14 @@ def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, s
             facts.append(FactRecord(gene, i.phenotype, i.lookup_key, list(i.source_ids)))
     for gene, ids in advice.facts.conflicts.items():
         facts.append(FactRecord(gene, "conflicting results", None, list(ids)))
-    cards = [CardRecord(c.uuid, c.rule_id, c.guideline_id, c.guideline_version, c.indicator, c.card["summary"])
+    cards = [CardRecord(c.uuid, c.rule_id, c.guideline_id, c.guideline_version, c.indicator, c.card["summary"],
+                        "+".join(c.sources) or None)
              for c in advice.cards]
     runtime.store.record_call(CallRecord(
         service_id=hook_request.service.id, hook=hook_request.hook, hook_instance=hook_request.hook_instance,
         patient_id=hook_request.patient_id, kb_version=runtime.kb.version, cards=cards, facts=facts,
         unresolved_drugs=advice.unresolved, fhir_errors=gathered.audit_reasons(),
+        reasons=advice.reasons(),
         consent=advice.consent, latency_ms=round(1000 * (time.perf_counter() - started), 2)))
 
 

@@ -21,9 +21,9 @@ import re
 import threading
 import time
 from typing import Any, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
-from cds.cdshooks import GENOMIC_KEYS, Gathered, HookRequest, RequestError, next_link, prefetch_problem, selected_orders
+from cds.cdshooks import GENOMIC_KEYS, Gathered, HookRequest, RequestError, next_link, prefetch_problem
 from cds.service.fhirclient import FetchError, FetchSession, FhirClient, Limits, origin_of
 
 log = logging.getLogger("cds.service.fhir")
@@ -91,6 +91,7 @@ class FhirFetcher:
                 more = next_link(value)
                 if more is None:
                     continue
+                more = _absolute(more, server)
                 if not server:
                     out.errors[key] = ("the prefetched search has more pages (a 'next' link) and there is no "
                                        "fhirServer to fetch them from: results may be incomplete")
@@ -159,7 +160,7 @@ class FhirFetcher:
                        start: str | None = None) -> tuple[dict, str | None]:
         """`first` with the entries of every following page; the error when a page could not be had."""
         entries = list(first.get("entry") or [])
-        url = start or next_link(first)
+        url = start or _absolute(next_link(first), server)
         pages = 1
         error = None
         while url:
@@ -181,7 +182,7 @@ class FhirFetcher:
                 break
             pages += 1
             entries.extend(page.get("entry") or [])
-            url = next_link(page)
+            url = _absolute(next_link(page), server)
         merged = {**first, "entry": entries, "link": [l for l in first.get("link") or []
                                                       if isinstance(l, dict) and l.get("relation") == "self"]}
         return merged, error
@@ -214,17 +215,26 @@ class FhirFetcher:
 
     def _follow_references(self, request: HookRequest, server: str | None, out: Gathered, deadline: float) -> None:
         """Read the report results and order Medications that the gathered data refer to but do not hold."""
-        known = _known_keys(list(out.data.values()) + [request.context.get("draftOrders"), request.context.get("medications")])
-        wanted: dict[str, tuple[str, str]] = {}          # Type/id → (error key, what it is)
-        foreign: dict[str, int] = {}
+        candidates = []                                  # (reference, type, error key, what it is)
         for key in GENOMIC_KEYS:
             for report in _resources(out.data.get(key), "DiagnosticReport"):
                 for ref in report.get("result") or []:
-                    _want(ref, "Observation", key, "a DiagnosticReport result", known, server, wanted, foreign)
-        orders = out.data.get("medications") if request.hook == "patient-view" else selected_orders(request)
+                    candidates.append((ref, "Observation", key, "a DiagnosticReport result"))
+        if request.hook == "patient-view":
+            orders = out.data.get("medications")
+        else:
+            orders = request.context.get("draftOrders") or request.context.get("medications")
         for order in _resources(orders, "MedicationRequest"):
-            _want(order.get("medicationReference"), "Medication", "medication-references", "an order's Medication",
-                  known, server, wanted, foreign)
+            if "medicationReference" in order:
+                candidates.append((order["medicationReference"], "Medication", "medication-references",
+                                   "an order's Medication"))
+        if not candidates:
+            return                                       # the common case: nothing refers outside the data
+        known = _known_keys(list(out.data.values()) + [request.context.get("draftOrders"), request.context.get("medications")])
+        wanted: dict[str, tuple[str, str]] = {}          # Type/id → (error key, what it is)
+        foreign: dict[str, int] = {}
+        for ref, rtype, key, what in candidates:
+            _want(ref, rtype, key, what, known, server, wanted, foreign)
         for key, count in foreign.items():
             out.errors[key] = _join(out.errors.get(key), f"{count} referenced resource(s) on another server than "
                                                          "fhirServer: not fetched (the access token is only for fhirServer)")
@@ -271,12 +281,21 @@ class FhirFetcher:
             out.errors[key] = _join(out.errors.get(key), "; ".join(sorted(set(reasons))))
 
 
+def _absolute(url: str | None, server: str | None) -> str | None:
+    """A `next` link as an absolute URL: a relative one is relative to fhirServer (FHIR R4 http.html#general)."""
+    if url is None or "://" in url or not server:
+        return url
+    return urljoin(server + "/", url)      # "Observation?…" under the base; "/fhir/Observation?…" on its host
+
+
 def _join(first: str | None, second: str) -> str:
     return f"{first}; {second}" if first else second
 
 
 def _resources(value: Any, rtype: str) -> list[dict]:
-    """The top-level resources of one type in a resource or a Bundle (entries only, not contained)."""
+    """The top-level resources of one type in a resource, a Bundle or a list (entries only, not contained)."""
+    if isinstance(value, list):
+        return [r for item in value for r in _resources(item, rtype)]
     if not isinstance(value, dict):
         return []
     if value.get("resourceType") == rtype:

@@ -90,6 +90,7 @@ def _call_row(entry: dict) -> dict:
         "latency_ms": entry.get("latency_ms"),
         "unresolved_drugs": entry.get("unresolved_drugs") or [],
         "fhir_errors": entry.get("fhir_errors") or [],
+        "reasons": entry.get("reasons") or [],
         "card_count": len(entry.get("cards") or []),
     }
 
@@ -97,6 +98,7 @@ def _call_row(entry: dict) -> dict:
 def _card_rows(entry: dict) -> list[dict]:
     return [{"card_uuid": c["uuid"], "call_id": entry["call_id"], "position": i, "rule_id": c["rule_id"],
               "guideline_id": c.get("guideline_id"), "guideline_version": c.get("guideline_version"),
+              "source": c.get("source"),
               "indicator": c["indicator"], "summary": c["summary"]}
              for i, c in enumerate(entry.get("cards") or [])]
 

@@ -70,13 +70,19 @@ class Journal:
     # --- the writer thread -----------------------------------------------------------------------
     def sync(self) -> None:
         """fsync what was appended so far (once per batch, before its commit)."""
+        # fsync outside the lock: request threads append under it, and a sync worker that waited
+        # for the disk here would serve nobody meanwhile (measured: 2 ms per append under load).
+        # Duplicates of the descriptors, so a file closed meanwhile (settled) is still synced safely.
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            for fd in dirty:
-                try:
-                    os.fsync(fd)
-                except OSError:
-                    log.exception("audit journal fsync failed")
+            copies = [os.dup(fd) for fd in dirty]
+        for fd in copies:
+            try:
+                os.fsync(fd)
+            except OSError:
+                log.exception("audit journal fsync failed")
+            finally:
+                os.close(fd)
 
     def settled(self, counts: dict[int, int]) -> None:
         """These journaled entries (count per generation) are in the database or the spool. A file whose

@@ -26,6 +26,7 @@ class CardRecord:
     guideline_version: str | None
     indicator: str             # info | warning | critical
     summary: str
+    source: str | None = None  # guideline source(s) the card rests on: CPIC, DPWG or CPIC+DPWG
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class CallRecord:
     facts: list[FactRecord] = field(default_factory=list)
     unresolved_drugs: list[str] = field(default_factory=list)
     fhir_errors: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)   # results/orders on file that were not used, and why
     consent: str | None = None  # cds.consent reason code, None when consent was not consulted
     latency_ms: float | None = None
     time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
@@ -101,9 +103,11 @@ def audit_entry(record: CallRecord, hash_patient: Callable[[str], str]) -> dict:
         "latency_ms": record.latency_ms,
         "unresolved_drugs": [scrub(d) for d in record.unresolved_drugs],
         "fhir_errors": [scrub(e) for e in record.fhir_errors],
+        "reasons": [scrub(r) for r in record.reasons],
         "cards": [
             {"uuid": str(c.uuid), "rule_id": c.rule_id, "guideline_id": c.guideline_id,
-             "guideline_version": c.guideline_version, "indicator": c.indicator, "summary": scrub(c.summary)}
+             "guideline_version": c.guideline_version, "source": c.source, "indicator": c.indicator,
+             "summary": scrub(c.summary)}
             for c in record.cards
         ],
         "facts": [

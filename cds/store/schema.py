@@ -33,6 +33,7 @@ class Call(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     unresolved_drugs: Mapped[list] = mapped_column(JSON)
     fhir_errors: Mapped[list] = mapped_column(JSON)
+    reasons: Mapped[list] = mapped_column(JSON)        # results and orders not used, and why (migration 0003)
     card_count: Mapped[int] = mapped_column(Integer)
 
 
@@ -47,6 +48,7 @@ class Card(Base):
     rule_id: Mapped[str] = mapped_column(String(200), index=True)
     guideline_id: Mapped[str | None] = mapped_column(String(200))
     guideline_version: Mapped[str | None] = mapped_column(Text)  # knowledge YAML `version`: free text
+    source: Mapped[str | None] = mapped_column(String(32))       # CPIC, DPWG or CPIC+DPWG; NULL before 0004 (CPIC)
     indicator: Mapped[str] = mapped_column(String(16))
     summary: Mapped[str] = mapped_column(Text)
 

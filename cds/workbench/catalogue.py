@@ -11,6 +11,7 @@ from pathlib import Path
 from cds.engine import Engine
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import Guideline, Rule
+from cds.sources import rule_sources
 
 ORDER_HOOKS = ("order-select", "order-sign")
 HOOKS = ("order-select", "order-sign", "patient-view")
@@ -35,6 +36,7 @@ class DrugRow:
     compiled: bool                           # False: no RxNorm code, so the engine cannot match it
     recommendations: int
     populations: list[str]
+    sources: tuple[str, ...] = ()            # guideline sources the governing rule selects (cds/sources.py)
 
 
 @dataclass
@@ -84,8 +86,10 @@ def build_catalogue(kb: KnowledgeBase, engine: Engine) -> Catalogue:
             governs[rule.id].setdefault(drug, []).append(hook)
         silenced = [r for r in kb.rules if not r.enabled and r.drugs != "*" and drug in r.drugs]
         rxnorm = next((d.rxnorm for g in drugs[drug] for d in g.drugs if d.name == drug and d.rxnorm), None)
+        governing = rules.get("order-sign") or rules.get("order-select")
         rows.append(DrugRow(drug, rxnorm, cells, rules, silenced, plan is not None, recommendations,
-                            sorted(plan.populations) if plan else []))
+                            sorted(plan.populations) if plan else [],
+                            rule_sources(kb, governing) if governing else ()))
     guideline_rules: dict[str, list[Rule]] = {}
     for guideline in kb.guidelines.values():
         names = {d.name for d in guideline.drugs}

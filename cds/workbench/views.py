@@ -132,7 +132,9 @@ def _not_found(what: str, name: str, listing: str):
 
 @workbench.route("/")
 def matrix():
-    return render_template("workbench/matrix.html", catalogue=_catalogue(), hooks=HOOKS)
+    # ?source=CPIC|DPWG shows one source's guidelines; by default both (each cell names its source)
+    shown = [s for s in ("CPIC", "DPWG") if request.args.get("source", "").upper() in ("", "ALL", s)] or ["CPIC", "DPWG"]
+    return render_template("workbench/matrix.html", catalogue=_catalogue(), hooks=HOOKS, shown=shown)
 
 
 @workbench.route("/guidelines")

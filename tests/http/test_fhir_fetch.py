@@ -91,10 +91,12 @@ def test_the_codes_searched_and_the_codes_the_reader_maps_are_one_set(service, f
 
 # --- 2. Genomics Reports ----------------------------------------------------------------------------
 
-def test_a_genomics_report_fetched_from_the_fhir_server_yields_its_results(service, fhir_server):
-    """The EHR prefetched an empty genomics search; the report (and, through _include, its result) is
-    only on fhirServer. The result's code is not among the searched ones (a lab's own code), so only the
-    report leads to it."""
+@pytest.mark.parametrize("include", [True, False])
+def test_a_genomics_report_fetched_from_the_fhir_server_yields_its_results(service, fhir_server, include):
+    """The EHR prefetched an empty genomics search; the report and its result are only on fhirServer,
+    the result through _include or, from a server that ignores _include, read by reference. The result's
+    code is not among the searched ones (a lab's own code), so only the report leads to it."""
+    fhir_server.supports_include = include
     result = genotype("CYP2C19", "*2/*2", oid="in-report")
     result["code"] = {"coding": [{"system": "http://example.org/lab-codes", "code": "PGX-C19"}], "text": "CYP2C19 genotype"}
     fhir_server.add(result, report("rep1", "Observation/in-report"))
@@ -106,6 +108,26 @@ def test_a_genomics_report_fetched_from_the_fhir_server_yields_its_results(servi
     assert search["query"]["_include"] == ["DiagnosticReport:result"]
     assert search["query"]["category"] == ["http://terminology.hl7.org/CodeSystem/v2-0074|GE"]
     assert search["authorization"] == f"Bearer {TOKEN['access_token']}"
+    reads = [r for r in fhir_server.requests if r["path"] == "/fhir/Observation/in-report"]
+    assert len(reads) == (0 if include else 1)
+
+
+def test_patient_view_reads_a_fetched_genomics_report(service, fhir_server):
+    fhir_server.add(genotype("CYP2C19", "*2/*2", oid="pv-1"), report("rep-pv", "Observation/pv-1"),
+                    medication_request("clopidogrel", mid="active-1", status="active"))
+    fhir_server.store[("Observation", "pv-1")]["code"] = {"text": "CYP2C19 genotype"}   # found only via the report
+    body = hook_request("patient-view", fhirServer=fhir_server.url, fhirAuthorization=TOKEN)
+    cards = summaries(service.call("pgx-patient-view", body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
+
+
+def test_a_refetch_that_fails_too_is_a_check_not_completed(service, fhir_server):
+    fhir_server.misbehave("status", only="Observation", code=503)
+    body = hook_request("order-sign", medication_request("clopidogrel"),
+                        genomics=outcome("timeout", "the EHR gave up"), fhirServer=fhir_server.url)
+    assert summaries(service.call("pgx-order-sign", body)) == [CANNOT]
+    errors = audited_errors(service, body)
+    assert any("HTTP 503" in e for e in errors) and any("OperationOutcome" in e for e in errors)
 
 
 def test_prefetched_report_results_are_read_from_the_fhir_server_by_reference(service, fhir_server):
@@ -152,8 +174,10 @@ def test_a_prefetched_page_with_a_next_link_is_followed_on_the_fhir_server(servi
     assert [r["query"]["_page"] for r in pages] == [["1"], ["2"]]
 
 
-def test_a_fetched_search_is_read_to_its_last_page(service, fhir_server):
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_fetched_search_is_read_to_its_last_page(service, fhir_server, relative):
     _pages(fhir_server)
+    fhir_server.relative_links = relative
     body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
     cards = summaries(service.call("pgx-order-sign", body))
     assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]

@@ -97,3 +97,21 @@ def test_cds_test_fails_with_a_readable_difference_on_a_broken_rule(tmp_path):
     assert "FAIL  clopidogrel-cyp2c19: poor metabolizer gets a critical card with both alternatives" in result.stdout
     assert "indicator is warning, expected critical" in result.stdout
     assert "1 failed" in result.stdout
+
+
+def test_explain_shows_cpic_line_breaks_not_backslash_n():
+    """Release 1.54 writes pantoprazole's line break as the two characters backslash-n; we show a line break."""
+    result = cds("explain", "--genotype", "CYP2C19=*1/*1", "--drug", "pantoprazole")
+    assert result.returncode == 0, result.stderr
+    assert "\\n" not in result.stdout
+    assert "divided doses.\n    Monitor for efficacy." in result.stdout
+
+
+def test_an_erratum_the_source_no_longer_has_stops_the_import(tmp_path):
+    """The errata list is checked against the release: a correction whose original text is not in its row
+    (CPIC fixed it, or the list is wrong) must be reviewed, not silently skipped."""
+    errata = (REPO / "guidelines" / "errata" / "cpic.tsv").read_text().replace("avoid ased on G6PD\t", "avoid ased on G6PDX\t", 1)
+    (tmp_path / "errata.tsv").write_text(errata)
+    result = cds("import", "cpic", str(CPIC), "--out", str(tmp_path / "out"), "--errata", str(tmp_path / "errata.tsv"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "erratum cpic_recommendations_v1.54.tsv row 7589787 drugrecommendation" in result.stderr

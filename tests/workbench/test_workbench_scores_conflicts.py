@@ -26,3 +26,22 @@ def test_try_a_patient_labels_the_scores_of_a_phenotype_only_result(client):
     assert "The activity score decides which one applies" in page
     assert "(if DPYD activity score is 0.0)" in page and "(if DPYD activity score is 0.5)" in page
     assert re.findall(r'class="card-summary"', page)     # a card, not silence
+
+
+def test_try_a_patient_conflict_in_the_browser(browser, live):
+    """What the pharmacist sees in Chromium: the conflict stated in red, the conflict card, no
+    Normal Metabolizer settled silently."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{live.url}/workbench/try")
+    browser.find_element(By.ID, "genotypes").send_keys("CYP2C19=*1/*1\nCYP2C19=*2/*2")
+    browser.find_element(By.ID, "drugs").send_keys("clopidogrel")
+    browser.find_element(By.ID, "run").click()
+    WebDriverWait(browser, 20).until(ready.presence_of_element_located((By.CSS_SELECTOR, "#cards article.cds-card")))
+    summaries = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#cards .card-summary")]
+    assert summaries == ["Clopidogrel: conflicting CYP2C19 results on file — pharmacogenomic check not possible"]
+    conflict = browser.find_element(By.ID, "conflicts")
+    assert conflict.is_displayed() and "*1/*1 (Normal Metabolizer)" in conflict.text and "*2/*2" in conflict.text
+    assert not browser.find_elements(By.ID, "phenotypes")
