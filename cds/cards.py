@@ -477,7 +477,7 @@ class CardRenderer:
             lines += ["", "**Active medications affected**", ""]
             for drug, match in affected:
                 lines.append(f"- **{drug}**: {match.recommendation.recommendation} "
-                             f"([{match.guideline.source}]({match.guideline.url}), {match.recommendation.classification})")
+                             f"([{match.guideline.source}]({match.guideline.url}), {_classification_label(match.recommendation, match.guideline)})")
         lines += ["", f"Knowledge base version `{self.kb.version}`.", "", f"_{ATTRIBUTION}_"]
         facts = [{"gene": g, "phenotype": i.phenotype, "lookup_key": i.lookup_key, "source_ids": list(i.source_ids)}
                  for g, i, _ in actionable]
