@@ -145,6 +145,8 @@ class Engine:
         self._lock = threading.Lock()
         self._fired: list[object] = []
         self._session_ids = itertools.count(1)
+        self._memo: dict[tuple, tuple] | None = None      # see memoize()
+        self._memo_max = 0
         self._host = _Host()
         prefix = f"e{next(_engine_ids)}_"
         self._ruleset_names: dict[str, str] = {}
@@ -194,10 +196,28 @@ class Engine:
         for plan in self.compiled.drugs.values():
             self._assert(plan, {attr: NO_RESULT for attr in plan.attributes})
 
+    def memoize(self, max_entries: int = 100_000) -> None:
+        """Remember what fired for each (drug, asserted values), for batch use (population screening),
+        where a few hundred combinations recur across a whole cohort. Compiled rules never change, so
+        a remembered answer cannot go stale. Off by default: the service decides one patient a call."""
+        self._memo = {}
+        self._memo_max = max_entries
+
     def _assert(self, plan: DrugPlan, values: dict[str, str]) -> list[object]:
         name = self._ruleset_names.get(plan.drug)
         if name is None:
             return []
+        if self._memo is None:
+            return self._assert_now(name, values)
+        key = (name, tuple(sorted(values.items())))
+        fired = self._memo.get(key)
+        if fired is None:
+            fired = tuple(self._assert_now(name, values))
+            if len(self._memo) < self._memo_max:
+                self._memo[key] = fired
+        return list(fired)
+
+    def _assert_now(self, name: str, values: dict[str, str]) -> list[object]:
         sid = self._new_session_id()
         with self._lock:
             self._fired.clear()
