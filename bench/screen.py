@@ -5,8 +5,8 @@ For 10k and 100k synthetic patients (`cds synth`, not clinical data):
   embedded ×1  `cds screen --workers 1`
   embedded ×2  `cds screen --workers 2`
   dask ×2      `cds screen --engine dask --workers 2` (a LocalCluster)
-Each `cds screen` runs as its own process; its peak memory is the largest sum of RSS over its process
-tree (workers, dask scheduler and nannies included), sampled every 50 ms. patients/s is end to end
+Each `cds screen` runs as its own process; its peak memory is the largest sum of PSS over its process
+tree (workers, dask scheduler and nannies included; shared pages counted once), sampled every 100 ms. patients/s is end to end
 (knowledge loading and each worker's rule compilation included) and, in brackets, of the decide
 phase alone. Ratios: embedded ×2 / floor, ×2 / ×1, peak at 100k / peak at 10k. Then a 1M estimate.
 
@@ -51,11 +51,12 @@ def floor(folder: Path) -> tuple[int, float]:
     return len(groups), time.perf_counter() - started
 
 
-def tree_rss(proc: psutil.Process) -> int:
+def tree_pss(proc: psutil.Process) -> int:
+    """Proportional set size summed over the tree: pages forked children share are counted once."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            total += p.memory_full_info().pss
         except psutil.Error:
             pass
     return total
@@ -72,8 +73,8 @@ def run_screen(folder: Path, out: Path, extra: list[str]) -> dict:
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], tree_rss(watched))
-            time.sleep(0.05)
+            peak[0] = max(peak[0], tree_pss(watched))
+            time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

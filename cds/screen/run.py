@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 from cds.errors import CdsError
 from cds.screen import ndjson
-from cds.screen.patients import COLUMNS, PartitionResult, Settings, screen_partition_task
+from cds.screen.patients import COLUMNS, PartitionResult, Settings, screen_partition_task, worker_screener
 
 ENGINES = ("embedded", "dask")
 
@@ -148,6 +148,9 @@ def screen(options: ScreenOptions) -> ScreenResult:
             if runner:
                 decided = runner.map(screen_partition_task, tasks, bar, broadcast=settings)
             else:
+                # Built here, before the pool forks: every child inherits the compiled engine (fork copies
+                # the durable-rules state with the process; only pickling it fails) instead of compiling its own.
+                worker_screener(settings)
                 decided = _embedded_map(screen_partition_task, [(settings, *a) for a in tasks], options.workers, bar)
         timings["decide_s"] = time.perf_counter() - t
         t = time.perf_counter()
