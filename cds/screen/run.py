@@ -220,7 +220,6 @@ def _summary(options: ScreenOptions, kb_version: str, digest: str, files: list[P
     total = timings["total_s"]
     return {
         "tool": "pgx-cds screen",
-        "synthetic_notice": None,
         "started_at": started_at.isoformat(),
         "run_by": _who(),
         "knowledge_version": kb_version,
