@@ -65,8 +65,12 @@ def _embedded_map(fn: Callable, tasks: list[tuple], workers: int, bar) -> list:
             bar.update()
         return results
     results = [None] * len(tasks)
-    # fork keeps start-up cheap; each child builds its own Engine on first use.
+    # fork: the children inherit the compiled engine. gc.freeze() keeps the collector from writing to
+    # every inherited object (which would copy each page into each child).
+    import gc
     import multiprocessing
+
+    gc.freeze()
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
         futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
