@@ -6,6 +6,7 @@ specification's own R4 examples and the public sandbox send imperfect resources.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -34,6 +35,7 @@ REQUIRED_CONTEXT = {
     "medication-prescribe": {"userId": str, "patientId": str, "medications": (dict, list)},
 }
 OPTIONAL_CONTEXT = {"encounterId": str}
+_PATIENT_ID = re.compile(r"(?:Patient/)?[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass
@@ -78,6 +80,11 @@ def parse_hook_request(body: Any, service: HookService) -> HookRequest:
             expected = "non-empty string" if kind is str else " or ".join(
                 {"dict": "object", "list": "array"}[k.__name__] for k in (kind if isinstance(kind, tuple) else (kind,)))
             raise RequestError(f"context.{name} must be a {expected}", field=f"context.{name}")
+    if not _PATIENT_ID.fullmatch(context["patientId"]):
+        # A FHIR id (R4 §2.24.0.1 "id": [A-Za-z0-9\-\.]{1,64}), optionally as "Patient/<id>". Anything
+        # else ("Patient/123/_history/4", "123&subject=456") would change the FHIR queries built from it.
+        raise RequestError("context.patientId must be a FHIR Patient id ([A-Za-z0-9-.], at most 64 characters), "
+                           "optionally written as Patient/<id>", field="context.patientId")
     for name, kind in OPTIONAL_CONTEXT.items():
         if name in context and not isinstance(context[name], kind):
             raise RequestError(f"context.{name} must be a string", field=f"context.{name}")

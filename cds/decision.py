@@ -43,21 +43,21 @@ def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -
             # The patient's (or the site's) decision: no genotype-based advice at all, and no pre-test
             # alert either, since results may exist that we may not use.
             return Advice([], PatientFacts(), consent=consent)
-    orders = advisor.resolver.read_orders(case.medications)
+    orders = advisor.resolver.read_orders(case.medications, patient_ref=case.patient_ref)
     if case.hook == "patient-view":
         if "genomics" in case.errors:
             cards = [advisor.renderer.notice_card("", "Pharmacogenomic summary could not be completed",
                                                   f"The patient's pharmacogenomic results could not be retrieved "
                                                   f"({case.errors['genomics']}).", "check-incomplete")]
             return Advice(cards, PatientFacts(), orders, consent=consent)
-        facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics)
+        facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics, patient_ref=case.patient_ref)
         advice = advisor.summarise_patient(facts, orders)
     elif case.hook in ORDER_HOOKS:
         if "genomics" in case.errors:
             cards = advisor.check_not_possible(case.hook, orders, case.errors["genomics"])
             return Advice(cards, PatientFacts(), orders, advisor.drugs_of(orders)[2], consent=consent)
         age = age_on(case.patient.get("birthDate")) if case.patient else None
-        facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics)
+        facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics, patient_ref=case.patient_ref)
         advice = advisor.advise_orders(case.hook, facts, orders, case.patient_ref, age)
     else:
         raise ValueError(f"no decision for hook {case.hook!r}")

@@ -145,6 +145,8 @@ class Engine:
         self._lock = threading.Lock()
         self._fired: list[object] = []
         self._session_ids = itertools.count(1)
+        self._memo: dict[tuple, tuple] | None = None      # see memoize()
+        self._memo_max = 0
         self._host = _Host()
         prefix = f"e{next(_engine_ids)}_"
         self._ruleset_names: dict[str, str] = {}
@@ -167,19 +169,25 @@ class Engine:
         return cls(compile_knowledge(kb))
 
     def _ruleset(self, plan: DrugPlan) -> dict:
+        # One durable-rules rule per distinct condition: a phenotype reported without its score selects
+        # several recommendations (one per score) under the same condition, and one rule that records
+        # them all costs the engine no more than the single rule it replaced.
+        by_condition: dict[tuple, list[MatchPlan | PreTestPlan]] = {}
+        for target in list(plan.matches) + list(plan.pretests):
+            by_condition.setdefault(tuple(sorted(target.conditions.items())), []).append(target)
         rules = {}
-        for i, target in enumerate(list(plan.matches) + list(plan.pretests)):
-            conditions = [{attr: value} for attr, value in sorted(target.conditions.items())]
+        for i, (condition, targets) in enumerate(by_condition.items()):
+            conditions = [{attr: value} for attr, value in condition]
             test = conditions[0] if len(conditions) == 1 else {"$and": conditions}
-            rules[f"r{i}"] = {"all": [{"m": test}], "run": self._recorder(target)}
+            rules[f"r{i}"] = {"all": [{"m": test}], "run": self._recorder(targets)}
         rules["handled"] = {"all": [{"m": {_MARKER[0]: _MARKER[1]}}], "run": _ignore}
         return rules
 
-    def _recorder(self, target: MatchPlan | PreTestPlan):
+    def _recorder(self, targets: list[MatchPlan | PreTestPlan]):
         fired = self._fired
 
         def record(_closure) -> None:
-            fired.append(target)
+            fired.extend(targets)
         return record
 
     def _warm_up(self) -> None:
@@ -188,10 +196,28 @@ class Engine:
         for plan in self.compiled.drugs.values():
             self._assert(plan, {attr: NO_RESULT for attr in plan.attributes})
 
+    def memoize(self, max_entries: int = 100_000) -> None:
+        """Remember what fired for each (drug, asserted values), for batch use (population screening),
+        where a few hundred combinations recur across a whole cohort. Compiled rules never change, so
+        a remembered answer cannot go stale. Off by default: the service decides one patient a call."""
+        self._memo = {}
+        self._memo_max = max_entries
+
     def _assert(self, plan: DrugPlan, values: dict[str, str]) -> list[object]:
         name = self._ruleset_names.get(plan.drug)
         if name is None:
             return []
+        if self._memo is None:
+            return self._assert_now(name, values)
+        key = (name, tuple(sorted(values.items())))
+        fired = self._memo.get(key)
+        if fired is None:
+            fired = tuple(self._assert_now(name, values))
+            if len(self._memo) < self._memo_max:
+                self._memo[key] = fired
+        return list(fired)
+
+    def _assert_now(self, name: str, values: dict[str, str]) -> list[object]:
         sid = self._new_session_id()
         with self._lock:
             self._fired.clear()

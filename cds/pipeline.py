@@ -14,13 +14,14 @@ from datetime import date
 from typing import Any, Iterable
 
 from cds.cards import CardRenderer, OrderRef, RenderedCard
-from cds.engine import Engine, Evaluation
+from cds.engine import Engine, Evaluation, withhold_conflicting
 from cds.errors import CdsError
 from cds.facts import GenomicResult, MedicationOrder
 from cds.fhir.genomics import read_genomic_results
 from cds.fhir.medications import MedicationResolver
 from cds.fhir.selection import select_current
 from cds.genotype import Interpretation, disagree
+from cds.knowledge.models import NO_RESULT
 
 log = logging.getLogger("cds.pipeline")
 
@@ -33,6 +34,8 @@ class PatientFacts:
     conflicts: dict[str, list[str]] = field(default_factory=dict)   # gene → source ids that disagree
     notes: list[str] = field(default_factory=list)                  # skipped/ignored resources (no PHI)
     unreadable: list[str] = field(default_factory=list)             # the skipped ones alone: could not be read
+    # gene → "Observation/x: why" for results on file that could not be read or interpreted
+    unreadable_by_gene: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,9 +46,15 @@ class Advice:
     unresolved: list[str] = field(default_factory=list)             # ordered products we could not read
     evaluation: Evaluation | None = None
     consent: str | None = None                                      # the consent decision's reason, if any
+    decisions: list[str] = field(default_factory=list)              # why an ordered drug got no card
 
 
-def _interpret(engine: Engine, result: GenomicResult) -> Interpretation | None:
+    def reasons(self) -> list[str]:
+        """Why something on file or ordered was not used (skipped, unreadable, another patient's): audited."""
+        return list(self.facts.notes) + order_notes(self.orders) + list(self.decisions)
+
+
+def _interpret(engine: Engine, result: GenomicResult, problems: list[str] | None = None) -> Interpretation | None:
     interpreter = engine.kb.interpreters.get(result.gene)
     if interpreter is None:
         return None
@@ -61,18 +70,36 @@ def _interpret(engine: Engine, result: GenomicResult) -> Interpretation | None:
             return interpreter.from_phenotype(result.phenotype, ids)
     except CdsError as err:
         log.warning("result %s for %s not usable: %s", result.source_id, result.gene, err)
+        if problems is not None:
+            problems.append(f"{result.source_id or 'a result'}: {err}")
         return None
     return None
 
 
-def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: Iterable[str] | None = None) -> PatientFacts:
-    """Read, select and interpret every pharmacogenomic result in `resources`."""
-    reading = read_genomic_results(list(resources))
+def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: Iterable[str] | None = None,
+                  patient_ref: str | None = None) -> PatientFacts:
+    """Read, select and interpret every pharmacogenomic result in `resources` (only the results of
+    `patient_ref` when it is given)."""
+    reading = read_genomic_results(list(resources), patient_ref=patient_ref)
     current = select_current(reading.results, tuple(allowed_statuses)) if allowed_statuses else select_current(reading.results)
     facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored,
                          unreadable=list(reading.skipped))
+    for item in reading.unreadable:
+        if item.gene:
+            facts.unreadable_by_gene.setdefault(item.gene, []).append(item.reason)
     for gene, results in current.by_gene.items():
-        interpretations = [i for i in (_interpret(engine, r) for r in results) if i is not None]
+        if gene not in engine.kb.interpreters:
+            facts.notes.extend(f"{r.source_id or 'a result'} ({gene}): no {gene} gene table in the knowledge base; "
+                               "not interpreted" for r in results)
+            continue
+        problems: list[str] = []
+        interpretations = [i for i in (_interpret(engine, r, problems) for r in results) if i is not None]
+        for i in interpretations:
+            if i.indeterminate and i.reason:      # e.g. an allele the CPIC table does not know
+                problems.append(f"{', '.join(i.source_ids) or 'a result'}: {i.reason}")
+        if problems:
+            facts.unreadable_by_gene.setdefault(gene, []).extend(problems)
+            facts.notes.extend(problems)
         if not interpretations:
             continue
         if disagree(interpretations):
@@ -118,8 +145,10 @@ class Advisor:
         refs: dict[str, OrderRef] = {}
         unresolved: list[str] = []
         for order in orders:
+            if order.resolution == "not-this-patient":
+                continue          # another patient's order: not used (order_notes says so in the audit)
             if order.unresolved or not order.ingredients:
-                unresolved.append(order.display or ", ".join(order.codes) or (order.order_id or "medication order"))
+                unresolved.append(unresolved_entry(order))
                 continue
             for ingredient in order.ingredients:
                 plan = self.engine.drug_plan(ingredient.rxnorm) or self.engine.drug_plan(ingredient.name)
@@ -139,9 +168,65 @@ class Advisor:
                       population: str | None = None) -> Advice:
         drugs, refs, unresolved = self.drugs_of(orders)
         evaluation = self.engine.evaluate(facts.interpretations, drugs, population, conflicts=facts.conflicts)
+        uninterpretable = uninterpretable_genes(facts, evaluation)
+        if uninterpretable:
+            # not "no result on file — test first": a result is on file, we could not read it
+            withhold_conflicting(evaluation, uninterpretable)
         cards = self.renderer.order_cards(evaluation, hook, refs, patient_ref, population, age)
         cards += self.conflict_cards(hook, evaluation)
-        return Advice(cards, facts, orders, unresolved, evaluation)
+        cards += self.uninterpretable_cards(hook, evaluation, uninterpretable)
+        cards += self.unidentified_cards(hook, orders)
+        advice = Advice(cards, facts, orders, unresolved, evaluation)
+        advice.decisions = no_card_reasons(hook, evaluation, cards)
+        return advice
+
+    def uninterpretable_cards(self, hook: str, evaluation: Evaluation, genes: dict[str, list[str]]) -> list[RenderedCard]:
+        """A card per ordered drug (governed on this hook) that depends on a gene whose result on file
+        could not be read or interpreted, naming the result and why."""
+        if not genes:
+            return []
+        cards = []
+        for drug in evaluation.drugs:
+            if hook not in drug.rules:
+                continue
+            mine = sorted(self.genes_of(drug.drug) & set(genes))
+            if not mine:
+                continue
+            names = ", ".join(mine)
+            cards.append(self.renderer.notice_card(
+                drug.drug, f"{drug.drug.capitalize()}: {names} result on file could not be interpreted — review it "
+                           "before prescribing",
+                f"A {names} result is on file for this patient but could not be interpreted, so no genotype-based "
+                f"advice is given and no new test is suggested. Results involved: "
+                + "; ".join(r for g in mine for r in genes[g])
+                + ". Review the result or ask the laboratory before prescribing.", "result-not-interpretable"))
+        return cards
+
+    def unidentified_cards(self, hook: str, orders: list[MedicationOrder]) -> list[RenderedCard]:
+        """A card for an order we could not identify only when it may be a drug the knowledge base covers
+        on this hook: its codes or names disagree and one of them names such a drug (clopidogrel and
+        simvastatin codes on one order). Other unidentified orders (an RxNorm product not in the table,
+        SNOMED CT) are audited and counted, not carded: most are drugs without pharmacogenomic advice,
+        and a card on each would teach clinicians to ignore the cards that matter."""
+        cards = []
+        for order in orders:
+            if not order.unresolved or not order.candidates:
+                continue
+            governed = []
+            for ingredient in order.candidates:
+                plan = self.engine.drug_plan(ingredient.rxnorm) or self.engine.drug_plan(ingredient.name)
+                if plan is not None and hook in plan.rules and plan.drug not in governed:
+                    governed.append(plan.drug)
+            if not governed:
+                continue
+            named = " and ".join(i.name for i in order.candidates)
+            shown = order.display or ", ".join(order.codes) or (order.order_id or "an order")
+            cards.append(self.renderer.notice_card(
+                governed[0], f"Order could not be identified: its codes name {named} — pharmacogenomic check not done",
+                f"The order \"{shown}\" ({', '.join(order.codes) or 'no code'}) names different drugs ({named}), so it "
+                "was not matched to either and no genotype-based advice was given. Check which drug is meant; "
+                "the pharmacogenomic check runs when the order names one.", "order-not-identified"))
+        return cards
 
     def conflict_cards(self, hook: str, evaluation: Evaluation) -> list[RenderedCard]:
         """Say a conflict, never let it pass silently: per ordered drug governed on this hook whose
@@ -188,4 +273,61 @@ class Advisor:
         evaluation = self.engine.evaluate(facts.interpretations, drugs, conflicts=facts.conflicts)
         cards = self.renderer.patient_summary(facts.interpretations, evaluation)
         cards += self.conflict_cards("patient-view", evaluation)
+        uninterpretable = uninterpretable_genes(facts, evaluation)
+        if uninterpretable:
+            cards.append(self.renderer.notice_card(
+                "", f"Pharmacogenomic results on file could not be interpreted: {', '.join(sorted(uninterpretable))}",
+                "These results are on file but could not be read or interpreted, so no advice rests on them. "
+                "Results involved: " + "; ".join(r for rs in uninterpretable.values() for r in rs)
+                + ". Review them or ask the laboratory.", "result-not-interpretable"))
         return Advice(cards, facts, active_orders, unresolved, evaluation)
+
+def unresolved_entry(order: MedicationOrder) -> str:
+    """How an order we could not identify is counted in the audit and `cds report`: by what was ordered
+    (code and system, or the text alone) and why it stayed unresolved. No patient data: codes and names."""
+    what = ", ".join(order.codes) or "no code"
+    shown = f" \"{order.display}\"" if order.display and f"text:{order.display}" not in order.codes else ""
+    return f"{what}{shown} ({order.resolution or 'not-resolved'})"
+
+
+def no_card_reasons(hook: str, evaluation: Evaluation, cards: list[RenderedCard]) -> list[str]:
+    """For each ordered knowledge-base drug that got no card, why (audited, so an order never leaves
+    in silence): no rule governs it on this hook, its recommendation raises no card under the local
+    policy ("use as usual"), or no result on file for its genes (and no pre-test rule)."""
+    carded = {c.drug for c in cards}
+    out = []
+    for drug in evaluation.drugs:
+        if drug.drug in carded:
+            continue
+        missing = sorted({g for g, v in drug.facts.items() if v == NO_RESULT})
+        if hook not in drug.rules:
+            why = f"no local rule governs it on {hook}"
+        elif drug.matches:
+            keys = sorted({m.recommendation.classification or "unclassified" for m in drug.matches})
+            why = f"CPIC recommendation matched ({', '.join(keys)}), no card under the local policy"
+        elif missing:
+            why = f"no {', '.join(missing)} result on file and no pre-test rule for it"
+        else:
+            why = "no CPIC recommendation matches the results on file"
+        out.append(f"{drug.drug}: no card — {why}")
+    return out
+
+
+def order_notes(orders: list[MedicationOrder]) -> list[str]:
+    """Audit reasons for orders that were read but not used."""
+    return [f"{o.order_id or 'an order'}: its subject is not the patient of this request; not used"
+            for o in orders if o.resolution == "not-this-patient"]
+
+
+def uninterpretable_genes(facts: PatientFacts, evaluation: Evaluation) -> dict[str, list[str]]:
+    """Genes with a result on file that could not be read or interpreted and no usable result beside it
+    (an Indeterminate interpretation is not a usable result), minus genes already in conflict."""
+    out = {}
+    for gene, reasons in facts.unreadable_by_gene.items():
+        if gene in facts.conflicts or gene in evaluation.conflicts:
+            continue
+        if any(not i.indeterminate for i in facts.interpretations.get(gene, [])):
+            continue
+        out[gene] = reasons
+    return out
+

@@ -26,11 +26,12 @@ from cds.facts import GenomicResult
 from cds.fhir import values
 from cds.fhir.mappings import FhirMappings, LabCode, default_mappings
 from cds.fhir.resources import (Entry, Index, as_list, codings, collect, concept_keys, concept_texts,
-                                effective_of, is_concept, r4b_problem, text_of)
+                                effective_of, is_concept, patient_key, r4b_problem, text_of, type_id_tail)
 
 log = logging.getLogger("cds.fhir")
 
 _HLA_IN_TEXT = re.compile(r"(?<![A-Za-z0-9])(HLA-[A-Z0-9]+)\s*\*\s*(\d{2,4}(?::\d{2,4}){0,3}[A-Z]?)", re.I)
+_HGVS = re.compile(r"^[cgm]\.\d")      # an HGVS variant name ("m.1555A>G", "c.1905+1G>A")
 _SCORE = re.compile(r"^\s*(≥|>=)?\s*\d+(?:\.\d+)?\s*$")
 # Status order used when two haplotypes with different statuses are paired: the pair is only as good
 # as its weaker half (an unknown status counts as weakest).
@@ -38,21 +39,35 @@ _STATUS_RANK = {s: i for i, s in enumerate(
     ["entered-in-error", "cancelled", "unknown", "registered", "preliminary", "final", "amended", "corrected"])}
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A genomic result on file for this patient that could not be read: which gene (when the reader
+    could tell), which resource, and why (never the value or the patient)."""
+
+    gene: str | None
+    source_id: str
+    reason: str
+
+
 @dataclass
 class GenomicReading:
-    """What was read. `skipped`: one reason per genomic resource that could not be read. `warnings`:
-    resources read despite a fault (not valid FHIR R4, an unknown gene code beside a known symbol)."""
+    """What was read. `skipped`: one reason per genomic resource that could not be read or was not
+    used (another patient's). `unreadable`: the skipped results of this patient, with their gene, so a
+    card can say a result is on file but could not be interpreted. `warnings`: resources read despite
+    a fault (not valid FHIR R4, an unknown gene code beside a known symbol)."""
 
     results: list[GenomicResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)
 
 
 def read_genomic_results(resources: Iterable[dict] | dict, mappings: FhirMappings | None = None, *,
-                         validate: bool = False) -> GenomicReading:
+                         validate: bool = False, patient_ref: str | None = None) -> GenomicReading:
     """Read every pharmacogenomic result in `resources` (Bundles, DiagnosticReports, Observations,
-    in any mix; other resource types are passed over)."""
-    return GenomicReader(mappings or default_mappings()).read(resources, validate=validate)
+    in any mix; other resource types are passed over). With `patient_ref` ("Patient/123"), results
+    whose subject is another patient are skipped with that reason."""
+    return GenomicReader(mappings or default_mappings()).read(resources, validate=validate, patient_ref=patient_ref)
 
 
 @dataclass
@@ -88,13 +103,16 @@ class GenomicReader:
 
     # --- the request ------------------------------------------------------------------------------
 
-    def read(self, resources: Iterable[dict] | dict, *, validate: bool = False) -> GenomicReading:
+    def read(self, resources: Iterable[dict] | dict, *, validate: bool = False,
+             patient_ref: str | None = None) -> GenomicReading:
         out = GenomicReading()
         problems: list[str] = []
         entries = collect(resources, problems)
         for p in problems:
             self._skip(out, p, None)
         index = Index(entries)
+        if patient_ref is not None:
+            entries = self._this_patients(entries, index, patient_key(patient_ref), out)
         observations: dict[int, _Obs] = {}
         for e in entries:
             if e.type != "Observation":
@@ -122,6 +140,47 @@ class GenomicReader:
                     self._warn(out, f"{obs.rid} does not validate as FHIR R4 ({problem}); read from its JSON")
         self._pair(haplotypes, observations, index, report_dates, out)
         return out
+
+    def is_genomic(self, resource: Any) -> bool:
+        """Whether the reader takes `resource` for a pharmacogenomic result (an Observation whose code
+        is a genotype, haplotype, phenotype or implication code, a lab code, or names a gene)."""
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
+            return False
+        if not isinstance(resource.get("code"), dict):
+            return True          # skipped with a reason: it cannot even say what it is
+        return self._classify(Entry(resource, None)) is not None
+
+    # --- the right patient ---------------------------------------------------------------------------
+
+    def _this_patients(self, entries: list[Entry], index: Index, wanted: str | None, out: GenomicReading) -> list[Entry]:
+        """Leave out Observations and DiagnosticReports whose subject is another patient (and what such a
+        report contains). A subject that names no patient we can compare (an identifier only, a urn:uuid
+        not in the input) is kept: the search that found it was for this patient."""
+        foreign: set[int] = set()
+        for e in entries:
+            if e.type not in ("Observation", "DiagnosticReport"):
+                continue
+            if e.container is not None and id(e.container) in foreign:
+                foreign.add(id(e))
+                continue
+            subject = e.resource.get("subject")
+            ref = subject.get("reference") if isinstance(subject, dict) else None
+            if not isinstance(ref, str) or not ref.strip():
+                continue
+            target = index.resolve(subject, e)
+            if target is not None and target.type == "Patient":
+                key = target.key
+            elif ref.startswith(("urn:", "#")):
+                continue
+            else:
+                key = patient_key(ref) if "/" in ref else None
+                if key is None:
+                    key = "(not a Patient)"
+            if key != wanted:
+                foreign.add(id(e))
+                self._skip(out, f"{e.key or e.type + ' (no id)'}: its subject is not the patient of this request; "
+                                "not used", None)
+        return [e for e in entries if id(e) not in foreign]
 
     # --- classification and gene --------------------------------------------------------------------
 
@@ -287,8 +346,16 @@ class GenomicReader:
         if problem:
             self._skip(out, f"{obs.rid} ({gene} {obs.kind}): {problem}", obs)
             return
-        out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status,
-                                         effective=self._effective(obs, report_dates, out), text=text, **fact))
+        when = self._effective(obs, report_dates, out)
+        if "diplotype" in fact and "phenotype" in fact:
+            # A diplotype with the phenotype the lab derived from it: two statements, checked against
+            # each other by the interpreter (a disagreement is a conflict).
+            out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text,
+                                             diplotype=fact["diplotype"]))
+            out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text,
+                                             phenotype=fact["phenotype"]))
+            return
+        out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text, **fact))
 
     def _gene_from_parents(self, obs: _Obs, observations: dict[int, _Obs], index: Index) -> None:
         """A therapeutic implication names no gene: take it from the results it is derived from, when
@@ -316,6 +383,16 @@ class GenomicReader:
 
     def _candidates(self, res: dict) -> list[tuple[str, str]]:
         """(origin, text) pairs a value may be read from: coded allele names, displays, text, string."""
+        out = self._value_candidates(res)
+        if not out and not any(k.startswith("value") for k in res):
+            # No value: some labs put the genotype in a component coded as a genotype (84413-4).
+            for comp in as_list(res.get("component")):
+                if isinstance(comp, dict) and any(self.m.observation_kinds.get(k) == "genotype"
+                                                  for k in concept_keys(comp.get("code"))):
+                    out += self._value_candidates(comp)
+        return out
+
+    def _value_candidates(self, res: dict) -> list[tuple[str, str]]:
         out = []
         concept = res.get("valueCodeableConcept")
         if is_concept(concept):
@@ -355,8 +432,7 @@ class GenomicReader:
             elif hla:
                 fact, problem = self._hla_text(text, gene, self._code_allele(obs, gene), single_means_present=True)
             else:
-                value, problem = values.diplotype(text, gene, self.m)
-                fact = {"diplotype": value} if value else None
+                fact, problem = self._diplotype_text(text, gene)
             if fact:
                 readings.append((fact, text))
             elif origin != "code":      # a code that is not an allele name (ClinVar id, PV number) is fine
@@ -439,10 +515,19 @@ class GenomicReader:
         if term:
             return {"phenotype": term}, None
         stripped = text.strip()
-        if "/" in stripped or "*" in stripped:
-            value, problem = values.diplotype(stripped, gene, self.m)
-            return ({"diplotype": value}, None) if value else (None, problem)
+        if "/" in stripped or "*" in stripped or values.has_spelling(stripped, gene, self.m) \
+                or _HGVS.match(stripped.split()[-1]):
+            return self._diplotype_text(stripped, gene)
         return None, "the value is not a diplotype, a CPIC phenotype term or an allele status"
+
+    def _diplotype_text(self, text: str, gene: str) -> tuple[dict | None, str | None]:
+        """A diplotype, with the phenotype the lab states beside it in parentheses ('*2/*3 (Poor
+        Metabolizer)'): both are kept, so the interpreter can check one against the other."""
+        rest, stated = values.split_stated_phenotype(text, gene, self.m)
+        value, problem = values.diplotype(rest, gene, self.m)
+        if not value:
+            return None, problem
+        return ({"diplotype": value, "phenotype": stated} if stated else {"diplotype": value}), None
 
     def _hla_text(self, text: str, gene: str, code_allele: str | None, *, single_means_present: bool) -> tuple[dict | None, str | None]:
         """'HLA-B*57:01 positive' / 'Negative' (allele from the code) / '*57:01/*08:01' / 'HLA-B*15:02'."""
@@ -509,7 +594,7 @@ class GenomicReader:
         for text in concept_texts(obs.res.get("code")):
             m = _HLA_IN_TEXT.search(text)
             if m and m.group(1).upper() == gene.upper():
-                return "*" + m.group(2)
+                return values.respell("*" + m.group(2), gene, self.m)
         return None
 
     def _zygosity(self, res: dict) -> str | None:
@@ -599,6 +684,8 @@ class GenomicReader:
             invalid = r4b_problem(obs.res)
             if invalid:
                 reason += f" (also not valid FHIR R4: {invalid})"
+            out.unreadable.append(Unreadable(obs.gene or (obs.lab.gene if obs.lab and obs.lab.gene else None),
+                                             obs.rid, reason))
         out.skipped.append(reason)
         log.warning("skipped genomic resource: %s", reason)
 

@@ -106,6 +106,21 @@ class _Switch(_Sourced):
     enabled: bool
 
 
+class _AlleleSpelling(_Sourced):
+    genes: list[str]
+    pattern: str
+    replacement: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as err:
+            raise ValueError(f"pattern is not a regular expression ({err})") from None
+        return v
+
+
 class _LabCode(_Code):
     gene: str
     states: States
@@ -129,9 +144,12 @@ class _File(_Strict):
     zygosity_answers: list[_ZygosityAnswer]
     allele_name_systems: list[_System]
     gl_string_systems: list[_System]
+    allele_spellings: list[_AlleleSpelling] = []
     pharmvar_suballele_to_core: _Switch
     lab_codes: list[_LabCode] = []
     rxnorm_systems: list[_System]
+    atc_systems: list[_System] = []
+    snomed_systems: list[_System] = []
 
 
 # --- what the reader uses ---------------------------------------------------------------------------
@@ -165,9 +183,12 @@ class FhirMappings:
     zygosity_answers: dict[tuple[str, str], str]
     allele_name_systems: frozenset[str]
     gl_string_systems: frozenset[str]
+    allele_spellings: dict[str, tuple[tuple[re.Pattern, str], ...]]   # gene -> (pattern, replacement)
     suballele_to_core: bool
     lab_codes: dict[tuple[str, str], LabCode]
     rxnorm_systems: frozenset[str]
+    atc_systems: frozenset[str]
+    snomed_systems: frozenset[str]
     gene_symbol_pattern: re.Pattern                       # finds any known symbol as a whole word
 
 
@@ -240,6 +261,10 @@ def _cross_check(raw: dict, data: _File, smap: SourceMap) -> list[Diagnostic]:
     for i, gene in enumerate(data.allele_status_genes.genes):
         if gene not in data.genes:
             problems.append(smap.diag(("allele_status_genes", "genes", i), f"gene '{gene}' is not listed under `genes`"))
+    for i, spelling in enumerate(data.allele_spellings):
+        for j, gene in enumerate(spelling.genes):
+            if gene not in data.genes:
+                problems.append(smap.diag(("allele_spellings", i, "genes", j), f"gene '{gene}' is not listed under `genes`"))
     for i, lab in enumerate(data.lab_codes):
         if lab.gene not in data.genes:
             problems.append(smap.diag(("lab_codes", i, "gene"), f"gene '{lab.gene}' is not listed under `genes`"))
@@ -271,6 +296,10 @@ def _compile(data: _File) -> FhirMappings:
     phenotype_by_text = {fold(t): t for t in data.phenotype_terms.terms}
     for synonym in data.phenotype_synonyms:
         phenotype_by_text[fold(synonym.text)] = phenotype_by_text[fold(synonym.phenotype)]
+    spellings: dict[str, list[tuple[re.Pattern, str]]] = {}
+    for spelling in data.allele_spellings:
+        for gene in spelling.genes:
+            spellings.setdefault(gene, []).append((re.compile(spelling.pattern), spelling.replacement))
     symbols = sorted(data.genes, key=len, reverse=True)  # longest first: HLA-DRB1 before HLA-D…
     pattern = re.compile(r"(?<![A-Za-z0-9-])(" + "|".join(map(re.escape, symbols)) + r")(?![A-Za-z0-9])", re.I)
     return FhirMappings(
@@ -293,8 +322,11 @@ def _compile(data: _File) -> FhirMappings:
         zygosity_answers={(a.system, a.code): a.zygosity for a in data.zygosity_answers},
         allele_name_systems=frozenset(s.system for s in data.allele_name_systems),
         gl_string_systems=frozenset(s.system for s in data.gl_string_systems),
+        allele_spellings={g: tuple(v) for g, v in spellings.items()},
         suballele_to_core=data.pharmvar_suballele_to_core.enabled,
         lab_codes={(c.system, c.code): LabCode(c.gene, c.states, c.allele) for c in data.lab_codes},
         rxnorm_systems=frozenset(s.system for s in data.rxnorm_systems),
+        atc_systems=frozenset(s.system for s in data.atc_systems),
+        snomed_systems=frozenset(s.system for s in data.snomed_systems),
         gene_symbol_pattern=pattern,
     )

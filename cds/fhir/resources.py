@@ -119,6 +119,17 @@ def type_id_tail(url: str) -> str | None:
     return None
 
 
+def patient_key(reference: Any) -> str | None:
+    """'Patient/123', '123', 'http://x/fhir/Patient/123/_history/2' → 'Patient/123'; None otherwise."""
+    if not isinstance(reference, str) or not reference.strip():
+        return None
+    ref = reference.strip()
+    if "/" not in ref:
+        return f"Patient/{ref}"
+    tail = type_id_tail(ref)
+    return tail if tail and tail.startswith("Patient/") else None
+
+
 class Index:
     """Resolves references between the collected resources: relative ("Observation/x"), absolute URLs
     and fullUrls (urn:uuid:…), and "#id" inside the referring resource's container.

@@ -35,11 +35,25 @@ def _strip_symbol(part: str, gene: str, m: FhirMappings) -> tuple[str, str | Non
     return part, None
 
 
+def respell(allele: str, gene: str, m: FhirMappings) -> str:
+    """A laboratory's spelling of an allele in CPIC's ('HLA-B' '5701' → '*57:01', MT-RNR1 '1555A>G' →
+    'm.1555A>G'), by the cited `allele_spellings` of the mappings; anything else unchanged."""
+    for pattern, replacement in m.allele_spellings.get(gene, ()):
+        if pattern.fullmatch(allele):
+            return pattern.sub(replacement, allele)
+    return allele
+
+
+def has_spelling(text: str, gene: str, m: FhirMappings) -> bool:
+    stripped, problem = _strip_symbol(" ".join(text.split()), gene, m)
+    return not problem and any(p.fullmatch(stripped.strip()) for p, _ in m.allele_spellings.get(gene, ()))
+
+
 def _allele(part: str, gene: str, m: FhirMappings) -> tuple[str | None, str | None]:
     text, problem = _strip_symbol(part.strip(), gene, m)
     if problem:
         return None, problem
-    text = text.strip()
+    text = respell(text.strip(), gene, m)
     if not text:
         return None, "an allele is empty"
     if gene in m.allele_status_genes:
@@ -102,6 +116,21 @@ def presence_word(text: str, m: FhirMappings) -> tuple[str, bool] | None:
             if folded.endswith(" " + word):
                 return " ".join(text.split())[: len(folded) - len(word)].strip(" :-"), present
     return None
+
+
+_STATED = re.compile(r"^(?P<value>.*?\S)\s*\((?P<stated>[^()]+)\)\s*$")
+
+
+def split_stated_phenotype(text: str, gene: str, m: FhirMappings) -> tuple[str, str | None]:
+    """'*2/*3 (Poor Metabolizer)' → ('*2/*3', 'Poor Metabolizer'): a lab's diplotype with the phenotype
+    it states in parentheses. Parentheses holding anything but a phenotype term (CPIC's own allele
+    names such as 'c.1905+1G>A (*2A)') are left where they are."""
+    found = _STATED.match(" ".join(text.split()))
+    if found:
+        term = phenotype_term(found.group("stated"), gene, m)
+        if term:
+            return found.group("value"), term
+    return text, None
 
 
 def phenotype_term(text: str, gene: str | None, m: FhirMappings) -> str | None:

@@ -83,7 +83,9 @@ class Screener:
 
         kb = pickle.loads(settings.kb_blob)
         self.settings = settings
-        self.advisor = Advisor.build(Engine.from_knowledge(kb))
+        engine = Engine.from_knowledge(kb)
+        engine.memoize()                    # a cohort repeats the same few hundred (drug, result) facts
+        self.advisor = Advisor.build(engine)
         self.kb = kb
         self.hasher = PatientHasher(settings.audit_key)
         self.recommendations = {r.id: r for g in kb.guidelines.values() for r in g.recommendations}
@@ -91,7 +93,22 @@ class Screener:
         for plan in self.advisor.engine.compiled.drugs.values():
             for gene in set(plan.attributes.values()):
                 self.drugs_by_gene.setdefault(gene, []).append(plan.drug)
+        self._products: dict[bytes, tuple[list[str], list[str]]] = {}
         self.result_priority = {(gene, r.result): r.priority for gene, t in kb.genes.items() for r in t.results}
+
+    def _drugs_of(self, bundle: dict) -> tuple[list[str], list[str]]:
+        """The knowledge-base drugs of one draft order, and what could not be identified. Remembered
+        per product (what was ordered, not who or when): a cohort orders a formulary's worth of them."""
+        order = bundle["entry"][0]["resource"]
+        key = orjson.dumps([order.get(k) for k in ("medicationCodeableConcept", "medicationReference", "contained")]
+                           + [e["resource"] for e in bundle["entry"][1:]], option=orjson.OPT_SORT_KEYS)
+        found = self._products.get(key)
+        if found is None:
+            drugs, _, unresolved = self.advisor.drugs_of(self.advisor.resolver.read_orders(bundle))
+            found = (drugs, unresolved)
+            if not unresolved:          # what is unresolved may be named by the order's own id
+                self._products[key] = found
+        return found
 
     # --- one partition -----------------------------------------------------------------------------
     def screen_partition(self, work: str, partition: int, medications: dict[str, dict] | None = None) -> PartitionResult:
@@ -150,7 +167,7 @@ class Screener:
         picked: dict[str, tuple[dict, str]] = {}            # drug → (draftOrders bundle, medication text)
         for resource in active:
             bundle = draft_orders(resource, medications)
-            drugs, _, unresolved = self.advisor.drugs_of(self.advisor.resolver.read_orders(bundle))
+            drugs, unresolved = self._drugs_of(bundle)
             for display in unresolved:
                 rows["unreadable"].append([label, "medication", "", "", _where(resource),
                                            f"the ordered product could not be identified: {display}"])

@@ -119,9 +119,13 @@ def _error(status: int, message: str, **extra: Any):
     response = jsonify(body)
     response.status_code = status
     if status == 401:
-        # RFC 6750 §3: a 401 names the scheme the caller must use.
-        reason = message.replace("\\", "").replace('"', "'")[:200]
-        response.headers["WWW-Authenticate"] = f'Bearer realm="pgx-cds", error="invalid_token", error_description="{reason}"'
+        # RFC 6750 §3: a 401 names the scheme; with credentials that failed, also why (no error code
+        # when none were sent, §3.1).
+        challenge = 'Bearer realm="pgx-cds"'
+        if not message.startswith("missing Authorization"):
+            reason = message.replace("\\", "").replace('"', "'")[:200]
+            challenge += f', error="invalid_token", error_description="{reason}"'
+        response.headers["WWW-Authenticate"] = challenge
     return response
 
 
@@ -306,6 +310,7 @@ def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, s
         service_id=hook_request.service.id, hook=hook_request.hook, hook_instance=hook_request.hook_instance,
         patient_id=hook_request.patient_id, kb_version=runtime.kb.version, cards=cards, facts=facts,
         unresolved_drugs=advice.unresolved, fhir_errors=gathered.audit_reasons(),
+        reasons=advice.reasons(),
         consent=advice.consent, latency_ms=round(1000 * (time.perf_counter() - started), 2)))
 
 

@@ -90,6 +90,7 @@ def _call_row(entry: dict) -> dict:
         "latency_ms": entry.get("latency_ms"),
         "unresolved_drugs": entry.get("unresolved_drugs") or [],
         "fhir_errors": entry.get("fhir_errors") or [],
+        "reasons": entry.get("reasons") or [],
         "card_count": len(entry.get("cards") or []),
     }
 

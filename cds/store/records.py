@@ -48,6 +48,7 @@ class CallRecord:
     facts: list[FactRecord] = field(default_factory=list)
     unresolved_drugs: list[str] = field(default_factory=list)
     fhir_errors: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)   # results/orders on file that were not used, and why
     consent: str | None = None  # cds.consent reason code, None when consent was not consulted
     latency_ms: float | None = None
     time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
@@ -102,6 +103,7 @@ def audit_entry(record: CallRecord, hash_patient: Callable[[str], str]) -> dict:
         "latency_ms": record.latency_ms,
         "unresolved_drugs": [scrub(d) for d in record.unresolved_drugs],
         "fhir_errors": [scrub(e) for e in record.fhir_errors],
+        "reasons": [scrub(r) for r in record.reasons],
         "cards": [
             {"uuid": str(c.uuid), "rule_id": c.rule_id, "guideline_id": c.guideline_id,
              "guideline_version": c.guideline_version, "source": c.source, "indicator": c.indicator,

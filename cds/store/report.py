@@ -8,7 +8,11 @@ Counting rules (also in docs/governance.md):
   - rates are over the cards issued: acceptance_rate = accepted / alerts, override_rate =
     overridden / alerts (None when a rule issued no card);
   - top override reasons count overridden cards by their latest reason Coding (system, code);
-  - rules that never fired: every rule id the caller names that issued no card in the period.
+  - rules that never fired: every rule id the caller names that issued no card in the period;
+  - orders we could not identify: each unresolved order of a call counts once under what was ordered
+    (code and system, or the text alone) and why it stayed unresolved;
+  - reasons: results and orders on file that were not used (unreadable, another patient's), counted
+    per call and by kind (the reason's text after the resource id).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from cds.store.screening import recent_runs
 FORMATS = ("table", "json", "csv")
 TOP_REASONS = 10
 TOP_UNRESOLVED = 10
+TOP_REASONS_NOT_USED = 10
 CONSENT_WITHHELD = (DENIED, NOT_PERMITTED, UNREADABLE)
 NO_REASON = "(no reason given)"
 
@@ -96,18 +101,21 @@ def build_report(conn: Connection, since: datetime | None, all_rule_ids: Iterabl
 
 def _call_summary(conn: Connection, in_period: list) -> dict:
     """Counts over calls, streamed: the JSON list columns are read in Python, portably."""
-    calls = withheld = with_errors = with_unresolved = 0
+    calls = withheld = with_errors = with_unresolved = with_reasons = 0
     unresolved: Counter = Counter()
+    reason_kinds: Counter = Counter()
     kb_versions: set[str] = set()
     rows = conn.execution_options(yield_per=1000).execute(
         select(call_table.c.consent, call_table.c.fhir_errors, call_table.c.unresolved_drugs,
-               call_table.c.kb_version).where(*in_period))
-    for consent, fhir_errors, unresolved_drugs, kb_version in rows:
+               call_table.c.kb_version, call_table.c.reasons).where(*in_period))
+    for consent, fhir_errors, unresolved_drugs, kb_version, reasons in rows:
         calls += 1
         withheld += consent in CONSENT_WITHHELD
         with_errors += bool(fhir_errors)
         with_unresolved += bool(unresolved_drugs)
+        with_reasons += bool(reasons)
         unresolved.update(unresolved_drugs or [])
+        reason_kinds.update(_reason_kind(r) for r in reasons or [])
         kb_versions.add(kb_version)
     return {
         "calls": calls,
@@ -117,8 +125,20 @@ def _call_summary(conn: Connection, in_period: list) -> dict:
         "top_unresolved_drugs": [{"drug": d, "count": n}
                                  for d, n in sorted(unresolved.items(), key=lambda kv: (-kv[1], kv[0]))
                                  [:TOP_UNRESOLVED]],
+        "unresolved_orders": sum(unresolved.values()),
+        "calls_with_reasons": with_reasons,
+        "top_reasons_not_used": [{"reason": r, "count": n}
+                                 for r, n in sorted(reason_kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+                                 [:TOP_REASONS_NOT_USED]],
         "kb_versions": sorted(kb_versions),
     }
+
+
+def _reason_kind(reason: str) -> str:
+    """'Observation/abc (HLA-B genotype): GL string is ambiguous …' → '(HLA-B genotype): GL string is
+    ambiguous …': the resource id differs per call, the kind of reason is what the committee counts."""
+    head, sep, rest = reason.partition(" ")
+    return rest if sep and "/" in head else reason
 
 
 def _latest_feedback():
@@ -190,8 +210,11 @@ def _table(report: dict) -> str:
               + (f"  ({r['system']}|{r['code']})" if r["code"] else "")
               for r in report["top_override_reasons"]] or ["  none"]
     if report["top_unresolved_drugs"]:
-        lines += ["", "drugs that could not be resolved:"]
+        lines += ["", f"orders we could not identify, by code/system ({report.get('unresolved_orders', 0)} orders):"]
         lines += [f"  {d['count']:>6}  {d['drug']}" for d in report["top_unresolved_drugs"]]
+    if report.get("top_reasons_not_used"):
+        lines += ["", f"results and orders on file that were not used ({report['calls_with_reasons']} calls):"]
+        lines += [f"  {r['count']:>6}  {r['reason']}" for r in report["top_reasons_not_used"]]
     lines += ["", f"rules that never fired ({len(report['never_fired'])}):"]
     lines += [f"  {rule_id}" for rule_id in report["never_fired"]] or ["  none"]
     runs = report.get("screening_runs") or []

@@ -33,6 +33,7 @@ class Call(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     unresolved_drugs: Mapped[list] = mapped_column(JSON)
     fhir_errors: Mapped[list] = mapped_column(JSON)
+    reasons: Mapped[list] = mapped_column(JSON)        # results and orders not used, and why (migration 0003)
     card_count: Mapped[int] = mapped_column(Integer)
 
 

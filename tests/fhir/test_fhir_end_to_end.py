@@ -38,14 +38,26 @@ def service_url(tmp_path_factory):
     store.close()
 
 
+def for_patient(resource: dict, patient: str = "example") -> dict:
+    """The IG examples are about Patient/CGPatientExample01; only the context patient's results count."""
+    resource["subject"] = {"reference": f"Patient/{patient}"}
+    return resource
+
+
 def ig_genotype() -> list[dict]:
-    return [load("shared/ig-stu3/Observation-Pgx-geno-1001.json")]
+    return [for_patient(load("shared/ig-stu3/Observation-Pgx-geno-1001.json"))]
 
 
 def ig_therapeutic_implication() -> list[dict]:
-    geno = load("shared/ig-stu3/Observation-Pgx-geno-1001.json")
+    geno = for_patient(load("shared/ig-stu3/Observation-Pgx-geno-1001.json"))
     del geno["valueCodeableConcept"]["coding"][0]["display"]        # ClinVar 638797 only
-    return [load("shared/ig-stu3/Observation-TxImp01.json"), geno]
+    return [for_patient(load("shared/ig-stu3/Observation-TxImp01.json")), geno]
+
+
+def test_the_ig_example_for_another_patient_gives_no_card_and_says_why(service_url):
+    """Observation-Pgx-geno-1001 as published is about Patient/CGPatientExample01, not the context
+    patient 'example': it is not used (the audit record says why)."""
+    assert sign_clopidogrel(service_url, [load("shared/ig-stu3/Observation-Pgx-geno-1001.json")]) == []
 
 
 def lab_text() -> list[dict]:
@@ -54,6 +66,8 @@ def lab_text() -> list[dict]:
 
 def sign_clopidogrel(url: str, observations: list[dict]) -> list[dict]:
     clopidogrel = load("shared/sandbox/order-select_context_clopidogrel_309362.json")["draftOrders"]
+    for entry in clopidogrel["entry"]:          # the sandbox's order is for Patient/smart-1288992
+        for_patient(entry["resource"])
     body = {"hook": "order-sign", "hookInstance": str(uuid.uuid4()),
             "context": {"userId": "Practitioner/example", "patientId": "example", "draftOrders": clopidogrel},
             "prefetch": {"patient": {"resourceType": "Patient", "id": "example"},

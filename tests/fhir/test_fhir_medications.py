@@ -147,7 +147,8 @@ def test_referenced_medication_that_is_missing(resolver):
     ("Codeine Phosphate 30 MG / Acetaminophen 300 MG Oral Tablet", ["codeine"]),
     ("Hydroxychloroquine Sulfate 200 MG Oral Tablet", ["hydroxychloroquine"]),     # not chloroquine
     ("Esomeprazole 40 MG Delayed Release Oral Capsule", ["esomeprazole"]),   # not omeprazole
-    ("Plavix 75 MG Oral Tablet", []),                               # a brand name alone is not guessed
+    ("Plavix 75 MG Oral Tablet", ["clopidogrel"]),                  # a brand of the product table (SBD 213169)
+    ("Codeine-free cough syrup", []),                               # negated: not codeine (issue 10)
 ])
 def test_ingredient_names_whole_words_only(resolver, text, expected):
     [o] = resolver.read_orders(order({"medicationCodeableConcept": {"text": text}}))
@@ -198,7 +199,7 @@ def test_cds_hooks_specification_r4_examples(resolver, caplog, fixture):
     [o] = resolver.read_orders(load(fixture)["context"]["draftOrders"])
     assert o.order_id == "MedicationRequest/smart-MedicationRequest-103"
     # amoxicillin/clavulanate: no CPIC drug, so nothing to resolve to: unresolved, never guessed
-    assert (o.unresolved, o.ingredients, o.resolution) == (True, (), "not-resolved")
+    assert (o.unresolved, o.ingredients, o.resolution) == (True, (), "rxnorm-code-not-in-product-table")
     assert o.codes == ("rxnorm:617993",) and o.display.startswith("Amoxicillin 120 MG/ML")
     assert "MedicationRequest/smart-MedicationRequest-103 does not validate as FHIR R4 (dosageInstruction" in caplog.text
 
@@ -241,14 +242,14 @@ def test_input_that_is_not_a_bundle(resolver, caplog):
 
 
 def test_a_resolver_bug_on_one_order_does_not_sink_the_rest(resolver, monkeypatch):
-    original = MedicationResolver.resolve
+    original = MedicationResolver._resolve
 
     def broken(self, concept, *args):
         if concept and concept.get("text") == "boom":
             raise RuntimeError("boom")
         return original(self, concept, *args)
 
-    monkeypatch.setattr(MedicationResolver, "resolve", broken)
+    monkeypatch.setattr(MedicationResolver, "_resolve", broken)
     orders = resolver.read_orders([order({"medicationCodeableConcept": {"text": "boom"}}, oid="a"),
                                    order(rx("2670"), oid="b")])
     assert [(o.order_id, o.unresolved, o.resolution) for o in orders] == [

@@ -203,7 +203,10 @@ def test_published_request_examples_get_200(service, path, hook):
     data = json.loads(path.read_text())
     context = data.get("context", data)
     context.setdefault("userId", "Practitioner/example")
-    context.setdefault("patientId", "1288992")
+    # the sandbox reconstructions carry no patientId: the patient is the one their orders are for
+    # (only the context patient's resources count)
+    subjects = [e["resource"].get("subject", {}).get("reference", "") for e in context.get("draftOrders", {}).get("entry", [])]
+    context.setdefault("patientId", next((s.split("/")[-1] for s in subjects if s), "1288992"))
     body = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
             "prefetch": {"genomics": searchset(genotype("CYP2C19", "*2/*2", patient=context["patientId"]))}}
     service_id = {"order-select": "pgx-order-select", "order-sign": "pgx-order-sign",
