@@ -304,7 +304,8 @@ def no_card_reasons(hook: str, evaluation: Evaluation, cards: list[RenderedCard]
             why = f"no local rule governs it on {hook}"
         elif drug.matches:
             keys = sorted({m.recommendation.classification or "unclassified" for m in drug.matches})
-            why = f"CPIC recommendation matched ({', '.join(keys)}), no card under the local policy"
+            sources = " and ".join(sorted({m.guideline.source for m in drug.matches}))  # CPIC, DPWG (cds/sources.py)
+            why = f"{sources} recommendation matched ({', '.join(keys)}), no card under the local policy"
         elif missing:
             why = f"no {', '.join(missing)} result on file and no pre-test rule for it"
         else:
