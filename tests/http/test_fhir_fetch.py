@@ -250,6 +250,18 @@ def test_a_huge_fhir_response_is_a_check_not_completed_within_the_budget(service
     assert any("byte limit" in e for e in audited_errors(service, body))
 
 
+def test_a_compressed_answer_is_limited_by_its_inflated_size(service, fhir_server):
+    """A few hundred kB of gzip that inflate to 200 MB: the limit counts the bytes after decoding."""
+    fhir_server.misbehave("gzip-bomb", only="Observation", size=200 * 1024 * 1024)
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
+    started = time.monotonic()
+    response = service.call("pgx-order-sign", body)
+    assert time.monotonic() - started < 2.5
+    assert summaries(response) == [CANNOT]
+    errors = audited_errors(service, body)
+    assert any("byte limit" in e for e in errors), errors
+
+
 # --- 8. the token never leaves its server ----------------------------------------------------------
 
 def test_a_redirect_to_another_origin_is_not_followed(service, fhir_server, other_server):
