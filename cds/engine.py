@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+import orjson
 from durable import engine as durable_engine
 
 from cds.compiler import CompiledKnowledge, DrugPlan, MatchPlan, PreTestPlan, compile_knowledge
@@ -31,6 +32,21 @@ _STATED_ORDER = {"diplotype": 0, "activity score": 1, "allele status": 2, "pheno
 
 def _ignore(_closure) -> None:
     return None
+
+
+class _DurableJson:
+    """durable-rules' Python side passes every fact, session state and action message to its C core as
+    JSON text, with the stdlib's json (three dumps and loads per action it runs); orjson, the
+    service's JSON library already, writes and reads the same JSON several times faster."""
+
+    @staticmethod
+    def dumps(value, ensure_ascii: bool = False) -> str:
+        return orjson.dumps(value).decode()
+
+    loads = staticmethod(orjson.loads)
+
+
+durable_engine.json = _DurableJson
 
 
 class _Host(durable_engine.Host):

@@ -10,7 +10,9 @@ their results (carriers) and their consent. Cards become rows:
     a card about the check itself (conflicting results) → unreadable.csv (kind "card")
 
 and what could not be read (a genomic result the reader skipped, a product nobody identifies) goes
-to unreadable.csv with the reason. A patient whose Consent withholds genomic use gets no rows but a
+to unreadable.csv with the reason. An active drug that got no card goes to no_card.csv with the core's
+reason (use as usual under the policy, no result and no pre-test rule, no rule on this hook), so every
+patient × active drug is accounted for. A patient whose Consent withholds genomic use gets no rows but a
 line in withheld.csv. Per-patient logic sees the patient's resources sorted by their bytes, so the
 order of lines in the export never changes an answer.
 """
@@ -41,6 +43,7 @@ COLUMNS = {
     "carriers": ["patient", "gene", "phenotype", "result", "diplotype", "priority", "drugs_with_guidance"],
     "unreadable": ["patient", "kind", "drug", "gene", "where", "reason"],
     "withheld": ["patient", "reason"],
+    "no_card": ["patient", "drug", "reason"],
 }
 
 
@@ -217,6 +220,11 @@ class Screener:
                         result.pairs[f"{card.drug}|{gene}"] += 1
                 else:
                     rows["unreadable"].append([label, "card", card.drug, "", card.rule_id, card.card["summary"]])
+            # An active drug without a card is not silence: the core says why (the service audits it).
+            for reason in advice.decisions:
+                drug, _, why = reason.partition(": no card — ")
+                if drug in drugs:
+                    rows["no_card"].append([label, drug, why or reason])
         assert facts is not None
         if picked:
             result.counts["patients_on_screened_drugs"] += 1
