@@ -647,7 +647,7 @@ class CardRenderer:
                     label = f" ({md_text(s.label)})" if s.label else ""
                     g = s.match.guideline
                     lines.append(f"- **{md_text(drug)}**{label}: {md_text(s.recommendation.recommendation, indent='  ')} "
-                                 f"([{g.source}]({g.url}), {s.recommendation.classification})")
+                                 f"([{g.source}]({g.url}), {_classification(s)})")
         shown_sources = sorted({s.match.guideline.source for _, ss in affected for s in ss} or {"CPIC"},
                                key=lambda x: SOURCE_ORDER.get(x, 9))
         lines += ["", f"Knowledge base version `{self.kb.version}`.", "", f"_{md_text(attribution(shown_sources))}_"]

@@ -51,4 +51,6 @@ class MedicationOrder:
     display: str | None = None               # human-readable name of the ordered product
     unresolved: bool = False                 # True: nothing could be resolved; no card, audit it
     resolution: str | None = None            # how it was resolved: "rxnorm-product", "medication-ingredient", "name"
+    # unresolved because its codes or names disagree: the ingredients they name (none of them is used)
+    candidates: tuple[Ingredient, ...] = ()
     resource: dict | None = field(default=None, compare=False, repr=False)  # the raw entry, for suggestions

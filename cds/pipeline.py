@@ -178,6 +178,7 @@ class Advisor:
         cards = self.renderer.order_cards(evaluation, hook, refs, patient_ref, population, age, facts.results, app_url)
         cards += self.conflict_cards(hook, evaluation)
         cards += self.uninterpretable_cards(hook, evaluation, uninterpretable)
+        cards += self.unidentified_cards(hook, orders)
         advice = Advice(cards, facts, orders, unresolved, evaluation)
         advice.decisions = no_card_reasons(hook, evaluation, cards)
         return advice
@@ -202,6 +203,32 @@ class Advisor:
                 f"advice is given and no new test is suggested. Results involved: "
                 + "; ".join(md_data(r) for g in mine for r in genes[g])
                 + ". Review the result or ask the laboratory before prescribing.", "result-not-interpretable"))
+        return cards
+
+    def unidentified_cards(self, hook: str, orders: list[MedicationOrder]) -> list[RenderedCard]:
+        """A card for an order we could not identify only when it may be a drug the knowledge base covers
+        on this hook: its codes or names disagree and one of them names such a drug (clopidogrel and
+        simvastatin codes on one order). Other unidentified orders (an RxNorm product not in the table,
+        SNOMED CT) are audited and counted, not carded: most are drugs without pharmacogenomic advice,
+        and a card on each would teach clinicians to ignore the cards that matter."""
+        cards = []
+        for order in orders:
+            if not order.unresolved or not order.candidates:
+                continue
+            governed = []
+            for ingredient in order.candidates:
+                plan = self.engine.drug_plan(ingredient.rxnorm) or self.engine.drug_plan(ingredient.name)
+                if plan is not None and hook in plan.rules and plan.drug not in governed:
+                    governed.append(plan.drug)
+            if not governed:
+                continue
+            named = " and ".join(i.name for i in order.candidates)
+            shown = order.display or ", ".join(order.codes) or (order.order_id or "an order")
+            cards.append(self.renderer.notice_card(
+                governed[0], f"Order could not be identified: its codes name {named} — pharmacogenomic check not done",
+                f"The order \"{shown}\" ({', '.join(order.codes) or 'no code'}) names different drugs ({named}), so it "
+                "was not matched to either and no genotype-based advice was given. Check which drug is meant; "
+                "the pharmacogenomic check runs when the order names one.", "order-not-identified"))
         return cards
 
     def conflict_cards(self, hook: str, evaluation: Evaluation) -> list[RenderedCard]:
@@ -281,7 +308,8 @@ def no_card_reasons(hook: str, evaluation: Evaluation, cards: list[RenderedCard]
             why = f"no local rule governs it on {hook}"
         elif drug.matches:
             keys = sorted({m.recommendation.classification or "unclassified" for m in drug.matches})
-            why = f"CPIC recommendation matched ({', '.join(keys)}), no card under the local policy"
+            sources = " and ".join(sorted({m.guideline.source for m in drug.matches}))  # CPIC, DPWG (cds/sources.py)
+            why = f"{sources} recommendation matched ({', '.join(keys)}), no card under the local policy"
         elif missing:
             why = f"no {', '.join(missing)} result on file and no pre-test rule for it"
         else:

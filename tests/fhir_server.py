@@ -20,6 +20,7 @@ Told to misbehave (`misbehave(kind, only=TYPE, **options)`, `only` limits it to 
            behave)
   huge     a valid searchset Bundle of about `size` bytes, streamed in 64 KiB chunks (chunked when
            `chunked=True`, else with Content-Length)
+  gzip-bomb  a gzip-encoded Bundle (Content-Encoding: gzip) that inflates to about `size` bytes
   next-to  `next` links point to the base URL `to` (another server) instead of this one
   html     answer 200 with an HTML page (a login page or a proxy's error)
 
@@ -136,6 +137,8 @@ class FhirTestServer:
             self.store[(resource["resourceType"], resource["id"])] = copy.deepcopy(resource)
 
     def misbehave(self, kind: str, only: str | None = None, **options: Any) -> None:
+        if kind == "gzip-bomb":          # compressed once, here, so the answer itself is instant
+            options["data"] = self._gzip_bomb_data(only or "Observation", options.get("size", 200 * 1024 * 1024))
         self.misbehaviours.append(Misbehaviour(kind, only, options))
 
     def behave(self) -> None:
@@ -193,6 +196,8 @@ class FhirTestServer:
             return self._send(h, outcome("too-costly", "deliberate OperationOutcome instead of a Bundle"))
         if m := self._misbehaviour(rtype, ("html",)):
             return self._send_bytes(h, b"<html><body>Please log in</body></html>", "text/html")
+        if m := self._misbehaviour(rtype, ("gzip-bomb",)):
+            return self._gzip_bomb(h, m.options["data"])
         if m := self._misbehaviour(rtype, ("huge",)):
             return self._huge(h, rtype, m.options.get("size", 50 * 1024 * 1024), m.options.get("chunked", False))
         if len(parts) >= 2:
@@ -280,6 +285,27 @@ class FhirTestServer:
             h.wfile.write(head[i:i + 1])
             h.wfile.flush()
             time.sleep(interval)
+
+    @staticmethod
+    def _gzip_bomb_data(rtype: str, size: int) -> bytes:
+        import zlib
+
+        z = zlib.compressobj(9, zlib.DEFLATED, 31)           # 31: gzip framing
+        parts = [z.compress(b'{"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resourceType": "'
+                            + rtype.encode() + b'", "id": "bomb", "note": [{"text": "')]
+        block = b"a" * (1024 * 1024)
+        parts += [z.compress(block) for _ in range(size // len(block))]
+        parts += [z.compress(b'"}]}}]}'), z.flush()]
+        return b"".join(parts)
+
+    @staticmethod
+    def _gzip_bomb(h, data: bytes) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/fhir+json")
+        h.send_header("Content-Encoding", "gzip")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
 
     def _huge(self, h, rtype: str, size: int, chunked: bool) -> None:
         # A valid Bundle whose one entry carries a long note, so only its size is wrong.

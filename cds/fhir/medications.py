@@ -202,11 +202,11 @@ class MedicationResolver:
         if why:
             return MedicationOrder(order_id=e.key, codes=codes, display=display, unresolved=True, resolution=why,
                                    resource=res)
-        ingredients, resolution = self.resolve(concept, ingredient_concepts, texts)
+        ingredients, resolution, candidates = self._resolve(concept, ingredient_concepts, texts)
         if not ingredients:
             log.info("%s: medication not resolved (%s)", e.key, resolution)
             return MedicationOrder(order_id=e.key, codes=codes, display=display, unresolved=True,
-                                   resolution=resolution, resource=res)
+                                   resolution=resolution, resource=res, candidates=self._ingredients(candidates))
         return MedicationOrder(order_id=e.key, ingredients=ingredients, codes=codes, display=display,
                                resolution=resolution, resource=res)
 
@@ -250,6 +250,12 @@ class MedicationResolver:
     def resolve(self, concept: Any, ingredient_concepts: list = (), texts: list[str] = ()) -> tuple[tuple[Ingredient, ...], str]:
         """(ingredients, how) for a medication CodeableConcept, its Medication's ingredient concepts and
         any further texts; no ingredients means unresolved, and `how` says why."""
+        ingredients, how, _ = self._resolve(concept, ingredient_concepts, texts)
+        return ingredients, how
+
+    def _resolve(self, concept: Any, ingredient_concepts: list = (),
+                 texts: list[str] = ()) -> tuple[tuple[Ingredient, ...], str, frozenset[str]]:
+        """`resolve`, and the ingredient codes that disagreeing codes or names point at."""
         # 1. the codes: each coding that resolves gives a set of ingredients; they must all agree
         found: list[tuple[frozenset[str], str]] = []
         kinds: set[str] = set()
@@ -267,11 +273,10 @@ class MedicationResolver:
         writing = _texts(concept) + [t for item in ingredient_concepts for t in _texts(item)] + [t for t in texts if t]
         named = self._names(writing)
         if found:
-            if any(f != found[0][0] for f, _ in found[1:]):
-                return (), "conflicting-codes"
-            if named - found[0][0]:
-                return (), "conflicting-codes"          # the text names a drug the code does not contain
-            return self._ingredients(found[0][0]), found[0][1]
+            if any(f != found[0][0] for f, _ in found[1:]) or named - found[0][0]:
+                # codes naming different drugs, or a text naming a drug the code does not contain
+                return (), "conflicting-codes", frozenset().union(named, *(f for f, _ in found))
+            return self._ingredients(found[0][0]), found[0][1], frozenset()
         # 2. the Medication's ingredients: each one is a different ingredient, so they add up
         codes: set[str] = set()
         for item in ingredient_concepts:
@@ -283,26 +288,28 @@ class MedicationResolver:
                         codes.update(i.rxnorm for i in self._products[c])
         if codes:
             if named - codes:
-                return (), "conflicting-codes"
-            return self._ingredients(codes), "medication-ingredient"
+                return (), "conflicting-codes", frozenset(named | codes)
+            return self._ingredients(codes), "medication-ingredient", frozenset()
         # 3. ingredient names in the displays and texts
         if named:
-            return self._ingredients(named), "name"
+            return self._ingredients(named), "name", frozenset()
         # 4. a brand name
         brands = self._brand_names(writing)
         if len(brands) == 1:
-            return self._ingredients(next(iter(brands))), "brand-name"
+            return self._ingredients(next(iter(brands))), "brand-name", frozenset()
         if len(brands) > 1:
-            return (), "conflicting-brand-names"
+            return (), "conflicting-brand-names", frozenset().union(*brands)
         if "rxnorm" in kinds:
-            return (), "rxnorm-code-not-in-product-table"
-        if "atc" in kinds:
-            return (), "atc-code-not-a-knowledge-base-drug"
-        if "snomed" in kinds:
-            return (), "snomed-ct-not-mapped"
-        if codings(concept):
-            return (), "code-system-not-recognised"
-        return (), "not-resolved" if writing else "no-medication-code-or-text"
+            why = "rxnorm-code-not-in-product-table"
+        elif "atc" in kinds:
+            why = "atc-code-not-a-knowledge-base-drug"
+        elif "snomed" in kinds:
+            why = "snomed-ct-not-mapped"
+        elif codings(concept):
+            why = "code-system-not-recognised"
+        else:
+            why = "not-resolved" if writing else "no-medication-code-or-text"
+        return (), why, frozenset()
 
     def _names(self, writing: list[str]) -> set[str]:
         """Ingredient codes of the knowledge-base drug names written as whole words, unless negated

@@ -13,7 +13,7 @@ from __future__ import annotations
 import email.utils
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -173,7 +173,3 @@ class BulkExportClient:
         except requests.RequestException:
             pass
         return result
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()

@@ -10,7 +10,9 @@ their results (carriers) and their consent. Cards become rows:
     a card about the check itself (conflicting results) → unreadable.csv (kind "card")
 
 and what could not be read (a genomic result the reader skipped, a product nobody identifies) goes
-to unreadable.csv with the reason. A patient whose Consent withholds genomic use gets no rows but a
+to unreadable.csv with the reason. An active drug that got no card goes to no_card.csv with the core's
+reason (use as usual under the policy, no result and no pre-test rule, no rule on this hook), so every
+patient × active drug is accounted for. A patient whose Consent withholds genomic use gets no rows but a
 line in withheld.csv. Per-patient logic sees the patient's resources sorted by their bytes, so the
 order of lines in the export never changes an answer.
 """
@@ -41,6 +43,7 @@ COLUMNS = {
     "carriers": ["patient", "gene", "phenotype", "result", "diplotype", "priority", "drugs_with_guidance"],
     "unreadable": ["patient", "kind", "drug", "gene", "where", "reason"],
     "withheld": ["patient", "reason"],
+    "no_card": ["patient", "drug", "reason"],
 }
 
 
@@ -83,7 +86,9 @@ class Screener:
 
         kb = pickle.loads(settings.kb_blob)
         self.settings = settings
-        self.advisor = Advisor.build(Engine.from_knowledge(kb))
+        engine = Engine.from_knowledge(kb)
+        engine.memoize()                    # a cohort repeats the same few hundred (drug, result) facts
+        self.advisor = Advisor.build(engine)
         self.kb = kb
         self.hasher = PatientHasher(settings.audit_key)
         self.recommendations = {r.id: r for g in kb.guidelines.values() for r in g.recommendations}
@@ -91,7 +96,22 @@ class Screener:
         for plan in self.advisor.engine.compiled.drugs.values():
             for gene in set(plan.attributes.values()):
                 self.drugs_by_gene.setdefault(gene, []).append(plan.drug)
+        self._products: dict[bytes, tuple[list[str], list[str]]] = {}
         self.result_priority = {(gene, r.result): r.priority for gene, t in kb.genes.items() for r in t.results}
+
+    def _drugs_of(self, bundle: dict) -> tuple[list[str], list[str]]:
+        """The knowledge-base drugs of one draft order, and what could not be identified. Remembered
+        per product (what was ordered, not who or when): a cohort orders a formulary's worth of them."""
+        order = bundle["entry"][0]["resource"]
+        key = orjson.dumps([order.get(k) for k in ("medicationCodeableConcept", "medicationReference", "contained")]
+                           + [e["resource"] for e in bundle["entry"][1:]], option=orjson.OPT_SORT_KEYS)
+        found = self._products.get(key)
+        if found is None:
+            drugs, _, unresolved = self.advisor.drugs_of(self.advisor.resolver.read_orders(bundle))
+            found = (drugs, unresolved)
+            if not unresolved:          # what is unresolved may be named by the order's own id
+                self._products[key] = found
+        return found
 
     # --- one partition -----------------------------------------------------------------------------
     def screen_partition(self, work: str, partition: int, medications: dict[str, dict] | None = None) -> PartitionResult:
@@ -150,7 +170,7 @@ class Screener:
         picked: dict[str, tuple[dict, str]] = {}            # drug → (draftOrders bundle, medication text)
         for resource in active:
             bundle = draft_orders(resource, medications)
-            drugs, _, unresolved = self.advisor.drugs_of(self.advisor.resolver.read_orders(bundle))
+            drugs, unresolved = self._drugs_of(bundle)
             for display in unresolved:
                 rows["unreadable"].append([label, "medication", "", "", _where(resource),
                                            f"the ordered product could not be identified: {display}"])
@@ -200,6 +220,11 @@ class Screener:
                         result.pairs[f"{card.drug}|{gene}"] += 1
                 else:
                     rows["unreadable"].append([label, "card", card.drug, "", card.rule_id, card.card["summary"]])
+            # An active drug without a card is not silence: the core says why (the service audits it).
+            for reason in advice.decisions:
+                drug, _, why = reason.partition(": no card — ")
+                if drug in drugs:
+                    rows["no_card"].append([label, drug, why or reason])
         assert facts is not None
         if picked:
             result.counts["patients_on_screened_drugs"] += 1

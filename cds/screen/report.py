@@ -43,7 +43,7 @@ CDS Hooks service makes at order signing.</p>
 <p class="note">Files beside this report: actionable.csv (patients on a drug their results say to change),
 carriers.csv (actionable results, not on an affected drug), testing.csv (on a drug with a pre-test rule and no
 result), unreadable.csv (what could not be read or decided, with the reason), withheld.csv (genomic use
-withheld by consent), summary.json.</p>
+withheld by consent), no_card.csv (active drugs without a card, and why), summary.json.</p>
 {% for chart in charts %}
 <h2>{{ chart.title }}</h2>
 {% if chart.bars %}
@@ -69,6 +69,7 @@ COUNT_ROWS = [
     ("actionable rows", "rows_actionable"),
     ("pre-test rows (on a drug, no result)", "rows_testing"),
     ("could not be read or decided", "rows_unreadable"),
+    ("active drugs without a card, with the reason", "rows_no_card"),
 ]
 
 

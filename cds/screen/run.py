@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 from cds.errors import CdsError
 from cds.screen import ndjson
-from cds.screen.patients import COLUMNS, PartitionResult, Settings, screen_partition_task
+from cds.screen.patients import COLUMNS, PartitionResult, Settings, screen_partition_task, worker_screener
 
 ENGINES = ("embedded", "dask")
 
@@ -65,8 +65,12 @@ def _embedded_map(fn: Callable, tasks: list[tuple], workers: int, bar) -> list:
             bar.update()
         return results
     results = [None] * len(tasks)
-    # fork keeps start-up cheap; each child builds its own Engine on first use.
+    # fork: the children inherit the compiled engine. gc.freeze() keeps the collector from writing to
+    # every inherited object (which would copy each page into each child).
+    import gc
     import multiprocessing
+
+    gc.freeze()
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
         futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
@@ -148,6 +152,9 @@ def screen(options: ScreenOptions) -> ScreenResult:
             if runner:
                 decided = runner.map(screen_partition_task, tasks, bar, broadcast=settings)
             else:
+                # Built here, before the pool forks: every child inherits the compiled engine (fork copies
+                # the durable-rules state with the process; only pickling it fails) instead of compiling its own.
+                worker_screener(settings)
                 decided = _embedded_map(screen_partition_task, [(settings, *a) for a in tasks], options.workers, bar)
         timings["decide_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -217,7 +224,6 @@ def _summary(options: ScreenOptions, kb_version: str, digest: str, files: list[P
     total = timings["total_s"]
     return {
         "tool": "pgx-cds screen",
-        "synthetic_notice": None,
         "started_at": started_at.isoformat(),
         "run_by": _who(),
         "knowledge_version": kb_version,

@@ -182,7 +182,8 @@ class CohortWriter:
     def _genotype(self, oid: str, status: str, ref: dict | None, on: date | None, gene: str, diplotype: str) -> dict:
         obs = {"resourceType": "Observation", "id": oid, "status": status,
                "code": {"coding": [{"system": LOINC, "code": "84413-4", "display": "Genotype display name"}]},
-               "valueCodeableConcept": {"text": f"{gene}{diplotype.split('/')[0]}/{gene}{diplotype.split('/')[1]}"},
+               "valueCodeableConcept": {"text": "/".join(f"{gene}{a}" if a.startswith("*") else a
+                                                         for a in diplotype.split("/"))},
                "component": [{"code": {"coding": [{"system": LOINC, "code": "48018-6", "display": "Gene studied [ID]"}]},
                               "valueCodeableConcept": {"coding": [{"system": HGNC, "code": self.vocab.hgnc[gene],
                                                                    "display": gene}]}}]}

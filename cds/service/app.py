@@ -121,9 +121,13 @@ def _error(status: int, message: str, **extra: Any):
     response = jsonify(body)
     response.status_code = status
     if status == 401:
-        # RFC 6750 §3: a 401 names the scheme the caller must use.
-        reason = message.replace("\\", "").replace('"', "'")[:200]
-        response.headers["WWW-Authenticate"] = f'Bearer realm="pgx-cds", error="invalid_token", error_description="{reason}"'
+        # RFC 6750 §3: a 401 names the scheme; with credentials that failed, also why (no error code
+        # when none were sent, §3.1).
+        challenge = 'Bearer realm="pgx-cds"'
+        if not message.startswith("missing Authorization"):
+            reason = message.replace("\\", "").replace('"', "'")[:200]
+            challenge += f', error="invalid_token", error_description="{reason}"'
+        response.headers["WWW-Authenticate"] = challenge
     return response
 
 

@@ -382,8 +382,9 @@ def _replay_key(issuer: str, jti: str) -> str:
 class InProcessReplayCache:
     """One process's replay window: thread-safe, entries dropped at their expiry, at most `max_entries`.
 
-    With several gunicorn worker processes each has its own window, so a token replayed to another
-    worker would pass: run more than one worker only with the Redis cache (CDS_REDIS_URL).
+    With several gunicorn worker processes each would have its own window, so a token replayed to
+    another worker would pass: the service uses SqliteReplayCache (shared by a host's workers) or
+    RedisReplayCache instead; this one is for embedding the verifier in a single process.
     """
 
     def __init__(self, max_entries: int = 200_000, clock: Callable[[], float] = time.time):

@@ -101,6 +101,12 @@ def openapi_document(services: Iterable[HookService]) -> dict[str, Any]:
                 "parameters": [{"name": "since", "in": "query", "required": False, "schema": {"type": "string", "format": "date"}}],
                 "responses": {"200": {"description": "Alerts per rule, acceptance and override rates"}, **_errors(400, 401, 503)}}},
             "/healthz": {"get": {"summary": "Health and knowledge-base version", "responses": {"200": {"description": "OK"}}}},
+            "/readyz": {"get": {"summary": "Ready: knowledge loaded and the audit database answering now",
+                                "responses": {"200": {"description": "ready"},
+                                              "503": {"description": "not ready; the body names the failing check"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of every worker",
+                                 "responses": {"200": {"description": "text exposition format",
+                                                       "content": {"text/plain": {}}}}}},
         },
         "components": {
             "schemas": {"HookRequest": _REQUEST, "Card": _CARD, "Feedback": _FEEDBACK, "Error": _ERROR},

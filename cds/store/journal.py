@@ -24,7 +24,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cds.store.spool import _fsync_dir, _line, _read_all, _read_entries, _same_file, _write_all
+import orjson
+
+from cds.store.spool import _fsync_dir, _read_all, _read_entries, _same_file, _write_all
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class Journal:
     def append(self, entry: dict) -> int:
         """One write() of one line; returns the file's generation, which `settled` takes back.
         Raises OSError if the disk refuses it."""
-        data = _line(entry)
+        data = orjson.dumps(entry) + b"\n"     # on the request path: orjson, several times the stdlib's speed
         with self._lock:
             active = self._segments.get(self._generation)
             if active is None or active.size >= ROTATE_BYTES:

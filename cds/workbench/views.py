@@ -73,7 +73,11 @@ def _require_access():
         return render_template("workbench/message.html", title="Workbench unavailable",
                                message="The workbench needs the admin token: set CDS_ADMIN_TOKEN (or run in "
                                        "development mode, CDS_AUTH=off, on a machine without patient data)."), 503
-    return render_template("workbench/login.html", next=request.full_path.rstrip("?"), failed=False), 401
+    return render_template("workbench/login.html", next=request.full_path.rstrip("?"), failed=False), 401, _CHALLENGE
+
+
+# RFC 9110 §11.6.1: a 401 names how to authenticate (scripts: the admin token as a bearer token).
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pgx-cds workbench"'}
 
 
 @workbench.route("/login", methods=["GET", "POST"])
@@ -93,7 +97,7 @@ def login():
         return (*response, {"Retry-After": str(int(access.LOGIN_WINDOW))})
     if not access.token_matches(token, request.form.get("token")):
         access.login_failed(runtime, client)
-        return render_template("workbench/login.html", next=target, failed=True), 401
+        return render_template("workbench/login.html", next=target, failed=True), 401, _CHALLENGE
     access.login_succeeded(runtime, client)
     response = redirect(target)
     response.set_cookie(access.COOKIE, access.open_session(runtime), max_age=int(access.session_lifetime(runtime)),

@@ -271,6 +271,21 @@ def test_orders_we_cannot_identify_are_audited_by_code_and_system(live, concept,
     assert entry.startswith("rxnorm:" + first["code"] if first["system"] == RXNORM else f"{first['system']}|{first['code']}")
 
 
+def test_an_order_whose_codes_name_two_knowledge_base_drugs_gets_a_card(live):
+    """Refused, not settled to the first code: and since either drug could be the one meant, the
+    clinician is told the pharmacogenomic check was not done."""
+    both = {"coding": [{"system": RXNORM, "code": "309362"}, {"system": RXNORM, "code": "198211"}]}
+    cards, row = sign(live, [order(both)], PM)
+    assert summaries(cards) == ["Order could not be identified: its codes name clopidogrel and simvastatin — "
+                                "pharmacogenomic check not done"]
+    assert row["unresolved"] == ["rxnorm:309362, rxnorm:198211 (conflicting-codes)"]
+
+
+def test_an_unknown_product_gets_no_card_but_is_counted(live):
+    cards, row = sign(live, [order({"coding": [{"system": RXNORM, "code": "2001001003"}]})], PM)
+    assert cards == [] and row["unresolved"] == ["rxnorm:2001001003 (rxnorm-code-not-in-product-table)"]
+
+
 def test_codeine_free_cough_syrup_is_not_codeine(live):
     cyp2d6_pm = [lab("CYP2D6 genotype", valueString="*4/*4")]
     cards, row = sign(live, [order({"text": "Codeine-free cough syrup"})], cyp2d6_pm)
@@ -297,3 +312,62 @@ def test_unresolved_orders_and_reasons_in_the_report_and_the_workbench(live):
     assert "Orders we could not identify, by code/system" in page.text
     assert "http://snomed.info/sct|319769008 (snomed-ct-not-mapped)" in page.text
     assert "Results and orders on file that were not used" in page.text
+
+
+# --- the same shapes fetched from the EHR's FHIR server ---------------------------------------------------
+# tests/fhir_server.py: a loopback FHIR R4 server searched by patient and code (search.html#token), paging,
+# DiagnosticReports. Only shapes coded with a code the mappings search for can be fetched: a lab's own code
+# (the lab-style shapes above) is found by a prefetch the EHR fills, or once the site adds its code to
+# guidelines/fhir-mappings.yaml (docs/fhir-reading.md).
+
+def _pm_text(text: str) -> dict:
+    geno = ig_genotype(id="fetched-geno")
+    geno["valueCodeableConcept"] = {"text": text}
+    return geno
+
+
+def _component_genotype() -> dict:
+    geno = ig_genotype(id="fetched-component")
+    value = geno.pop("valueCodeableConcept")
+    geno["component"].append({"code": {"coding": [{"system": "http://loinc.org", "code": "84413-4"}]},
+                              "valueCodeableConcept": value})
+    return geno
+
+
+def _report_and_result() -> list[dict]:
+    geno = ig_genotype(id="reported-geno")
+    report = {"resourceType": "DiagnosticReport", "id": "ge-report", "status": "final",
+              "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "GE"}]}],
+              "code": {"coding": [{"system": "http://loinc.org", "code": "51969-4"}]},
+              "subject": {"reference": f"Patient/{PATIENT}"}, "effectiveDateTime": "2024-03-01",
+              "result": [{"reference": "Observation/reported-geno"}]}
+    geno["code"] = {"coding": [{"system": "http://acme-lab.example/order-codes", "code": "PGX",
+                                "display": "CYP2C19 genotype"}]}      # found only through its report
+    return [report, geno]
+
+
+@pytest.mark.parametrize("resources,expected", [
+    pytest.param(lambda: [_pm_text("CYP2C19 *2/*3 (Poor Metabolizer)")], "pm", id="stated-phenotype"),
+    pytest.param(lambda: [ig_genotype(id="fetched-https", valueCodeableConcept={
+        "coding": [{"system": "https://www.pharmvar.org", "code": "CYP2C19*2/*2"}]})], "pm", id="https-pharmvar"),
+    pytest.param(lambda: [_component_genotype()], "pm", id="genotype-in-component"),
+    pytest.param(_report_and_result, "pm", id="result-only-through-its-report"),
+])
+def test_fetched_from_the_fhir_server(live, resources, expected):
+    from fhir_server import FhirTestServer
+
+    server = FhirTestServer(page_size=1)           # one entry a page: the reader sees every page
+    try:
+        server.add(*resources())
+        body = {"hook": "order-sign", "hookInstance": str(uuid.uuid4()),
+                "context": {"userId": "Practitioner/example", "patientId": PATIENT,
+                            "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": order(CLOPIDOGREL)}]}},
+                "prefetch": {"patient": {"resourceType": "Patient", "id": PATIENT, "birthDate": "1970-01-01"}},
+                "fhirServer": server.url}
+        response = live.call("pgx-order-sign", body)
+        assert response.status_code == 200, response.text
+        cards = response.json()["cards"]
+        assert server.searched("Observation"), server.requests
+        assert pm_card(cards), summaries(cards)
+    finally:
+        server.stop()

@@ -242,14 +242,14 @@ def test_input_that_is_not_a_bundle(resolver, caplog):
 
 
 def test_a_resolver_bug_on_one_order_does_not_sink_the_rest(resolver, monkeypatch):
-    original = MedicationResolver.resolve
+    original = MedicationResolver._resolve
 
     def broken(self, concept, *args):
         if concept and concept.get("text") == "boom":
             raise RuntimeError("boom")
         return original(self, concept, *args)
 
-    monkeypatch.setattr(MedicationResolver, "resolve", broken)
+    monkeypatch.setattr(MedicationResolver, "_resolve", broken)
     orders = resolver.read_orders([order({"medicationCodeableConcept": {"text": "boom"}}, oid="a"),
                                    order(rx("2670"), oid="b")])
     assert [(o.order_id, o.unresolved, o.resolution) for o in orders] == [

@@ -198,3 +198,15 @@ def test_the_shipped_cpic_only_policy_keeps_todays_cards(service):
     assert len(cards) == 1 and "DPWG" not in cards[0]["detail"]
     assert cards[0]["source"]["label"] == "CPIC via pgx-cds"
     assert sign(service, _order("flecainide", "4441"), genotype("CYP2D6", "*4/*4")) == []
+
+
+def test_patient_view_names_each_source_and_its_classification(both):
+    order = {**_order("flecainide", "4441"), "status": "active"}
+    body = hook_request("patient-view", prefetch={"genomics": searchset(genotype("CYP2D6", "*4/*4")),
+                                                  "medications": searchset(order)})
+    response = both.call("pgx-patient-view", body)
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    assert "flecainide" in card["summary"]
+    assert "([DPWG](https://www.pharmgkb.org/guidelineAnnotation/" in card["detail"]
+    assert "not graded (N/A in the PharmGKB export)" in card["detail"] and "None)" not in card["detail"]

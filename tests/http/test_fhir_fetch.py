@@ -112,6 +112,19 @@ def test_a_genomics_report_fetched_from_the_fhir_server_yields_its_results(servi
     assert len(reads) == (0 if include else 1)
 
 
+@pytest.mark.parametrize("hook,service_id", [("order-sign", "pgx-order-sign"), ("patient-view", "pgx-patient-view")])
+def test_a_result_found_both_by_search_and_through_its_report_counts_once(service, fhir_server, hook, service_id):
+    """The usual IG shape: the genotype Observation (LOINC 84413-4) is both a search match and a report's
+    included result; it is one result, so one card, not two and not a conflict."""
+    fhir_server.add(genotype("CYP2C19", "*2/*2", oid="both"), report("rep-both", "Observation/both"),
+                    medication_request("clopidogrel", mid="active-1", status="active"))
+    orders = [] if hook == "patient-view" else [medication_request("clopidogrel")]
+    body = hook_request(hook, *orders, fhirServer=fhir_server.url)
+    cards = summaries(service.call(service_id, body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
+    assert fhir_server.searched("Observation") and fhir_server.searched("DiagnosticReport")
+
+
 def test_patient_view_reads_a_fetched_genomics_report(service, fhir_server):
     fhir_server.add(genotype("CYP2C19", "*2/*2", oid="pv-1"), report("rep-pv", "Observation/pv-1"),
                     medication_request("clopidogrel", mid="active-1", status="active"))
@@ -236,6 +249,38 @@ def test_a_medication_reference_is_resolved_from_the_fhir_server(service, fhir_s
         [f"Bearer {TOKEN['access_token']}"]
 
 
+# --- 6. bounded ---------------------------------------------------------------------------------
+
+def test_a_fhir_server_that_never_accepts_the_connection_is_bounded(service):
+    """A listening socket whose backlog is full: the kernel drops further SYNs, so connect() hangs (a
+    black-holed host). The call is answered within the budget with the card that says so."""
+    import socket as sockets
+
+    blackhole = sockets.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    port = blackhole.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):                      # fill the accept queue; later connects get no answer
+            f = sockets.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", port))
+            fillers.append(f)
+        time.sleep(0.1)
+        body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=f"http://127.0.0.1:{port}/fhir")
+        started = time.monotonic()
+        response = service.call("pgx-order-sign", body)
+        assert time.monotonic() - started < 2.5         # the fixture's budget is 1 s
+        assert summaries(response) == [CANNOT]
+        errors = audited_errors(service, body)
+        assert any(e.startswith("genomics: ") and ("timed out" in e or "time budget" in e) for e in errors), errors
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
+
+
 # --- 7. size --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -248,6 +293,18 @@ def test_a_huge_fhir_response_is_a_check_not_completed_within_the_budget(service
     assert time.monotonic() - started < 2.5            # the fixture's budget is 1 s
     assert summaries(response) == [CANNOT]
     assert any("byte limit" in e for e in audited_errors(service, body))
+
+
+def test_a_compressed_answer_is_limited_by_its_inflated_size(service, fhir_server):
+    """A few hundred kB of gzip that inflate to 200 MB: the limit counts the bytes after decoding."""
+    fhir_server.misbehave("gzip-bomb", only="Observation", size=200 * 1024 * 1024)
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
+    started = time.monotonic()
+    response = service.call("pgx-order-sign", body)
+    assert time.monotonic() - started < 2.5
+    assert summaries(response) == [CANNOT]
+    errors = audited_errors(service, body)
+    assert any("byte limit" in e for e in errors), errors
 
 
 # --- 8. the token never leaves its server ----------------------------------------------------------

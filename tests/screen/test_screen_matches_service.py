@@ -110,5 +110,5 @@ def test_screening_does_not_depend_on_line_order_or_worker_count(cohort, screene
         (shuffled / path.name).write_text("".join(reversed(path.read_text().splitlines(keepends=True))))
     again = tmp_path / "out"
     screen(ScreenOptions(input_dir=shuffled, out=again, workers=1, raw_ids=True, audit_key=b"s" * 40, progress=False))
-    for name in ("actionable.csv", "testing.csv", "carriers.csv", "unreadable.csv", "withheld.csv"):
+    for name in ("actionable.csv", "testing.csv", "carriers.csv", "unreadable.csv", "withheld.csv", "no_card.csv"):
         assert (again / name).read_text() == (out / name).read_text(), name

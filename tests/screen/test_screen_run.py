@@ -20,7 +20,7 @@ def run(input_dir, out, **kwargs):
     return screen(ScreenOptions(input_dir=input_dir, out=out, audit_key=KEY, progress=False, **kwargs))
 
 
-OUTPUTS = ("actionable.csv", "testing.csv", "carriers.csv", "unreadable.csv", "withheld.csv")
+OUTPUTS = ("actionable.csv", "testing.csv", "carriers.csv", "unreadable.csv", "withheld.csv", "no_card.csv")
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,20 @@ def test_patients_appear_as_audit_pseudonyms_only(small_cohort, embedded):
     assert listed and listed <= pseudonyms
     everything = "".join((out / n).read_text() for n in (*OUTPUTS, "summary.json", "report.html"))
     assert not any(pid in everything for pid in ids)
+
+
+def test_an_active_drug_without_a_card_is_listed_with_the_reason(embedded):
+    out, _ = embedded
+
+    def pairs(name):
+        with open(out / name, newline="") as f:
+            return [(r["patient"], r["drug"], r.get("reason")) for r in csv.DictReader(f)]
+
+    carded = {(p, d) for p, d, _ in pairs("actionable.csv") + pairs("testing.csv")}
+    silent = pairs("no_card.csv")
+    assert silent and not {(p, d) for p, d, _ in silent} & carded
+    assert all(re.search(r"no card under the local policy|result on file and no pre-test rule|no local rule|"
+                         r"no CPIC recommendation matches", why) for _, _, why in silent)
 
 
 def test_report_is_one_offline_file_with_plots(embedded):

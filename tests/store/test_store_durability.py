@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from store_support import call_record, wait_until
@@ -128,15 +129,20 @@ def test_a_full_queue_spills_to_the_spool_in_order(backend, open_store, db):
     store = open_store(queue_size=3, db_timeout=30.0)
     store.record_call(call_record("pat-warm-up"))
     assert store.flush()
-    backend.hang()  # the writer blocks on its next batch, the queue fills, the rest spills
+    backend.hang()
+    # The writer takes this one and blocks on the database with it (after lingering for more); only
+    # then can the queue fill: while the writer is still gathering a batch it drains the queue as
+    # fast as calls arrive (each call's journal write lets it run).
+    store.record_call(call_record("pat-blocker"))
+    time.sleep(0.5)
     records = [call_record(f"pat-spill-{i}") for i in range(20)]
     for record in records:
         store.record_call(record)
-    assert store.spool.pending()
+    assert store.spool.pending()   # the queue (3) filled; the rest spilled
     backend.up()
-    assert wait_until(lambda: _count(db) == 21 and not store.spool.pending())
+    assert wait_until(lambda: _count(db) == 22 and not store.spool.pending())
     assert store.flush()
-    assert _count(db) == 21
+    assert _count(db) == 22
 
 
 def test_a_killed_process_leaves_its_spool_for_the_next_one(backend, open_store, db, tmp_path):

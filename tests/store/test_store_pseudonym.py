@@ -56,3 +56,23 @@ def test_processes_starting_together_agree_on_one_development_key(tmp_path):
     for child in children:
         child.join(30)
     assert len(keys) == 1
+
+
+def test_patient_x_and_its_references_get_one_pseudonym():
+    from cds.store.pseudonym import PatientHasher, normalised_patient_id
+
+    hasher = PatientHasher(b"k" * 32)
+    forms = ["pat-9", "Patient/pat-9", "https://ehr.example.org/fhir/Patient/pat-9", "Patient/pat-9/_history/3",
+             " Patient/pat-9 "]
+    assert {normalised_patient_id(f) for f in forms} == {"pat-9"}
+    assert len({hasher(f) for f in forms}) == 1
+    assert hasher("pat-9") != hasher("pat-90")
+    assert normalised_patient_id("Group/7") == "Group/7"          # not a patient reference: left alone
+
+
+def test_scrubbing_a_patient_reference_also_removes_the_bare_id():
+    from cds.store.records import scrubber
+
+    scrub = scrubber("Patient/pat-9")
+    assert scrub("Observation/pat-9-cyp2c19 for Patient/pat-9") == "Observation/[patient]-cyp2c19 for Patient/[patient]"
+    assert scrub("CYP2C19 pat-90") == "CYP2C19 pat-90"

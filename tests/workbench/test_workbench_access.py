@@ -126,6 +126,11 @@ def test_failed_logins_are_throttled():
     assert "Too many failed attempts" in refused.get_data(as_text=True)
 
 
+def test_a_401_says_how_to_authenticate(guarded):
+    response = guarded.test_client().get("/workbench/")
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
 def test_pages_carry_security_headers(guarded):
     response = guarded.test_client().get("/workbench/login")
     csp = response.headers["Content-Security-Policy"]

@@ -1,0 +1,142 @@
+"""Screening throughput and memory, in one run, against the parse-only floor measured in the same run.
+
+For 10k and 100k synthetic patients (`cds synth`, not clinical data):
+  floor        read the same NDJSON with orjson and group the resources by patient, nothing else
+  embedded ×1  `cds screen --workers 1`
+  embedded ×2  `cds screen --workers 2`
+  dask ×2      `cds screen --engine dask --workers 2` (a LocalCluster)
+Each `cds screen` runs as its own process; its peak memory is the largest sum of PSS over its process
+tree (workers, dask scheduler and nannies included; shared pages counted once), sampled every 100 ms. patients/s is end to end
+(knowledge loading and each worker's rule compilation included) and, in brackets, of the decide
+phase alone. Ratios: embedded ×2 / floor, ×2 / ×1, peak at 100k / peak at 10k. Then a 1M estimate.
+
+    .venv/bin/python bench/screen.py [--sizes 10000 100000] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+CDS = str(Path(sys.executable).parent / "cds")
+RUNS = (("embedded ×1", ["--workers", "1"]), ("embedded ×2", ["--workers", "2"]),
+        ("dask ×2", ["--engine", "dask", "--workers", "2"]))
+
+
+def floor(folder: Path) -> tuple[int, float]:
+    """Patients per second of reading and grouping alone (one process)."""
+    started = time.perf_counter()
+    groups: dict[str, list] = defaultdict(list)
+    for path in sorted(folder.glob("*.ndjson")):
+        with open(path, "rb") as f:
+            for line in f:
+                r = orjson.loads(line)
+                if r["resourceType"] == "Patient":
+                    groups[r["id"]].append(r)
+                else:
+                    holder = r.get("patient") if r["resourceType"] == "Consent" else r.get("subject")
+                    groups[holder["reference"].rsplit("/", 1)[-1]].append(r)
+    return len(groups), time.perf_counter() - started
+
+
+def tree_pss(proc: psutil.Process) -> int:
+    """Proportional set size summed over the tree: pages forked children share are counted once."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_screen(folder: Path, out: Path, extra: list[str]) -> dict:
+    env = {**os.environ, "CDS_AUDIT_KEY": "b" * 40}
+    started = time.perf_counter()
+    proc = subprocess.Popen([CDS, "screen", str(folder), "--out", str(out), "--no-record", "--no-progress", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    watched = psutil.Process(proc.pid)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_pss(watched))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    done.set()
+    sampler.join()
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"cds screen failed: {stderr.decode()[-2000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    patients = summary["counts"]["patients"]
+    return {"patients": patients, "wall_s": wall, "per_s": patients / wall,
+            "decide_per_s": patients / summary["timings"]["decide_s"], "peak_mib": peak[0] / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--keep", help="keep the cohorts here (default: a temporary folder)")
+    args = parser.parse_args()
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-screen-"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    results: dict[int, dict[str, dict]] = {}
+    try:
+        for size in args.sizes:
+            cohort = root / f"cohort-{size}"
+            if not (cohort / "Patient.ndjson").exists():
+                subprocess.run([CDS, "synth", "--patients", str(size), "--out", str(cohort)], check=True,
+                               stdout=subprocess.DEVNULL)
+            mib = sum(p.stat().st_size for p in cohort.glob("*.ndjson")) / 2**20
+            patients, seconds = floor(cohort)
+            results[size] = {"floor": {"patients": patients, "wall_s": seconds, "per_s": patients / seconds}}
+            print(f"\n{size} patients ({mib:.0f} MiB NDJSON)")
+            print(f"  {'floor (orjson + group)':24} {patients / seconds:9.0f} patients/s  ({seconds:.1f} s)")
+            for name, extra in RUNS:
+                out = root / f"out-{size}-{name.split()[0]}-{extra[-1]}"
+                r = run_screen(cohort, out, extra)
+                shutil.rmtree(out, ignore_errors=True)
+                results[size][name] = r
+                print(f"  {name:24} {r['per_s']:9.0f} patients/s  ({r['wall_s']:.1f} s; decide phase "
+                      f"{r['decide_per_s']:.0f}/s)  peak {r['peak_mib']:.0f} MiB")
+            one, two = results[size]["embedded ×1"], results[size]["embedded ×2"]
+            print(f"  embedded ×2 / floor: {two['per_s'] / results[size]['floor']['per_s']:.1%}   "
+                  f"×2 / ×1: {two['per_s'] / one['per_s']:.2f}× (decide phase {two['decide_per_s'] / one['decide_per_s']:.2f}×)   "
+                  f"dask ×2 / embedded ×2: {results[size]['dask ×2']['per_s'] / two['per_s']:.2f}")
+        if len(args.sizes) >= 2:
+            small, large = args.sizes[0], args.sizes[-1]
+            print(f"\npeak memory {large} / {small}:")
+            for name, _ in RUNS:
+                print(f"  {name:24} {results[large][name]['peak_mib'] / results[small][name]['peak_mib']:.2f}×")
+            print(f"\n1M patients, extrapolated from {large} (partitions grow in number, not size, so the "
+                  "peak stays that of the largest run):")
+            for name, _ in RUNS:
+                rate = results[large][name]["per_s"]
+                print(f"  {name:24} {1_000_000 / rate / 60:5.1f} min at {rate:.0f}/s, peak about "
+                      f"{results[large][name]['peak_mib']:.0f} MiB")
+        print(f"\nload average {os.getloadavg()[0]:.1f} at the end (other processes share these cores)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
