@@ -72,12 +72,21 @@ def from_results(runtime, genotype_lines: list[str], drugs: list[str], hook: str
                            f"(they use: {', '.join(offered) or 'none'})")
     evaluation = engine.evaluate(genotypes, [p.drug for p in plans], population or None)
     if hook == "patient-view":
-        cards = renderer.patient_summary(evaluation.interpretations, evaluation)
+        cards = renderer.patient_summary(evaluation.interpretations, evaluation, app_url=smart_page_url())
     else:
-        cards = renderer.order_cards(evaluation, hook, population=population or None)
+        cards = renderer.order_cards(evaluation, hook, population=population or None, app_url=smart_page_url())
     # contradicting lines for one gene are a conflict, said in a card as the service says it
     cards += runtime.advisor.conflict_cards(hook, evaluation)
     return Trial(hook, cards, evaluation)
+
+
+def smart_page_url(base_url: str | None = None) -> str | None:
+    """The SMART summary page of this instance, as the service's cards link it (None outside a request)."""
+    from flask import has_request_context, request
+
+    if not has_request_context():
+        return None
+    return (base_url or request.host_url).rstrip("/") + "/smart/launch"
 
 
 def from_request(runtime, text: str) -> Trial:
@@ -103,7 +112,9 @@ def from_request(runtime, text: str) -> Trial:
     except RequestError as err:
         raise CdsError(f"the service would answer HTTP {err.status}: {err}") from None
     gathered, notes = _prefetch_only(hook_request)
-    advice = decide(runtime.advisor, case_from_hook(hook_request, gathered), runtime.settings.require_consent)
+    case = case_from_hook(hook_request, gathered)
+    case.app_url = smart_page_url(runtime.settings.base_url)   # as the service links it
+    advice = decide(runtime.advisor, case, runtime.settings.require_consent)
     return Trial(hook_request.hook, advice.cards, advice.evaluation, advice.facts, advice.orders,
                  advice.unresolved, notes, advice.consent, service.id)
 

@@ -78,6 +78,11 @@ def test_try_a_patient_clopidogrel_poor_metabolizer(browser, live):
     assert labels == ["Order prasugrel instead of clopidogrel", "Order ticagrelor instead of clopidogrel"]
     links = [a.text for a in card.find_elements(By.CSS_SELECTOR, ".card-links a")]
     assert "CPIC guideline: clopidogrel and CYP2C19" in links
+    # the card's SMART link opens this instance's summary page with the card's results
+    smart = card.find_element(By.CSS_SELECTOR, ".card-links a.smart-link")
+    assert smart.text == "Open pharmacogenomic summary"
+    href = smart.get_attribute("href")
+    assert href.startswith(f"{live.url}/smart/launch?appContext=")
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "workbench-card-clopidogrel-cyp2c19.png"
@@ -96,6 +101,12 @@ def test_try_a_patient_clopidogrel_poor_metabolizer(browser, live):
     why = card.find_element(By.CSS_SELECTOR, ".card-why")
     assert "clopidogrel-cyp2c19" in why.text and "*2/*2" in why.text
     assert "Poor Metabolizer" in browser.find_element(By.ID, "phenotypes").text
+
+    # and the SMART link opens the summary page with this patient's result and the drugs it affects
+    browser.get(href)
+    row = wait_for(browser, "table#results tr[data-gene=CYP2C19]")
+    assert "*2/*2" in row.text and "Poor Metabolizer" in row.text
+    assert browser.find_element(By.CSS_SELECTOR, "section.drug[data-drug=clopidogrel]").get_attribute("data-indicator") == "critical"
 
 
 def test_try_a_patient_bad_genotype_shows_a_message(browser, live):
