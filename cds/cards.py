@@ -144,14 +144,24 @@ def default_indicator(rec: Recommendation) -> str:
     return "info"
 
 
-def is_actionable(rec: Recommendation) -> bool:
+def is_actionable(rec: Recommendation, kb: KnowledgeBase | None = None) -> bool:
     """CPIC advises something other than "use as usual": a classification other than "No
-    Recommendation" and a curator flag for dosing, an alternative drug or other guidance. A
-    recommendation without flags counts as actionable (we would rather show than hide)."""
+    Recommendation" and a curator flag for dosing, an alternative drug or other guidance.
+
+    The recommendations CPIC's release has but PharmGKB's curators never annotated carry no flags
+    (e.g. the G6PD drugs of 2024, metoprolol). For those, CPIC's own EHR priority of the gene results
+    they rest on decides (cpic_gene_results_cds): a card when one of them is a priority result
+    ("Abnormal/Priority/High Risk"), none for results CPIC files as routine ("Normal Risk": G6PD
+    Normal's "No reason to avoid based on G6PD status"). Where no gene of the recommendation has a
+    CPIC result text to ask, it counts as actionable (we would rather show than hide)."""
     if rec.classification == "No Recommendation" or (rec.classification is None and not is_dpwg(rec)):
         return False  # DPWG's advice is not graded in CPIC's terms: no classification is not "no advice"
     flags = rec.flags
-    return flags is None or flags.dosing_information or flags.alternate_drug_available or flags.other_prescribing_guidance
+    if flags is not None:
+        return flags.dosing_information or flags.alternate_drug_available or flags.other_prescribing_guidance
+    texts = [kb.genes[gene].result_text(value) for gene, value in rec.lookup.items() if kb and gene in kb.genes]
+    texts = [t for t in texts if t is not None]
+    return not texts or any(t.is_priority for t in texts)
 
 
 def most_cautious(indicators: Iterable[str]) -> str:
@@ -186,7 +196,7 @@ class CardRenderer:
         key = (rule.id, rec.id)
         if key not in self._policies:
             adj = self._adjustment(rule, rec)
-            show = adj.card if adj and adj.card is not None else (rule.cards_for == "all" or is_actionable(rec))
+            show = adj.card if adj and adj.card is not None else (rule.cards_for == "all" or is_actionable(rec, self.kb))
             if not show:
                 self._policies[key] = None
             else:
@@ -610,8 +620,8 @@ class CardRenderer:
             table = self.kb.genes.get(gene)
             for interp in items:
                 for key in interp.lookup.values():
-                    text = next((r for r in (table.results if table else []) if r.result == key), None)
-                    if text and text.priority and "high risk" in text.priority.lower():
+                    text = table.result_text(key) if table else None
+                    if text and text.is_priority:
                         actionable.append((gene, interp, text.consultation))
                         break
         affected: list[tuple[str, list[Statement]]] = []
