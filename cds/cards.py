@@ -144,14 +144,24 @@ def default_indicator(rec: Recommendation) -> str:
     return "info"
 
 
-def is_actionable(rec: Recommendation) -> bool:
+def is_actionable(rec: Recommendation, kb: KnowledgeBase | None = None) -> bool:
     """CPIC advises something other than "use as usual": a classification other than "No
-    Recommendation" and a curator flag for dosing, an alternative drug or other guidance. A
-    recommendation without flags counts as actionable (we would rather show than hide)."""
+    Recommendation" and a curator flag for dosing, an alternative drug or other guidance.
+
+    The recommendations CPIC's release has but PharmGKB's curators never annotated carry no flags
+    (e.g. the G6PD drugs of 2024, metoprolol). For those, CPIC's own EHR priority of the gene results
+    they rest on decides (cpic_gene_results_cds): a card when one of them is a priority result
+    ("Abnormal/Priority/High Risk"), none for results CPIC files as routine ("Normal Risk": G6PD
+    Normal's "No reason to avoid based on G6PD status"). Where no gene of the recommendation has a
+    CPIC result text to ask, it counts as actionable (we would rather show than hide)."""
     if rec.classification == "No Recommendation" or (rec.classification is None and not is_dpwg(rec)):
         return False  # DPWG's advice is not graded in CPIC's terms: no classification is not "no advice"
     flags = rec.flags
-    return flags is None or flags.dosing_information or flags.alternate_drug_available or flags.other_prescribing_guidance
+    if flags is not None:
+        return flags.dosing_information or flags.alternate_drug_available or flags.other_prescribing_guidance
+    texts = [kb.genes[gene].result_text(value) for gene, value in rec.lookup.items() if kb and gene in kb.genes]
+    texts = [t for t in texts if t is not None]
+    return not texts or any(t.is_priority for t in texts)
 
 
 def most_cautious(indicators: Iterable[str]) -> str:
@@ -186,7 +196,7 @@ class CardRenderer:
         key = (rule.id, rec.id)
         if key not in self._policies:
             adj = self._adjustment(rule, rec)
-            show = adj.card if adj and adj.card is not None else (rule.cards_for == "all" or is_actionable(rec))
+            show = adj.card if adj and adj.card is not None else (rule.cards_for == "all" or is_actionable(rec, self.kb))
             if not show:
                 self._policies[key] = None
             else:
@@ -324,7 +334,8 @@ class CardRenderer:
             differs = _differs_by(statements) or ""
             by_population = any(d not in ("activity score", "source") for d in differs.split(" and ") if d)
             whose = population_words(suggesting[0].population) if by_population and suggesting[0].population else None
-            card["suggestions"] = [self._replace_suggestion(drug, alt, order, patient_ref, evaluation, whose)
+            doses = self.dose_advices(evaluation, [alt.name for alt in rule.alternatives])
+            card["suggestions"] = [self._replace_suggestion(drug, alt, order, patient_ref, doses[alt.name], whose)
                                    for alt in rule.alternatives]
             card["selectionBehavior"] = "at-most-one"
         if len(guidelines) > 1:   # the audit records every guideline and recommendation the card rests on
@@ -469,8 +480,7 @@ class CardRenderer:
     # --- suggestions and links ---------------------------------------------------------------
 
     def _replace_suggestion(self, drug: DrugEvaluation, alt: Alternative, order: OrderRef, patient_ref: str | None,
-                            evaluation: Evaluation, whose: str | None) -> dict[str, Any]:
-        dose = self.dose_advice(evaluation, alt.name)
+                            dose: str | None, whose: str | None) -> dict[str, Any]:
         resource = replacement_request(order.resource, alt.name, alt.rxnorm, patient_ref, dose)
         create = {"type": "create", "resource": resource,
                   "description": f"Create a draft order for {alt.name}" +
@@ -492,20 +502,22 @@ class CardRenderer:
         """CPIC's own sentence giving a dose for `drug` and this patient (e.g. rosuvastatin with SLCO1B1
         poor function: "Prescribe ≤20mg as a starting dose …"), or None when CPIC gives none or its
         populations disagree."""
-        if self.engine is None or self.engine.drug_plan(drug) is None:
-            return None
+        return self.dose_advices(evaluation, [drug])[drug]
+
+    def dose_advices(self, evaluation: Evaluation, drugs: list[str]) -> dict[str, str | None]:
+        """dose_advice for each of `drugs`, in one engine evaluation (a card's alternatives: the engine
+        evaluates each drug on its own, so together or apart the answers are the same)."""
+        out: dict[str, str | None] = dict.fromkeys(drugs)
+        known = [d for d in out if self.engine is not None and self.engine.drug_plan(d) is not None]
+        if not known:
+            return out
         try:
-            matches = of_sources(self.engine.evaluate(evaluation.interpretations, [drug]).drugs[0].matches, ["CPIC"])
+            evaluated = self.engine.evaluate(evaluation.interpretations, known).drugs
         except Exception:  # noqa: BLE001 - a suggestion without dose text beats no card
-            return None
-        sentences = set()
-        for m in matches:
-            flags = m.recommendation.flags
-            if flags is None or not flags.dosing_information:
-                continue
-            sentence = next((x for x in _sentences(m.recommendation.recommendation) if _DOSE.search(x)), None)
-            sentences.add(sentence)
-        return sentences.pop() if len(sentences) == 1 else None
+            return out
+        for drug, result in zip(known, evaluated):
+            out[drug] = _dose_sentence(of_sources(result.matches, ["CPIC"]))
+        return out
 
     def smart_link(self, app_url: str, evaluation: Evaluation | None, evidence: Mapping[str, GenomicResult],
                    drug: str | None = None) -> dict[str, Any]:
@@ -608,8 +620,8 @@ class CardRenderer:
             table = self.kb.genes.get(gene)
             for interp in items:
                 for key in interp.lookup.values():
-                    text = next((r for r in (table.results if table else []) if r.result == key), None)
-                    if text and text.priority and "high risk" in text.priority.lower():
+                    text = table.result_text(key) if table else None
+                    if text and text.is_priority:
                         actionable.append((gene, interp, text.consultation))
                         break
         affected: list[tuple[str, list[Statement]]] = []
@@ -842,3 +854,15 @@ def _fit_list(prefix: str, items: list[str], limit: int = SUMMARY_LIMIT) -> str:
         if len(text) <= limit:
             return text
     return prefix.rstrip(": ;") + f": {len(items)}"
+
+
+def _dose_sentence(matches) -> str | None:
+    """The one dose sentence CPIC's matched recommendations give, or None (none, or they differ)."""
+    sentences = set()
+    for m in matches:
+        flags = m.recommendation.flags
+        if flags is None or not flags.dosing_information:
+            continue
+        sentence = next((x for x in _sentences(m.recommendation.recommendation) if _DOSE.search(x)), None)
+        sentences.add(sentence)
+    return sentences.pop() if len(sentences) == 1 else None

@@ -68,6 +68,13 @@ class GeneResultText(Strict):
     priority: str | None = None              # CPIC EHR priority, e.g. "Abnormal/Priority/High Risk"
     consultation: str | None = None
 
+    @property
+    def is_priority(self) -> bool:
+        """CPIC flags the result for the EHR's attention. Its release spells this several ways
+        ("Abnormal/Priority/High Risk", "Priority/High-Risk"; the others are "Normal/Routine/Low Risk",
+        "Routine/Low-Risk", "Normal Risk", "none"): every priority spelling names "Priority"."""
+        return bool(self.priority) and "priority" in self.priority.lower()
+
 
 class Source(Strict):
     name: str
@@ -88,6 +95,10 @@ class GeneTable(Strict):
     functions_without_rule: list[str] = Field(default_factory=list)      # known to have no CPIC rule yet
     results: list[GeneResultText] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+
+    def result_text(self, key: str) -> GeneResultText | None:
+        """CPIC's interpretation of one lookup value (phenotype, activity score or allele status)."""
+        return next((r for r in self.results if r.result == key), None)
 
     @model_validator(mode="after")
     def _kind_has_what_it_needs(self) -> "GeneTable":

@@ -47,12 +47,6 @@ COLUMNS = {
 }
 
 
-def high_risk(priority: str | None) -> bool:
-    """CPIC's EHR priority says the result is actionable ("Abnormal/Priority/High Risk",
-    "Priority/High-Risk" for the HLA alleles)."""
-    return bool(priority) and "high risk" in re.sub(r"[-\s]+", " ", priority.lower())
-
-
 @dataclass
 class Settings:
     """What every worker needs, all of it picklable: the knowledge (not the engine: durable-rules
@@ -97,7 +91,7 @@ class Screener:
             for gene in set(plan.attributes.values()):
                 self.drugs_by_gene.setdefault(gene, []).append(plan.drug)
         self._products: dict[bytes, tuple[list[str], list[str]]] = {}
-        self.result_priority = {(gene, r.result): r.priority for gene, t in kb.genes.items() for r in t.results}
+        self.result_texts = {(gene, r.result): r for gene, t in kb.genes.items() for r in t.results}
 
     def _drugs_of(self, bundle: dict) -> tuple[list[str], list[str]]:
         """The knowledge-base drugs of one draft order, and what could not be identified. Remembered
@@ -244,12 +238,12 @@ class Screener:
             if gene in actionable_genes:
                 continue                                    # on an affected drug: it is in actionable.csv
             for interp in interpretations:
-                hit = next(((k, self.result_priority.get((gene, k))) for k in interp.lookup.values()
-                            if high_risk(self.result_priority.get((gene, k)))), None)
+                hit = next((self.result_texts[(gene, k)] for k in interp.lookup.values()
+                            if (gene, k) in self.result_texts and self.result_texts[(gene, k)].is_priority), None)
                 if hit:
                     carrier = True
-                    rows["carriers"].append([label, gene, interp.phenotype, hit[0], interp.diplotype or "",
-                                             hit[1], ";".join(sorted(self.drugs_by_gene.get(gene, [])))])
+                    rows["carriers"].append([label, gene, interp.phenotype, hit.result, interp.diplotype or "",
+                                             hit.priority, ";".join(sorted(self.drugs_by_gene.get(gene, [])))])
                     break
         if carrier:
             result.counts["patients_carriers"] += 1

@@ -371,3 +371,24 @@ def test_fetched_from_the_fhir_server(live, resources, expected):
         assert pm_card(cards), summaries(cards)
     finally:
         server.stop()
+
+
+# --- item 10: a patient without a birth date, advice that differs by age group ----------------------------
+
+@pytest.mark.parametrize("patient", [
+    pytest.param({"resourceType": "Patient", "id": PATIENT}, id="no-birthDate"),
+    pytest.param({"resourceType": "Patient", "id": PATIENT, "birthDate": {"not": "a date"}}, id="birthDate-not-a-date"),
+])
+def test_no_birth_date_reaches_the_cards_as_unknown_age(live, patient):
+    """CPIC's voriconazole advice for a CYP2C19 poor metabolizer differs for adults and pediatrics. With
+    no usable birth date the renderer is given no age, so neither population is chosen for the patient:
+    the advice of both reaches the card(s), each population named (the card renderer words them)."""
+    voriconazole = {"coding": [{"system": RXNORM, "code": "121243", "display": "voriconazole"}]}
+    cards, row = sign(live, [order(voriconazole)], PM, patient=patient)
+    text = " ".join(c["detail"] for c in cards if c["summary"].startswith("Voriconazole"))
+    assert "adults" in text.lower() and "pediatric" in text.lower(), [c["summary"] for c in cards]
+    dated = {"resourceType": "Patient", "id": PATIENT, "birthDate": "1970-01-01"}
+    adult_cards, _ = sign(live, [order(voriconazole)], PM, patient=dated)
+    adult_text = " ".join(c["detail"] for c in adult_cards if c["summary"].startswith("Voriconazole"))
+    assert "population: adults" in adult_text.lower() or "adults" in adult_text.lower()
+    assert "pediatrics" not in adult_text.lower()
