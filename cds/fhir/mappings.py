@@ -147,6 +147,7 @@ class _File(_Strict):
     allele_spellings: list[_AlleleSpelling] = []
     pharmvar_suballele_to_core: _Switch
     lab_codes: list[_LabCode] = []
+    text_coded_results: list[_Code] = []
     rxnorm_systems: list[_System]
     atc_systems: list[_System] = []
     snomed_systems: list[_System] = []
@@ -186,6 +187,9 @@ class FhirMappings:
     allele_spellings: dict[str, tuple[tuple[re.Pattern, str], ...]]   # gene -> (pattern, replacement)
     suballele_to_core: bool
     lab_codes: dict[tuple[str, str], LabCode]
+    # Result codes searched for whose gene no cited source fixes: read only where the Observation's
+    # own wording names the gene (never the code), so asking for them can only add results.
+    text_coded_results: tuple[tuple[str, str], ...]
     rxnorm_systems: frozenset[str]
     atc_systems: frozenset[str]
     snomed_systems: frozenset[str]
@@ -285,6 +289,10 @@ def _cross_check(raw: dict, data: _File, smap: SourceMap) -> list[Diagnostic]:
         if key in seen:
             problems.append(smap.diag(("lab_codes", i), f"code {lab.system}|{lab.code} is listed twice"))
         seen[key] = i
+    for i, code in enumerate(data.text_coded_results):
+        if (code.system, code.code) in seen:
+            problems.append(smap.diag(("text_coded_results", i),
+                                      f"code {code.system}|{code.code} is already under lab_codes with its gene"))
     return problems
 
 
@@ -325,6 +333,7 @@ def _compile(data: _File) -> FhirMappings:
         allele_spellings={g: tuple(v) for g, v in spellings.items()},
         suballele_to_core=data.pharmvar_suballele_to_core.enabled,
         lab_codes={(c.system, c.code): LabCode(c.gene, c.states, c.allele) for c in data.lab_codes},
+        text_coded_results=tuple((c.system, c.code) for c in data.text_coded_results),
         rxnorm_systems=frozenset(s.system for s in data.rxnorm_systems),
         atc_systems=frozenset(s.system for s in data.atc_systems),
         snomed_systems=frozenset(s.system for s in data.snomed_systems),

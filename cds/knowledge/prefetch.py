@@ -1,7 +1,7 @@
 """The project's own tokens in the prefetch templates of hooks/*.yaml, expanded once at load.
 
-`{{pgx.genomicCodes}}` becomes the Observation codes the FHIR reader maps (guidelines/fhir-mappings.yaml:
-`observation_kinds` and `lab_codes`), comma-separated as FHIR token search ORs them (FHIR R4
+`{{pgx.genomicCodes}}` becomes the Observation codes the FHIR reader reads (guidelines/fhir-mappings.yaml:
+`observation_kinds`, `lab_codes` and `text_coded_results`), comma-separated as FHIR token search ORs them (FHIR R4
 search.html#token, "system|code"). So the codes the EHR prefetches, the codes the service searches on
 its fhirServer and the codes the reader understands are one set: a site adds a laboratory code once,
 in the mappings. Discovery shows the expanded templates (CDS Hooks 2.0 knows only `{{context.*}}` and
@@ -18,8 +18,9 @@ _TOKEN = re.compile(r"\{\{\s*(pgx\.[^}\s]+)\s*\}\}")
 
 
 def genomic_search_codes(mappings: FhirMappings) -> list[str]:
-    """Every Observation.code the reader maps, as `system|code`, in the mappings file's order."""
-    codes = list(mappings.observation_kinds) + list(mappings.lab_codes)
+    """Every Observation.code the reader reads, as `system|code`, in the mappings file's order: the
+    result kinds, the laboratory codes with their gene, and the result codes read by their own wording."""
+    codes = list(mappings.observation_kinds) + list(mappings.lab_codes) + list(mappings.text_coded_results)
     return list(dict.fromkeys(f"{system}|{code}" for system, code in codes))
 
 
