@@ -5,15 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from browser_paths import ARTIFACTS, CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS  # noqa: F401  (re-exported)
 from live_service import LiveServer  # noqa: F401  (re-exported for the workbench tests)
 from pgx_paths import REPO
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1280,1800"]
 
 
 def build_app(**settings):

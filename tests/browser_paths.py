@@ -1,4 +1,5 @@
-"""Where the browser lives (the same binaries and flags as tests/workbench/workbench_live.py)."""
+"""Where the browser lives for every browser test: Debian's chromium and chromedriver, and the flags this
+machine's closed network needs (no background connections)."""
 from __future__ import annotations
 
 from pathlib import Path
