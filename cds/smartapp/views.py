@@ -155,15 +155,11 @@ def callback():
         try:
             answer = requests.post(state["token"], data={
                 "grant_type": "authorization_code", "code": code, "redirect_uri": _redirect_uri(),
-                "client_id": config["client_id"], "code_verifier": cookie["verifier"]}, timeout=FETCH_TIMEOUT)
+                "client_id": config["client_id"], "code_verifier": cookie["verifier"]}, timeout=FETCH_TIMEOUT,
+                allow_redirects=False)
         except requests.RequestException as err:
             raise LaunchError(f"the token endpoint could not be reached ({type(err).__name__})") from None
-        if answer.status_code != 200:
-            raise LaunchError(f"the token endpoint answered HTTP {answer.status_code}")
-        try:
-            token = answer.json()
-        except ValueError:
-            raise LaunchError("the token endpoint's answer is not JSON") from None
+        token = _json_object(answer, "the token endpoint")
         context_text = token.get("appContext")
         if isinstance(context_text, str) and context_text:
             context = parse_app_context(context_text)
@@ -207,12 +203,17 @@ def _get_json(url: str, access_token: str | None, what: str) -> dict:
         response = requests.get(url, headers=headers, timeout=FETCH_TIMEOUT, allow_redirects=False)
     except requests.RequestException as err:
         raise LaunchError(f"{what} could not be read from {urlparse(url).netloc} ({type(err).__name__})") from None
+    return _json_object(response, f"{what}: {urlparse(url).netloc}")
+
+
+def _json_object(response: requests.Response, who: str) -> dict:
+    """The JSON object of a 200 answer, or a LaunchError naming `who` answered what instead."""
     if response.status_code != 200:
-        raise LaunchError(f"{what}: {urlparse(url).netloc} answered HTTP {response.status_code}")
+        raise LaunchError(f"{who} answered HTTP {response.status_code}")
     try:
         body = response.json()
     except ValueError:
-        raise LaunchError(f"{what}: the answer is not JSON") from None
+        raise LaunchError(f"{who} answered with something that is not JSON") from None
     if not isinstance(body, dict):
-        raise LaunchError(f"{what}: the answer is not a JSON object")
+        raise LaunchError(f"{who} answered with JSON that is not an object")
     return body

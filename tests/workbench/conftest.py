@@ -4,13 +4,9 @@ system chromedriver (Selenium Manager never runs: both binaries are given, and S
 any download)."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 import pytest
 
-from workbench_live import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, LiveServer, build_app, copy_knowledge
+from workbench_live import LiveServer, build_app, copy_knowledge
 
 
 @pytest.fixture(scope="session")
@@ -41,27 +37,6 @@ def broken_knowledge(tmp_path):
 
 @pytest.fixture(scope="session")
 def browser():
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing.append("the selenium Python package")
-    if missing:
-        why = (f"browser tests need {', '.join(missing)} (apt-get install chromium chromium-driver; "
-               "pip install selenium)")
-        if os.environ.get("CDS_REQUIRE_BROWSER"):
-            pytest.fail(why + "; CDS_REQUIRE_BROWSER is set, so this is a failure", pytrace=False)
-        pytest.skip(why)
-    profile = tempfile.mkdtemp(prefix="pgx-cds-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SE_OFFLINE", "true")
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    from browser_paths import chromium_driver
+
+    yield from chromium_driver()
