@@ -30,6 +30,7 @@ import orjson
 
 from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
 from cds.decision import PatientCase, decide
+from cds.populations import GENERAL
 from cds.screen import ndjson
 from cds.store.records import patient_scrubber
 
@@ -86,12 +87,31 @@ class Screener:
         self.kb = kb
         self.hasher = PatientHasher(settings.audit_key)
         self.recommendations = {r.id: r for g in kb.guidelines.values() for r in g.recommendations}
+        self.sources = {r.id: g.source for g in kb.guidelines.values() for r in g.recommendations}
         self.drugs_by_gene: dict[str, list[str]] = {}
         for plan in self.advisor.engine.compiled.drugs.values():
             for gene in set(plan.attributes.values()):
                 self.drugs_by_gene.setdefault(gene, []).append(plan.drug)
         self._products: dict[bytes, tuple[list[str], list[str]]] = {}
         self.result_texts = {(gene, r.result): r for gene, t in kb.genes.items() for r in t.results}
+
+    def classification(self, recommendation_id: str) -> str:
+        """Each recommendation's grade, named by its source, in the order of `recommendation_id` (a
+        card resting on CPIC and DPWG joins its ids with " + "): "CPIC: Strong + DPWG: not graded".
+        One row per card, not per source, so a row stays one card the service shows; the source
+        prefix on every cell lets a pharmacist sort or filter the column without knowing which
+        guideline each id belongs to. DPWG's export grades nothing in CPIC's terms ("N/A"); a
+        population other than general is named by CPIC's code, as the card's statements are."""
+        parts = []
+        for rid in recommendation_id.split(" + "):
+            rec, source = self.recommendations.get(rid), self.sources.get(rid, "")
+            if rec is None:
+                parts.append(f"{rid}: not in this knowledge base")
+                continue
+            grade = rec.classification or ("not graded" if source == "DPWG" else "no classification")
+            population = f" ({rec.population})" if rec.population != GENERAL else ""
+            parts.append(f"{source}{population}: {grade}")
+        return " + ".join(parts)
 
     def _drugs_of(self, bundle: dict) -> tuple[list[str], list[str]]:
         """The knowledge-base drugs of one draft order, and what could not be identified. Remembered
@@ -202,12 +222,11 @@ class Screener:
                     rows["testing"].append([label, card.drug, gene, card.rule_id, card.indicator, text,
                                             card.card["summary"]])
                 elif card.recommendation_id:
-                    rec = self.recommendations.get(card.recommendation_id)
                     genes = [f["gene"] for f in card.facts]
                     actionable_genes.update(genes)
                     rows["actionable"].append([
                         label, card.drug, ";".join(genes), ";".join(str(f["phenotype"]) for f in card.facts),
-                        rec.classification if rec else "", card.recommendation_id, card.rule_id, card.indicator,
+                        self.classification(card.recommendation_id), card.recommendation_id, card.rule_id, card.indicator,
                         card.guideline_id or "", text, card.card["summary"]])
                     result.drugs[card.drug] += 1
                     for gene in genes:
