@@ -1,8 +1,14 @@
 """A FHIR Bulk Data `$export` client (Bulk Data Access IG 2.0, "Bulk Data Export Operation Request
 Flow"): kick-off with `Prefer: respond-async`, poll the `Content-Location` honouring `Retry-After`,
-read the completion manifest, download each NDJSON output. Authorisation by a bearer token (obtained
-however the site obtains it, e.g. SMART Backend Services); the token is sent to output URLs only when
-the manifest says `requiresAccessToken`.
+read the completion manifest, download each NDJSON output. Authorisation by a bearer token given by
+the operator, or obtained and renewed by SMART Backend Services (smart_backend.py).
+
+Where the access token goes: to the FHIR server's origin (scheme, host, port of the kick-off URL)
+only. A status URL on another origin is refused rather than sent the token; output files get it only
+when the manifest says `requiresAccessToken`, and one on another origin that requires it is refused
+(one that does not, e.g. a pre-signed storage URL, is downloaded without it). A request refused with
+401 while a Backend Services token was used is sent once more with a new token (it expired during a
+long export); requests drops the header on a redirect to another host.
 
 Every failure is a CdsError whose message says which step failed and what the server said (the
 OperationOutcome's diagnostics when there is one). Entries of the manifest's `error` array
@@ -22,6 +28,7 @@ import orjson
 import requests
 
 from cds.errors import CdsError
+from cds.screen.smart_backend import StaticToken, origin, require_tls
 
 DEFAULT_TYPES = ("Patient", "Observation", "DiagnosticReport", "MedicationRequest", "MedicationStatement",
                  "Medication", "Consent")
@@ -71,31 +78,48 @@ def retry_after(value: str | None, now: float | None = None) -> float:
 
 
 class BulkExportClient:
-    def __init__(self, url: str, token: str | None = None, *, types: tuple[str, ...] = DEFAULT_TYPES,
+    def __init__(self, url: str, token: str | None = None, *, credentials=None, types: tuple[str, ...] = DEFAULT_TYPES,
                  timeout: float = 30.0, max_wait: float = 3600.0, session: requests.Session | None = None):
+        """`credentials`: an object with `token()`, `expire(token)` and `renewable` (smart_backend's
+        BackendServicesToken or StaticToken); `token` is shorthand for a StaticToken."""
         self.url = kickoff_url(url)
-        self.token = token
+        self.credentials = credentials or (StaticToken(token) if token else None)
+        if self.credentials is not None:
+            require_tls(self.url, "the Bulk Data server")
+        self.origin = origin(self.url)
         self.types = types
         self.timeout = timeout
         self.max_wait = max_wait
         self.session = session or requests.Session()
 
-    def _headers(self, accept: str, auth: bool = True) -> dict[str, str]:
-        headers = {"Accept": accept}
-        if auth and self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return headers
+    def _request(self, method: str, url: str, step: str, accept: str, auth: bool = True,
+                 headers: dict[str, str] | None = None, **kwargs) -> requests.Response:
+        auth = auth and self.credentials is not None
+        if auth and origin(url) != self.origin:
+            scheme, host, port = self.origin
+            raise CdsError(f"Bulk Data {step}: {url} would be sent the access token but is not on the FHIR "
+                           f"server's origin ({scheme}://{host}:{port}); the token goes nowhere else")
 
-    def _get(self, url: str, step: str, **kwargs) -> requests.Response:
-        try:
-            return self.session.get(url, timeout=self.timeout, **kwargs)
-        except requests.RequestException as err:
-            raise CdsError(f"Bulk Data {step} failed: {url}: {err.__class__.__name__}: {err}") from None
+        def send(token: str | None) -> requests.Response:
+            bearer = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                return self.session.request(method, url, timeout=self.timeout,
+                                            headers={"Accept": accept, **(headers or {}), **bearer}, **kwargs)
+            except requests.RequestException as err:
+                raise CdsError(f"Bulk Data {step} failed: {url}: {err.__class__.__name__}: {err}") from None
+
+        sent = self.credentials.token() if auth else None
+        response = send(sent)
+        if response.status_code == 401 and sent and self.credentials.renewable:
+            response.close()
+            self.credentials.expire(sent)           # it expired during the export: once more, with a new token
+            response = send(self.credentials.token())
+        return response
 
     def kickoff(self) -> str:
-        headers = {**self._headers("application/fhir+json"), "Prefer": "respond-async"}
         params = {"_type": ",".join(self.types)} if self.types else None
-        response = self._get(self.url, "kick-off", headers=headers, params=params)
+        response = self._request("GET", self.url, "kick-off", "application/fhir+json",
+                                 headers={"Prefer": "respond-async"}, params=params)
         if response.status_code != 202:
             raise CdsError(f"Bulk Data kick-off {self.url} answered {response.status_code}: {_outcome(response)}")
         location = response.headers.get("Content-Location")
@@ -106,7 +130,7 @@ class BulkExportClient:
     def wait(self, status_url: str, result: ExportResult) -> dict[str, Any]:
         deadline = time.monotonic() + self.max_wait
         while True:
-            response = self._get(status_url, "status request", headers=self._headers("application/json"))
+            response = self._request("GET", status_url, "status request", "application/json")
             result.polls += 1
             if response.status_code == 200:
                 try:
@@ -154,7 +178,7 @@ class BulkExportClient:
                     result.errors.append((f"export error {target.name}:{n}", f"the server could not export: {text}"))
 
     def _save(self, url: str, target: Path, auth: bool) -> None:
-        response = self._get(url, "download", headers=self._headers("application/fhir+ndjson", auth), stream=True)
+        response = self._request("GET", url, "download", "application/fhir+ndjson", auth, stream=True)
         with response:
             if response.status_code != 200:
                 raise CdsError(f"Bulk Data download {url} answered {response.status_code}: {_outcome(response)}")
@@ -169,7 +193,7 @@ class BulkExportClient:
         result.transaction_time = manifest.get("transactionTime")
         self.download(manifest, folder, result)
         try:  # tell the server it may delete the files (Bulk Data: "client SHOULD" after download)
-            self.session.delete(status_url, headers=self._headers("application/json"), timeout=self.timeout)
-        except requests.RequestException:
+            self._request("DELETE", status_url, "delete request", "application/json").close()
+        except CdsError:
             pass
         return result

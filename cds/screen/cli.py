@@ -10,6 +10,10 @@ from pathlib import Path
 from cds.errors import CdsError
 
 TOKEN_ENV = "CDS_BULK_TOKEN"
+# SMART Backend Services: option → environment variable read when the option is not given
+BACKEND_ENV = {"client_id": "CDS_BULK_CLIENT_ID", "private_key": "CDS_BULK_PRIVATE_KEY",
+               "key_id": "CDS_BULK_KEY_ID", "scope": "CDS_BULK_SCOPE", "token_endpoint": "CDS_BULK_TOKEN_ENDPOINT"}
+PASSPHRASE_ENV = "CDS_BULK_PRIVATE_KEY_PASSPHRASE"     # environment only: a secret does not go on a command line
 
 
 def register(subparsers, func) -> None:
@@ -21,6 +25,17 @@ def register(subparsers, func) -> None:
     p.add_argument("input", nargs="?", help="folder of .ndjson / .ndjson.gz files (or use --fhir)")
     p.add_argument("--fhir", metavar="URL", help="run a Bulk Data $export against this FHIR base (or kick-off) URL")
     p.add_argument("--token", help=f"bearer token for --fhir (default: ${TOKEN_ENV})")
+    smart = p.add_argument_group("SMART Backend Services (for --fhir, instead of --token)")
+    smart.add_argument("--client-id", help=f"this client's id at the EHR (default: ${BACKEND_ENV['client_id']})")
+    smart.add_argument("--private-key", metavar="PEM", help="file with the client's private key, RSA (RS384) or EC P-384 "
+                       f"(ES384) (default: ${BACKEND_ENV['private_key']}; an encrypted key's passphrase in "
+                       f"${PASSPHRASE_ENV})")
+    smart.add_argument("--key-id", metavar="KID", help="the key's kid in the JWK Set registered at the EHR "
+                       f"(default: ${BACKEND_ENV['key_id']})")
+    smart.add_argument("--scope", help="scopes to ask for (default: "
+                       f"${BACKEND_ENV['scope']}, else system/<type>.rs for each exported type)")
+    smart.add_argument("--token-endpoint", metavar="URL", help="skip discovery from [base]/.well-known/smart-configuration "
+                       f"(default: ${BACKEND_ENV['token_endpoint']})")
     p.add_argument("--export-wait", type=float, default=3600.0, metavar="S",
                    help="give up on an export not complete after S seconds (default 3600)")
     p.add_argument("--out", required=True, help="output folder")
@@ -47,6 +62,32 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _credentials(args: argparse.Namespace, backend: dict[str, str | None], types: tuple[str, ...]):
+    """A bearer token (--token, $CDS_BULK_TOKEN), or SMART Backend Services when a client id is given."""
+    from cds.screen.smart_backend import BackendServicesToken, StaticToken, load_client_key
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not backend["client_id"]:
+        # Options given without a client id are a mistake; variables set for the site are one only
+        # when nothing else authorises the export.
+        others = [f"--{name.replace('_', '-')}" for name in BACKEND_ENV if getattr(args, name)]
+        if not token:
+            others += [f"${env}" for name, env in BACKEND_ENV.items() if not getattr(args, name) and backend[name]]
+        if others:
+            raise CdsError(f"{', '.join(others)} without --client-id (or ${BACKEND_ENV['client_id']}): "
+                           "SMART Backend Services needs the client id")
+        return StaticToken(token) if token else None
+    if token:
+        raise CdsError(f"give either a bearer token (--token, ${TOKEN_ENV}) or SMART Backend Services "
+                       f"(--client-id, ${BACKEND_ENV['client_id']}), not both")
+    if not backend["private_key"]:
+        raise CdsError(f"SMART Backend Services needs --private-key (or ${BACKEND_ENV['private_key']}): "
+                       "the PEM file of the client's private key")
+    key = load_client_key(backend["private_key"], backend["key_id"] or "", os.environ.get(PASSPHRASE_ENV) or None)
+    return BackendServicesToken(args.fhir, backend["client_id"], key, scope=backend["scope"],
+                                token_endpoint=backend["token_endpoint"], resource_types=types)
+
+
 def run_screen(args: argparse.Namespace) -> int:
     from cds.screen.run import ScreenOptions, screen
 
@@ -60,18 +101,24 @@ def run_screen(args: argparse.Namespace) -> int:
                             raw_ids=args.raw_ids, require_consent=require_consent,
                             knowledge_dir=Path(knowledge) if knowledge else None,
                             work_dir=Path(args.work_dir) if args.work_dir else None, progress=args.progress)
+    backend = {name: getattr(args, name) or os.environ.get(env) or None for name, env in BACKEND_ENV.items()}
     if args.fhir:
-        from cds.screen.bulk import BulkExportClient
+        from cds.screen.bulk import DEFAULT_TYPES, BulkExportClient
 
-        client = BulkExportClient(args.fhir, args.token or os.environ.get(TOKEN_ENV) or None, max_wait=args.export_wait)
+        credentials = _credentials(args, backend, DEFAULT_TYPES)
+        client = BulkExportClient(args.fhir, credentials=credentials, types=DEFAULT_TYPES, max_wait=args.export_wait)
         print(f"exporting from {client.url} …", file=sys.stderr)
         exported = client.run(options.input_dir)
         if not exported.files:
             raise CdsError(f"the Bulk Data export from {client.url} produced no files")
         options.source = args.fhir
         options.export_errors = exported.errors
+        tokens = getattr(credentials, "requests", 0)
         print(f"downloaded {len(exported.files)} file(s) after {exported.polls} status request(s)"
-              + (f"; {len(exported.errors)} export error(s)" if exported.errors else ""), file=sys.stderr)
+              + (f"; {len(exported.errors)} export error(s)" if exported.errors else "")
+              + (f"; {tokens} access token(s) from {credentials.token_endpoint}" if tokens else ""), file=sys.stderr)
+    elif any(getattr(args, name) for name in BACKEND_ENV) or args.token:
+        raise CdsError("--token and the SMART Backend Services options are for --fhir")
     result = screen(options)
     s = result.summary
     c = s["counts"]

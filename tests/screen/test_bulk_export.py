@@ -6,85 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
-TOKEN = "bulk-token-123"
-
-
-class BulkServer:
-    """A minimal Bulk Data export server over a folder of NDJSON files."""
-
-    def __init__(self, folder, polls_before_done: int = 2, retry_after: str = "1", fail_status: int | None = None):
-        self.folder = folder
-        self.polls_before_done = polls_before_done
-        self.retry_after = retry_after
-        self.fail_status = fail_status
-        self.requests: list[tuple[float, str, str, dict]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, body=b"", headers=None, kind="application/fhir+json"):
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _outcome(self, status, text):
-                body = json.dumps({"resourceType": "OperationOutcome",
-                                   "issue": [{"severity": "error", "code": "processing", "diagnostics": text}]})
-                self._send(status, body.encode())
-
-            def do_DELETE(self):
-                server.requests.append((time.monotonic(), "DELETE", self.path, dict(self.headers)))
-                self._send(202)
-
-            def do_GET(self):
-                server.requests.append((time.monotonic(), "GET", self.path, dict(self.headers)))
-                authorised = self.headers.get("Authorization") == f"Bearer {TOKEN}"
-                if self.path.startswith("/fhir/$export"):
-                    if not authorised:
-                        return self._outcome(401, "a valid bearer token is required")
-                    if self.headers.get("Prefer") != "respond-async":
-                        return self._outcome(400, "Prefer: respond-async is required")
-                    return self._send(202, headers={"Content-Location": "/status/job1"})
-                if self.path == "/status/job1":
-                    polls = sum(1 for r in server.requests if r[2] == "/status/job1")
-                    if polls <= server.polls_before_done:
-                        return self._send(202, headers={"Retry-After": server.retry_after, "X-Progress": f"{polls * 40}%"})
-                    if server.fail_status:
-                        return self._outcome(server.fail_status, "export job failed: disk full")
-                    files = sorted(p.name for p in server.folder.glob("*.ndjson"))
-                    manifest = {"transactionTime": "2026-12-01T00:00:00Z", "request": "/fhir/$export",
-                                "requiresAccessToken": True,
-                                "output": [{"type": n.split(".")[0], "url": f"/files/{n}"} for n in files],
-                                "error": [{"type": "OperationOutcome", "url": "/files/errors.ndjson"}]}
-                    return self._send(200, json.dumps(manifest).encode(), kind="application/json")
-                if self.path.startswith("/files/"):
-                    if not authorised:
-                        return self._outcome(401, "token required for downloads")
-                    if self.path == "/files/errors.ndjson":
-                        line = {"resourceType": "OperationOutcome", "issue": [
-                            {"severity": "error", "code": "exception", "diagnostics": "Observation/obs-9 could not be serialised"}]}
-                        return self._send(200, (json.dumps(line) + "\n").encode(), kind="application/fhir+ndjson")
-                    path = server.folder / self.path.removeprefix("/files/")
-                    return self._send(200, path.read_bytes(), kind="application/fhir+ndjson")
-                self._outcome(404, "not found")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/fhir"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.httpd.shutdown()
+from bulk_server import TOKEN, BulkServer
 
 
 def run_cli(argv):
