@@ -45,17 +45,37 @@ def order_select_body() -> dict:
                         genomics=genomics)
 
 
-def run_hey(url: str, seconds: int, concurrency: int, body: Path | None = None, qps_per_worker: float | None = None) -> dict:
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the server process and its workers (Linux /proc), so each phase
+    also says how much server CPU one request took, whatever the load generator spent beside it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue   # a process that ended meanwhile
+        if int(fields[1]) == pid or stat.parent.name == str(pid):   # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def run_hey(url: str, seconds: int, concurrency: int, body: Path | None = None, qps_per_worker: float | None = None,
+            server_pid: int | None = None) -> dict:
     cmd = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-disable-keepalive=false"]
     if qps_per_worker:
         cmd += ["-q", f"{qps_per_worker:.2f}"]
     if body:
         cmd += ["-m", "POST", "-T", "application/json", "-D", str(body)]
+    cpu_before = server_cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    cpu = server_cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     pct = {int(p): float(v) * 1000 for p, v in re.findall(r"(\d+)%% in ([\d.]+) secs".replace("%%", "%"), out)}
     codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", out))
-    return {"rps": rps, "p50": pct.get(50), "p99": pct.get(99), "codes": codes}
+    answered = sum(int(n) for n in codes.values())
+    return {"rps": rps, "p50": pct.get(50), "p99": pct.get(99), "codes": codes,
+            "cpu_us": 1e6 * cpu / answered if answered else float("nan")}
 
 
 def main() -> None:
@@ -93,14 +113,15 @@ def main() -> None:
 
         rounds = []
         for _ in range(args.rounds):
-            trivial = run_hey(f"{base}/cds-services", args.seconds, args.concurrency)
-            hook = run_hey(f"{base}/cds-services/pgx-order-select", args.seconds, args.concurrency, body)
+            trivial = run_hey(f"{base}/cds-services", args.seconds, args.concurrency, server_pid=server.pid)
+            hook = run_hey(f"{base}/cds-services/pgx-order-select", args.seconds, args.concurrency, body,
+                           server_pid=server.pid)
             rounds.append((hook["rps"] / trivial["rps"], trivial, hook))
         rounds.sort(key=lambda r: r[0])
         _, trivial, hook = rounds[len(rounds) // 2]
         half_rate = statistics.median(r[2]["rps"] for r in rounds) / 2
         half = run_hey(f"{base}/cds-services/pgx-order-select", args.seconds, args.concurrency, body,
-                       qps_per_worker=half_rate / args.concurrency)
+                       qps_per_worker=half_rate / args.concurrency, server_pid=server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -109,11 +130,11 @@ def main() -> None:
     print(f"gunicorn: {args.workers} workers x {args.threads} threads; hey: {args.concurrency} connections, {args.seconds} s per phase")
     print("per round, order-select/trivial throughput: " + ", ".join(f"{r[0]:.2f}" for r in rounds)
           + f" (median {rounds[len(rounds) // 2][0]:.2f}); the median round:")
-    print(f"{'endpoint':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  status codes")
+    print(f"{'endpoint':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU µs/req':>18}  status codes")
     for name, r in (("GET /cds-services (trivial), max", trivial),
                     ("POST order-select (3 obs, 2 orders), max", hook),
                     (f"POST order-select at {half_rate:.0f} req/s (half max)", half)):
-        print(f"{name:44} {r['rps']:8.0f} {r['p50']:8.1f} {r['p99']:8.1f}  {r['codes']}")
+        print(f"{name:44} {r['rps']:8.0f} {r['p50']:8.1f} {r['p99']:8.1f} {r['cpu_us']:18.0f}  {r['codes']}")
     print(f"order-select / trivial throughput (median round): {hook['rps'] / trivial['rps']:.2f}")
     print(f"order-select p99 at half of its maximum throughput: {half['p99']:.1f} ms")
 

@@ -15,10 +15,11 @@ stop applying a suggestion at its first `delete`. See rules/default.yaml for the
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
+
+import orjson
 
 from cds.engine import DrugEvaluation, Evaluation, Match, PreTestAlert
 from cds.facts import GenomicResult
@@ -176,6 +177,13 @@ class CardRenderer:
         self.kb = kb
         self.engine = engine
         self._policies: dict[tuple[str, str], CardPolicy | None] = {}
+        # What a card says that rests on the knowledge alone, rendered once per combination: a summary
+        # per (drug, statements, short results), the knowledge part of a detail per (statements, rule),
+        # the dose sentences per (alternatives, interpreted results). The knowledge never changes under
+        # a renderer, so a remembered text cannot go stale; each table is bounded (_remember).
+        self._summaries: dict[tuple, str] = {}
+        self._details: dict[tuple, _DetailParts] = {}
+        self._doses: dict[tuple, dict[str, str | None]] = {}
 
     # --- policy ---------------------------------------------------------------------------------
 
@@ -310,11 +318,14 @@ class CardRenderer:
         guidelines = list({s.match.guideline.id: s.match.guideline for s in statements}.values())
         sources = sorted({g.source for g in guidelines}, key=lambda x: SOURCE_ORDER.get(x, 9))
         short, facts = self._results(evaluation, statements, evidence)
-        summary = self._summary(drug, statements, short)
+        keys = tuple(_statement_key(s) for s in statements)
+        summary = self._summaries.get((drug.drug, keys, tuple(short)))
+        if summary is None:
+            summary = _remember(self._summaries, (drug.drug, keys, tuple(short)), self._summary(drug, statements, short))
         card: dict[str, Any] = {
             "uuid": new_uuid(),
             "summary": summary,
-            "detail": self._detail(statements, rule, facts, app_url is not None),
+            "detail": self._detail(statements, rule, facts, app_url is not None, keys),
             "indicator": most_cautious(s.policy.indicator for s in carded),
             "source": self._source(first.match.guideline, rule, sources),
             "links": [],
@@ -403,8 +414,23 @@ class CardRenderer:
 
     # --- detail -------------------------------------------------------------------------------
 
-    def _detail(self, statements: list[Statement], rule: Rule, facts: list[dict[str, Any]], has_app: bool) -> str:
-        lines: list[str] = []
+    def _detail(self, statements: list[Statement], rule: Rule, facts: list[dict[str, Any]], has_app: bool,
+                keys: tuple | None = None) -> str:
+        """The detail: how the sources compare, one line per result, the advice, its citation, the
+        implications when the whole stays within DETAIL_WORD_BUDGET words, and the pointer onward."""
+        key = (keys if keys is not None else tuple(_statement_key(s) for s in statements), rule.id, has_app)
+        parts = self._details.get(key)
+        if parts is None:
+            parts = _remember(self._details, key, self._detail_parts(statements, rule, has_app))
+        results = list(dict.fromkeys(_result_line(f) for f in facts))   # one line per result, however many scores
+        lines = parts.head + results + [""] + parts.advice
+        if parts.implications is not None and parts.words + sum(map(_words, results)) <= DETAIL_WORD_BUDGET:
+            return "\n".join(lines + ["", parts.implications] + parts.tail)
+        return "\n".join(lines + parts.tail)
+
+    def _detail_parts(self, statements: list[Statement], rule: Rule, has_app: bool) -> "_DetailParts":
+        """The parts of a detail that rest on the knowledge alone (everything but the result lines)."""
+        head: list[str] = []
         differs = _differs_by(statements)
         sources = sorted({s.match.guideline.source for s in statements}, key=lambda x: SOURCE_ORDER.get(x, 9))
         if len(sources) > 1:
@@ -415,11 +441,10 @@ class CardRenderer:
                 if KINDS[k][0] >= KINDS[kinds.get(s.match.guideline.source, "none")][0]:
                     kinds[s.match.guideline.source] = k
             differ = disagreement(kinds)
-            lines += [f"**{' and '.join(sources)} disagree in kind** — {differ}. The indicator follows the more "
-                      "cautious advice." if differ else
-                      f"**{' and '.join(sources)} agree in kind** — {KINDS[next(iter(kinds.values()))][1]}.", ""]
-        lines += list(dict.fromkeys(_result_line(f) for f in facts))   # one line per result, however many scores
-        lines.append("")
+            head += [f"**{' and '.join(sources)} disagree in kind** — {differ}. The indicator follows the more "
+                     "cautious advice." if differ else
+                     f"**{' and '.join(sources)} agree in kind** — {KINDS[next(iter(kinds.values()))][1]}.", ""]
+        lines: list[str] = []
         if len(statements) == 1:
             s = statements[0]
             rec = s.recommendation
@@ -452,10 +477,10 @@ class CardRenderer:
         pointer = ("Implications, comments and every drug these results affect: "
                    f"*{SMART_LINK_LABEL}*." if has_app else "Implications and comments: see the guideline link.")
         tail = ["", pointer, "", f"_{md_text(attribution(sources))}_"]
-        with_implications = lines + ["", "**Implications:** " + " ".join(implications)] + tail if implications else None
-        if with_implications and _words("\n".join(with_implications)) <= DETAIL_WORD_BUDGET:
-            return "\n".join(with_implications)
-        return "\n".join(lines + tail)
+        implications_line = "**Implications:** " + " ".join(implications) if implications else None
+        # words of everything but the result lines, with the implications (word counts add up line by line)
+        words = sum(_words(line) for line in head + [""] + lines + ["", implications_line or ""] + tail)
+        return _DetailParts(head, lines, implications_line, tail, words)
 
     @staticmethod
     def _implications(statements: list[Statement]) -> list[str]:
@@ -507,6 +532,10 @@ class CardRenderer:
     def dose_advices(self, evaluation: Evaluation, drugs: list[str]) -> dict[str, str | None]:
         """dose_advice for each of `drugs`, in one engine evaluation (a card's alternatives: the engine
         evaluates each drug on its own, so together or apart the answers are the same)."""
+        key = (tuple(drugs), _interpretations_key(evaluation.interpretations))
+        remembered = self._doses.get(key)
+        if remembered is not None:
+            return dict(remembered)
         out: dict[str, str | None] = dict.fromkeys(drugs)
         known = [d for d in out if self.engine is not None and self.engine.drug_plan(d) is not None]
         if not known:
@@ -517,7 +546,7 @@ class CardRenderer:
             return out
         for drug, result in zip(known, evaluated):
             out[drug] = _dose_sentence(of_sources(result.matches, ["CPIC"]))
-        return out
+        return dict(_remember(self._doses, key, out))
 
     def smart_link(self, app_url: str, evaluation: Evaluation | None, evidence: Mapping[str, GenomicResult],
                    drug: str | None = None) -> dict[str, Any]:
@@ -679,6 +708,38 @@ class CardRenderer:
                              statements=[s for _, ss in affected for s in ss if s.policy])]
 
 
+@dataclass(frozen=True)
+class _DetailParts:
+    head: list[str]                 # how the sources compare (when there are several), then a blank line
+    advice: list[str]               # the advice, its classification and citation
+    implications: str | None        # the implications line, shown when the detail stays within budget
+    tail: list[str]                 # the pointer onward and the attribution
+    words: int                      # words of all of the above
+
+
+_MEMO_ENTRIES = 20_000   # per table: far more than the combinations a knowledge base has in practice
+
+
+def _remember(table: dict, key: tuple, value):
+    if len(table) >= _MEMO_ENTRIES:
+        table.clear()         # bounded whatever the input: start afresh rather than grow
+    table[key] = value
+    return value
+
+
+def _statement_key(s: Statement) -> tuple:
+    """What a statement's rendering rests on, by name: the recommendation (unique in its guideline),
+    how it matched, its policy and its label."""
+    return (s.match.guideline.id, s.recommendation.id, s.match.matched_by, s.policy, s.population, s.score,
+            s.score_gene, s.source)
+
+
+def _interpretations_key(interpretations: Mapping[str, Iterable[Interpretation]]) -> tuple:
+    """All the engine reads of interpreted results: how each was stated, its phenotype and lookup values."""
+    return tuple(sorted((gene, tuple((i.stated_as, i.phenotype, tuple(sorted(i.lookup.items()))) for i in items))
+                        for gene, items in interpretations.items()))
+
+
 def app_context(interpretations: Mapping[str, list[Interpretation]], evidence: Mapping[str, GenomicResult],
                 drug: str | None = None) -> str:
     """The SMART app's appContext: the patient's results as stated (so the page re-interprets them with
@@ -706,7 +767,7 @@ def app_context(interpretations: Mapping[str, list[Interpretation]], evidence: M
     body: dict[str, Any] = {"results": results}
     if drug:
         body["drug"] = drug
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(body).decode()    # compact, UTF-8 as is: what json.dumps(separators, ensure_ascii=False) gives
 
 
 def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, patient_ref: str | None,

@@ -163,6 +163,7 @@ class Engine:
         self._session_ids = itertools.count(1)
         self._memo: dict[tuple, tuple] | None = None      # see memoize()
         self._memo_max = 0
+        self.memoize()
         self._host = _Host()
         prefix = f"e{next(_engine_ids)}_"
         self._ruleset_names: dict[str, str] = {}
@@ -213,10 +214,13 @@ class Engine:
             self._assert(plan, {attr: NO_RESULT for attr in plan.attributes})
 
     def memoize(self, max_entries: int = 100_000) -> None:
-        """Remember what fired for each (drug, asserted values), for batch use (population screening),
-        where a few hundred combinations recur across a whole cohort. Compiled rules never change, so
-        a remembered answer cannot go stale. Off by default: the service decides one patient a call."""
-        self._memo = {}
+        """Remember what fired for each (drug, asserted values). The values are the knowledge base's own
+        lookup keys (phenotypes, activity scores, allele statuses), so a few hundred combinations recur
+        across every patient a service or a screening run sees; durable-rules decides each combination
+        once. Compiled rules never change, so a remembered answer cannot go stale; the table is bounded
+        (`max_entries`, then new combinations are asserted every time; 0: assert every evaluation).
+        On from construction."""
+        self._memo = {} if max_entries else None
         self._memo_max = max_entries
 
     def _assert(self, plan: DrugPlan, values: dict[str, str]) -> list[object]:

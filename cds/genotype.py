@@ -8,7 +8,7 @@ does not know, an allele CPIC assigns no function, a function pair with no CPIC 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -71,6 +71,9 @@ def allele_attribute(gene: str, allele: str) -> str:
     return f"{gene} {allele}"
 
 
+_REMEMBERED_DIPLOTYPES = 50_000   # per gene: the diplotypes CPIC's tables allow are a few thousand
+
+
 class GeneInterpreter:
     """The compiled form of one gene table; built once at start-up."""
 
@@ -92,6 +95,9 @@ class GeneInterpreter:
         # A gene symbol written before an allele ("CYP2C19*2", "CYP2D6 *41", "CYP2D6_*1", "DPYD c.1905+1G>A"),
         # only at the start of an allele: some allele names contain the symbol ("... CFTR sequence").
         self._prefix = re.compile(r"(?i)(?:^|(?<=/))\s*" + re.escape(self.gene) + r"(?:\s+|_|(?=\*))")
+        # A diplotype's interpretation depends on its text alone (and this table): each text is read
+        # once, and a patient's result takes it with its own source ids. Bounded.
+        self._by_diplotype: dict[str, Interpretation] = {}
 
     # --- what the table can produce -------------------------------------------------------------
 
@@ -157,6 +163,14 @@ class GeneInterpreter:
     # --- interpretation ---------------------------------------------------------------------------
 
     def from_diplotype(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
+        found = self._by_diplotype.get(text)
+        if found is None:
+            found = self._read_diplotype(text, ())
+            if len(self._by_diplotype) < _REMEMBERED_DIPLOTYPES:
+                self._by_diplotype[text] = found
+        return replace(found, source_ids=source_ids) if source_ids else found
+
+    def _read_diplotype(self, text: str, source_ids: tuple[str, ...]) -> Interpretation:
         if self.kind == "allele-status":
             return self._hla_from_typing(text, source_ids)
         cleaned = self._prefix.sub("", text.strip()).strip()

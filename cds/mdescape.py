@@ -9,6 +9,7 @@ Line breaks in CPIC's texts are kept as CommonMark hard breaks.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Inline markup anywhere in a line: emphasis, code, links/images, raw HTML and entities, GFM
 # strikethrough and tables. Block markers only matter at the start of a line (see below).
@@ -21,11 +22,17 @@ _LIST_NUMBER = re.compile(r"^(\d+)([.)])")
 
 
 def md_text(text: object, line_start: bool = False, indent: str = "") -> str:
+    if type(text) is str:
+        return _md_text_of_str(text, line_start, indent)
+    return _md_text(str(text), line_start, indent)
+
+
+def _md_text(text: str, line_start: bool = False, indent: str = "") -> str:
     """A trusted-source text (CPIC's wording): inline markup escaped, runs of whitespace folded; CPIC's
     line breaks stay line breaks (CommonMark hard breaks, continued at `indent` inside a list item), and
     the block marker a new line could start ("- ", "1.", "#") is escaped. `line_start`: the text begins
     a line of the Markdown, so its first line is escaped that way too."""
-    lines = [" ".join(line.split()) for line in str(text).split("\n")]
+    lines = [" ".join(line.split()) for line in text.split("\n")]
     lines = [_INLINE.sub(r"\\\1", line) for line in lines if line]
     out = []
     for i, line in enumerate(lines):
@@ -33,6 +40,12 @@ def md_text(text: object, line_start: bool = False, indent: str = "") -> str:
             line = _LIST_NUMBER.sub(r"\1\\\2", _BLOCK_MARKER.sub(r"\\\1", line, count=1), count=1)
         out.append(line)
     return ("\\\n" + indent).join(out)
+
+
+# Trusted-source texts are a knowledge base's few thousand strings, escaped again on every card:
+# remembered (bounded, least recently used first out).
+_md_text_of_str = lru_cache(maxsize=16_384)(_md_text)
+md_text.__doc__ = _md_text.__doc__
 
 
 def md_data(text: object) -> str:

@@ -100,6 +100,9 @@ class GenomicReader:
 
     def __init__(self, mappings: FhirMappings):
         self.m = mappings
+        # A lab's diplotype text reads the same for every patient: parsed once per (text, gene). The
+        # facts it gives are only read, never changed. Bounded.
+        self._diplotype_texts: dict[tuple[str, str], tuple[dict | None, str | None]] = {}
 
     # --- the request ------------------------------------------------------------------------------
 
@@ -526,6 +529,14 @@ class GenomicReader:
     def _diplotype_text(self, text: str, gene: str) -> tuple[dict | None, str | None]:
         """A diplotype, with the phenotype the lab states beside it in parentheses ('*2/*3 (Poor
         Metabolizer)'): both are kept, so the interpreter can check one against the other."""
+        found = self._diplotype_texts.get((text, gene))
+        if found is None:
+            found = self._read_diplotype_text(text, gene)
+            if len(self._diplotype_texts) < 50_000:
+                self._diplotype_texts[(text, gene)] = found
+        return found
+
+    def _read_diplotype_text(self, text: str, gene: str) -> tuple[dict | None, str | None]:
         rest, stated = values.split_stated_phenotype(text, gene, self.m)
         value, problem = values.diplotype(rest, gene, self.m)
         if not value:

@@ -22,6 +22,7 @@ ServiceRequest, …) are passed over. With `patient_ref`, an order whose subject
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import re
 from pathlib import Path
@@ -143,6 +144,9 @@ class MedicationResolver:
                                         re.I) if names else None
         self._validate = validate
         self._skip_statuses = frozenset(skip_statuses)
+        # Order texts are the EHR's drug dictionary's few thousand displays, and matching one against
+        # every knowledge-base name was a tenth of a call: remembered (bounded, least recent out).
+        self._names_in = functools.lru_cache(maxsize=8192)(self._names_in_text)
 
     # --- the request ------------------------------------------------------------------------------
 
@@ -315,14 +319,19 @@ class MedicationResolver:
         """Ingredient codes of the knowledge-base drug names written as whole words, unless negated
         ("codeine-free", "without codeine")."""
         codes: set[str] = set()
-        if self._name_pattern is None:
-            return codes
         for text in writing:
-            for m in self._name_pattern.finditer(text):
-                if _NEGATED_AFTER.match(text[m.end():]) or _NEGATED_BEFORE.search(text[:m.start()]):
-                    continue
-                codes.add(self._code_by_name[m.group(1).lower()])
+            codes.update(self._names_in(text))
         return codes
+
+    def _names_in_text(self, text: str) -> frozenset[str]:
+        if self._name_pattern is None:
+            return frozenset()
+        codes = set()
+        for m in self._name_pattern.finditer(text):
+            if _NEGATED_AFTER.match(text[m.end():]) or _NEGATED_BEFORE.search(text[:m.start()]):
+                continue
+            codes.add(self._code_by_name[m.group(1).lower()])
+        return frozenset(codes)
 
     def _brand_names(self, writing: list[str]) -> set[frozenset[str]]:
         if self._brand_pattern is None:

@@ -82,7 +82,6 @@ class Screener:
         kb = pickle.loads(settings.kb_blob)
         self.settings = settings
         engine = Engine.from_knowledge(kb)
-        engine.memoize()                    # a cohort repeats the same few hundred (drug, result) facts
         self.advisor = Advisor.build(engine)
         self.kb = kb
         self.hasher = PatientHasher(settings.audit_key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -39,13 +40,19 @@ def make_engine(url: str | None = None, timeout_s: float = 3.0) -> Engine:
     raise CdsError(f"{URL_ENV} must be sqlite:///PATH or postgresql+psycopg://…, not {parsed.drivername}")
 
 
+def _json_text(value) -> str:
+    # The JSON columns (reasons, errors, source ids) of every audit row: orjson, as the journal
+    # and the responses use, rather than the standard library's encoder on the writer's hot path.
+    return orjson.dumps(value).decode()
+
+
 def _sqlite_engine(url, timeout_s: float) -> Engine:
     database = url.database
     if not database or database == ":memory:" or database.startswith("file::memory:"):
         raise CdsError("an in-memory SQLite database would lose the audit trail at exit; give a file path")
     Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": timeout_s}, hide_parameters=True,
-                           pool_pre_ping=True, pool_timeout=timeout_s)
+                           pool_pre_ping=True, pool_timeout=timeout_s, json_serializer=_json_text)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record):  # noqa: ANN001 - DB-API objects
@@ -69,7 +76,7 @@ def _postgresql_engine(url, timeout_s: float) -> Engine:
         "tcp_user_timeout": timeout_ms * 2,
     }
     engine = create_engine(url, connect_args=connect_args, hide_parameters=True, pool_pre_ping=True,
-                           pool_timeout=timeout_s, pool_size=4, max_overflow=4)
+                           pool_timeout=timeout_s, pool_size=4, max_overflow=4, json_serializer=_json_text)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record):  # noqa: ANN001 - DB-API objects

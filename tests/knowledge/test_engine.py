@@ -20,6 +20,7 @@ class RecordingEngine(Engine):
     def __init__(self, compiled):
         self.sessions = []
         super().__init__(compiled)
+        self.memoize(0)      # every evaluation goes to durable-rules, remembered or not
 
     def _new_session_id(self):
         sid = super()._new_session_id()
@@ -42,6 +43,22 @@ def test_a_session_that_matched_nothing_is_deleted_too(engine):
     recording.sessions.clear()
     recording.evaluate({}, ["ivacaftor"])   # no CFTR result and no "No Result" recommendation for it
     assert not recording.session_exists("ivacaftor", recording.sessions[0])
+
+
+def test_remembered_answers_equal_the_answers_durable_rules_gives_each_time(engine):
+    asserting = RecordingEngine(engine.compiled)
+    remembering = Engine(engine.compiled)
+    for genotypes, drugs in [({"CYP2C19": "*2/*2"}, ["clopidogrel", "citalopram"]),
+                             ({"CYP2D6": "*1/*1x2"}, ["codeine", "tramadol"]),
+                             ({"DPYD": "Poor Metabolizer"}, ["fluorouracil"]),
+                             ({}, ["abacavir", "ivacaftor"])]:
+        patient = _patient(engine, **{k.replace("-", "_"): v for k, v in genotypes.items()})
+        for _ in range(2):   # the second time from the memo
+            expected = asserting.evaluate(patient, drugs)
+            got = remembering.evaluate(patient, drugs)
+            assert [(d.drug, [m.recommendation.id for m in d.matches], [p.gene for p in d.pretests]) for d in got.drugs] \
+                == [(d.drug, [m.recommendation.id for m in d.matches], [p.gene for p in d.pretests]) for d in expected.drugs]
+    assert any(d.matches for d in remembering.evaluate(_patient(engine, CYP2C19="*2/*2"), ["clopidogrel"]).drugs)
 
 
 def test_concurrent_evaluations_equal_sequential_ones(engine):
