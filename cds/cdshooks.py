@@ -170,7 +170,7 @@ class Gathered:
 
 # Prefetch keys whose data are the patient's genomic results: a problem with any of them makes the
 # genotype-based check incomplete.
-GENOMIC_KEYS = ("genomics", "reports")
+GENOMIC_KEYS = ("genomics", "reports", "reports-by-code")
 
 
 def prefetch_problem(value: Any, template: str) -> str | None:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cds.bundle import bundled_root
 from cds.errors import Diagnostic, KnowledgeError
@@ -148,6 +148,9 @@ class _File(_Strict):
     pharmvar_suballele_to_core: _Switch
     lab_codes: list[_LabCode] = []
     text_coded_results: list[_Code] = []
+    # each fills a search (hooks/pgx.yaml): an empty one would search for every DiagnosticReport
+    genomic_report_categories: list[_Code] = Field(min_length=1)
+    genomic_report_codes: list[_Code] = Field(min_length=1)
     rxnorm_systems: list[_System]
     atc_systems: list[_System] = []
     snomed_systems: list[_System] = []
@@ -190,6 +193,9 @@ class FhirMappings:
     # Result codes searched for whose gene no cited source fixes: read only where the Observation's
     # own wording names the gene (never the code), so asking for them can only add results.
     text_coded_results: tuple[tuple[str, str], ...]
+    # How Genomics Reports are searched for: by category, and (a second search) by report code.
+    genomic_report_categories: tuple[tuple[str, str], ...]
+    genomic_report_codes: tuple[tuple[str, str], ...]
     rxnorm_systems: frozenset[str]
     atc_systems: frozenset[str]
     snomed_systems: frozenset[str]
@@ -334,6 +340,8 @@ def _compile(data: _File) -> FhirMappings:
         suballele_to_core=data.pharmvar_suballele_to_core.enabled,
         lab_codes={(c.system, c.code): LabCode(c.gene, c.states, c.allele) for c in data.lab_codes},
         text_coded_results=tuple((c.system, c.code) for c in data.text_coded_results),
+        genomic_report_categories=tuple((c.system, c.code) for c in data.genomic_report_categories),
+        genomic_report_codes=tuple((c.system, c.code) for c in data.genomic_report_codes),
         rxnorm_systems=frozenset(s.system for s in data.rxnorm_systems),
         atc_systems=frozenset(s.system for s in data.atc_systems),
         snomed_systems=frozenset(s.system for s in data.snomed_systems),

@@ -2,7 +2,8 @@
 
 `{{pgx.genomicCodes}}` becomes the Observation codes the FHIR reader reads (guidelines/fhir-mappings.yaml:
 `observation_kinds`, `lab_codes` and `text_coded_results`), comma-separated as FHIR token search ORs them (FHIR R4
-search.html#token, "system|code"). So the codes the EHR prefetches, the codes the service searches on
+search.html#token, "system|code"); `{{pgx.reportCategories}}` and `{{pgx.reportCodes}}` become the
+categories and codes Genomics Reports are searched by (`genomic_report_categories`, `genomic_report_codes`). So the codes the EHR prefetches, the codes the service searches on
 its fhirServer and the codes the reader understands are one set: a site adds a laboratory code once,
 in the mappings. Discovery shows the expanded templates (CDS Hooks 2.0 knows only `{{context.*}}` and
 `{{userPractitionerId}}`-style tokens, so no `pgx.` token may reach an EHR).
@@ -24,8 +25,15 @@ def genomic_search_codes(mappings: FhirMappings) -> list[str]:
     return list(dict.fromkeys(f"{system}|{code}" for system, code in codes))
 
 
+def _tokens(codes: tuple[tuple[str, str], ...]) -> str:
+    return ",".join(dict.fromkeys(f"{system}|{code}" for system, code in codes))
+
+
 TOKENS: dict[str, Callable[[FhirMappings], str]] = {
     "pgx.genomicCodes": lambda m: ",".join(genomic_search_codes(m)),
+    # Genomics Reports: by category, and by report code in a second search (`genomic_report_*`)
+    "pgx.reportCategories": lambda m: _tokens(m.genomic_report_categories),
+    "pgx.reportCodes": lambda m: _tokens(m.genomic_report_codes),
 }
 
 

@@ -93,15 +93,15 @@ def test_a_trickling_fhir_server_does_not_starve_a_healthy_one(served, healthy, 
         for _ in range(10):
             cards, elapsed = served.sign(slow.url)
             assert cards == [CANNOT] and elapsed < BUDGET + 1.0
-        # each call wants 4 keys (patient, genomics, reports, consent) but the cap lets 2 reach the slow
-        # server; the other 2 wait for a slot until the deadline and are given up without a request
+        # each call wants 5 keys (patient, genomics, reports, reports-by-code, consent) but the cap lets 2
+        # reach the slow server; the other 3 wait for a slot until the deadline and are given up without a request
         assert len(slow.requests) == 20
         # no fetch outlived its call: the trickling server has no connection left open
         assert slow.wait_until_idle(timeout=0.5), f"{slow.open_connections} connections still open"
         cards, elapsed = served.sign(healthy.url)
         assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
 
-        # five at once, each with 4 fetches (more than the per-origin cap of 2): the healthy server's calls
+        # five at once, each with 5 fetches (more than the per-origin cap of 2): the healthy server's calls
         # meanwhile are answered normally
         with ThreadPoolExecutor(max_workers=8) as pool:
             stuck = [pool.submit(served.sign, slow.url) for _ in range(5)]

@@ -90,6 +90,30 @@ def test_the_codes_searched_and_the_codes_the_reader_maps_are_one_set(service, f
     assert set(searched.split(",")) == mapped
 
 
+def test_genomics_reports_are_searched_by_every_mapped_category_and_code(service, fhir_server):
+    """Genomics Reports are marked differently across IG versions (category GE in STU2/STU3, code
+    51969-4 in STU3, 81247-9 and no category in the STU1-era build): one search by the mapped categories,
+    one by the mapped codes, both lists from guidelines/fhir-mappings.yaml, in discovery and on fhirServer."""
+    from cds.fhir.mappings import default_mappings
+
+    mappings = default_mappings()
+    categories = {f"{s}|{c}" for s, c in mappings.genomic_report_categories}
+    codes = {f"{s}|{c}" for s, c in mappings.genomic_report_codes}
+    assert "http://terminology.hl7.org/CodeSystem/v2-0074|GE" in categories
+    assert {"http://loinc.org|51969-4", "http://loinc.org|81247-9"} <= codes
+
+    services = requests.get(f"{service.url}/cds-services", timeout=10).json()["services"]
+    for s in services:
+        assert set(s["prefetch"]["reports"].split("&category=", 1)[1].split(",")) == categories, s["id"]
+        assert set(s["prefetch"]["reports-by-code"].split("&code=", 1)[1].split(",")) == codes, s["id"]
+
+    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
+    assert service.call("pgx-order-sign", body).status_code == 200
+    asked = [r["query"] for r in fhir_server.searched("DiagnosticReport")]
+    assert sorted(set(q["category"][0].split(",")) for q in asked if "category" in q) == [categories]
+    assert sorted(set(q["code"][0].split(",")) for q in asked if "code" in q) == [codes]
+
+
 @pytest.mark.parametrize("code", ["79712-6", "79713-4", "79714-2"])
 def test_a_result_under_a_per_gene_loinc_code_is_asked_for_and_read_by_its_own_wording(service, fhir_server, code):
     """Issue 10 item 1: a PharmCAT-based pipeline files genotype Observations under per-gene LOINC codes.
@@ -123,10 +147,11 @@ def test_a_genomics_report_fetched_from_the_fhir_server_yields_its_results(servi
                         fhirServer=fhir_server.url, fhirAuthorization=TOKEN)
     cards = summaries(service.call("pgx-order-sign", body))
     assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
-    search = fhir_server.searched("DiagnosticReport")[0]
-    assert search["query"]["_include"] == ["DiagnosticReport:result"]
-    assert search["query"]["category"] == ["http://terminology.hl7.org/CodeSystem/v2-0074|GE"]
-    assert search["authorization"] == f"Bearer {TOKEN['access_token']}"
+    searches = fhir_server.searched("DiagnosticReport")
+    assert sorted(k for r in searches for k in r["query"] if k in ("category", "code")) == ["category", "code"]
+    for search in searches:         # one by category, one by report code (guidelines/fhir-mappings.yaml)
+        assert search["query"]["_include"] == ["DiagnosticReport:result"]
+        assert search["authorization"] == f"Bearer {TOKEN['access_token']}"
     reads = [r for r in fhir_server.requests if r["path"] == "/fhir/Observation/in-report"]
     assert len(reads) == (0 if include else 1)
 

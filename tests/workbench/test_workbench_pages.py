@@ -234,7 +234,7 @@ def test_pasted_example_request(client):
     assert "service pgx-order-select" in page
     assert "MedicationRequest/request-123" in page and "clopidogrel 75 MG Oral Tablet" in page   # the order read
     assert "Observation/Pgx-geno-1001" in page                                                  # the result's source
-    assert "Optional prefetch key(s) patient, reports, consent are not in the request" in page
+    assert "Optional prefetch key(s) patient, reports, reports-by-code, consent are not in the request" in page
 
 
 def test_pasted_request_gives_what_the_service_gives(client):
