@@ -19,7 +19,7 @@ from cds.errors import CdsError
 from cds.facts import GenomicResult, MedicationOrder
 from cds.fhir.genomics import read_genomic_results
 from cds.fhir.medications import MedicationResolver
-from cds.fhir.selection import select_current
+from cds.fhir.selection import DEFAULT_STATUSES, select_current
 from cds.genotype import Interpretation, disagree
 from cds.knowledge.models import NO_RESULT
 from cds.mdescape import md_data
@@ -83,12 +83,16 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
     """Read, select and interpret every pharmacogenomic result in `resources` (only the results of
     `patient_ref` when it is given)."""
     reading = read_genomic_results(list(resources), patient_ref=patient_ref)
-    current = select_current(reading.results, tuple(allowed_statuses)) if allowed_statuses else select_current(reading.results)
+    statuses = tuple(allowed_statuses) if allowed_statuses else DEFAULT_STATUSES
+    current = select_current(reading.results, statuses, unreadable=reading.unreadable)
     facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored,
                          unreadable=list(reading.skipped))
     for item in reading.unreadable:
         if item.gene:
             facts.unreadable_by_gene.setdefault(item.gene, []).append(item.reason)
+    for gene, older in current.superseded_by_unreadable.items():
+        # the card that says the newer result could not be read names the older ones it replaced
+        facts.unreadable_by_gene.setdefault(gene, []).extend(older)
     for gene, results in current.by_gene.items():
         facts.results.update({r.source_id: r for r in results if r.source_id})
         if gene not in engine.kb.interpreters:

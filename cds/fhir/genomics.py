@@ -42,11 +42,16 @@ _STATUS_RANK = {s: i for i, s in enumerate(
 @dataclass(frozen=True)
 class Unreadable:
     """A genomic result on file for this patient that could not be read: which gene (when the reader
-    could tell), which resource, and why (never the value or the patient)."""
+    could tell), which resource, and why (never the value or the patient). Its status, date (its own,
+    else its report's) and the HLA allele its code names, when known, let a newer unreadable result
+    supersede older readable ones (cds/fhir/selection.py)."""
 
     gene: str | None
     source_id: str
     reason: str
+    status: str | None = None
+    effective: datetime | None = None
+    allele: str | None = None
 
 
 @dataclass
@@ -699,8 +704,13 @@ class GenomicReader:
             invalid = r4b_problem(obs.res)
             if invalid:
                 reason += f" (also not valid FHIR R4: {invalid})"
-            out.unreadable.append(Unreadable(obs.gene or (obs.lab.gene if obs.lab and obs.lab.gene else None),
-                                             obs.rid, reason))
+        if reason in out.skipped:
+            return      # the same resource reached twice (a search match and a report's included result)
+        if obs is not None:
+            gene = obs.gene or (obs.lab.gene if obs.lab and obs.lab.gene else None)
+            allele = obs.lab.allele if obs.lab and obs.lab.allele else \
+                (self._code_allele(obs, gene) if gene in self.m.allele_status_genes else None)
+            out.unreadable.append(Unreadable(gene, obs.rid, reason, _status(obs.res), _date_of(obs), allele))
         out.skipped.append(reason)
         log.warning("skipped genomic resource: %s", reason)
 
@@ -724,6 +734,17 @@ def performer_of(res: dict) -> str | None:
             if isinstance(name, str) and name.strip():
                 return name.strip()
     return None
+
+
+def _date_of(obs: _Obs) -> datetime | None:
+    """An Observation's date, else its report's (as `_effective` dates a readable one), without warnings:
+    a bad date is already said when the result is read."""
+    when, _ = effective_of(obs.res)
+    for dr in obs.entry.reports if when is None else ():
+        when, _ = effective_of(dr.resource)
+        if when is not None:
+            break
+    return when
 
 
 def _status(res: dict) -> str | None:

@@ -14,12 +14,21 @@ The rule, in order:
    phenotypes equal, activity scores equal, and each allele's presence equal. Otherwise the gene is a
    conflict: it gets no usable result, and `conflicts[gene]` lists the disagreeing source ids.
    A diplotype beside a phenotype is not compared here: that needs the gene tables (the interpreter).
+5. A result that could not be read (`unreadable`, counted by the same status rule) still has a gene and
+   a date: dated on a later day than a group's newest results, it supersedes them, since the newest
+   result on file is the one that counts and we cannot tell what it says. They are ignored with that
+   reason and listed in `superseded_by_unreadable`, so the card that says a result could not be
+   interpreted also names the older ones not used in its place. An unreadable result naming an HLA
+   allele supersedes only that allele's group; one naming none, every group of its gene. One dated the
+   same day as readable results, or undated, supersedes nothing (the readable ones are used and it is
+   reported as skipped), as rule 3 treats results of one day or without a date.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable
 
 from cds.facts import GenomicResult
 from cds.fhir import values
@@ -36,11 +45,16 @@ class CurrentResults:
     by_gene: dict[str, list[GenomicResult]] = field(default_factory=dict)
     conflicts: dict[str, list[str]] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    # gene → "Observation/x (date)" of readable results superseded by a newer one that could not be read
+    superseded_by_unreadable: dict[str, list[str]] = field(default_factory=dict)
 
 
-def select_current(results: list[GenomicResult], allowed_statuses=DEFAULT_STATUSES) -> CurrentResults:
+def select_current(results: list[GenomicResult], allowed_statuses=DEFAULT_STATUSES,
+                   unreadable: Iterable[Any] = ()) -> CurrentResults:
+    """`unreadable`: cds.fhir.genomics.Unreadable items (gene, source_id, status, effective, allele)."""
     out = CurrentResults()
     allowed = set(allowed_statuses)
+    newer_unread = [u for u in unreadable if u.gene and u.effective is not None and u.status in allowed]
     groups: dict[tuple[str, str | None], list[GenomicResult]] = {}
     seen: set[GenomicResult] = set()
     for r in results:
@@ -53,9 +67,23 @@ def select_current(results: list[GenomicResult], allowed_statuses=DEFAULT_STATUS
         groups.setdefault((r.gene, r.allele), []).append(r)
 
     current: dict[str, list[GenomicResult]] = {}
-    for (gene, _), group in groups.items():
+    for (gene, allele), group in groups.items():
         dated = [r for r in group if r.effective is not None]
         newest_day = max((_day(r) for r in dated), default=None)
+        unread = max((u for u in newer_unread if u.gene == gene and u.allele in (None, allele)),
+                     key=lambda u: u.effective.date(), default=None)
+        if newest_day is not None and unread is not None and unread.effective.date() > newest_day:
+            when = unread.effective.date().isoformat()
+            older = out.superseded_by_unreadable.setdefault(gene, [])
+            for r in dated:
+                said = f"{_name(r)}: superseded by {unread.source_id} ({when}), a newer result that could not be read"
+                if said not in out.ignored:       # a diplotype and its stated phenotype: one result
+                    out.ignored.append(said)
+                    older.append(f"{r.source_id or 'a result'} ({_day(r).isoformat()}): older, not used in its place")
+            undated = [r for r in group if r.effective is None]
+            if undated:
+                current.setdefault(gene, []).extend(undated)
+            continue
         newest = [r for r in dated if _day(r) == newest_day]
         for r in dated:
             if _day(r) != newest_day:

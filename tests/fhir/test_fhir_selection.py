@@ -112,3 +112,47 @@ def test_the_same_result_read_twice_counts_once():
 def test_a_result_without_status_does_not_count():
     current = select_current([r("Observation/x", status=None, diplotype="*1/*1")])
     assert current.by_gene == {} and current.ignored == ["Observation/x (CYP2C19): status (none) does not count"]
+
+
+# --- rule 5: a newer result that could not be read ---------------------------------------------------
+
+def unreadable(source, date=None, status="final", gene="CYP2C19", allele=None):
+    from cds.fhir.genomics import Unreadable
+
+    return Unreadable(gene, source, f"{source}: could not be read", status,
+                      datetime.fromisoformat(date) if date else None, allele)
+
+
+def test_a_newer_unreadable_result_supersedes_older_readable_ones():
+    old = r("Observation/old", diplotype="*1/*1", date="2019-04-01T00:00:00+00:00")
+    current = select_current([old], unreadable=[unreadable("Observation/new", "2024-03-01T00:00:00+00:00")])
+    assert "CYP2C19" not in current.by_gene and current.conflicts == {}
+    assert current.ignored == ["Observation/old (CYP2C19): superseded by Observation/new (2024-03-01), a newer "
+                               "result that could not be read"]
+    assert current.superseded_by_unreadable == {"CYP2C19": ["Observation/old (2019-04-01): older, not used in its place"]}
+
+
+def test_an_unreadable_result_of_the_same_day_undated_older_or_not_counting_supersedes_nothing():
+    """Rule 3's day precision and undated results apply; only a counting status supersedes (rule 1)."""
+    old = r("Observation/old", diplotype="*2/*2", date="2019-04-01T00:00:00+00:00")
+    for u in (unreadable("Observation/same-day", "2019-04-01T12:00:00+00:00"), unreadable("Observation/undated"),
+              unreadable("Observation/older", "2010-01-01T00:00:00+00:00"),
+              unreadable("Observation/prelim", "2024-03-01T00:00:00+00:00", status="preliminary"),
+              unreadable("Observation/other-gene", "2024-03-01T00:00:00+00:00", gene="CYP2D6")):
+        current = select_current([old], unreadable=[u])
+        assert ids(current.by_gene["CYP2C19"]) == ["Observation/old"], u
+        assert current.ignored == [] and current.superseded_by_unreadable == {}, u
+
+
+def test_an_unreadable_hla_result_supersedes_its_allele_or_with_no_allele_the_whole_gene():
+    b5701 = r("Observation/b5701", gene="HLA-B", allele="*57:01", allele_present=False, date="2019-01-01T00:00:00+00:00")
+    b1502 = r("Observation/b1502", gene="HLA-B", allele="*15:02", allele_present=False, date="2019-01-01T00:00:00+00:00")
+    one = select_current([b5701, b1502], unreadable=[
+        unreadable("Observation/new-1502", "2024-01-01T00:00:00+00:00", gene="HLA-B", allele="*15:02")])
+    assert ids(one.by_gene["HLA-B"]) == ["Observation/b5701"]
+    typing = select_current([b5701, b1502], unreadable=[
+        unreadable("Observation/gl", "2024-01-01T00:00:00+00:00", gene="HLA-B")])
+    assert "HLA-B" not in typing.by_gene
+    assert sorted(typing.superseded_by_unreadable["HLA-B"]) == [
+        "Observation/b1502 (2019-01-01): older, not used in its place",
+        "Observation/b5701 (2019-01-01): older, not used in its place"]
