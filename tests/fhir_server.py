@@ -23,6 +23,8 @@ Told to misbehave (`misbehave(kind, only=TYPE, **options)`, `only` limits it to 
   gzip-bomb  a gzip-encoded Bundle (Content-Encoding: gzip) that inflates to about `size` bytes
   next-to  `next` links point to the base URL `to` (another server) instead of this one
   html     answer 200 with an HTML page (a login page or a proxy's error)
+  ignore-patient  search as if no `patient`/`subject` parameter were given: every patient's resources
+           of the type come back (a server, or a proxy, that drops the filter)
 
 `open_connections` counts the connections being served now, so a test can tell whether a client
 that gave up has really hung up.
@@ -216,7 +218,7 @@ class FhirTestServer:
     def _search(self, rtype: str, query: dict[str, list[str]]) -> dict:
         matches = [r for (t, _), r in sorted(self.store.items()) if t == rtype]
         patient = (query.get("patient") or query.get("subject") or [None])[0]
-        if patient is not None:
+        if patient is not None and not self._misbehaviour(rtype, ("ignore-patient",)):
             pid = patient.removeprefix("Patient/")
             matches = [r for r in matches if _patient_of(r) == pid]
         for name, element in (("code", "code"), ("category", "category")):

@@ -6,12 +6,19 @@ Result shapes build on HL7 Genomics Reporting IG 3.0.0 (STU3) Observation-Pgx-ge
 84413-4, gene-studied component 48018-6) and on the lab-style Observation of tests/fixtures/fhir/built
 (the gene in the lab's own code, the value as text, after FHIR R4 observation-example-TPMT-diplotype).
 Orders build on the CDS Hooks 2.0 order-sign example (cds-hooks/docs, R4 MedicationRequest) and RxNorm
-codes from ../shared/rxnorm/scd_sbd_to_ingredient.tsv (309362 clopidogrel 75 MG Oral Tablet, 213169 Plavix)."""
+codes from ../shared/rxnorm/scd_sbd_to_ingredient.tsv (309362 clopidogrel 75 MG Oral Tablet, 213169 Plavix).
+
+`test_each_case_prefetched_and_fetched` runs every case of the issue twice, prefetched and fetched from
+a loopback FHIR server (tests/fhir_server.py), with one expected outcome; each case's id names its
+source. The tests before it cover what only one path has (lab results sent bare in a prefetch, a
+malformed patient id, the report and workbench counts)."""
 from __future__ import annotations
 
 import copy
 import json
 import uuid
+from dataclasses import dataclass, field
+from typing import Callable
 
 import pytest
 import requests
@@ -67,6 +74,11 @@ def order(concept: dict | None = None, oid: str = "o1", rtype: str = "Medication
     return resource
 
 
+def searchset(*resources: dict) -> dict:
+    """A search's answer (FHIR R4 bundle.html#searchset), as an EHR prefetches it."""
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
 CLOPIDOGREL = {"coding": [{"system": RXNORM, "code": "309362", "display": "clopidogrel 75 MG Oral Tablet"}]}
 
 
@@ -84,8 +96,7 @@ def sign(live, orders: list[dict], observations: list[dict], *, service: str = "
         hook = "order-sign"
     body = {"hook": hook, "hookInstance": instance, "context": context,
             "prefetch": {"patient": patient or {"resourceType": "Patient", "id": PATIENT, "birthDate": "1970-01-01"},
-                         "genomics": {"resourceType": "Bundle", "type": "searchset",
-                                      "entry": [{"resource": o} for o in observations]}}}
+                         "genomics": searchset(*observations)}}
     response = live.call(service, body)
     assert response.status_code == 200, response.text
     return response.json()["cards"], audit(live, instance)
@@ -94,10 +105,10 @@ def sign(live, orders: list[dict], observations: list[dict], *, service: str = "
 def audit(live, instance: str) -> dict:
     assert live.runtime.store.flush(timeout=10)
     with live.db.connect() as conn:
-        row = conn.execute(text("SELECT unresolved_drugs, reasons FROM cds_call WHERE hook_instance = :i"),
+        row = conn.execute(text("SELECT unresolved_drugs, reasons, fhir_errors FROM cds_call WHERE hook_instance = :i"),
                            {"i": instance}).one()
-    unresolved, reasons = (json.loads(v) if isinstance(v, str) else v for v in row)
-    return {"unresolved": unresolved, "reasons": reasons}
+    unresolved, reasons, errors = (json.loads(v) if isinstance(v, str) else v for v in row)
+    return {"unresolved": unresolved, "reasons": reasons, "fhir_errors": errors or []}
 
 
 def summaries(cards: list[dict]) -> list[str]:
@@ -108,7 +119,7 @@ def pm_card(cards: list[dict]) -> bool:
     return any(s.startswith("Clopidogrel: CYP2C19 Poor Metabolizer") for s in summaries(cards))
 
 
-# --- item 3: lab text, systems, components, allele spellings --------------------------------------------
+# --- item 3: lab-style results sent bare in the prefetch (the lab's own code names the gene) -------------
 
 def test_lab_diplotype_with_its_stated_phenotype_gives_the_cpic_card(live):
     cards, _ = sign(live, [order(CLOPIDOGREL)], [lab("CYP2C19 genotype", valueString="*2/*3 (Poor Metabolizer)")])
@@ -118,22 +129,6 @@ def test_lab_diplotype_with_its_stated_phenotype_gives_the_cpic_card(live):
 def test_lab_diplotype_that_contradicts_its_stated_phenotype_is_a_conflict(live):
     cards, _ = sign(live, [order(CLOPIDOGREL)], [lab("CYP2C19 genotype", valueString="*1/*1 (Poor Metabolizer)")])
     assert summaries(cards) == ["Clopidogrel: conflicting CYP2C19 results on file — pharmacogenomic check not possible"]
-
-
-def test_pharmvar_system_written_as_its_https_address(live):
-    """Genomics-operations outputs write PharmVar's own https URL as the system, the code only."""
-    geno = ig_genotype(valueCodeableConcept={"coding": [{"system": "https://www.pharmvar.org", "code": "CYP2C19*2/*2"}]})
-    cards, _ = sign(live, [order(CLOPIDOGREL)], [geno])
-    assert pm_card(cards), summaries(cards)
-
-
-def test_genotype_given_in_a_component_rather_than_the_value(live):
-    geno = ig_genotype()
-    value = geno.pop("valueCodeableConcept")
-    geno["component"].append({"code": {"coding": [{"system": "http://loinc.org", "code": "84413-4"}]},
-                              "valueCodeableConcept": value})
-    cards, _ = sign(live, [order(CLOPIDOGREL)], [geno])
-    assert pm_card(cards), summaries(cards)
 
 
 def test_hla_b_written_without_colons(live):
@@ -158,15 +153,6 @@ def test_mt_rnr1_variant_without_the_m_prefix(live):
 
 # --- item 2: a result reachable only through a DiagnosticReport ----------------------------------------
 
-def test_results_contained_in_a_diagnostic_report(live):
-    report = load("built/diagnosticreport-contained-cyp2c19.json")
-    report["subject"] = {"reference": f"Patient/{PATIENT}"}
-    for contained in report.get("contained", []):
-        contained["subject"] = {"reference": f"Patient/{PATIENT}"}
-    cards, _ = sign(live, [order(CLOPIDOGREL)], [report])
-    assert pm_card(cards), summaries(cards)
-
-
 def test_results_referenced_by_a_diagnostic_report_in_the_same_bundle(live):
     geno = ig_genotype()
     report = {"resourceType": "DiagnosticReport", "id": "pgx-report", "status": "final",
@@ -176,26 +162,6 @@ def test_results_referenced_by_a_diagnostic_report_in_the_same_bundle(live):
     report["effectiveDateTime"] = "2024-03-01"
     cards, _ = sign(live, [order(CLOPIDOGREL)], [report, geno])
     assert pm_card(cards), summaries(cards)
-
-
-# --- item 6: a result on file that cannot be read ------------------------------------------------------
-
-def test_an_ambiguous_hla_b_gl_string_says_a_result_is_on_file(live):
-    """GL String: '/' separates alternatives (an ambiguity). IG STU3 Observation-genotype-hla-a-glstring-r4
-    shape, for HLA-B."""
-    gl = load("shared/ig-stu3/Observation-genotype-hla-a-glstring-r4.json")
-    gl["subject"] = {"reference": f"Patient/{PATIENT}"}
-    gl["valueCodeableConcept"] = {"coding": [{"system": "http://glstring.org",
-                                              "code": "hla#3.31.0#HLA-B*57:01:01/HLA-B*57:03+HLA-B*08:01"}]}
-    for comp in gl.get("component", []):
-        if comp["code"]["coding"][0]["code"] == "48018-6":
-            comp["valueCodeableConcept"] = {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:4932",
-                                                        "display": "HLA-B"}]}
-    abacavir = {"coding": [{"system": RXNORM, "code": "242679", "display": "abacavir 300 MG Oral Tablet"}]}
-    cards, row = sign(live, [order(abacavir)], [gl])
-    assert summaries(cards) == ["Abacavir: HLA-B result on file could not be interpreted — review it before prescribing"]
-    assert "GL string is ambiguous" in cards[0]["detail"] and gl["id"] in cards[0]["detail"]
-    assert any("GL string is ambiguous" in r for r in row["reasons"])
 
 
 # --- item 7: only the context patient ------------------------------------------------------------------
@@ -314,11 +280,36 @@ def test_unresolved_orders_and_reasons_in_the_report_and_the_workbench(live):
     assert "Results and orders on file that were not used" in page.text
 
 
-# --- the same shapes fetched from the EHR's FHIR server ---------------------------------------------------
-# tests/fhir_server.py: a loopback FHIR R4 server searched by patient and code (search.html#token), paging,
-# DiagnosticReports. Only shapes coded with a code the mappings search for can be fetched: a lab's own code
-# (the lab-style shapes above) is found by a prefetch the EHR fills, or once the site adds its code to
-# guidelines/fhir-mappings.yaml (docs/fhir-reading.md).
+# --- every case, prefetched and fetched from the EHR's FHIR server ----------------------------------------
+# Each case below is one shape the issue names, run twice through the running service with the same
+# expected outcome:
+#   prefetch  the EHR sends what is on file in the prefetch (CDS Hooks 2.0, "Prefetch Template"):
+#             Observations under `genomics`, DiagnosticReports under `reports`, the Patient under
+#             `patient`, an order's Medication beside it in draftOrders; no fhirServer.
+#   fetched   no prefetch at all: what is on file is on a loopback FHIR R4 server (tests/fhir_server.py)
+#             given as `fhirServer` (CDS Hooks 2.0, "FHIR Resource Access"), which the service searches by
+#             patient and code (FHIR R4 search.html#token), one entry a page so every search is paged
+#             (http.html#paging), with Genomics Reports and their results (search.html#include) and
+#             Medications read by reference (http.html#read).
+# A lab's own result code is not among the codes the service searches for (guidelines/fhir-mappings.yaml),
+# so such results are on file inside the laboratory's Genomics Report, as labs deliver them (HL7 Genomics
+# Reporting IG 3.0.0 genomic-report: DiagnosticReport.result references the results).
+
+ADULT = {"resourceType": "Patient", "id": PATIENT, "birthDate": "1970-01-01"}
+PM_CARD = "Clopidogrel: CYP2C19 Poor Metabolizer — avoid; use prasugrel or ticagrelor if no contraindication"
+CANNOT = "Clopidogrel: pharmacogenomic check could not be completed"
+
+
+def genomics_report(rid: str, *results: dict, **changes) -> list[dict]:
+    """A Genomics Report holding `results` by reference, with them: shaped as IG 3.0.0
+    DiagnosticReport-PGxGenomicReportEMERGE (category v2-0074 GE, LOINC 51969-4 'Genetic analysis report')."""
+    report = {"resourceType": "DiagnosticReport", "id": rid, "status": "final",
+              "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "GE"}]}],
+              "code": {"coding": [{"system": "http://loinc.org", "code": "51969-4", "display": "Genetic analysis report"}]},
+              "subject": {"reference": f"Patient/{PATIENT}"}, "effectiveDateTime": "2024-03-01",
+              "result": [{"reference": f"Observation/{r['id']}"} for r in results], **changes}
+    return [report, *results]
+
 
 def _pm_text(text: str) -> dict:
     geno = ig_genotype(id="fetched-geno")
@@ -334,43 +325,273 @@ def _component_genotype() -> dict:
     return geno
 
 
-def _report_and_result() -> list[dict]:
-    geno = ig_genotype(id="reported-geno")
-    report = {"resourceType": "DiagnosticReport", "id": "ge-report", "status": "final",
-              "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "GE"}]}],
-              "code": {"coding": [{"system": "http://loinc.org", "code": "51969-4"}]},
-              "subject": {"reference": f"Patient/{PATIENT}"}, "effectiveDateTime": "2024-03-01",
-              "result": [{"reference": "Observation/reported-geno"}]}
-    geno["code"] = {"coding": [{"system": "http://acme-lab.example/order-codes", "code": "PGX",
-                                "display": "CYP2C19 genotype"}]}      # found only through its report
-    return [report, geno]
+def _per_gene_loinc(code: str) -> dict:
+    """The PharmCAT-based pipeline's genotype Observation (issue 10's lab bundle): a per-gene LOINC code whose
+    display names the gene, the value as text."""
+    return {"resourceType": "Observation", "id": f"pharmcat-{code}", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": code,
+                                 "display": "CYP2C19 gene product metabolic activity interpretation"}]},
+            "subject": {"reference": f"Patient/{PATIENT}"}, "effectiveDateTime": "2024-03-01",
+            "valueCodeableConcept": {"text": "Poor Metabolizer"}}
 
 
-@pytest.mark.parametrize("resources,expected", [
-    pytest.param(lambda: [_pm_text("CYP2C19 *2/*3 (Poor Metabolizer)")], "pm", id="stated-phenotype"),
-    pytest.param(lambda: [ig_genotype(id="fetched-https", valueCodeableConcept={
-        "coding": [{"system": "https://www.pharmvar.org", "code": "CYP2C19*2/*2"}]})], "pm", id="https-pharmvar"),
-    pytest.param(lambda: [_component_genotype()], "pm", id="genotype-in-component"),
-    pytest.param(_report_and_result, "pm", id="result-only-through-its-report"),
-])
-def test_fetched_from_the_fhir_server(live, resources, expected):
-    from fhir_server import FhirTestServer
+def _contained_report(**changes) -> list[dict]:
+    report = load("built/diagnosticreport-contained-cyp2c19.json")
+    report["subject"] = {"reference": f"Patient/{PATIENT}"}
+    for contained in report.get("contained", []):
+        contained["subject"] = {"reference": f"Patient/{PATIENT}"}
+    report.update(changes)
+    return [report]
 
-    server = FhirTestServer(page_size=1)           # one entry a page: the reader sees every page
+
+def _gl_string_hla_b(**changes) -> dict:
+    """IG 3.0.0 Observation-genotype-hla-a-glstring-r4, for HLA-B, with a '/' (an ambiguity in GL String)."""
+    gl = load("shared/ig-stu3/Observation-genotype-hla-a-glstring-r4.json")
+    gl["subject"] = {"reference": f"Patient/{PATIENT}"}
+    gl["valueCodeableConcept"] = {"coding": [{"system": "http://glstring.org",
+                                              "code": "hla#3.31.0#HLA-B*57:01:01/HLA-B*57:03+HLA-B*08:01"}]}
+    for comp in gl.get("component", []):
+        if comp["code"]["coding"][0]["code"] == "48018-6":
+            comp["valueCodeableConcept"] = {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:4932",
+                                                        "display": "HLA-B"}]}
+    gl.update(changes)
+    return gl
+
+
+def _medication_by_reference() -> list[dict]:
+    code, display = CLOPIDOGREL["coding"][0]["code"], CLOPIDOGREL["coding"][0]["display"]
+    return [{"resourceType": "Medication", "id": "med-clopidogrel",
+             "code": {"coding": [{"system": RXNORM, "code": code, "display": display}]}}]
+
+
+ABACAVIR = {"coding": [{"system": RXNORM, "code": "242679", "display": "abacavir 300 MG Oral Tablet"}]}
+FLUOROURACIL = {"coding": [{"system": RXNORM, "code": "4492", "display": "fluorouracil"}]}
+GENTAMICIN = {"coding": [{"system": RXNORM, "code": "4413", "display": "gentamicin"}]}
+VORICONAZOLE = {"coding": [{"system": RXNORM, "code": "121243", "display": "voriconazole"}]}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    summaries: tuple[str, ...]                # the cards' summaries, exactly, in order
+    reasons: tuple[str, ...] = ()             # each a part of an audited reason (results, orders or retrieval)
+    unresolved: tuple[str, ...] = ()          # the audit's orders we could not identify, exactly
+    details: tuple[str, ...] = ()             # each a part of some card's detail
+
+
+@dataclass(frozen=True)
+class Case:
+    on_file: Callable[[], list[dict]]         # what the EHR holds (results, reports, Medications)
+    outcome: Outcome
+    orders: Callable[[], list[dict]] = lambda: [order(CLOPIDOGREL)]
+    service: str = "pgx-order-sign"
+    patient: dict = field(default_factory=lambda: copy.deepcopy(ADULT))
+    prefetched: dict = field(default_factory=dict)      # prefetch: keys the EHR fills with this instead
+    misbehave: tuple[tuple[str, str | None], ...] = ()  # fetched: (kind, resource type) of tests/fhir_server.py
+
+
+GIVES_PM = Outcome((PM_CARD,))
+CASES = {
+    # item 1: per-gene LOINC codes (issue 10's PharmCAT-based lab bundle), read by the gene they display
+    "loinc-79712-6 (PharmCAT lab bundle)": Case(lambda: [_per_gene_loinc("79712-6")], GIVES_PM),
+    "loinc-79713-4 (PharmCAT lab bundle)": Case(lambda: [_per_gene_loinc("79713-4")], GIVES_PM),
+    "loinc-79714-2 (PharmCAT lab bundle)": Case(lambda: [_per_gene_loinc("79714-2")], GIVES_PM),
+    "IG-3.0.0-genotype-84413-4 (Observation-Pgx-geno-1001)": Case(lambda: [ig_genotype()], GIVES_PM),
+    # item 2: results reachable only through a DiagnosticReport
+    "result-by-reference-only (IG 3.0.0 genomic-report, lab code)": Case(lambda: genomics_report(
+        "ge-report", lab("CYP2C19 genotype", oid="reported-geno", valueString="*2/*2")), GIVES_PM),
+    "contained-results (IG 3.0.0 Pgx-geno-1001 + TxImp01 in a report, no category)": Case(_contained_report, GIVES_PM),
+    "contained-results (the same report, category GE)": Case(lambda: _contained_report(category=[{"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "GE"}]}]), GIVES_PM),
+    # item 3: lab text, systems, components, allele spellings
+    "stated-phenotype '*2/*3 (Poor Metabolizer)' (lab text)": Case(
+        lambda: [_pm_text("CYP2C19 *2/*3 (Poor Metabolizer)")], GIVES_PM),
+    "stated-phenotype-contradicts '*1/*1 (Poor Metabolizer)' (lab text)": Case(
+        lambda: [_pm_text("CYP2C19 *1/*1 (Poor Metabolizer)")],
+        Outcome(("Clopidogrel: conflicting CYP2C19 results on file — pharmacogenomic check not possible",))),
+    "https-pharmvar-system (genomics-operations outputs)": Case(lambda: [ig_genotype(id="fetched-https", valueCodeableConcept={
+        "coding": [{"system": "https://www.pharmvar.org", "code": "CYP2C19*2/*2"}]})], GIVES_PM),
+    "genotype-in-component (lab bundle)": Case(lambda: [_component_genotype()], GIVES_PM),
+    "HLA-B*5701 (pre-2010 HLA nomenclature, Marsh 2010; lab report)": Case(
+        lambda: genomics_report("hla-report", lab("HLA-B*5701 screen", oid="hla-5701", valueString="Positive")),
+        Outcome(("Abacavir: HLA-B*57:01 positive — abacavir is not recommended (hypersensitivity risk)",)), orders=lambda: [order(ABACAVIR)]),
+    "DPYD *2A (lab spelling of CPIC c.1905+1G>A (*2A); lab report)": Case(
+        lambda: genomics_report("dpyd-report", lab("DPYD genotype", oid="dpyd-2a", valueString="DPYD *2A/*2A")),
+        Outcome(("Fluorouracil: DPYD Poor Metabolizer — Avoid use of 5-fluorouracil or 5-fluorouracil prodrug-based regimens",)), orders=lambda: [order(FLUOROURACIL)]),
+    "MT-RNR1 1555A>G (HGVS m. prefix dropped; lab report)": Case(
+        lambda: genomics_report("mt-report", lab("MT-RNR1 variant", oid="mt-1555", valueString="MT-RNR1 1555A>G")),
+        Outcome(("Gentamicin: MT-RNR1 increased risk of aminoglycoside-induced hearing loss — alternative drug advised — see detail",)),
+        orders=lambda: [order(GENTAMICIN)]),
+    # item 4: several results, each on its own page when fetched; the decisive one last
+    "paged-results (FHIR R4 http.html#paging)": Case(lambda: [
+        ig_genotype(id="a1", component=[_gene_component("CYP2D6", "HGNC:2625")],
+                    valueCodeableConcept={"text": "*1/*1"}),
+        ig_genotype(id="a2", component=[_gene_component("CYP3A5", "HGNC:2638")],
+                    valueCodeableConcept={"text": "*3/*3"}),
+        ig_genotype(id="a3")], GIVES_PM),
+    # item 5: an OperationOutcome where the genomics search's Bundle should be (CDS Hooks 2.0 Prefetch Template)
+    "operation-outcome-instead-of-results (CDS Hooks 2.0 Prefetch Template)": Case(
+        lambda: [ig_genotype()], Outcome((CANNOT,), reasons=("OperationOutcome",)),
+        prefetched={"genomics": {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "too-costly", "diagnostics": "search failed"}]}},
+        misbehave=(("outcome", "Observation"),)),
+    # item 6: a result on file that cannot be read
+    "ambiguous-GL-string-in-its-report (IG 3.0.0 DiagnosticReport-diagnosticreport-hla-glstring-r4)": Case(
+        lambda: genomics_report("hla-gl-report", _gl_string_hla_b()),
+        Outcome(("Abacavir: HLA-B result on file could not be interpreted — review it before prescribing",),
+                reasons=("GL string is ambiguous",), details=("genotype-hla-a-glstring-r4", "GL string is ambiguous")),
+        orders=lambda: [order(ABACAVIR)]),
+    "ambiguous-GL-string (IG 3.0.0 Observation-genotype-hla-a-glstring-r4, for HLA-B)": Case(
+        lambda: [_gl_string_hla_b()],
+        Outcome(("Abacavir: HLA-B result on file could not be interpreted — review it before prescribing",),
+                reasons=("GL string is ambiguous",), details=("genotype-hla-a-glstring-r4", "GL string is ambiguous")),
+        orders=lambda: [order(ABACAVIR)]),
+    # item 6, beside an older readable result: the newest result counts (cds/fhir/selection.py rule 5), so a
+    # newer one that cannot be read is said, and the older one it replaces is named, never used silently
+    "newer-unreadable-beside-older-readable (IG 3.0.0 GL string 2024; lab HLA-B*57:01 negative 2019)": Case(
+        lambda: [_gl_string_hla_b(effectiveDateTime="2024-01-01"), *genomics_report(
+            "hla-2019", lab("HLA-B*57:01", oid="older-negative", valueString="Negative",
+                            effectiveDateTime="2019-01-01"), effectiveDateTime="2019-01-01")],
+        Outcome(("Abacavir: HLA-B result on file could not be interpreted — review it before prescribing",),
+                reasons=("Observation/older-negative (HLA-B): superseded by Observation/genotype-hla-a-glstring-r4 "
+                         "(2024-01-01), a newer result that could not be read", "GL string is ambiguous"),
+                details=("GL string is ambiguous", "Observation/older-negative (2019-01-01)\\: older, not used in its place")),
+        orders=lambda: [order(ABACAVIR)]),
+    "newer-unreadable-codings-disagree (IG 3.0.0 Pgx-geno-1001 2024, older *1/*1 2019)": Case(
+        lambda: [ig_genotype(id="older-nm", effectiveDateTime="2019-04-01", valueCodeableConcept={"text": "*1/*1"}),
+                 ig_genotype(id="newer-unreadable", effectiveDateTime="2024-03-01", valueCodeableConcept={
+                     "coding": [{"system": "http://www.ncbi.nlm.nih.gov/clinvar", "code": "638797",
+                                 "display": "CYP2C19*2/*2"}], "text": "CYP2C19 *1/*1"})],
+        Outcome(("Clopidogrel: CYP2C19 result on file could not be interpreted — review it before prescribing",),
+                reasons=("superseded by Observation/newer-unreadable (2024-03-01), a newer result that could not be read",),
+                details=("Observation/newer-unreadable", "codings and text disagree",
+                         "Observation/older-nm (2019-04-01)\\: older, not used in its place"))),
+    "older-unreadable-beside-newer-readable (IG 3.0.0 Pgx-geno-1001)": Case(
+        lambda: [ig_genotype(id="older-unreadable", effectiveDateTime="2015-01-01", valueCodeableConcept={
+                     "coding": [{"system": "http://www.ncbi.nlm.nih.gov/clinvar", "code": "638797",
+                                 "display": "CYP2C19*2/*2"}], "text": "CYP2C19 *1/*1"}), ig_genotype()],
+        Outcome((PM_CARD,), reasons=("Observation/older-unreadable (CYP2C19 genotype): the value's codings and text "
+                                     "disagree",))),
+    # item 7: only the context patient's results and orders (the server returns another patient's too)
+    "another-patients-result-in-this-patients-report (FHIR R4 DiagnosticReport.result)": Case(
+        lambda: genomics_report("mixed", ig_genotype(id="theirs", subject={"reference": "Patient/other-patient"})),
+        Outcome((), reasons=("Observation/theirs: its subject is not the patient of this request; not used",
+                             "clopidogrel: no card — no CYP2C19 result on file"))),
+    "another-patients-report-with-contained-results": Case(
+        lambda: _contained_report(subject={"reference": "Patient/other-patient"}),
+        Outcome((), reasons=("DiagnosticReport/contained-pgx-report: its subject is not the patient of this request",
+                             "clopidogrel: no card — no CYP2C19 result on file")),
+        misbehave=(("ignore-patient", None),)),
+    "another-patients-result (FHIR R4 Observation.subject)": Case(
+        lambda: [ig_genotype(id="someone-else", subject={"reference": "Patient/other-patient"})],
+        Outcome((), reasons=("Observation/someone-else: its subject is not the patient of this request; not used",
+                             "clopidogrel: no card — no CYP2C19 result on file")),
+        misbehave=(("ignore-patient", None),)),
+    "another-patients-order (FHIR R4 MedicationRequest.subject)": Case(
+        lambda: [ig_genotype()], Outcome((), reasons=("MedicationRequest/o1: its subject is not the patient",)),
+        orders=lambda: [order(CLOPIDOGREL, subject={"reference": "Patient/other-patient"})]),
+    # item 8: orders (CDS Hooks 2.0 order-sign draftOrders; RxNorm from ../shared/rxnorm)
+    "brand-name-alone 'Plavix 75 mg tablet'": Case(lambda: [ig_genotype()], GIVES_PM,
+                                                   orders=lambda: [order({"text": "Plavix 75 mg tablet"})]),
+    "rxnorm-as-oid (HL7 THO NamingSystem RxNorm 2.16.840.1.113883.6.88)": Case(lambda: [ig_genotype()], GIVES_PM, orders=lambda: [
+        order({"coding": [{"system": "urn:oid:2.16.840.1.113883.6.88", "code": "309362"}]})]),
+    "rxnorm-trailing-slash": Case(lambda: [ig_genotype()], GIVES_PM, orders=lambda: [
+        order({"coding": [{"system": RXNORM + "/", "code": "309362"}]})]),
+    "rxnorm-product-not-in-table (display names the ingredient)": Case(lambda: [ig_genotype()], GIVES_PM, orders=lambda: [
+        order({"coding": [{"system": RXNORM, "code": "2001001001", "display": "clopidogrel 97 MG Oral Tablet"}]})]),
+    "atc-B01AC04 (CPIC drug table, WHO ATC)": Case(lambda: [ig_genotype()], GIVES_PM, orders=lambda: [
+        order({"coding": [{"system": "http://www.whocc.no/atc", "code": "B01AC04"}]})]),
+    "medication-reference (FHIR R4 MedicationRequest.medicationReference)": Case(
+        lambda: [ig_genotype(), *_medication_by_reference()], GIVES_PM,
+        orders=lambda: [order(medicationReference={"reference": "Medication/med-clopidogrel"})]),
+    "dstu2-medication-order (FHIR DSTU2 medicationorder.html, CDS Hooks 1.0 medication-prescribe)": Case(
+        lambda: [ig_genotype()], GIVES_PM, service="pgx-medication-prescribe",
+        orders=lambda: [{"resourceType": "MedicationOrder", "id": "mo1", "status": "draft",
+                         "patient": {"reference": f"Patient/{PATIENT}"}, "medicationCodeableConcept": CLOPIDOGREL}]),
+    "codes-naming-two-drugs (refused, not settled to the first)": Case(
+        lambda: [ig_genotype()],
+        Outcome(("Order could not be identified: its codes name clopidogrel and simvastatin — "
+                 "pharmacogenomic check not done",), unresolved=("rxnorm:309362, rxnorm:198211 (conflicting-codes)",)),
+        orders=lambda: [order({"coding": [{"system": RXNORM, "code": "309362"}, {"system": RXNORM, "code": "198211"}]})]),
+    "snomed-ct-only (no cited SNOMED CT -> RxNorm map)": Case(
+        lambda: [ig_genotype()], Outcome((), unresolved=("http://snomed.info/sct|319769008 (snomed-ct-not-mapped)",)),
+        orders=lambda: [order({"coding": [{"system": "http://snomed.info/sct", "code": "319769008"}]})]),
+    "rxnorm-product-unknown": Case(
+        lambda: [ig_genotype()], Outcome((), unresolved=("rxnorm:2001001003 (rxnorm-code-not-in-product-table)",)),
+        orders=lambda: [order({"coding": [{"system": RXNORM, "code": "2001001003"}]})]),
+    "codeine-free-cough-syrup (text only)": Case(
+        lambda: genomics_report("c2d6-report", lab("CYP2D6 genotype", oid="cyp2d6-pm", valueString="*4/*4")),
+        Outcome((), unresolved=("text:Codeine-free cough syrup (not-resolved)",)),
+        orders=lambda: [order({"text": "Codeine-free cough syrup"})]),
+    # item 10: no birth date, advice that differs by age group: one card naming each population
+    "no-birthDate-voriconazole (FHIR R4 Patient.birthDate 0..1)": Case(
+        lambda: [ig_genotype()],
+        Outcome(("Voriconazole: CYP2C19 Poor Metabolizer — change of drug or dose advised; differs by age group — see detail",),
+                details=("the request does not say which applies", "- **Adults** (", "- **Children (pediatrics)** (")),
+        orders=lambda: [order(VORICONAZOLE)], patient={"resourceType": "Patient", "id": PATIENT}),
+}
+
+
+def _gene_component(symbol: str, hgnc: str) -> dict:
+    return {"code": {"coding": [{"code": "48018-6", "system": "http://loinc.org"}]},
+            "valueCodeableConcept": {"coding": [{"code": hgnc, "system": "http://www.genenames.org", "display": symbol}]}}
+
+
+def _call(live, case: Case, how: str) -> tuple[list[dict], dict]:
+    """One hook call for `case`, `how` = "prefetch" or "fetched"; the cards and the call's audit row."""
+    on_file = case.on_file()
+    orders = case.orders()
+    medications = [r for r in on_file if r["resourceType"] == "Medication"]
+    context = {"userId": "Practitioner/example", "patientId": PATIENT}
+    if case.service == "pgx-medication-prescribe":
+        hook, key = "medication-prescribe", "medications"
+    else:
+        hook, key = "order-sign", "draftOrders"
+    body = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context}
+    server = None
+    if how == "prefetch":
+        context[key] = {"resourceType": "Bundle", "type": "collection",
+                        "entry": [{"resource": r} for r in orders + medications]}
+        body["prefetch"] = {
+            "patient": case.patient,
+            "genomics": searchset(*(r for r in on_file if r["resourceType"] == "Observation")),
+            "reports": searchset(*(r for r in on_file if r["resourceType"] == "DiagnosticReport")),
+            **case.prefetched}
+    else:
+        from fhir_server import FhirTestServer
+
+        context[key] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in orders]}
+        server = FhirTestServer(page_size=1)
+        server.add(case.patient, *on_file)
+        for kind, only in case.misbehave:
+            server.misbehave(kind, only=only)
+        body["fhirServer"] = server.url
     try:
-        server.add(*resources())
-        body = {"hook": "order-sign", "hookInstance": str(uuid.uuid4()),
-                "context": {"userId": "Practitioner/example", "patientId": PATIENT,
-                            "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": order(CLOPIDOGREL)}]}},
-                "prefetch": {"patient": {"resourceType": "Patient", "id": PATIENT, "birthDate": "1970-01-01"}},
-                "fhirServer": server.url}
-        response = live.call("pgx-order-sign", body)
+        response = live.call(case.service, body)
         assert response.status_code == 200, response.text
-        cards = response.json()["cards"]
-        assert server.searched("Observation"), server.requests
-        assert pm_card(cards), summaries(cards)
+        if server is not None:
+            assert server.searched("Observation"), server.requests
+        return response.json()["cards"], audit(live, body["hookInstance"])
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
+
+
+@pytest.mark.parametrize("how", ["prefetch", "fetched"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_case_prefetched_and_fetched(live, name, how):
+    case = CASES[name]
+    cards, row = _call(live, case, how)
+    assert tuple(summaries(cards)) == case.outcome.summaries, (summaries(cards), row)
+    said = row["reasons"] + row["fhir_errors"]
+    assert len(said) == len(set(said)), said          # a result reached twice is said once
+    for part in case.outcome.reasons:
+        assert any(part in r for r in said), (part, said)
+    assert tuple(row["unresolved"]) == case.outcome.unresolved, row
+    details = " ".join(c["detail"] for c in cards)
+    for part in case.outcome.details:
+        assert part in details, (part, details)
 
 
 # --- item 10: a patient without a birth date, advice that differs by age group ----------------------------
@@ -380,15 +601,19 @@ def test_fetched_from_the_fhir_server(live, resources, expected):
     pytest.param({"resourceType": "Patient", "id": PATIENT, "birthDate": {"not": "a date"}}, id="birthDate-not-a-date"),
 ])
 def test_no_birth_date_reaches_the_cards_as_unknown_age(live, patient):
-    """CPIC's voriconazole advice for a CYP2C19 poor metabolizer differs for adults and pediatrics. With
-    no usable birth date the renderer is given no age, so neither population is chosen for the patient:
-    the advice of both reaches the card(s), each population named (the card renderer words them)."""
-    voriconazole = {"coding": [{"system": RXNORM, "code": "121243", "display": "voriconazole"}]}
-    cards, row = sign(live, [order(voriconazole)], PM, patient=patient)
-    text = " ".join(c["detail"] for c in cards if c["summary"].startswith("Voriconazole"))
-    assert "adults" in text.lower() and "pediatric" in text.lower(), [c["summary"] for c in cards]
+    """CPIC's voriconazole advice for a CYP2C19 poor metabolizer differs for adults and pediatrics
+    (cpic_recommendations_v1.54.tsv, population). With no usable birth date neither population is chosen
+    for the patient: exactly one voriconazole card, whose detail names each population with its own
+    advice (not two contrary cards). With a birth date, the one card gives the adults' advice alone."""
+    cards, row = sign(live, [order(VORICONAZOLE)], PM, patient=patient)
+    assert summaries(cards) == ["Voriconazole: CYP2C19 Poor Metabolizer — change of drug or dose advised; "
+                                "differs by age group — see detail"]
+    detail = cards[0]["detail"]
+    assert "the request does not say which applies" in detail
+    adults, children = detail.index("- **Adults** ("), detail.index("- **Children (pediatrics)** (")
+    assert "isavuconazole" in detail[adults:children] and "isavuconazole" not in detail[children:]
     dated = {"resourceType": "Patient", "id": PATIENT, "birthDate": "1970-01-01"}
-    adult_cards, _ = sign(live, [order(voriconazole)], PM, patient=dated)
-    adult_text = " ".join(c["detail"] for c in adult_cards if c["summary"].startswith("Voriconazole"))
-    assert "population: adults" in adult_text.lower() or "adults" in adult_text.lower()
-    assert "pediatrics" not in adult_text.lower()
+    adult_cards, _ = sign(live, [order(VORICONAZOLE)], PM, patient=dated)
+    assert len(adult_cards) == 1 and adult_cards[0]["summary"].startswith("Voriconazole: CYP2C19 Poor Metabolizer")
+    assert "isavuconazole" in adult_cards[0]["detail"]
+    assert "pediatric" not in adult_cards[0]["detail"].lower() and "differs by age group" not in adult_cards[0]["detail"]

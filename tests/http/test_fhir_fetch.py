@@ -114,24 +114,6 @@ def test_genomics_reports_are_searched_by_every_mapped_category_and_code(service
     assert sorted(set(q["code"][0].split(",")) for q in asked if "code" in q) == [codes]
 
 
-@pytest.mark.parametrize("code", ["79712-6", "79713-4", "79714-2"])
-def test_a_result_under_a_per_gene_loinc_code_is_asked_for_and_read_by_its_own_wording(service, fhir_server, code):
-    """Issue 10 item 1: a PharmCAT-based pipeline files genotype Observations under per-gene LOINC codes.
-    They are searched for (the loopback server answers only the codes asked), and the gene comes from
-    the Observation's own display, never from the code (guidelines/fhir-mappings.yaml text_coded_results)."""
-    observation = {"resourceType": "Observation", "id": f"pharmcat-{code}", "status": "final",
-                   "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                             "code": "laboratory"}]}],
-                   "code": {"coding": [{"system": "http://loinc.org", "code": code,
-                                        "display": "CYP2C19 gene product metabolic activity interpretation"}]},
-                   "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-03-01",
-                   "valueCodeableConcept": {"text": "Poor Metabolizer"}}
-    fhir_server.add(observation)
-    body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
-    cards = summaries(service.call("pgx-order-sign", body))
-    assert any(c.startswith("Clopidogrel") and "Poor Metabolizer" in c for c in cards), cards
-
-
 # --- 2. Genomics Reports ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("include", [True, False])

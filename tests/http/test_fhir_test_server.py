@@ -40,5 +40,12 @@ def test_misbehaviours(fhir_server):
     moved = requests.get(f"{fhir_server.url}/Patient/p1", timeout=5, allow_redirects=False)
     assert moved.status_code == 302 and moved.headers["Location"] == "http://127.0.0.1:9/fhir/Patient/p1"
     fhir_server.behave()
+    fhir_server.add(genotype("CYP2C19", "*1/*2", oid="mine"), genotype("CYP2C19", "*2/*2", patient="p2", oid="theirs"))
+    fhir_server.misbehave("ignore-patient", only="Observation")
+    assert [e["resource"]["id"] for e in requests.get(f"{fhir_server.url}/Observation?patient=p1", timeout=5)
+            .json()["entry"]] == ["mine", "theirs"]
+    fhir_server.behave()
+    assert [e["resource"]["id"] for e in requests.get(f"{fhir_server.url}/Observation?patient=p1", timeout=5)
+            .json()["entry"]] == ["mine"]
     fhir_server.misbehave("huge", size=3_000_000, chunked=True)
     assert len(requests.get(f"{fhir_server.url}/Observation?patient=p1", timeout=10).content) >= 3_000_000
