@@ -3,9 +3,10 @@
 Input is a folder of `$export` files (`Patient.ndjson`, `1.Observation.ndjson.gz`, … any subset).
 Each file is cut into chunks (byte ranges ending at a newline; a gzip file is one chunk), and each
 chunk is read line by line: the patient a resource belongs to decides its partition,
-crc32(patient id) mod P, and the raw line is appended to that partition's file. Nothing is held in
-memory beyond one line, so phase one is bounded whatever the input size; phase two then reads one
-partition at a time (cds.screen.partition), which P keeps small.
+crc32(patient id) mod P, and the raw line is appended to that partition's file after the patient's
+id (JSON-quoted, then a tab), so phase two groups the lines by patient without parsing them again.
+Nothing is held in memory beyond one line, so phase one is bounded whatever the input size; phase
+two then reads one partition at a time (`partition_records`), which P keeps small.
 
 Lines that are not JSON objects, or that name no patient, are reported (file and line), never
 dropped silently. Medication resources belong to no patient: they go to one side file that every
@@ -153,37 +154,41 @@ def partition_chunk(chunk: Chunk, task: int, work: str, partitions: int) -> Chun
     outputs: dict[int, Any] = {}
     name = os.path.basename(chunk.path)
     try:
+        def where(n: int) -> str:
+            return f"{name}:{chunk.first_line + n}" if chunk.first_line else f"{name}@{chunk.start}+{n + 1}"
+
         for n, line in enumerate(_lines(chunk)):
             if not line.strip():
                 continue
             result.lines += 1
-            where = f"{name}:{chunk.first_line + n}" if chunk.first_line else f"{name}@{chunk.start}+{n + 1}"
             try:
                 resource = orjson.loads(line)
             except orjson.JSONDecodeError as err:
-                result.unreadable.append(("", where, f"not JSON ({err.args[0].split(':')[0]})"))
+                result.unreadable.append(("", where(n), f"not JSON ({err.args[0].split(':')[0]})"))
                 continue
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-                result.unreadable.append(("", where, "not a FHIR resource (no resourceType)"))
+                result.unreadable.append(("", where(n), "not a FHIR resource (no resourceType)"))
                 continue
             kind = resource["resourceType"]
             result.by_type[kind] = result.by_type.get(kind, 0) + 1
             if kind == "Medication":
-                target = -1
+                target, key = -1, b""
             else:
                 patient = patient_of(resource)
                 if patient is None:
                     rid = resource.get("id")
-                    result.unreadable.append(("", f"{kind}/{rid}" if isinstance(rid, str) else where,
+                    result.unreadable.append(("", f"{kind}/{rid}" if isinstance(rid, str) else where(n),
                                               f"{kind} names no patient (Patient/… reference); not screened"))
                     continue
                 target = partition_of(patient, partitions)
+                # JSON-quoted, the id holds no raw tab or newline, so the first tab ends it.
+                key = orjson.dumps(patient) + b"\t"
             out = outputs.get(target)
             if out is None:
                 folder = os.path.join(work, "meds" if target < 0 else f"p{target:05d}")
                 os.makedirs(folder, exist_ok=True)
                 out = outputs[target] = open(os.path.join(folder, f"{task:06d}.ndjson"), "wb")
-            out.write(line if line.endswith(b"\n") else line + b"\n")
+            out.write(key + line if line.endswith(b"\n") else key + line + b"\n")
     except (OSError, EOFError, zlib.error) as err:
         result.unreadable.append(("", name, f"file could not be read to the end ({err})"))
     finally:
@@ -192,13 +197,21 @@ def partition_chunk(chunk: Chunk, task: int, work: str, partitions: int) -> Chun
     return result
 
 
-def partition_lines(work: str, partition: int) -> Iterator[bytes]:
+def partition_records(work: str, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """(patient key, raw line) for every line of one partition; the key is the patient's id as
+    phase one wrote it (JSON-quoted: `patient_id(key)` reads it)."""
     folder = os.path.join(work, f"p{partition:05d}")
     if not os.path.isdir(folder):
         return
     for name in sorted(os.listdir(folder)):
         with open(os.path.join(folder, name), "rb") as f:
-            yield from f
+            for record in f:
+                key, _, line = record.partition(b"\t")
+                yield key, line
+
+
+def patient_id(key: bytes) -> str:
+    return orjson.loads(key)
 
 
 def medications(work: str) -> dict[str, dict]:

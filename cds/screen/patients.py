@@ -133,17 +133,24 @@ class Screener:
         started = time.perf_counter()
         if medications is None:
             medications = ndjson.medications(work)
-        groups: dict[str, list[bytes]] = {}
-        for line in ndjson.partition_lines(work, partition):
-            resource = orjson.loads(line)
-            patient = ndjson.patient_of(resource)
-            if patient is not None:
-                groups.setdefault(patient, []).append(line)
+        # Grouped by the patient key phase one wrote beside each line: each line is parsed once, when
+        # its patient is decided.
+        groups: dict[bytes, list[bytes]] = {}
+        for key, line in ndjson.partition_records(work, partition):
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [line]
+            else:
+                group.append(line)
         result = PartitionResult(partition)
         rows: dict[str, list[list[Any]]] = {kind: [] for kind in COLUMNS}
-        labelled = sorted((pid if self.settings.raw_ids else self.hasher(pid), pid) for pid in groups)
-        for label, pid in labelled:
-            lines = groups.pop(pid)
+        labelled = []
+        for key in groups:
+            pid = ndjson.patient_id(key)
+            labelled.append((pid if self.settings.raw_ids else self.hasher(pid), pid, key))
+        labelled.sort()
+        for label, pid, key in labelled:
+            lines = groups.pop(key)
             lines.sort()
             self.screen_patient(pid, label, [orjson.loads(line) for line in lines], medications, rows, result)
         folder = os.path.join(work, "rows")
