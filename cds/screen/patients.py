@@ -51,9 +51,11 @@ COLUMNS = {
 @dataclass
 class Settings:
     """What every worker needs, all of it picklable: the knowledge (not the engine: durable-rules
-    handles are process-local), the pseudonym key and the run's switches."""
+    handles are process-local), the pseudonym key and the run's switches. `kb_blob` (the pickled
+    knowledge, ~3.5 MB) only where workers build their own Screener (dask); embedded workers are
+    forked with the parent's Screener, and each task then carries a few bytes."""
 
-    kb_blob: bytes
+    kb_blob: bytes | None
     kb_version: str
     audit_key: bytes
     raw_ids: bool = False
@@ -74,12 +76,15 @@ class PartitionResult:
 class Screener:
     """Built once per worker process: the compiled engine, the advisor, the pseudonym function."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, kb: Any = None):
         from cds.engine import Engine
         from cds.pipeline import Advisor
         from cds.store.pseudonym import PatientHasher
 
-        kb = pickle.loads(settings.kb_blob)
+        if kb is None:
+            if settings.kb_blob is None:
+                raise RuntimeError("a worker without the parent's Screener needs the pickled knowledge (Settings.kb_blob)")
+            kb = pickle.loads(settings.kb_blob)
         self.settings = settings
         engine = Engine.from_knowledge(kb)
         self.advisor = Advisor.build(engine)
@@ -311,13 +316,14 @@ def _where(resource: dict) -> str:
 _screener: Screener | None = None
 
 
-def worker_screener(settings: Settings) -> Screener:
-    """This process's Screener, built on first use (~1 s: compiling the rules) and kept."""
+def worker_screener(settings: Settings, kb: Any = None) -> Screener:
+    """This process's Screener, built on first use (compiling the rules) and kept; from `kb` when the
+    knowledge is at hand (the embedded parent), else from `settings.kb_blob`."""
     global _screener
     if _screener is None or _screener.settings.kb_version != settings.kb_version \
             or _screener.settings.audit_key != settings.audit_key or _screener.settings.raw_ids != settings.raw_ids \
             or _screener.settings.require_consent != settings.require_consent:
-        _screener = Screener(settings)
+        _screener = Screener(settings, kb)
     return _screener
 
 

@@ -127,8 +127,9 @@ def screen(options: ScreenOptions) -> ScreenResult:
     started_at = datetime.now(timezone.utc)
     files = ndjson.input_files(options.input_dir)
     kb = load_knowledge(options.knowledge_dir)
-    settings = Settings(pickle.dumps(kb), kb.version, load_audit_key(options.audit_key), options.raw_ids,
-                        options.require_consent)
+    # dask workers build their own Screener from the pickled knowledge; embedded ones inherit the parent's.
+    settings = Settings(pickle.dumps(kb) if options.engine == "dask" else None, kb.version,
+                        load_audit_key(options.audit_key), options.raw_ids, options.require_consent)
     progress = sys.stderr.isatty() if options.progress is None else options.progress
     options.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".screen-", dir=options.work_dir or options.out))
@@ -154,7 +155,7 @@ def screen(options: ScreenOptions) -> ScreenResult:
             else:
                 # Built here, before the pool forks: every child inherits the compiled engine (fork copies
                 # the durable-rules state with the process; only pickling it fails) instead of compiling its own.
-                worker_screener(settings)
+                worker_screener(settings, kb)
                 decided = _embedded_map(screen_partition_task, [(settings, *a) for a in tasks], options.workers, bar)
         timings["decide_s"] = time.perf_counter() - t
         t = time.perf_counter()
