@@ -103,6 +103,20 @@ def chunks(files: list[Path], chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
     return out
 
 
+def chunk_size(chunk: Chunk) -> int:
+    """Estimated bytes a chunk reads (a gzip file by its compressed size): for ordering the work."""
+    if chunk.end < 0:
+        return os.path.getsize(chunk.path) * GZIP_RATIO
+    return chunk.end - chunk.start
+
+
+def partition_size(work: str, partition: int) -> int:
+    folder = os.path.join(work, f"p{partition:05d}")
+    if not os.path.isdir(folder):
+        return 0
+    return sum(entry.stat().st_size for entry in os.scandir(folder))
+
+
 def _lines(chunk: Chunk) -> Iterator[bytes]:
     if chunk.end < 0:
         with gzip.open(chunk.path, "rb") as f:

@@ -51,33 +51,67 @@ class ScreenResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()           # not even a disabled tqdm: it would start its monitor thread
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="part", disable=not enabled, leave=False, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit="part", leave=False, file=sys.stderr)
 
 
-def _embedded_map(fn: Callable, tasks: list[tuple], workers: int, bar) -> list:
-    if workers <= 1:
-        results = []
-        for args in tasks:
-            results.append(fn(*args))
-            bar.update()
-        return results
-    results = [None] * len(tasks)
-    # fork: the children inherit the compiled engine. gc.freeze() keeps the collector from writing to
-    # every inherited object (which would copy each page into each child).
-    import gc
-    import multiprocessing
+Gather = Callable[[Any], list]     # bar → the tasks' results, in the order of the tasks
 
-    gc.freeze()
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            bar.update()
-    return results
+class _EmbeddedRunner:
+    """Local worker processes, forked (children inherit what the parent has built), or this process
+    alone for one worker. `start` submits and returns at once, so the parent can work meanwhile."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pools: list[ProcessPoolExecutor] = []
+
+    def start(self, fn: Callable, tasks: list[tuple], order: list[int]) -> Gather:
+        if self.workers <= 1:
+            def run_here(bar) -> list:
+                results = [None] * len(tasks)
+                for i in order:
+                    results[i] = fn(*tasks[i])
+                    bar.update()
+                return results
+            return run_here
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
+        self._pools.append(pool)
+        futures = {pool.submit(fn, *tasks[i]): i for i in order}
+
+        def gather(bar) -> list:
+            results = [None] * len(tasks)
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update()
+            finally:
+                self._pools.remove(pool)
+                pool.shutdown(cancel_futures=True)
+            return results
+        return gather
+
+    def close(self) -> None:
+        # A phase that never got gathered (the start-up failed meanwhile): stop its workers.
+        while self._pools:
+            self._pools.pop().shutdown(cancel_futures=True)
 
 
 class _DaskRunner:
@@ -96,23 +130,33 @@ class _DaskRunner:
                                         dashboard_address=None, silence_logs=40)
             self.client = Client(self.cluster)
 
-    def map(self, fn: Callable, tasks: list[tuple], bar, broadcast: Any = None) -> list:
+    def start(self, fn: Callable, tasks: list[tuple], order: list[int], broadcast: Any = None) -> Gather:
         from distributed import as_completed as dask_completed
 
         shared = self.client.scatter(broadcast, broadcast=True) if broadcast is not None else None
-        futures = [self.client.submit(fn, *((shared,) if shared is not None else ()), *args, pure=False)
-                   for args in tasks]
-        index = {f.key: i for i, f in enumerate(futures)}
-        results = [None] * len(tasks)
-        for future in dask_completed(futures):
-            results[index[future.key]] = future.result()
-            bar.update()
-        return results
+        futures = {}
+        for i in order:
+            future = self.client.submit(fn, *((shared,) if shared is not None else ()), *tasks[i], pure=False)
+            futures[future.key] = (i, future)
+
+        def gather(bar) -> list:
+            results = [None] * len(tasks)
+            for future in dask_completed([f for _, f in futures.values()]):
+                results[futures[future.key][0]] = future.result()
+                bar.update()
+            return results
+        return gather
 
     def close(self) -> None:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _largest_first(sizes: list[int]) -> list[int]:
+    """Task indexes, largest first: the last task to finish is a small one, so no worker idles long
+    at the end of a phase (results keep the tasks' order, so outputs do not depend on it)."""
+    return sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
 
 
 def screen(options: ScreenOptions) -> ScreenResult:
@@ -126,44 +170,60 @@ def screen(options: ScreenOptions) -> ScreenResult:
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
     files = ndjson.input_files(options.input_dir)
-    kb = load_knowledge(options.knowledge_dir)
-    # dask workers build their own Screener from the pickled knowledge; embedded ones inherit the parent's.
-    settings = Settings(pickle.dumps(kb) if options.engine == "dask" else None, kb.version,
-                        load_audit_key(options.audit_key), options.raw_ids, options.require_consent)
+    audit_key = load_audit_key(options.audit_key)
     progress = sys.stderr.isatty() if options.progress is None else options.progress
     options.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".screen-", dir=options.work_dir or options.out))
     timings: dict[str, float] = {}
-    runner = _DaskRunner(options.workers, options.scheduler) if options.engine == "dask" else None
+    runner = _DaskRunner(options.workers, options.scheduler) if options.engine == "dask" \
+        else _EmbeddedRunner(options.workers)
     try:
-        t = time.perf_counter()
-        digest = ndjson.input_digest(files)
-        timings["digest_s"] = time.perf_counter() - t
         partitions = ndjson.partition_count(files, 4)   # not of --workers: outputs never depend on it
         chunk_list = ndjson.chunks(files)
         t = time.perf_counter()
+        # Phase one runs on the workers while this process hashes the input, loads the knowledge and
+        # (embedded) compiles the engine the phase-two workers inherit: on a few cores, the start-up
+        # overlaps the reading instead of preceding it. (One worker: all of it here, in turn.)
         tasks = [(c, i, str(work), partitions) for i, c in enumerate(chunk_list)]
+        reading = runner.start(ndjson.partition_chunk, tasks, _largest_first([ndjson.chunk_size(c) for c in chunk_list]))
+        k = time.perf_counter()
+        digest = ndjson.input_digest(files)
+        kb = load_knowledge(options.knowledge_dir)
+        # dask workers build their own Screener from the pickled knowledge; embedded ones inherit the parent's.
+        settings = Settings(pickle.dumps(kb) if options.engine == "dask" else None, kb.version, audit_key,
+                            options.raw_ids, options.require_consent)
+        if options.engine == "embedded":
+            # Built before phase two forks its workers: every child inherits the compiled engine (fork
+            # copies the durable-rules state with the process; only pickling it fails).
+            worker_screener(settings, kb)
+        timings["start_up_s"] = time.perf_counter() - k
         with _progress(len(tasks), "reading", progress) as bar:
-            read = runner.map(ndjson.partition_chunk, tasks, bar) if runner else \
-                _embedded_map(ndjson.partition_chunk, tasks, options.workers, bar)
+            read = reading(bar)
         timings["partition_s"] = time.perf_counter() - t
         t = time.perf_counter()
         tasks = [(str(work), p) for p in range(partitions)]
-        with _progress(len(tasks), "screening", progress) as bar:
-            if runner:
-                decided = runner.map(screen_partition_task, tasks, bar, broadcast=settings)
-            else:
-                # Built here, before the pool forks: every child inherits the compiled engine (fork copies
-                # the durable-rules state with the process; only pickling it fails) instead of compiling its own.
-                worker_screener(settings, kb)
-                decided = _embedded_map(screen_partition_task, [(settings, *a) for a in tasks], options.workers, bar)
+        order = _largest_first([ndjson.partition_size(str(work), p) for p in range(partitions)])
+        if options.engine == "embedded":
+            # The collector would write to every inherited object, copying each page into each child.
+            import gc
+
+            gc.freeze()
+            try:
+                deciding = runner.start(screen_partition_task, [(settings, *a) for a in tasks], order)
+                with _progress(len(tasks), "screening", progress) as bar:
+                    decided = deciding(bar)
+            finally:
+                gc.unfreeze()
+        else:
+            deciding = runner.start(screen_partition_task, tasks, order, broadcast=settings)
+            with _progress(len(tasks), "screening", progress) as bar:
+                decided = deciding(bar)
         timings["decide_s"] = time.perf_counter() - t
         t = time.perf_counter()
         written = _write_outputs(options.out, work, partitions, read, options.export_errors)
         timings["write_s"] = time.perf_counter() - t
     finally:
-        if runner:
-            runner.close()
+        runner.close()
         shutil.rmtree(work, ignore_errors=True)
     timings["total_s"] = time.perf_counter() - started
     summary = _summary(options, kb.version, digest, files, read, decided, written, timings, started_at, partitions)
