@@ -7,8 +7,9 @@ For 10k and 100k synthetic patients (`cds synth`, not clinical data):
   dask ×2      `cds screen --engine dask --workers 2` (a LocalCluster)
 Each `cds screen` runs as its own process; its peak memory is the largest sum of PSS over its process
 tree (workers, dask scheduler and nannies included; shared pages counted once), sampled every 100 ms. patients/s is end to end
-(knowledge loading and each worker's rule compilation included) and, in brackets, of the decide
-phase alone. Ratios: embedded ×2 / floor, ×2 / ×1, peak at 100k / peak at 10k. Then a 1M estimate.
+(knowledge loading and rule compilation included) and, in brackets, of the decide phase alone; cpu
+is the CPU seconds of the whole process tree (user + system), which other load on the machine changes
+far less than wall time. Ratios: embedded ×2 / floor, ×2 / ×1, peak at 100k / peak at 10k. Then a 1M estimate.
 
     .venv/bin/python bench/screen.py [--sizes 10000 100000] [--keep DIR]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -64,6 +66,7 @@ def tree_pss(proc: psutil.Process) -> int:
 
 def run_screen(folder: Path, out: Path, extra: list[str]) -> dict:
     env = {**os.environ, "CDS_AUDIT_KEY": "b" * 40}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen([CDS, "screen", str(folder), "--out", str(out), "--no-record", "--no-progress", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -82,11 +85,13 @@ def run_screen(folder: Path, out: Path, extra: list[str]) -> dict:
     done.set()
     sampler.join()
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"cds screen failed: {stderr.decode()[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
     patients = summary["counts"]["patients"]
-    return {"patients": patients, "wall_s": wall, "per_s": patients / wall,
+    return {"patients": patients, "wall_s": wall, "cpu_s": cpu, "per_s": patients / wall,
             "decide_per_s": patients / summary["timings"]["decide_s"], "peak_mib": peak[0] / 2**20}
 
 
@@ -115,7 +120,7 @@ def main() -> None:
                 r = run_screen(cohort, out, extra)
                 shutil.rmtree(out, ignore_errors=True)
                 results[size][name] = r
-                print(f"  {name:24} {r['per_s']:9.0f} patients/s  ({r['wall_s']:.1f} s; decide phase "
+                print(f"  {name:24} {r['per_s']:9.0f} patients/s  ({r['wall_s']:.1f} s, cpu {r['cpu_s']:.1f} s; decide phase "
                       f"{r['decide_per_s']:.0f}/s)  peak {r['peak_mib']:.0f} MiB")
             one, two = results[size]["embedded ×1"], results[size]["embedded ×2"]
             print(f"  embedded ×2 / floor: {two['per_s'] / results[size]['floor']['per_s']:.1%}   "

@@ -32,6 +32,7 @@ from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
 from cds.decision import PatientCase, decide
 from cds.populations import GENERAL
 from cds.screen import ndjson
+from cds.store.pseudonym import normalised_patient_id
 from cds.store.records import patient_scrubber
 
 ACTIVE_STATUSES = {"MedicationRequest": {"active"}, "MedicationStatement": {"active"}}
@@ -97,7 +98,9 @@ class Screener:
             for gene in set(plan.attributes.values()):
                 self.drugs_by_gene.setdefault(gene, []).append(plan.drug)
         self._products: dict[bytes, tuple[list[str], list[str]]] = {}
-        self.result_texts = {(gene, r.result): r for gene, t in kb.genes.items() for r in t.results}
+        # (gene, lookup value) → the gene table's result, for the results CPIC flags as priority only
+        self.priority_results = {(gene, r.result): r for gene, t in kb.genes.items() for r in t.results
+                                 if r.is_priority}
 
     def classification(self, recommendation_id: str) -> str:
         """Each recommendation's grade, named by its source, in the order of `recommendation_id` (a
@@ -176,11 +179,15 @@ class Screener:
         finally:
             if not self.settings.raw_ids:
                 # Resource ids and messages may contain the raw id (servers build ids from it): the
-                # audit's rule applies, the raw id never leaves.
-                scrub = patient_scrubber(pid)
+                # audit's rule applies, the raw id never leaves. The scrubber changes only text holding
+                # the (normalised) id, so a row without it is left as it is.
+                needle = normalised_patient_id(pid)
+                scrub = None
                 for kind, start in marks.items():
                     for row in rows[kind][start:]:
-                        row[1:] = [scrub(v) if isinstance(v, str) else v for v in row[1:]]
+                        if needle and any(isinstance(v, str) and needle in v for v in row[1:]):
+                            scrub = scrub or patient_scrubber(pid)
+                            row[1:] = [scrub(v) if isinstance(v, str) else v for v in row[1:]]
 
     def _screen_patient(self, pid: str, label: str, resources: list[dict], medications: dict[str, dict],
                         rows: dict[str, list[list[Any]]], result: PartitionResult) -> None:
@@ -268,8 +275,8 @@ class Screener:
             if gene in actionable_genes:
                 continue                                    # on an affected drug: it is in actionable.csv
             for interp in interpretations:
-                hit = next((self.result_texts[(gene, k)] for k in interp.lookup.values()
-                            if (gene, k) in self.result_texts and self.result_texts[(gene, k)].is_priority), None)
+                hit = next((self.priority_results[(gene, k)] for k in interp.lookup.values()
+                            if (gene, k) in self.priority_results), None)
                 if hit:
                     carrier = True
                     rows["carriers"].append([label, gene, interp.phenotype, hit.result, interp.diplotype or "",
