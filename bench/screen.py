@@ -6,10 +6,13 @@ For 10k and 100k synthetic patients (`cds synth`, not clinical data):
   embedded ×2  `cds screen --workers 2`
   dask ×2      `cds screen --engine dask --workers 2` (a LocalCluster)
 Each `cds screen` runs as its own process; its peak memory is the largest sum of PSS over its process
-tree (workers, dask scheduler and nannies included; shared pages counted once), sampled every 100 ms. patients/s is end to end
-(knowledge loading and rule compilation included) and, in brackets, of the decide phase alone; cpu
-is the CPU seconds of the whole process tree (user + system), which other load on the machine changes
-far less than wall time. Ratios: embedded ×2 / floor, ×2 / ×1, peak at 100k / peak at 10k. Then a 1M estimate.
+tree (workers, dask scheduler and nannies included; shared pages counted once), sampled every 100 ms.
+patients/s is end to end (knowledge loading and rule compilation included) and, in brackets, of the
+decide phase alone. cpu: CPU seconds of the whole process tree (user + system), which other load on
+the machine changes far less than wall time; waited: seconds its processes were ready to run but had
+no core (behind other processes, or behind each other; /proc/PID/schedstat, sampled every 100 ms).
+A 1-patient run first gives the start-up every run pays; "beyond start-up" is ×2 / ×1 of wall time
+less it. Ratios: embedded ×2 / floor, ×2 / ×1, peak at 100k / peak at 10k. Then a 1M estimate.
 
     .venv/bin/python bench/screen.py [--sizes 10000 100000] [--keep DIR]
 """
@@ -53,13 +56,16 @@ def floor(folder: Path) -> tuple[int, float]:
     return len(groups), time.perf_counter() - started
 
 
-def tree_pss(proc: psutil.Process) -> int:
-    """Proportional set size summed over the tree: pages forked children share are counted once."""
+def tree_pss(proc: psutil.Process, waited: dict[int, float]) -> int:
+    """Proportional set size summed over the tree: pages forked children share are counted once.
+    Notes in `waited` each process's seconds runnable but waiting for a core (/proc/PID/schedstat)."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             total += p.memory_full_info().pss
-        except psutil.Error:
+            with open(f"/proc/{p.pid}/schedstat") as f:
+                waited[p.pid] = int(f.read().split()[1]) / 1e9
+        except (psutil.Error, OSError, IndexError, ValueError):
             pass
     return total
 
@@ -72,11 +78,12 @@ def run_screen(folder: Path, out: Path, extra: list[str]) -> dict:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     watched = psutil.Process(proc.pid)
     peak = [0]
+    waited: dict[int, float] = {}
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], tree_pss(watched))
+            peak[0] = max(peak[0], tree_pss(watched, waited))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -91,7 +98,7 @@ def run_screen(folder: Path, out: Path, extra: list[str]) -> dict:
         raise SystemExit(f"cds screen failed: {stderr.decode()[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
     patients = summary["counts"]["patients"]
-    return {"patients": patients, "wall_s": wall, "cpu_s": cpu, "per_s": patients / wall,
+    return {"patients": patients, "wall_s": wall, "cpu_s": cpu, "waited_s": sum(waited.values()), "per_s": patients / wall,
             "decide_per_s": patients / summary["timings"]["decide_s"], "peak_mib": peak[0] / 2**20}
 
 
@@ -105,6 +112,18 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     results: dict[int, dict[str, dict]] = {}
     try:
+        # What every run pays whatever its size (imports, knowledge, rule compilation, worker start,
+        # interpreter exit): one patient, so the sizes below can be read beside it.
+        tiny = root / "cohort-1"
+        if not (tiny / "Patient.ndjson").exists():
+            subprocess.run([CDS, "synth", "--patients", "1", "--out", str(tiny)], check=True, stdout=subprocess.DEVNULL)
+        start_up = {}
+        for name, extra in RUNS[:2]:
+            out = root / f"out-1-{extra[-1]}"
+            start_up[name] = run_screen(tiny, out, extra)
+            shutil.rmtree(out, ignore_errors=True)
+        print("start-up (1 patient): " + ";  ".join(f"{name} {r['wall_s']:.1f} s (cpu {r['cpu_s']:.1f} s)"
+                                                  for name, r in start_up.items()))
         for size in args.sizes:
             cohort = root / f"cohort-{size}"
             if not (cohort / "Patient.ndjson").exists():
@@ -120,11 +139,14 @@ def main() -> None:
                 r = run_screen(cohort, out, extra)
                 shutil.rmtree(out, ignore_errors=True)
                 results[size][name] = r
-                print(f"  {name:24} {r['per_s']:9.0f} patients/s  ({r['wall_s']:.1f} s, cpu {r['cpu_s']:.1f} s; decide phase "
+                print(f"  {name:24} {r['per_s']:9.0f} patients/s  ({r['wall_s']:.1f} s, cpu {r['cpu_s']:.1f} s, "
+                      f"waited {r['waited_s']:.1f} s; decide phase "
                       f"{r['decide_per_s']:.0f}/s)  peak {r['peak_mib']:.0f} MiB")
             one, two = results[size]["embedded ×1"], results[size]["embedded ×2"]
+            beyond = (one["wall_s"] - start_up["embedded ×1"]["wall_s"]) / (two["wall_s"] - start_up["embedded ×2"]["wall_s"])
             print(f"  embedded ×2 / floor: {two['per_s'] / results[size]['floor']['per_s']:.1%}   "
-                  f"×2 / ×1: {two['per_s'] / one['per_s']:.2f}× (decide phase {two['decide_per_s'] / one['decide_per_s']:.2f}×)   "
+                  f"×2 / ×1: {two['per_s'] / one['per_s']:.2f}× (decide phase {two['decide_per_s'] / one['decide_per_s']:.2f}×, "
+                  f"beyond start-up {beyond:.2f}×)   "
                   f"dask ×2 / embedded ×2: {results[size]['dask ×2']['per_s'] / two['per_s']:.2f}")
         if len(args.sizes) >= 2:
             small, large = args.sizes[0], args.sizes[-1]
