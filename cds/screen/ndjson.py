@@ -28,7 +28,7 @@ from cds.errors import CdsError
 
 SUFFIXES = (".ndjson", ".ndjson.gz")
 CHUNK_BYTES = 32 << 20           # a chunk of a plain file: enough work per task, little to re-read
-PARTITION_BYTES = 8 << 20        # target raw bytes per partition (phase two holds one in memory)
+PARTITION_BYTES = 4 << 20        # target raw bytes per partition (phase two holds one in memory)
 GZIP_RATIO = 8                   # estimated uncompressed/compressed size of FHIR NDJSON
 MEDICATIONS = "medications.ndjson"
 
