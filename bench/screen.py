@@ -98,7 +98,8 @@ def run_screen(folder: Path, out: Path, extra: list[str]) -> dict:
         raise SystemExit(f"cds screen failed: {stderr.decode()[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
     patients = summary["counts"]["patients"]
-    return {"patients": patients, "wall_s": wall, "cpu_s": cpu, "waited_s": sum(waited.values()), "per_s": patients / wall,
+    return {"patients": patients, "wall_s": wall, "cpu_s": cpu, "waited_s": sum(waited.values()),
+            "per_s": patients / wall,
             "decide_per_s": patients / summary["timings"]["decide_s"], "peak_mib": peak[0] / 2**20}
 
 

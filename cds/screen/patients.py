@@ -84,7 +84,8 @@ class Screener:
 
         if kb is None:
             if settings.kb_blob is None:
-                raise RuntimeError("a worker without the parent's Screener needs the pickled knowledge (Settings.kb_blob)")
+                raise RuntimeError("a worker without the parent's Screener needs the pickled knowledge "
+                                   "(Settings.kb_blob)")
             kb = pickle.loads(settings.kb_blob)
         self.settings = settings
         engine = Engine.from_knowledge(kb)

@@ -185,7 +185,8 @@ def screen(options: ScreenOptions) -> ScreenResult:
         # (embedded) compiles the engine the phase-two workers inherit: on a few cores, the start-up
         # overlaps the reading instead of preceding it. (One worker: all of it here, in turn.)
         tasks = [(c, i, str(work), partitions) for i, c in enumerate(chunk_list)]
-        reading = runner.start(ndjson.partition_chunk, tasks, _largest_first([ndjson.chunk_size(c) for c in chunk_list]))
+        reading = runner.start(ndjson.partition_chunk, tasks,
+                               _largest_first([ndjson.chunk_size(c) for c in chunk_list]))
         k = time.perf_counter()
         digest = ndjson.input_digest(files)
         kb = load_knowledge(options.knowledge_dir)
