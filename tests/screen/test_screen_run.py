@@ -126,3 +126,50 @@ def test_synth_is_deterministic_and_says_it_is_synthetic(tmp_path, capsys):
     shapes = (tmp_path / "a" / "Observation.ndjson").read_text()
     assert "84413-4" in shapes and "genotype" in shapes and "phenotype" in shapes
     assert (tmp_path / "a" / "DiagnosticReport.ndjson").stat().st_size > 0
+
+
+def test_patient_ids_json_escapes_are_grouped_like_any_other(small_cohort, tmp_path):
+    # Phase one writes each line after its patient's id, JSON-quoted; phase two groups by it. An id
+    # that JSON must escape (quote, backslash, tab) or that is not ASCII must still be one patient.
+    plain = run(small_cohort, tmp_path / "plain", workers=1, raw_ids=True)
+    original = sorted(resources_by_patient(small_cohort))[3]
+    odd = 'odd"\\\tid-é'
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in small_cohort.glob("*.ndjson"):
+        with open(path, encoding="utf-8") as f, open(folder / path.name, "w", encoding="utf-8") as out:
+            for line in f:
+                r = json.loads(line)
+                if r["resourceType"] == "Patient" and r["id"] == original:
+                    r["id"] = odd
+                for field in ("subject", "patient"):
+                    if isinstance(r.get(field), dict) and r[field].get("reference") == f"Patient/{original}":
+                        r[field]["reference"] = f"Patient/{odd}"
+                out.write(json.dumps(r, ensure_ascii=False) + "\n")
+    renamed = run(folder, tmp_path / "renamed", workers=2, raw_ids=True)
+    assert renamed.summary["counts"] == plain.summary["counts"]
+
+    def rows_of(out, pid):
+        found = {}
+        for name in ("actionable.csv", "testing.csv", "carriers.csv", "no_card.csv"):
+            with open(out / name, newline="", encoding="utf-8") as f:
+                found[name] = sorted(tuple(v for k, v in r.items() if k != "patient")
+                                     for r in csv.DictReader(f) if r["patient"] == pid)
+        return found
+
+    before = rows_of(tmp_path / "plain", original)
+    assert any(before.values())
+    assert rows_of(tmp_path / "renamed", odd) == before
+
+
+def test_a_start_up_that_fails_while_phase_one_runs_stops_its_workers(small_cohort, tmp_path):
+    import multiprocessing
+
+    from cds.errors import CdsError
+
+    empty = tmp_path / "no-knowledge"
+    empty.mkdir()
+    with pytest.raises(CdsError, match="no guidelines/ folder"):
+        run(small_cohort, tmp_path / "out", workers=2, knowledge_dir=empty)
+    assert multiprocessing.active_children() == []
+    assert list((tmp_path / "out").iterdir()) == []        # the scratch partitions are gone too
