@@ -60,7 +60,11 @@ def tree_pss(proc: psutil.Process, waited: dict[int, float]) -> int:
     """Proportional set size summed over the tree: pages forked children share are counted once.
     Notes in `waited` each process's seconds runnable but waiting for a core (/proc/PID/schedstat)."""
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    try:
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.Error:              # a process of the tree ended while it was being listed
+        tree = [proc]
+    for p in tree:
         try:
             total += p.memory_full_info().pss
             with open(f"/proc/{p.pid}/schedstat") as f:
