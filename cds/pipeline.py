@@ -20,7 +20,7 @@ from cds.facts import GenomicResult, MedicationOrder
 from cds.fhir.genomics import read_genomic_results
 from cds.fhir.medications import MedicationResolver
 from cds.fhir.selection import DEFAULT_STATUSES, select_current
-from cds.genotype import Interpretation, disagree
+from cds.genotype import Interpretation, allele_attribute, disagree
 from cds.knowledge.models import NO_RESULT
 from cds.mdescape import md_data
 
@@ -38,6 +38,8 @@ class PatientFacts:
     results: dict[str, GenomicResult] = field(default_factory=dict)  # source id → result (date, laboratory)
     # gene → "Observation/x: why" for results on file that could not be read or interpreted
     unreadable_by_gene: dict[str, list[str]] = field(default_factory=dict)
+    # allele-status attribute ("HLA-B *57:01") → why, for unreadable results whose code names that allele
+    unreadable_by_allele: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +92,8 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
     for item in reading.unreadable:
         if item.gene:
             facts.unreadable_by_gene.setdefault(item.gene, []).append(item.reason)
+            if item.allele:
+                facts.unreadable_by_allele.setdefault(allele_attribute(item.gene, item.allele), []).append(item.reason)
     for gene, older in current.superseded_by_unreadable.items():
         # the card that says the newer result could not be read names the older ones it replaced
         facts.unreadable_by_gene.setdefault(gene, []).extend(older)
@@ -179,22 +183,26 @@ class Advisor:
         if uninterpretable:
             # not "no result on file — test first": a result is on file, we could not read it
             withhold_conflicting(evaluation, uninterpretable)
+        by_allele = withhold_unreadable_alleles(facts, evaluation, uninterpretable)
         cards = self.renderer.order_cards(evaluation, hook, refs, patient_ref, population, age, facts.results, app_url)
         cards += self.conflict_cards(hook, evaluation)
         cards += self.uninterpretable_cards(hook, evaluation, uninterpretable)
+        for drug, genes in by_allele.items():
+            cards += self.uninterpretable_cards(hook, evaluation, genes, only_drug=drug)
         cards += self.unidentified_cards(hook, orders)
         advice = Advice(cards, facts, orders, unresolved, evaluation)
         advice.decisions = no_card_reasons(hook, evaluation, cards)
         return advice
 
-    def uninterpretable_cards(self, hook: str, evaluation: Evaluation, genes: dict[str, list[str]]) -> list[RenderedCard]:
-        """A card per ordered drug (governed on this hook) that depends on a gene whose result on file
-        could not be read or interpreted, naming the result and why."""
+    def uninterpretable_cards(self, hook: str, evaluation: Evaluation, genes: dict[str, list[str]],
+                              only_drug: str | None = None) -> list[RenderedCard]:
+        """A card per ordered drug (governed on this hook; `only_drug`: that one alone) that depends on a
+        gene whose result on file could not be read or interpreted, naming the result and why."""
         if not genes:
             return []
         cards = []
         for drug in evaluation.drugs:
-            if hook not in drug.rules:
+            if hook not in drug.rules or only_drug not in (None, drug.drug):
                 continue
             mine = sorted(self.genes_of(drug.drug) & set(genes))
             if not mine:
@@ -282,6 +290,11 @@ class Advisor:
         cards = self.renderer.patient_summary(facts.interpretations, evaluation, evidence=facts.results, app_url=app_url)
         cards += self.conflict_cards("patient-view", evaluation)
         uninterpretable = uninterpretable_genes(facts, evaluation)
+        for attribute, reasons in facts.unreadable_by_allele.items():
+            gene = attribute.split(" ", 1)[0]   # an allele no readable result of its gene states
+            if gene not in uninterpretable and gene not in facts.conflicts and not any(
+                    attribute in i.lookup for i in facts.interpretations.get(gene, [])):
+                uninterpretable.setdefault(gene, []).extend(reasons)
         if uninterpretable:
             cards.append(self.renderer.notice_card(
                 "", f"Pharmacogenomic results on file could not be interpreted: {', '.join(sorted(uninterpretable))}",
@@ -326,6 +339,26 @@ def order_notes(orders: list[MedicationOrder]) -> list[str]:
     """Audit reasons for orders that were read but not used."""
     return [f"{o.order_id or 'an order'}: its subject is not the patient of this request; not used"
             for o in orders if o.resolution == "not-this-patient"]
+
+
+def withhold_unreadable_alleles(facts: PatientFacts, evaluation: Evaluation,
+                                uninterpretable: dict[str, list[str]]) -> dict[str, dict[str, list[str]]]:
+    """An allele-status result on file that could not be read, for an allele no readable result states
+    (HLA-B*57:01 unreadable beside a readable HLA-B*15:02): the drugs resting on that allele get neither
+    its "no result — test first" alert nor its no-result advice, since a result is on file. Returns
+    drug → {gene: why} for the "could not be interpreted" card of each such drug."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for drug in evaluation.drugs:
+        for attribute, reasons in facts.unreadable_by_allele.items():
+            if drug.facts.get(attribute) != NO_RESULT:
+                continue      # not this drug's allele, or a readable result states it
+            gene = attribute.split(" ", 1)[0]
+            if gene in uninterpretable or gene in facts.conflicts or gene in evaluation.conflicts:
+                continue      # already said for the whole gene
+            drug.pretests = [p for p in drug.pretests if p.gene != gene]
+            drug.matches = [m for m in drug.matches if m.recommendation.lookup.get(attribute) != NO_RESULT]
+            out.setdefault(drug.drug, {}).setdefault(gene, []).extend(reasons)
+    return out
 
 
 def uninterpretable_genes(facts: PatientFacts, evaluation: Evaluation) -> dict[str, list[str]]:

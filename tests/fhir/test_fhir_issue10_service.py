@@ -369,6 +369,7 @@ def _medication_by_reference() -> list[dict]:
 ABACAVIR = {"coding": [{"system": RXNORM, "code": "242679", "display": "abacavir 300 MG Oral Tablet"}]}
 FLUOROURACIL = {"coding": [{"system": RXNORM, "code": "4492", "display": "fluorouracil"}]}
 GENTAMICIN = {"coding": [{"system": RXNORM, "code": "4413", "display": "gentamicin"}]}
+CARBAMAZEPINE = {"coding": [{"system": RXNORM, "code": "197441", "display": "Carbamazepine 100 MG Oral Tablet"}]}
 VORICONAZOLE = {"coding": [{"system": RXNORM, "code": "121243", "display": "voriconazole"}]}
 
 
@@ -458,6 +459,21 @@ CASES = {
                          "(2024-01-01), a newer result that could not be read", "GL string is ambiguous"),
                 details=("GL string is ambiguous", "Observation/older-negative (2019-01-01)\\: older, not used in its place")),
         orders=lambda: [order(ABACAVIR)]),
+    # item 6 per allele: an HLA-B*57:01 result that cannot be read beside a readable HLA-B*15:02 one is
+    # still a result on file for abacavir (no "test first"), while carbamazepine keeps its *15:02 advice
+    "unreadable-allele-beside-readable-other-allele (lab report, HLA-B*57:01 Inconclusive)": Case(
+        lambda: genomics_report("hla-two", lab("HLA-B*15:02", oid="b1502", valueString="Negative"),
+                                lab("HLA-B*57:01", oid="b5701", valueString="Inconclusive")),
+        Outcome(("Abacavir: HLA-B result on file could not be interpreted — review it before prescribing",),
+                reasons=("Observation/b5701 (HLA-B lab): the value is not a HLA-B typing or allele status",),
+                details=("Observation/b5701",)),
+        orders=lambda: [order(ABACAVIR)]),
+    "readable-allele-beside-unreadable-other-allele (the same lab report, carbamazepine rests on HLA-B*15:02)": Case(
+        lambda: genomics_report("hla-two", lab("HLA-B*15:02", oid="b1502", valueString="Negative"),
+                                lab("HLA-B*57:01", oid="b5701", valueString="Inconclusive")),
+        Outcome((), reasons=("carbamazepine: no card — CPIC recommendation matched (Strong)",
+                             "Observation/b5701 (HLA-B lab): the value is not a HLA-B typing or allele status")),
+        orders=lambda: [order(CARBAMAZEPINE)]),
     "newer-unreadable-codings-disagree (IG 3.0.0 Pgx-geno-1001 2024, older *1/*1 2019)": Case(
         lambda: [ig_genotype(id="older-nm", effectiveDateTime="2019-04-01", valueCodeableConcept={"text": "*1/*1"}),
                  ig_genotype(id="newer-unreadable", effectiveDateTime="2024-03-01", valueCodeableConcept={
