@@ -633,3 +633,17 @@ def test_no_birth_date_reaches_the_cards_as_unknown_age(live, patient):
     assert len(adult_cards) == 1 and adult_cards[0]["summary"].startswith("Voriconazole: CYP2C19 Poor Metabolizer")
     assert "isavuconazole" in adult_cards[0]["detail"]
     assert "pediatric" not in adult_cards[0]["detail"].lower() and "differs by age group" not in adult_cards[0]["detail"]
+
+
+def test_patient_view_says_an_unreadable_allele_beside_a_readable_one(engine):
+    """patient-view's summary of the same lab report names the HLA-B result it could not interpret."""
+    from cds.decision import PatientCase, decide
+    from cds.pipeline import Advisor
+
+    resources = genomics_report("hla-two", lab("HLA-B*15:02", oid="b1502", valueString="Negative"),
+                                lab("HLA-B*57:01", oid="b5701", valueString="Inconclusive"))
+    advice = decide(Advisor.build(engine), PatientCase(hook="patient-view", patient_ref=f"Patient/{PATIENT}",
+                                                       genomics=resources))
+    notices = [c.card for c in advice.cards if "could not be interpreted" in c.card["summary"]]
+    assert [n["summary"] for n in notices] == ["Pharmacogenomic results on file could not be interpreted: HLA-B"]
+    assert "Observation/b5701" in notices[0]["detail"]
