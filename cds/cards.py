@@ -28,6 +28,7 @@ from cds.ids import new_uuid
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import NO_RESULT, Adjustment, Alternative, Flags, Guideline, Recommendation, Rule
 from cds.mdescape import md_data, md_text
+from cds.memo import Memo
 from cds.populations import GENERAL, population_dimension, population_words
 from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
 from cds.sources import KINDS, SOURCE_ORDER, disagreement, is_dpwg, kind, of_sources, rule_sources
@@ -180,10 +181,10 @@ class CardRenderer:
         # What a card says that rests on the knowledge alone, rendered once per combination: a summary
         # per (drug, statements, short results), the knowledge part of a detail per (statements, rule),
         # the dose sentences per (alternatives, interpreted results). The knowledge never changes under
-        # a renderer, so a remembered text cannot go stale; each table is bounded (_remember).
-        self._summaries: dict[tuple, str] = {}
-        self._details: dict[tuple, _DetailParts] = {}
-        self._doses: dict[tuple, dict[str, str | None]] = {}
+        # a renderer, so a remembered text cannot go stale; each table is bounded.
+        self._summaries: Memo[str] = Memo(_MEMO_ENTRIES)
+        self._details: Memo[_DetailParts] = Memo(_MEMO_ENTRIES)
+        self._doses: Memo[dict[str, str | None]] = Memo(_MEMO_ENTRIES)
 
     # --- policy ---------------------------------------------------------------------------------
 
@@ -319,9 +320,7 @@ class CardRenderer:
         sources = sorted({g.source for g in guidelines}, key=lambda x: SOURCE_ORDER.get(x, 9))
         short, facts = self._results(evaluation, statements, evidence)
         keys = tuple(_statement_key(s) for s in statements)
-        summary = self._summaries.get((drug.drug, keys, tuple(short)))
-        if summary is None:
-            summary = _remember(self._summaries, (drug.drug, keys, tuple(short)), self._summary(drug, statements, short))
+        summary = self._summaries.get((drug.drug, keys, tuple(short)), lambda: self._summary(drug, statements, short))
         card: dict[str, Any] = {
             "uuid": new_uuid(),
             "summary": summary,
@@ -419,9 +418,7 @@ class CardRenderer:
         """The detail: how the sources compare, one line per result, the advice, its citation, the
         implications when the whole stays within DETAIL_WORD_BUDGET words, and the pointer onward."""
         key = (keys if keys is not None else tuple(_statement_key(s) for s in statements), rule.id, has_app)
-        parts = self._details.get(key)
-        if parts is None:
-            parts = _remember(self._details, key, self._detail_parts(statements, rule, has_app))
+        parts = self._details.get(key, lambda: self._detail_parts(statements, rule, has_app))
         results = list(dict.fromkeys(_result_line(f) for f in facts))   # one line per result, however many scores
         lines = parts.head + results + [""] + parts.advice
         if parts.implications is not None and parts.words + sum(map(_words, results)) <= DETAIL_WORD_BUDGET:
@@ -479,7 +476,7 @@ class CardRenderer:
         tail = ["", pointer, "", f"_{md_text(attribution(sources))}_"]
         implications_line = "**Implications:** " + " ".join(implications) if implications else None
         # words of everything but the result lines, with the implications (word counts add up line by line)
-        words = sum(_words(line) for line in head + [""] + lines + ["", implications_line or ""] + tail)
+        words = sum(map(_words, head + lines + tail + [implications_line or ""]))
         return _DetailParts(head, lines, implications_line, tail, words)
 
     @staticmethod
@@ -533,9 +530,9 @@ class CardRenderer:
         """dose_advice for each of `drugs`, in one engine evaluation (a card's alternatives: the engine
         evaluates each drug on its own, so together or apart the answers are the same)."""
         key = (tuple(drugs), _interpretations_key(evaluation.interpretations))
-        remembered = self._doses.get(key)
-        if remembered is not None:
-            return dict(remembered)
+        return dict(self._doses.get(key, lambda: self._dose_sentences(evaluation, drugs)))
+
+    def _dose_sentences(self, evaluation: Evaluation, drugs: list[str]) -> dict[str, str | None]:
         out: dict[str, str | None] = dict.fromkeys(drugs)
         known = [d for d in out if self.engine is not None and self.engine.drug_plan(d) is not None]
         if not known:
@@ -546,7 +543,7 @@ class CardRenderer:
             return out
         for drug, result in zip(known, evaluated):
             out[drug] = _dose_sentence(of_sources(result.matches, ["CPIC"]))
-        return dict(_remember(self._doses, key, out))
+        return out
 
     def smart_link(self, app_url: str, evaluation: Evaluation | None, evidence: Mapping[str, GenomicResult],
                    drug: str | None = None) -> dict[str, Any]:
@@ -718,13 +715,6 @@ class _DetailParts:
 
 
 _MEMO_ENTRIES = 20_000   # per table: far more than the combinations a knowledge base has in practice
-
-
-def _remember(table: dict, key: tuple, value):
-    if len(table) >= _MEMO_ENTRIES:
-        table.clear()         # bounded whatever the input: start afresh rather than grow
-    table[key] = value
-    return value
 
 
 def _statement_key(s: Statement) -> tuple:

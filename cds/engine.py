@@ -21,6 +21,7 @@ from cds.errors import CdsError
 from cds.genotype import Interpretation, describe, disagree, parse_score
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
+from cds.memo import Memo
 
 _engine_ids = itertools.count(1)
 # Every fact carries this marker and every ruleset has a rule that matches it. durable-rules 2.0.28
@@ -161,8 +162,7 @@ class Engine:
         self._lock = threading.Lock()
         self._fired: list[object] = []
         self._session_ids = itertools.count(1)
-        self._memo: dict[tuple, tuple] | None = None      # see memoize()
-        self._memo_max = 0
+        self._memo: Memo[tuple] | None = None      # see memoize()
         self.memoize()
         self._host = _Host()
         prefix = f"e{next(_engine_ids)}_"
@@ -220,8 +220,7 @@ class Engine:
         once. Compiled rules never change, so a remembered answer cannot go stale; the table is bounded
         (`max_entries`, then new combinations are asserted every time; 0: assert every evaluation).
         On from construction."""
-        self._memo = {} if max_entries else None
-        self._memo_max = max_entries
+        self._memo = Memo(max_entries) if max_entries else None
 
     def _assert(self, plan: DrugPlan, values: dict[str, str]) -> list[object]:
         name = self._ruleset_names.get(plan.drug)
@@ -230,12 +229,7 @@ class Engine:
         if self._memo is None:
             return self._assert_now(name, values)
         key = (name, tuple(sorted(values.items())))
-        fired = self._memo.get(key)
-        if fired is None:
-            fired = tuple(self._assert_now(name, values))
-            if len(self._memo) < self._memo_max:
-                self._memo[key] = fired
-        return list(fired)
+        return list(self._memo.get(key, lambda: tuple(self._assert_now(name, values))))
 
     def _assert_now(self, name: str, values: dict[str, str]) -> list[object]:
         sid = self._new_session_id()

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from cds.errors import CdsError
+from cds.memo import Memo
 
 if TYPE_CHECKING:
     from cds.knowledge.models import GeneTable
@@ -71,6 +72,11 @@ def allele_attribute(gene: str, allele: str) -> str:
     return f"{gene} {allele}"
 
 
+def attribute_gene(attribute: str) -> str:
+    """The gene of an engine attribute: the attribute itself, or the gene of an allele_attribute."""
+    return attribute.split(" ", 1)[0]
+
+
 _REMEMBERED_DIPLOTYPES = 50_000   # per gene: the diplotypes CPIC's tables allow are a few thousand
 
 
@@ -97,7 +103,7 @@ class GeneInterpreter:
         self._prefix = re.compile(r"(?i)(?:^|(?<=/))\s*" + re.escape(self.gene) + r"(?:\s+|_|(?=\*))")
         # A diplotype's interpretation depends on its text alone (and this table): each text is read
         # once, and a patient's result takes it with its own source ids. Bounded.
-        self._by_diplotype: dict[str, Interpretation] = {}
+        self._by_diplotype: Memo[Interpretation] = Memo(_REMEMBERED_DIPLOTYPES)
 
     # --- what the table can produce -------------------------------------------------------------
 
@@ -163,11 +169,7 @@ class GeneInterpreter:
     # --- interpretation ---------------------------------------------------------------------------
 
     def from_diplotype(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
-        found = self._by_diplotype.get(text)
-        if found is None:
-            found = self._read_diplotype(text, ())
-            if len(self._by_diplotype) < _REMEMBERED_DIPLOTYPES:
-                self._by_diplotype[text] = found
+        found = self._by_diplotype.get(text, lambda: self._read_diplotype(text, ()))
         return replace(found, source_ids=source_ids) if source_ids else found
 
     def _read_diplotype(self, text: str, source_ids: tuple[str, ...]) -> Interpretation:

@@ -20,7 +20,7 @@ from cds.facts import GenomicResult, MedicationOrder
 from cds.fhir.genomics import read_genomic_results
 from cds.fhir.medications import MedicationResolver
 from cds.fhir.selection import DEFAULT_STATUSES, select_current
-from cds.genotype import Interpretation, allele_attribute, disagree
+from cds.genotype import Interpretation, allele_attribute, attribute_gene, disagree
 from cds.knowledge.models import NO_RESULT
 from cds.mdescape import md_data
 
@@ -291,7 +291,7 @@ class Advisor:
         cards += self.conflict_cards("patient-view", evaluation)
         uninterpretable = uninterpretable_genes(facts, evaluation)
         for attribute, reasons in facts.unreadable_by_allele.items():
-            gene = attribute.split(" ", 1)[0]   # an allele no readable result of its gene states
+            gene = attribute_gene(attribute)   # an allele no readable result of its gene states
             if gene not in uninterpretable and gene not in facts.conflicts and not any(
                     attribute in i.lookup for i in facts.interpretations.get(gene, [])):
                 uninterpretable.setdefault(gene, []).extend(reasons)
@@ -352,7 +352,7 @@ def withhold_unreadable_alleles(facts: PatientFacts, evaluation: Evaluation,
         for attribute, reasons in facts.unreadable_by_allele.items():
             if drug.facts.get(attribute) != NO_RESULT:
                 continue      # not this drug's allele, or a readable result states it
-            gene = attribute.split(" ", 1)[0]
+            gene = attribute_gene(attribute)
             if gene in uninterpretable or gene in facts.conflicts or gene in evaluation.conflicts:
                 continue      # already said for the whole gene
             drug.pretests = [p for p in drug.pretests if p.gene != gene]

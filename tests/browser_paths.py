@@ -20,6 +20,27 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--window-size=1280,1800"]
 
 
+def require_selenium() -> None:
+    """Call at the top of a browser test module, before importing selenium: without the package the
+    module is skipped locally and fails where CDS_REQUIRE_BROWSER is set (CI)."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        if os.environ.get("CDS_REQUIRE_BROWSER"):
+            raise
+        pytest.skip("browser tests need the selenium package (pip install selenium); CI sets CDS_REQUIRE_BROWSER=1",
+                    allow_module_level=True)
+
+
+def wait_for(driver, css: str, timeout: float = 20):
+    """The first element matching `css` once the page has it (selenium's explicit wait)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(ready.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
 def chromium_driver() -> Iterator[object]:
     """Headless Debian Chromium via the system chromedriver (Selenium Manager never runs: both binaries
     are given, and SE_OFFLINE forbids it any download). Skipped without them locally, a failure when

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 from cds.facts import GenomicResult
 from cds.fhir import values
 from cds.fhir.mappings import FhirMappings, LabCode, default_mappings
+from cds.memo import Memo
 from cds.fhir.resources import (Entry, Index, as_list, codings, collect, concept_keys, concept_texts,
                                 effective_of, is_concept, patient_key, r4b_problem, text_of, type_id_tail)
 
@@ -107,7 +108,7 @@ class GenomicReader:
         self.m = mappings
         # A lab's diplotype text reads the same for every patient: parsed once per (text, gene). The
         # facts it gives are only read, never changed. Bounded.
-        self._diplotype_texts: dict[tuple[str, str], tuple[dict | None, str | None]] = {}
+        self._diplotype_texts: Memo[tuple[dict | None, str | None]] = Memo(50_000)
 
     # --- the request ------------------------------------------------------------------------------
 
@@ -534,12 +535,7 @@ class GenomicReader:
     def _diplotype_text(self, text: str, gene: str) -> tuple[dict | None, str | None]:
         """A diplotype, with the phenotype the lab states beside it in parentheses ('*2/*3 (Poor
         Metabolizer)'): both are kept, so the interpreter can check one against the other."""
-        found = self._diplotype_texts.get((text, gene))
-        if found is None:
-            found = self._read_diplotype_text(text, gene)
-            if len(self._diplotype_texts) < 50_000:
-                self._diplotype_texts[(text, gene)] = found
-        return found
+        return self._diplotype_texts.get((text, gene), lambda: self._read_diplotype_text(text, gene))
 
     def _read_diplotype_text(self, text: str, gene: str) -> tuple[dict | None, str | None]:
         rest, stated = values.split_stated_phenotype(text, gene, self.m)

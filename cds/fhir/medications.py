@@ -48,18 +48,24 @@ _NEGATED_AFTER = re.compile(r"^\s*-?\s*free\b", re.I)
 _NEGATED_BEFORE = re.compile(r"(?:\bwithout|\bno|\bnon|\bfree\s+of)[\s-]*$", re.I)
 
 
+def _table_rows(path: Path, columns: list[str], what: str) -> list[tuple[int, str]]:
+    """The (line number, line) rows of a tab-separated table after its header, which must be `columns`;
+    comments and blank lines skipped. Unreadable or wrongly headed: CdsError naming the file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise CdsError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    rows = [(n, line) for n, line in enumerate(lines, 1) if line and not line.startswith("#")]
+    if not rows or rows[0][1].split("\t") != columns:
+        raise CdsError(f"{path}: the header must be {' '.join(columns)}")
+    return rows[1:]
+
+
 def load_product_table(path: Path | str | None = None) -> dict[str, tuple[Ingredient, ...]]:
     """products.tsv → {product RxCUI: ingredients}. A malformed table raises `CdsError` with its line."""
     path = Path(path) if path else DEFAULT_PRODUCTS
     table: dict[str, tuple[Ingredient, ...]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise CdsError(f"{path}: cannot read the RxNorm product table ({err.strerror})") from None
-    rows = [(n, line) for n, line in enumerate(lines, 1) if line and not line.startswith("#")]
-    if not rows or rows[0][1].split("\t") != _COLUMNS:
-        raise CdsError(f"{path}: the header must be {' '.join(_COLUMNS)}")
-    for n, line in rows[1:]:
+    for n, line in _table_rows(path, _COLUMNS, "RxNorm product table"):
         cells = next(csv.reader([line], delimiter="\t"))
         if len(cells) != len(_COLUMNS):
             raise CdsError(f"{path}:{n}: expected {len(_COLUMNS)} tab-separated columns, found {len(cells)}")
@@ -93,15 +99,8 @@ def load_brand_index(path: Path | str | None = None) -> dict[str, frozenset[str]
 def load_atc_table(path: Path | str | None = None) -> dict[str, tuple[Ingredient, ...]]:
     """atc.tsv → {ATC level-5 code: ingredients}. A malformed table raises `CdsError` with its line."""
     path = Path(path) if path else DEFAULT_ATC
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise CdsError(f"{path}: cannot read the ATC table ({err.strerror})") from None
-    rows = [(n, line) for n, line in enumerate(lines, 1) if line and not line.startswith("#")]
-    if not rows or rows[0][1].split("\t") != _ATC_COLUMNS:
-        raise CdsError(f"{path}: the header must be {' '.join(_ATC_COLUMNS)}")
     table: dict[str, tuple[Ingredient, ...]] = {}
-    for n, line in rows[1:]:
+    for n, line in _table_rows(path, _ATC_COLUMNS, "ATC table"):
         cells = line.split("\t")
         if len(cells) != 3 or len(cells[1].split(";")) != len(cells[2].split(";")):
             raise CdsError(f"{path}:{n}: expected an ATC code and paired ingredient codes and names")

@@ -4,27 +4,13 @@ against a loopback EHR, with the appContext in the token response and without it
 the patient's Observations from the EHR's FHIR server with the access token)."""
 from __future__ import annotations
 
-import os
 from urllib.parse import quote
 
-import pytest
-
-from browser_paths import ARTIFACTS
+from browser_paths import ARTIFACTS, require_selenium, wait_for
 from cards_fhir import genotype, order, order_sign
 
-try:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import WebDriverWait
-except ImportError:
-    if os.environ.get("CDS_REQUIRE_BROWSER"):
-        raise
-    pytest.skip("browser tests need the selenium package (pip install selenium); CI sets CDS_REQUIRE_BROWSER=1",
-                allow_module_level=True)
-
-
-def wait_for(driver, css: str, timeout: float = 20):
-    return WebDriverWait(driver, timeout).until(ready.presence_of_element_located((By.CSS_SELECTOR, css)))
+require_selenium()
+from selenium.webdriver.common.by import By  # noqa: E402
 
 
 def clopidogrel_card(service) -> tuple[dict, dict]:

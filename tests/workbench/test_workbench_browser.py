@@ -3,27 +3,14 @@
 the validation page. The card view is kept as a screenshot in test-artifacts/."""
 from __future__ import annotations
 
-import os
-
-import pytest
-
+from browser_paths import require_selenium, wait_for
 from workbench_live import ARTIFACTS
 
-try:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import Select, WebDriverWait
-except ImportError:
-    if os.environ.get("CDS_REQUIRE_BROWSER"):
-        raise
-    pytest.skip("browser tests need the selenium package (pip install selenium); CI sets CDS_REQUIRE_BROWSER=1",
-                allow_module_level=True)
+require_selenium()
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 RED = ("rgb(198, 40, 40)", "rgba(198, 40, 40, 1)")   # --critical in workbench.css
-
-
-def wait_for(driver, css: str, timeout: float = 20):
-    return WebDriverWait(driver, timeout).until(ready.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
 def test_matrix_loads_with_guidelines_and_rules(browser, live):
