@@ -22,6 +22,9 @@ RUN useradd --system --uid 10001 --home-dir /srv/pgx-cds --shell /usr/sbin/nolog
  && chown pgx /srv/pgx-cds/var
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+# Validated knowledge, cached on the volume (the image's home is not writable): the first start of an
+# image fills it, later starts (and `cds` commands in the container) skip re-reading the YAML.
+ENV CDS_KNOWLEDGE_CACHE=/srv/pgx-cds/var/knowledge-cache
 # The audit database (SQLite by default), its spool and the pseudonym key live in ./var: a volume, so
 # an audit trail outlives the container. Replicas use PostgreSQL (DATABASE_URL) and share CDS_AUDIT_KEY.
 WORKDIR /srv/pgx-cds

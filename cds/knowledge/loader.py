@@ -50,6 +50,20 @@ class KnowledgeBase:
     interpreters: dict[str, GeneInterpreter] = field(default_factory=dict, repr=False)
     notices: list[Diagnostic] = field(default_factory=list, repr=False)  # valid, but said by `cds validate`
 
+    def __getstate__(self) -> dict:
+        # `origins` is keyed by id(), which means nothing in another process (an unpickled copy, the
+        # knowledge cache, a dask worker): carry each described object itself, which pickle keeps identical.
+        state = self.__dict__.copy()
+        described = [*self.genes.values(), *self.guidelines.values(), *self.rules, *self.services,
+                     *(rec for g in self.guidelines.values() for rec in g.recommendations)]
+        by_id = {id(obj): obj for obj in described}
+        state["origins"] = [(by_id[key], origin) for key, origin in self.origins.items() if key in by_id]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["origins"] = {id(obj): origin for obj, origin in state["origins"]}
+        self.__dict__.update(state)
+
     def where(self, obj: Any, *subpath: Any) -> tuple[str, int]:
         origin = self.origins[id(obj)]
         return origin.file, self.sources[origin.file].line(origin.path + subpath)
@@ -138,12 +152,23 @@ def _expand_prefetch(service: HookService, smap: SourceMap, path: tuple, diags: 
     return service.model_copy(update={"prefetch": expanded})
 
 
-def load_knowledge(root: Path | None = None, *, cross_link: bool = True) -> KnowledgeBase:
-    """Load, validate and cross-link the knowledge under `root`; raise KnowledgeError listing every fault."""
+def load_knowledge(root: Path | None = None, *, cross_link: bool = True, use_cache: bool = True) -> KnowledgeBase:
+    """Load, validate and cross-link the knowledge under `root`; raise KnowledgeError listing every fault.
+    Knowledge that passed every check before, byte for byte under the same code, comes from the
+    knowledge cache (cds.knowledge.cache) unless `use_cache` is False (`cds validate` reads the files)."""
     root = Path(root) if root else default_root()
     if not (root / "guidelines").is_dir():
         raise CdsError(f"{root}: no guidelines/ folder here; point to the knowledge root (the folder holding "
                        "guidelines/, rules/ and hooks/)")
+    if not (cross_link and use_cache):
+        return _load_files(root, cross_link=cross_link)
+    from cds.fhir.mappings import DEFAULT_PATH as MAPPINGS
+    from cds.knowledge.cache import cache_key, load_through_cache
+
+    return load_through_cache(cache_key(root, (MAPPINGS,)), lambda: _load_files(root, cross_link=True))
+
+
+def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
     diags: list[Diagnostic] = []
     sources: dict[str, SourceMap] = {}
     origins: dict[int, Origin] = {}
