@@ -11,6 +11,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m compileall -q cds   # an editable install compiles nothing; an installed wheel is compiled
 	touch $@
 
 run: $(BIN)/.installed

@@ -18,7 +18,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     from cds.knowledge.reachability import unreachable_notes
 
-    kb = load_knowledge(Path(args.path) if args.path else None)
+    kb = load_knowledge(Path(args.path) if args.path else None, use_cache=False)  # the files themselves
     recs = sum(len(g.recommendations) for g in kb.guidelines.values())
     print(f"OK: {len(kb.genes)} gene tables, {len(kb.guidelines)} guidelines ({recs} recommendations), "
           f"{len(kb.rules)} rules, {len(kb.services)} services; knowledge version {kb.version}")
@@ -216,5 +216,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+# Commands whose process ends holding a large heap (a screening run's knowledge, compiled engine and
+# inherited pages; a synthetic cohort): once their output is written and flushed, freeing every
+# object one by one only delays the exit (measured: 0.3 s of a 3 s screening run). Their pools and
+# clusters are shut down, and their files closed, before the command returns.
+_QUICK_EXIT = frozenset({"screen", "synth"})
+
+
+def run() -> None:
+    """The `cds` console script."""
+    status = main()
+    if sys.argv[1:2] and sys.argv[1] in _QUICK_EXIT:
+        import logging
+        import os
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):   # closed, or a reader that left (`| head`)
+                pass
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -11,13 +11,12 @@ import sys
 from collections.abc import Callable
 from datetime import date, datetime, time, timezone
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from cds.errors import CdsError
-from cds.store import migrate
-from cds.store.engine import URL_ENV, make_engine
-from cds.store.report import FORMATS, build_report, format_report
-from cds.store.store import database_description
+
+# Named here, not imported from cds.store.engine and cds.store.report: building the command line must
+# not import SQLAlchemy, which only `report` and `db` need (tests/store check both stay the same).
+URL_ENV = "DATABASE_URL"
+FORMATS = ("table", "json", "csv")
 
 RuleIds = Callable[[], list[str]]
 
@@ -62,6 +61,13 @@ def knowledge_rule_ids() -> list[str]:
 
 
 def run_report(args: argparse.Namespace, rule_ids: RuleIds) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cds.store import migrate
+    from cds.store.engine import make_engine
+    from cds.store.report import build_report, format_report
+    from cds.store.store import database_description
+
     engine = make_engine(args.database_url)
     try:
         with engine.connect() as conn:
@@ -79,6 +85,12 @@ def run_report(args: argparse.Namespace, rule_ids: RuleIds) -> int:
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cds.store import migrate
+    from cds.store.engine import make_engine
+    from cds.store.store import database_description
+
     engine = make_engine(args.database_url)
     try:
         migrate.upgrade(engine)
@@ -93,6 +105,6 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _short(err: SQLAlchemyError) -> str:
+def _short(err: Exception) -> str:
     orig = getattr(err, "orig", None)
     return " ".join(str(orig if orig is not None else err).split())[:300]

@@ -1,0 +1,32 @@
+"""Start-up work every command pays: building the command line imports no database library (only
+`cds report`, `cds db` and a recorded screening run need SQLAlchemy and Alembic)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from pgx_paths import REPO
+
+
+def test_the_command_line_is_built_without_the_database_libraries() -> None:
+    probe = ("import sys; from cds.cli import build_parser; build_parser(); import cds.screen.patients; "
+             "print(sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_store_commands_name_what_the_store_uses() -> None:
+    """cds.store.cli spells these out so as not to import the modules that define them."""
+    from cds.store import cli, engine, report
+
+    assert cli.URL_ENV == engine.URL_ENV
+    assert cli.FORMATS == report.FORMATS
+
+
+def test_the_store_package_still_exports_its_names() -> None:
+    import cds.store
+    from cds.store.errors import StoreUnavailable
+    from cds.store.store import Store
+
+    assert cds.store.Store is Store and cds.store.StoreUnavailable is StoreUnavailable
+    assert set(cds.store.__all__) <= set(dir(cds.store)) | set(cds.store._EXPORTS)
