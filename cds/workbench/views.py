@@ -236,7 +236,7 @@ def validation():
     root = Path(runtime.kb.root)
     diagnostics, problem, disk_version = [], None, None
     try:
-        disk_version = load_knowledge(root).version
+        disk_version = load_knowledge(root, use_cache=False).version   # the files, as `cds validate` reads them
     except KnowledgeError as err:
         texts: dict[str, list[str]] = {}
         diagnostics = [(d, _source_line(root, d.file, d.line, texts)) for d in err.diagnostics]
