@@ -185,6 +185,10 @@ class CardRenderer:
         self._summaries: Memo[str] = Memo(_MEMO_ENTRIES)
         self._details: Memo[_DetailParts] = Memo(_MEMO_ENTRIES)
         self._doses: Memo[dict[str, str | None]] = Memo(_MEMO_ENTRIES)
+        # Knowledge alone, as large as the knowledge: each rule's sources (rule_sources scans every rule
+        # for the site default), and each guideline's unreachable keys for a drug with the genes they name.
+        self._sources: dict[tuple[str, ...] | None, tuple[str, ...]] = {}
+        self._unreachable: dict[tuple[str, str], tuple[list, tuple[str, ...]]] = {}
 
     # --- policy ---------------------------------------------------------------------------------
 
@@ -240,7 +244,7 @@ class CardRenderer:
                 if alert.rule.id == rule.id:
                     cards.append(self._pretest_card(drug, alert, order, patient_ref))
             matches: list[Match] = []
-            for source in rule_sources(self.kb, rule):  # the site's choice: CPIC, DPWG or both
+            for source in self._rule_sources(rule):  # the site's choice: CPIC, DPWG or both
                 # populations are chosen per source: DPWG's advice has none, so CPIC's choice must not hide it
                 chosen = self._choose_population(replace(drug, matches=of_sources(drug.matches, [source])),
                                                  rule, population, age)
@@ -613,14 +617,14 @@ class CardRenderer:
         for, but keys it in a way our gene tables cannot reach (e.g. DPWG's genotype-keyed CYP2C9 advice for
         a CYP2C9 diplotype) and none of its recommendations matched, say so instead of showing nothing."""
         out = []
-        selected = set(rule_sources(self.kb, rule))
+        selected = set(self._rule_sources(rule))
         matched = {m.guideline.id for m in drug.matches}
         for g in self.kb.drugs().get(drug.drug, []):
             if g.source not in selected or g.id in matched:
                 continue
-            keys = [u for u in g.unreachable if u.drug == drug.drug]
-            genes = [gene for gene in g.genes if any(not i.indeterminate for i in evaluation.interpretations.get(gene, []))
-                     and any(gene in u.source_key for u in keys)]
+            keys, keyed_genes = self._unreachable_keys(g, drug.drug)
+            genes = [gene for gene in keyed_genes
+                     if any(not i.indeterminate for i in evaluation.interpretations.get(gene, []))]
             if not genes:
                 continue
             results = "; ".join(f"{gene} {i.diplotype or i.phenotype}" for gene in genes for i in evaluation.interpretations[gene][:1])
@@ -634,6 +638,22 @@ class CardRenderer:
                                                    "matched to this result; see the guideline", detail,
                                         f"{g.source.lower()}-key-unreachable", indicator="info"))
         return out
+
+    def _unreachable_keys(self, g: Guideline, drug: str) -> tuple[list, tuple[str, ...]]:
+        """The guideline's keys for `drug` that our gene tables cannot reach, and its genes they name."""
+        found = self._unreachable.get((g.id, drug))
+        if found is None:
+            keys = [u for u in g.unreachable if u.drug == drug]
+            found = self._unreachable[(g.id, drug)] = (
+                keys, tuple(gene for gene in g.genes if any(gene in u.source_key for u in keys)))
+        return found
+
+    def _rule_sources(self, rule: Rule) -> tuple[str, ...]:
+        key = tuple(rule.sources) if rule.sources else None   # with this renderer's rules, all it depends on
+        found = self._sources.get(key)
+        if found is None:
+            found = self._sources[key] = rule_sources(self.kb, rule)
+        return found
 
     # --- patient-view -----------------------------------------------------------------------------
 
@@ -656,7 +676,7 @@ class CardRenderer:
             if rule is None:
                 continue
             statements = self.statements(rule, of_sources(self._choose_population(drug, rule, None, None),
-                                                          rule_sources(self.kb, rule)))
+                                                          self._rule_sources(rule)))
             if any(s.policy for s in statements):
                 affected.append((drug.drug, statements))
         if not actionable and not affected:
