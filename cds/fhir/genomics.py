@@ -121,8 +121,9 @@ class GenomicReader:
     def __init__(self, mappings: FhirMappings):
         self.m = mappings
         # A lab's diplotype text reads the same for every patient: parsed once per (text, gene). The
-        # facts it gives are only read, never changed. Bounded.
-        self._diplotype_texts: Memo[tuple[dict | None, str | None]] = Memo(50_000)
+        # facts it gives are only read, never changed. Bounded (a few MB; 100k synthetic patients carry
+        # about 13k distinct value texts, a laboratory's report vocabulary far fewer).
+        self._diplotype_texts: Memo[tuple[dict | None, str | None]] = Memo(20_000)
 
     # --- the request ------------------------------------------------------------------------------
 
