@@ -32,21 +32,12 @@ from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
 from cds.decision import PatientCase, decide
 from cds.populations import GENERAL
 from cds.screen import ndjson
+from cds.screen.outputs import COLUMNS
 from cds.store.pseudonym import normalised_patient_id
 from cds.store.records import patient_scrubber
 
 ACTIVE_STATUSES = {"MedicationRequest": {"active"}, "MedicationStatement": {"active"}}
 WITHHELD = (DENIED, NOT_PERMITTED, UNREADABLE)
-
-COLUMNS = {
-    "actionable": ["patient", "drug", "gene", "phenotype", "classification", "recommendation_id", "rule",
-                   "indicator", "guideline", "medication", "summary"],
-    "testing": ["patient", "drug", "gene", "rule", "indicator", "medication", "summary"],
-    "carriers": ["patient", "gene", "phenotype", "result", "diplotype", "priority", "drugs_with_guidance"],
-    "unreadable": ["patient", "kind", "drug", "gene", "where", "reason"],
-    "withheld": ["patient", "reason"],
-    "no_card": ["patient", "drug", "reason"],
-}
 
 
 @dataclass

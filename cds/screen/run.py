@@ -18,11 +18,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from cds.errors import CdsError
 from cds.screen import ndjson
-from cds.screen.patients import COLUMNS, PartitionResult, Settings, screen_partition_task, worker_screener
+from cds.screen.outputs import COLUMNS
+
+if TYPE_CHECKING:
+    from cds.screen.patients import PartitionResult
 
 ENGINES = ("embedded", "dask")
 
@@ -160,7 +163,6 @@ def _largest_first(sizes: list[int]) -> list[int]:
 
 
 def screen(options: ScreenOptions) -> ScreenResult:
-    from cds.knowledge.loader import load_knowledge
     from cds.store.pseudonym import load_audit_key
 
     if options.engine not in ENGINES:
@@ -188,6 +190,11 @@ def screen(options: ScreenOptions) -> ScreenResult:
         reading = runner.start(ndjson.partition_chunk, tasks,
                                _largest_first([ndjson.chunk_size(c) for c in chunk_list]))
         k = time.perf_counter()
+        # The decision code is imported only now (a quarter of a second): phase one's workers were
+        # forked without it and are already reading.
+        from cds.knowledge.loader import load_knowledge
+        from cds.screen.patients import Settings, screen_partition_task, worker_screener
+
         digest = ndjson.input_digest(files)
         kb = load_knowledge(options.knowledge_dir)
         # dask workers build their own Screener from the pickled knowledge; embedded ones inherit the parent's.
