@@ -59,7 +59,9 @@ def cache_key(root: Path, extra_files: tuple[Path, ...] = ()) -> str:
     """SHA-256 of the knowledge files under `root` (and where it is: a loaded knowledge base names its
     root), `extra_files`, the cds source and the versions of Python and the libraries that load it."""
     digest = hashlib.sha256()
-    for part in (sys.version, pydantic.VERSION, pydantic_core.__version__, yaml.__version__, str(root.resolve())):
+    # the root as given and as resolved: a knowledge base keeps the first (relative paths stay relative)
+    for part in (sys.version, pydantic.VERSION, pydantic_core.__version__, yaml.__version__, str(root),
+                 str(root.resolve())):
         digest.update(part.encode() + b"\0")
     for label, folder in [("cds", _PACKAGE)] + [(name, root / name) for name in _KNOWLEDGE_FOLDERS]:
         pattern = "*.py" if label == "cds" else "*"

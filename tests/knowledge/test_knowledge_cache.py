@@ -100,6 +100,16 @@ def test_the_same_files_elsewhere_are_a_separate_entry(cache, files_read, knowle
     assert len(files_read) == 2
 
 
+def test_the_same_folder_named_another_way_keeps_its_own_name(cache, files_read, knowledge_copy,
+                                                              monkeypatch) -> None:
+    """A relative root read from one working directory must not come back, from the cache, as the root
+    of a process that named the folder by its absolute path (it would point elsewhere there)."""
+    monkeypatch.chdir(knowledge_copy.parent)
+    assert load_knowledge(Path("knowledge")).root == Path("knowledge")
+    assert load_knowledge(knowledge_copy).root == knowledge_copy
+    assert len(files_read) == 2
+
+
 def test_knowledge_with_a_fault_is_never_kept(cache, files_read, knowledge_copy) -> None:
     rule_file = knowledge_copy / "rules" / "antiplatelets.yaml"
     rule_file.write_text(rule_file.read_text().replace("guideline: cpic-clopidogrel-cyp2c19",
