@@ -121,9 +121,10 @@ class GenomicReader:
     def __init__(self, mappings: FhirMappings):
         self.m = mappings
         # A lab's diplotype text reads the same for every patient: parsed once per (text, gene). The
-        # facts it gives are only read, never changed. Bounded (a few MB; 100k synthetic patients carry
-        # about 13k distinct value texts, a laboratory's report vocabulary far fewer).
-        self._diplotype_texts: Memo[tuple[dict | None, str | None]] = Memo(20_000)
+        # facts it gives are only read, never changed. Bounded at ~2 MB: 100k synthetic patients carry
+        # 13k distinct value texts, of which the 4,096 most frequent are 94% of all results (measured:
+        # 20k entries cost a screening worker 3.5 MB more for a few per cent of its time).
+        self._diplotype_texts: Memo[tuple[dict | None, str | None]] = Memo(4_096)
 
     # --- the request ------------------------------------------------------------------------------
 
