@@ -11,9 +11,11 @@ patients/s is end to end (knowledge loading and rule compilation included) and, 
 decide phase alone. cpu: CPU seconds of the whole process tree (user + system), which other load on
 the machine changes far less than wall time; waited: seconds its processes were ready to run but had
 no core (behind other processes, or behind each other; /proc/PID/schedstat, sampled every 0.5 s).
-A 1-patient run first gives the start-up every run pays (once with the knowledge cache empty, as
-the first run after installing or changing pgx-cds has it, then with it filled); "beyond start-up" is ×2 / ×1 of wall time
-less it. Ratios: embedded ×2 / floor, ×2 / ×1, peak at 100k / peak at 10k. Then a 1M estimate.
+A 1-patient run first gives the start-up every run pays (once with the knowledge cache empty, as the
+first run after installing or changing pgx-cds has it, then with it filled); "beyond start-up" is
+×2 / ×1 of wall time less it. Each size runs in rounds of every configuration back to back; ratios are
+taken within a round. Ratios: embedded ×2 / floor, ×2 / ×1, peak at 100k / peak at 10k. Then a 1M
+estimate.
 
     .venv/bin/python bench/screen.py [--sizes 10000 100000] [--rounds 3] [--keep DIR]
 """

@@ -187,8 +187,8 @@ class CardRenderer:
         self._doses: Memo[dict[str, str | None]] = Memo(_MEMO_ENTRIES)
         # Knowledge alone, as large as the knowledge: each rule's sources (rule_sources scans every rule
         # for the site default), and each guideline's unreachable keys for a drug with the genes they name.
-        self._sources: dict[tuple[str, ...] | None, tuple[str, ...]] = {}
-        self._unreachable: dict[tuple[str, str], tuple[list, tuple[str, ...]]] = {}
+        self._sources: Memo[tuple[str, ...]] = Memo(_MEMO_ENTRIES)
+        self._unreachable: Memo[tuple[list, tuple[str, ...]]] = Memo(_MEMO_ENTRIES)
 
     # --- policy ---------------------------------------------------------------------------------
 
@@ -641,19 +641,14 @@ class CardRenderer:
 
     def _unreachable_keys(self, g: Guideline, drug: str) -> tuple[list, tuple[str, ...]]:
         """The guideline's keys for `drug` that our gene tables cannot reach, and its genes they name."""
-        found = self._unreachable.get((g.id, drug))
-        if found is None:
+        def find() -> tuple[list, tuple[str, ...]]:
             keys = [u for u in g.unreachable if u.drug == drug]
-            found = self._unreachable[(g.id, drug)] = (
-                keys, tuple(gene for gene in g.genes if any(gene in u.source_key for u in keys)))
-        return found
+            return keys, tuple(gene for gene in g.genes if any(gene in u.source_key for u in keys))
+        return self._unreachable.get((g.id, drug), find)
 
     def _rule_sources(self, rule: Rule) -> tuple[str, ...]:
         key = tuple(rule.sources) if rule.sources else None   # with this renderer's rules, all it depends on
-        found = self._sources.get(key)
-        if found is None:
-            found = self._sources[key] = rule_sources(self.kb, rule)
-        return found
+        return self._sources.get(key, lambda: rule_sources(self.kb, rule))
 
     # --- patient-view -----------------------------------------------------------------------------
 

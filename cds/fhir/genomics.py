@@ -25,9 +25,9 @@ from typing import Any, Iterable
 from cds.facts import GenomicResult
 from cds.fhir import values
 from cds.fhir.mappings import FhirMappings, LabCode, default_mappings
-from cds.memo import Memo
 from cds.fhir.resources import (Entry, Index, as_list, codings, collect, concept_keys, concept_texts,
                                 effective_of, is_concept, patient_key, r4b_problem, text_of, type_id_tail)
+from cds.memo import Memo
 
 log = logging.getLogger("cds.fhir")
 
