@@ -28,10 +28,13 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+import orjson
+
 from cds.bundle import bundled_root
 from cds.errors import CdsError
 from cds.facts import Ingredient, MedicationOrder
 from cds.fhir.mappings import FhirMappings, default_mappings
+from cds.memo import Memo
 from cds.fhir.resources import (Entry, Index, as_list, codings, collect, is_concept, patient_key, r4b_problem,
                                 text_of)
 
@@ -108,6 +111,11 @@ def load_atc_table(path: Path | str | None = None) -> dict[str, tuple[Ingredient
     return table
 
 
+# (codes, display, (ingredients, resolution, candidate ingredient codes)) of one product as written
+_Product = tuple[tuple[str, ...], "str | None", tuple[tuple[Ingredient, ...], str, frozenset[str]]]
+_NOT_RESOLVED: tuple[tuple[Ingredient, ...], str, frozenset[str]] = ((), "", frozenset())
+
+
 class MedicationResolver:
     """Built once at start-up. `ingredients`: lower-case ingredient name → RxNorm ingredient code (the
     knowledge base's drug list); `products`: the product table (default guidelines/rxnorm/products.tsv).
@@ -146,6 +154,9 @@ class MedicationResolver:
         # Order texts are the EHR's drug dictionary's few thousand displays, and matching one against
         # every knowledge-base name was a tenth of a call: remembered (bounded, least recent out).
         self._names_in = functools.lru_cache(maxsize=8192)(self._names_in_text)
+        # What a product resolves to depends only on how it is written (codes, texts), never on who
+        # ordered it: a formulary's few thousand products, each resolved once (a third of reading an order).
+        self._by_product: Memo[_Product] = Memo(8192)
 
     # --- the request ------------------------------------------------------------------------------
 
@@ -200,12 +211,11 @@ class MedicationResolver:
             if problem:
                 log.warning("%s does not validate as FHIR R4 (%s); read from its JSON", e.key or "MedicationRequest", problem)
         concept, ingredient_concepts, texts, why = self._medication(e, index)
-        codes = self._codes(concept)
-        display = _display(concept) or (texts[0] if texts else None)
+        codes, display, (ingredients, resolution, candidates) = self._product(concept, ingredient_concepts, texts,
+                                                                              resolve=not why)
         if why:
             return MedicationOrder(order_id=e.key, codes=codes, display=display, unresolved=True, resolution=why,
                                    resource=res)
-        ingredients, resolution, candidates = self._resolve(concept, ingredient_concepts, texts)
         if not ingredients:
             log.info("%s: medication not resolved (%s)", e.key, resolution)
             return MedicationOrder(order_id=e.key, codes=codes, display=display, unresolved=True,
@@ -236,6 +246,18 @@ class MedicationResolver:
         return concept, items, [shown] if shown else [], None
 
     # --- resolution ----------------------------------------------------------------------------------
+
+    def _product(self, concept: Any, ingredient_concepts: list, texts: list[str], *, resolve: bool) -> _Product:
+        """(codes, display, `_resolve`'s answer) of one product as written, remembered by its JSON."""
+        def compute() -> _Product:
+            found = self._resolve(concept, ingredient_concepts, texts) if resolve else _NOT_RESOLVED
+            return self._codes(concept), _display(concept) or (texts[0] if texts else None), found
+
+        try:
+            key = orjson.dumps([concept, ingredient_concepts, texts, resolve], option=orjson.OPT_SORT_KEYS)
+        except TypeError:       # a value JSON from elsewhere may hold that orjson does not encode (huge ints)
+            return compute()
+        return self._by_product.get(key, compute)
 
     def _system(self, system: str | None) -> str | None:
         """'rxnorm', 'atc', 'snomed' or None for a coding's system, tolerating a trailing slash."""

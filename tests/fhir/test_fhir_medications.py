@@ -129,6 +129,24 @@ def test_draft_orders_bundle(resolver, caplog):
     assert vicoprofen.resource["id"] == "vicoprofen-referenced"
 
 
+def test_a_product_read_again_reads_as_it_did_the_first_time(cpic_ingredients):
+    """A resolver remembers each product as written; orders of it read afterwards, whoever they are
+    for, equal what a resolver that never saw the product reads, and keep their own ids and resources."""
+    from cds.fhir.medications import MedicationResolver
+
+    bundle = load("built/draft-orders-bundle.json")
+    extra = [load("built/medication-plavix-prefetch.json")]
+    used = MedicationResolver(cpic_ingredients)
+    first = used.read_orders(bundle, extra_resources=extra)
+    again = used.read_orders(bundle, extra_resources=extra)
+    fresh = MedicationResolver(cpic_ingredients).read_orders(bundle, extra_resources=extra)
+    assert again == first == fresh and len(used._by_product) > 0
+    other = [used.read_orders(order(rx("309362", "clopidogrel 75 MG Oral Tablet"), oid=f"o{n}")) for n in (1, 2)]
+    assert [o[0].order_id for o in other] == ["MedicationRequest/o1", "MedicationRequest/o2"]
+    assert [o[0].resource["id"] for o in other] == ["o1", "o2"]
+    assert other[0][0].ingredients == other[1][0].ingredients == (Ingredient("32968", "clopidogrel"),)
+
+
 def test_referenced_medication_that_is_missing(resolver):
     [o] = resolver.read_orders(order({"medicationReference": {"reference": "Medication/nowhere"}}))
     assert (o.unresolved, o.ingredients, o.resolution) == (True, (), "medication-reference-not-found")
