@@ -76,3 +76,27 @@ def test_scrubbing_a_patient_reference_also_removes_the_bare_id():
     scrub = scrubber("Patient/pat-9")
     assert scrub("Observation/pat-9-cyp2c19 for Patient/pat-9") == "Observation/[patient]-cyp2c19 for Patient/[patient]"
     assert scrub("CYP2C19 pat-90") == "CYP2C19 pat-90"
+
+
+def test_scrubbing_removes_exactly_what_the_word_boundary_rule_says():
+    """The scrubber's rule, written as the regular expression it replaces: the id, not next to an
+    ASCII letter or digit, left to right without overlaps. Random texts over an alphabet that makes
+    near misses, overlaps and repeats common."""
+    import re
+
+    from hypothesis import given, settings, strategies as st
+
+    from cds.store.records import PATIENT_PLACEHOLDER, scrubber
+
+    alphabet = st.sampled_from(list("aab1-/ ./é_"))
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(alphabet, min_size=1, max_size=4), st.text(alphabet, max_size=40))
+    def check(patient_id, text):
+        bare = patient_id.strip()
+        if not bare or bare.startswith("Patient/"):
+            return
+        expected = re.sub(rf"(?<![A-Za-z0-9]){re.escape(bare)}(?![A-Za-z0-9])", PATIENT_PLACEHOLDER, text)
+        assert scrubber(bare)(text) == expected
+
+    check()
