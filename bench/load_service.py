@@ -8,7 +8,11 @@ In one run, against one server started by this script (`cds serve`, audit on, SQ
    ratio compares phases run back to back, and the median round is reported;
 2. order-select again at half its (median) maximum throughput, for its latency under a sustainable load.
 
-    python bench/load_service.py [--seconds 5] [--rounds 5] [--concurrency 16]
+With --fixed-decision the server answers every call with the first call's decision
+(bench/serve_fixed_decision.py): what order-select costs beside the decision core, the bound on the
+ratio that a faster core could reach. CDS_AUDIT=false in the environment turns the audit off.
+
+    python bench/load_service.py [--seconds 5] [--rounds 5] [--concurrency 16] [--fixed-decision]
 """
 from __future__ import annotations
 
@@ -85,6 +89,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--fixed-decision", action="store_true",
+                        help="answer every call with the first call's decision (bench/serve_fixed_decision.py)")
     args = parser.parse_args()
     if not shutil.which("hey"):
         sys.exit("needs the load generator 'hey': apt-get install -y hey")
@@ -93,7 +99,8 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "CDS_AUTH": "off", "DATABASE_URL": f"sqlite:///{work / 'audit.sqlite3'}",
            "CDS_SPOOL_DIR": str(work / "spool"), "CDS_THREADS": str(args.threads), "CDS_AUDIT_KEY": "x" * 32, "CDS_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "-m", "cds.cli", "serve", "--port", str(port), "--workers", str(args.workers)],
+    program = [str(REPO / "bench" / "serve_fixed_decision.py")] if args.fixed_decision else ["-m", "cds.cli"]
+    server = subprocess.Popen([sys.executable, *program, "serve", "--port", str(port), "--workers", str(args.workers)],
                               env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -127,7 +134,9 @@ def main() -> None:
         server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"gunicorn: {args.workers} workers x {args.threads} threads; hey: {args.concurrency} connections, {args.seconds} s per phase")
+    audit = "off" if env.get("CDS_AUDIT", "").lower() in ("0", "false", "no", "off") else "on"
+    print(f"gunicorn: {args.workers} workers x {args.threads} threads; hey: {args.concurrency} connections, "
+          f"{args.seconds} s per phase; audit {audit}" + ("; decision FIXED (first call's answer)" if args.fixed_decision else ""))
     print("per round, order-select/trivial throughput: " + ", ".join(f"{r[0]:.2f}" for r in rounds)
           + f" (median {rounds[len(rounds) // 2][0]:.2f}); the median round:")
     print(f"{'endpoint':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU µs/req':>18}  status codes")
