@@ -39,3 +39,14 @@ def test_a_screening_run_starts_its_readers_before_importing_the_decision_code()
              "print(sorted(m for m in ('cds.decision', 'cds.screen.patients', 'durable', 'pydantic') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_database_already_migrated_is_opened_without_alembic(tmp_path) -> None:
+    """Every service start and recorded screening run opens the audit database; when it is at the
+    newest revision, Alembic (a tenth of a second to import) is not needed to say so."""
+    url = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    probe = ("import sys; from cds.store import migrate; from cds.store.engine import make_engine; "
+             f"migrate.upgrade(make_engine({url!r})); print('alembic' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    again = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert (first.stdout.strip(), again.stdout.strip()) == ("True", "False")   # created by Alembic, then left alone

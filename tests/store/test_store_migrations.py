@@ -37,3 +37,25 @@ def test_downgrade_then_upgrade_round_trips(backend, db):
         assert db.scalar("SELECT count(*) FROM cds_call") == 0
     finally:
         engine.dispose()
+
+
+def test_the_head_revision_the_store_checks_is_alembics():
+    assert migrate.HEAD_REVISION == migrate.head_revision()
+
+
+def test_a_database_at_an_older_revision_is_still_upgraded(backend, db):
+    engine = make_engine(backend.direct_url)
+    try:
+        migrate.upgrade(engine)
+        config = migrate.alembic_config()
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0004")
+        with engine.connect() as conn:
+            assert migrate.current_revision(conn) == "0004"
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert migrate.current_revision(conn) == migrate.HEAD_REVISION
+        assert db.scalar("SELECT count(*) FROM cds_call") == 0
+    finally:
+        engine.dispose()
