@@ -1,5 +1,6 @@
 """Remembered answers of a function of the loaded knowledge and of knowledge-level values (lookup
-keys, diplotype texts, statement keys), never of patient data.
+keys, diplotype texts, statement keys, a product as written: what was ordered, not who or when),
+never of patient data.
 
 The knowledge never changes under the object holding the table, so an answer cannot go stale. The
 table is bounded: once full, new keys are computed every time and not kept, which the knowledge's own

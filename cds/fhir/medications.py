@@ -34,9 +34,9 @@ from cds.bundle import bundled_root
 from cds.errors import CdsError
 from cds.facts import Ingredient, MedicationOrder
 from cds.fhir.mappings import FhirMappings, default_mappings
-from cds.memo import Memo
 from cds.fhir.resources import (Entry, Index, as_list, codings, collect, is_concept, patient_key, r4b_problem,
                                 text_of)
+from cds.memo import Memo
 
 log = logging.getLogger("cds.fhir")
 
@@ -112,7 +112,7 @@ def load_atc_table(path: Path | str | None = None) -> dict[str, tuple[Ingredient
 
 
 # (codes, display, (ingredients, resolution, candidate ingredient codes)) of one product as written
-_Product = tuple[tuple[str, ...], "str | None", tuple[tuple[Ingredient, ...], str, frozenset[str]]]
+_Product = tuple[tuple[str, ...], str | None, tuple[tuple[Ingredient, ...], str, frozenset[str]]]
 _NOT_RESOLVED: tuple[tuple[Ingredient, ...], str, frozenset[str]] = ((), "", frozenset())
 
 

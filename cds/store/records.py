@@ -6,6 +6,7 @@ hashed and every free-text field scrubbed of it. Nothing else in this package se
 """
 from __future__ import annotations
 
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -90,7 +91,7 @@ def scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
     return scrub
 
 
-_WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_WORD = frozenset(string.ascii_letters + string.digits)   # ASCII only, as the rule has always been
 
 
 patient_scrubber = scrubber   # for other writers of de-identified text (screening outputs)
