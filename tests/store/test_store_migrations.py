@@ -23,14 +23,18 @@ def test_migrations_match_the_models(backend):
         engine.dispose()
 
 
+def _downgrade(engine, revision: str) -> None:
+    config = migrate.alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
 def test_downgrade_then_upgrade_round_trips(backend, db):
     engine = make_engine(backend.direct_url)
     try:
         migrate.upgrade(engine)
-        config = migrate.alembic_config()
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "base")
+        _downgrade(engine, "base")
         with engine.connect() as conn:
             assert migrate.current_revision(conn) is None
         migrate.upgrade(engine)
@@ -47,10 +51,7 @@ def test_a_database_at_an_older_revision_is_still_upgraded(backend, db):
     engine = make_engine(backend.direct_url)
     try:
         migrate.upgrade(engine)
-        config = migrate.alembic_config()
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0004")
+        _downgrade(engine, "0004")
         with engine.connect() as conn:
             assert migrate.current_revision(conn) == "0004"
         migrate.upgrade(engine)
