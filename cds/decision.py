@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds.consent import genomic_consent
-from cds.mdescape import md_data
 from cds.pipeline import Advice, Advisor, PatientFacts, age_on, patient_facts
 
 ORDER_HOOKS = ("order-select", "order-sign")
@@ -48,9 +47,7 @@ def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -
     orders = advisor.resolver.read_orders(case.medications, patient_ref=case.patient_ref)
     if case.hook == "patient-view":
         if "genomics" in case.errors:
-            cards = [advisor.renderer.notice_card("", "Pharmacogenomic summary could not be completed",
-                                                  f"The patient's pharmacogenomic results could not be retrieved "
-                                                  f"({md_data(case.errors['genomics'])}).", "check-incomplete")]
+            cards = [advisor.renderer.notices.summary_not_possible(case.errors["genomics"])]
             return Advice(cards, PatientFacts(), orders, consent=consent)
         facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics, patient_ref=case.patient_ref)
         advice = advisor.summarise_patient(facts, orders, case.app_url)

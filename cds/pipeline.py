@@ -22,7 +22,6 @@ from cds.fhir.medications import MedicationResolver
 from cds.fhir.selection import DEFAULT_STATUSES, select_current
 from cds.genotype import Interpretation, allele_attribute, attribute_gene, disagree
 from cds.knowledge.models import NO_RESULT
-from cds.mdescape import md_data
 
 log = logging.getLogger("cds.pipeline")
 
@@ -185,103 +184,23 @@ class Advisor:
             withhold_conflicting(evaluation, uninterpretable)
         by_allele = withhold_unreadable_alleles(facts, evaluation, uninterpretable)
         cards = self.renderer.order_cards(evaluation, hook, refs, patient_ref, population, age, facts.results, app_url)
-        cards += self.conflict_cards(hook, evaluation)
-        cards += self.uninterpretable_cards(hook, evaluation, uninterpretable)
+        notices = self.renderer.notices
+        cards += notices.conflict_cards(hook, evaluation)
+        cards += notices.uninterpretable_cards(hook, evaluation, uninterpretable)
         for drug, genes in by_allele.items():
-            cards += self.uninterpretable_cards(hook, evaluation, genes, only_drug=drug)
-        cards += self.unidentified_cards(hook, orders)
+            cards += notices.uninterpretable_cards(hook, evaluation, genes, only_drug=drug)
+        cards += notices.unidentified_cards(hook, orders)
         advice = Advice(cards, facts, orders, unresolved, evaluation)
         advice.decisions = no_card_reasons(hook, evaluation, cards)
         return advice
 
-    def uninterpretable_cards(self, hook: str, evaluation: Evaluation, genes: dict[str, list[str]],
-                              only_drug: str | None = None) -> list[RenderedCard]:
-        """A card per ordered drug (governed on this hook; `only_drug`: that one alone) that depends on a
-        gene whose result on file could not be read or interpreted, naming the result and why."""
-        if not genes:
-            return []
-        cards = []
-        for drug in evaluation.drugs:
-            if hook not in drug.rules or only_drug not in (None, drug.drug):
-                continue
-            mine = sorted(self.genes_of(drug.drug) & set(genes))
-            if not mine:
-                continue
-            names = ", ".join(mine)
-            cards.append(self.renderer.notice_card(
-                drug.drug, f"{drug.drug.capitalize()}: {names} result on file could not be interpreted — review it "
-                           "before prescribing",
-                f"A {names} result is on file for this patient but could not be interpreted, so no genotype-based "
-                f"advice is given and no new test is suggested. Results involved: "
-                + "; ".join(md_data(r) for g in mine for r in genes[g])
-                + ". Review the result or ask the laboratory before prescribing.", "result-not-interpretable"))
-        return cards
-
-    def unidentified_cards(self, hook: str, orders: list[MedicationOrder]) -> list[RenderedCard]:
-        """A card for an order we could not identify only when it may be a drug the knowledge base covers
-        on this hook: its codes or names disagree and one of them names such a drug (clopidogrel and
-        simvastatin codes on one order). Other unidentified orders (an RxNorm product not in the table,
-        SNOMED CT) are audited and counted, not carded: most are drugs without pharmacogenomic advice,
-        and a card on each would teach clinicians to ignore the cards that matter."""
-        cards = []
-        for order in orders:
-            if not order.unresolved or not order.candidates:
-                continue
-            governed = []
-            for ingredient in order.candidates:
-                plan = self.engine.drug_plan(ingredient.rxnorm) or self.engine.drug_plan(ingredient.name)
-                if plan is not None and hook in plan.rules and plan.drug not in governed:
-                    governed.append(plan.drug)
-            if not governed:
-                continue
-            named = " and ".join(i.name for i in order.candidates)
-            shown = order.display or ", ".join(order.codes) or (order.order_id or "an order")
-            cards.append(self.renderer.notice_card(
-                governed[0], f"Order could not be identified: its codes name {named} — pharmacogenomic check not done",
-                f"The order \"{shown}\" ({', '.join(order.codes) or 'no code'}) names different drugs ({named}), so it "
-                "was not matched to either and no genotype-based advice was given. Check which drug is meant; "
-                "the pharmacogenomic check runs when the order names one.", "order-not-identified"))
-        return cards
-
     def conflict_cards(self, hook: str, evaluation: Evaluation) -> list[RenderedCard]:
-        """Say a conflict, never let it pass silently: per ordered drug governed on this hook whose
-        genes include a conflicting one (order hooks), or one card for the patient (patient-view).
-        Shared by the service and the workbench's typed results."""
-        conflicts = evaluation.conflicts
-        if not conflicts:
-            return []
-        if hook == "patient-view":
-            genes = ", ".join(sorted(conflicts))
-            return [self.renderer.notice_card(
-                "", f"Conflicting pharmacogenomic results on file: {genes}",
-                "Current results for these genes disagree; no genotype-based advice is given for them until the "
-                "laboratory confirms one. Results involved: "
-                + ", ".join(md_data(s) for ids in conflicts.values() for s in ids), "conflicting-results")]
-        cards = []
-        for drug in evaluation.drugs:
-            conflicting = sorted(self.genes_of(drug.drug) & set(conflicts))
-            if conflicting and hook in drug.rules:
-                cards.append(self.renderer.notice_card(
-                    drug.drug, f"{drug.drug.capitalize()}: conflicting {', '.join(conflicting)} results on file — "
-                               "pharmacogenomic check not possible",
-                    "Two current results for the same gene disagree, so no genotype-based advice is given for it. "
-                    "Results involved: " + ", ".join(md_data(s) for g in conflicting for s in conflicts[g]) +
-                    ". Ask the laboratory to confirm the result.", "conflicting-results"))
-        return cards
+        """The conflict notices (cds.cards.notices); shared by the service and the workbench's typed results."""
+        return self.renderer.notices.conflict_cards(hook, evaluation)
 
     def check_not_possible(self, hook: str, orders: list[MedicationOrder], reason: str) -> list[RenderedCard]:
         """Cards saying the check could not be completed (FHIR server down), for the drugs it concerns."""
-        drugs, _, _ = self.drugs_of(orders)
-        cards = []
-        for drug in drugs:
-            plan = self.engine.drug_plan(drug)
-            if plan and hook in plan.rules:
-                cards.append(self.renderer.notice_card(
-                    drug, f"{drug.capitalize()}: pharmacogenomic check could not be completed",
-                    f"The patient's pharmacogenomic results could not be retrieved ({md_data(reason)}). "
-                    "No genotype-based advice was given; check the results before prescribing.", "check-incomplete",
-                    indicator="warning"))
-        return cards
+        return self.renderer.notices.check_not_possible(hook, self.drugs_of(orders)[0], reason)
 
     def summarise_patient(self, facts: PatientFacts, active_orders: list[MedicationOrder],
                           app_url: str | None = None) -> Advice:
@@ -296,11 +215,7 @@ class Advisor:
                     attribute in i.lookup for i in facts.interpretations.get(gene, [])):
                 uninterpretable.setdefault(gene, []).extend(reasons)
         if uninterpretable:
-            cards.append(self.renderer.notice_card(
-                "", f"Pharmacogenomic results on file could not be interpreted: {', '.join(sorted(uninterpretable))}",
-                "These results are on file but could not be read or interpreted, so no advice rests on them. "
-                "Results involved: " + "; ".join(md_data(r) for rs in uninterpretable.values() for r in rs)
-                + ". Review them or ask the laboratory.", "result-not-interpretable"))
+            cards.append(self.renderer.notices.summary_uninterpretable(uninterpretable))
         return Advice(cards, facts, active_orders, unresolved, evaluation)
 
 def unresolved_entry(order: MedicationOrder) -> str:

@@ -39,7 +39,7 @@ def cross_link(kb: "KnowledgeBase") -> list[Diagnostic]:
     return diags
 
 
-# The placeholders the card renderer fills in (cds/cards.py); a template naming another would fail at
+# The placeholders the card renderer fills in (cds/cards/text.py); a template naming another would fail at
 # the first card, so it is refused here, with its line.
 SUMMARY_PLACEHOLDERS = {"Drug", "drug", "results", "action", "population", "classification"}
 PRETEST_PLACEHOLDERS = {"Drug", "drug", "gene", "test"}

@@ -219,7 +219,7 @@ class Adjustment(Strict):
     recommendations: list[str] = Field(default_factory=list)
     card: bool | None = None                             # force a card on (True) or off (False)
     indicator: Indicator | None = None
-    summary: str | None = None                           # template; see cds/cards.py for placeholders
+    summary: str | None = None                           # template; see cds/cards/text.py for placeholders
     suggest_alternatives: bool | None = None
 
     @model_validator(mode="after")

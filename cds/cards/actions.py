@@ -1,0 +1,126 @@
+"""What a card offers to do: replace the draft order with an alternative (a FHIR MedicationRequest with
+CPIC's dose sentence for this patient), open the SMART summary page with the patient's results, and
+the override reasons. Suggestions put `create` before `delete`, because clients such as the CDS Hooks
+sandbox stop applying a suggestion at its first `delete`."""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import orjson
+
+from cds.engine import Evaluation, Match
+from cds.facts import GenomicResult
+from cds.genotype import Interpretation
+from cds.ids import new_uuid
+from cds.knowledge.models import Alternative
+
+from .model import OrderRef
+from .text import SMART_LINK_LABEL, sentences
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+OVERRIDE_SYSTEM = "urn:pgx-cds:override-reason"
+OVERRIDE_REASONS = [
+    {"system": OVERRIDE_SYSTEM, "code": "tolerated-before", "display": "Patient has taken this drug before without problems"},
+    {"system": OVERRIDE_SYSTEM, "code": "will-monitor", "display": "Will monitor response or drug levels"},
+    {"system": OVERRIDE_SYSTEM, "code": "result-disputed", "display": "Genotype result disputed or outdated"},
+    {"system": OVERRIDE_SYSTEM, "code": "benefit-outweighs-risk", "display": "Benefit outweighs risk; no suitable alternative"},
+    {"system": OVERRIDE_SYSTEM, "code": "not-applicable", "display": "Recommendation does not apply to this indication"},
+]
+
+_DOSE = re.compile(r"\d\s*(mg|µg|μg|mcg|g)\b", re.IGNORECASE)
+
+
+def replace_suggestion(drug: str, alt: Alternative, order: OrderRef, patient_ref: str | None,
+                       dose: str | None, whose: str | None) -> dict[str, Any]:
+    resource = replacement_request(order.resource, alt.name, alt.rxnorm, patient_ref, dose)
+    create = {"type": "create", "resource": resource,
+              "description": f"Create a draft order for {alt.name}" +
+                             (f" with CPIC's dosing advice for this result: {dose}" if dose else "")}
+    # create before delete: the CDS Hooks sandbox (and clients built like it) stop applying a
+    # suggestion's actions at the first delete; the specification allows either order.
+    actions = [create]
+    if order.order_id:
+        actions.append({"type": "delete", "description": f"Remove the draft order for {drug}",
+                        "resourceId": order.order_id})
+        label = f"Replace {drug} with {alt.name}"
+    else:
+        label = f"Order {alt.name} instead of {drug}"
+    if whose:
+        label += f" — advice for {whose}"
+    return {"label": label, "uuid": new_uuid(), "actions": actions}
+
+
+def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, patient_ref: str | None,
+                        dose_text: str | None = None) -> dict[str, Any]:
+    """A draft MedicationRequest for an alternative ingredient, keeping the draft's subject and intent;
+    `dose_text`: CPIC's dosing sentence for this patient, as the dosage instruction's text."""
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": (draft or {}).get("intent") or "order",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxnorm, "display": name}], "text": name},
+        "subject": {"reference": subject(draft, patient_ref)},
+    }
+    if isinstance((draft or {}).get("encounter"), dict):
+        resource["encounter"] = draft["encounter"]
+    if dose_text:
+        resource["dosageInstruction"] = [{"text": dose_text}]
+    return resource
+
+
+def subject(draft: dict[str, Any] | None, patient_ref: str | None) -> str:
+    found = (draft or {}).get("subject")
+    if isinstance(found, dict) and isinstance(found.get("reference"), str):
+        return found["reference"]
+    return patient_ref or "Patient/unknown"
+
+
+def dose_sentence(matches: list[Match]) -> str | None:
+    """The one dose sentence CPIC's matched recommendations give, or None (none, or they differ)."""
+    found = set()
+    for m in matches:
+        flags = m.recommendation.flags
+        if flags is None or not flags.dosing_information:
+            continue
+        sentence = next((x for x in sentences(m.recommendation.recommendation) if _DOSE.search(x)), None)
+        found.add(sentence)
+    return found.pop() if len(found) == 1 else None
+
+
+def smart_link(app_url: str, evaluation: Evaluation | None, evidence: Mapping[str, GenomicResult],
+               drug: str | None = None) -> dict[str, Any]:
+    """A CDS Hooks `smart` link to the summary page; appContext carries the patient's results so the
+    page can show them without a second FHIR round trip."""
+    return {"label": SMART_LINK_LABEL, "url": app_url, "type": "smart",
+            "appContext": app_context(evaluation.interpretations if evaluation else {}, evidence, drug)}
+
+
+def app_context(interpretations: Mapping[str, list[Interpretation]], evidence: Mapping[str, GenomicResult],
+                drug: str | None = None) -> str:
+    """The SMART app's appContext: the patient's results as stated (so the page re-interprets them with
+    the same knowledge), with date and laboratory, and the drug the card was about. No patient id."""
+    results = []
+    for gene, items in sorted(interpretations.items()):
+        for i in items:
+            found = next((evidence[s] for s in i.source_ids if s in evidence), None)
+            item: dict[str, Any] = {"gene": gene, "stated_as": i.stated_as, "phenotype": i.phenotype}
+            if i.stated_as == "diplotype" and i.diplotype:
+                item["value"] = i.diplotype
+            elif i.stated_as == "activity score" and i.activity_score:
+                item["value"] = f"score:{i.activity_score}"
+            elif i.stated_as == "allele status":
+                item["value"] = next(iter(i.lookup.values()))
+            else:
+                item["value"] = i.phenotype
+            if i.source_ids:
+                item["source"] = list(i.source_ids)
+            if found and found.effective:
+                item["date"] = found.effective.date().isoformat()
+            if found and getattr(found, "performer", None):
+                item["lab"] = found.performer
+            results.append(item)
+    body: dict[str, Any] = {"results": results}
+    if drug:
+        body["drug"] = drug
+    return orjson.dumps(body).decode()    # compact, UTF-8 as is: what json.dumps(separators, ensure_ascii=False) gives

@@ -1,0 +1,88 @@
+"""What a card is made of, as plain data: the policy a rule gives a recommendation, the statements a
+card carries, the card as rendered with what it rested on, and the order it is about."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds.engine import Match
+from cds.knowledge.models import Recommendation
+from cds.populations import population_words
+
+TOPIC_SYSTEM = "urn:pgx-cds:rule"
+
+
+@dataclass(frozen=True)
+class CardPolicy:
+    indicator: str
+    summary_template: str | None
+    suggest_alternatives: bool
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One recommendation on a card with what tells it apart from the card's other statements. The
+    label is built from parts so that a further part (e.g. the source, once DPWG sits beside CPIC)
+    can be added without changing how the others read."""
+
+    match: Match
+    policy: CardPolicy | None                # None: shown for completeness, raises no card by itself
+    population: str | None = None            # CPIC population code, when the card has several
+    score: str | None = None                 # the activity score this statement is for
+    score_gene: str | None = None            # whose activity score
+    source: str | None = None                # "CPIC", "DPWG": when the card has several sources
+
+    @property
+    def recommendation(self) -> Recommendation:
+        return self.match.recommendation
+
+    def label_parts(self) -> list[str]:
+        parts = []
+        if self.source:
+            parts.append(self.source)
+        if self.population:
+            parts.append(population_words(self.population))
+        if self.score is not None:
+            gene = f"{self.score_gene} " if self.score_gene else ""
+            parts.append(f"if the {gene}activity score is {self.score}")
+        return parts
+
+    @property
+    def label(self) -> str:
+        return " · ".join(self.label_parts())
+
+
+@dataclass
+class RenderedCard:
+    """A card plus what it rested on, for audit and tests."""
+
+    card: dict[str, Any]
+    rule_id: str
+    drug: str
+    guideline_id: str | None
+    guideline_version: str | None
+    recommendation_id: str | None
+    facts: list[dict[str, Any]] = field(default_factory=list)   # gene, phenotype, lookup key, source ids
+    pretest: bool = False
+    statements: list[Statement] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)            # guideline sources the card rests on (CPIC, DPWG)
+
+    @property
+    def indicator(self) -> str:
+        return self.card["indicator"]
+
+    @property
+    def uuid(self) -> str:
+        return self.card["uuid"]
+
+    @property
+    def recommendation_ids(self) -> list[str]:
+        return [s.recommendation.id for s in self.statements]
+
+
+@dataclass
+class OrderRef:
+    """The draft order a card is about, so suggestions can replace it."""
+
+    order_id: str | None = None              # "MedicationRequest/abc"
+    resource: dict[str, Any] | None = None

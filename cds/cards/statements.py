@@ -1,0 +1,163 @@
+"""Which recommendations a card carries and what tells them apart, decided from the evaluation, the
+rules and the knowledge alone (no text): the site's sources, the population, the labelled statements,
+the results they rest on."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Iterable, Mapping
+
+from cds.engine import DrugEvaluation, Evaluation, Match
+from cds.facts import GenomicResult
+from cds.genotype import Interpretation
+from cds.knowledge.loader import KnowledgeBase
+from cds.knowledge.models import NO_RESULT, Guideline, Rule
+from cds.memo import Memo
+from cds.populations import GENERAL, population_dimension
+from cds.sources import of_sources, rule_sources
+
+from .model import Statement
+from .policy import PolicyBook
+
+MEMO_ENTRIES = 20_000   # per table: far more than the combinations a knowledge base has in practice
+
+
+class Chooser:
+    """Built once with the knowledge base; chooses each card's statements per request."""
+
+    def __init__(self, kb: KnowledgeBase, policies: PolicyBook):
+        self.kb = kb
+        self.policies = policies
+        # Knowledge alone, as large as the knowledge: each rule's sources (rule_sources scans every rule
+        # for the site default), and each guideline's unreachable keys for a drug with the genes they name.
+        self._sources: Memo[tuple[str, ...]] = Memo(MEMO_ENTRIES)
+        self._unreachable: Memo[tuple[list, tuple[str, ...]]] = Memo(MEMO_ENTRIES)
+
+    def order_matches(self, drug: DrugEvaluation, rule: Rule, population: str | None, age: int | None,
+                      pretest_genes: set[str]) -> list[Match]:
+        """The matches an order card shows: per source the site chose, the population the request
+        names (or the rule, or the patient's age), without the no-result advice a pre-test alert replaces."""
+        matches: list[Match] = []
+        for source in self.rule_sources(rule):  # the site's choice: CPIC, DPWG or both
+            # populations are chosen per source: DPWG's advice has none, so CPIC's choice must not hide it
+            chosen = choose_population(replace(drug, matches=of_sources(drug.matches, [source])),
+                                       rule, population, age)
+            matches += [m for m in chosen if not any(m.recommendation.lookup.get(g) == NO_RESULT for g in pretest_genes)]
+        return matches
+
+    def statements(self, rule: Rule, matches: list[Match]) -> list[Statement]:
+        """The labelled statements of one card: a part of the label only where the statements differ."""
+        sources = {m.guideline.source for m in matches}
+        populations = {source: {m.recommendation.population for m in matches if m.guideline.source == source}
+                       for source in sources}
+        out = []
+        for m in matches:
+            pop = m.recommendation.population
+            out.append(Statement(
+                m, self.policies.policy(rule, m.recommendation),
+                # a population is named where it is not "general", or where one source has several
+                population=pop if pop != GENERAL or len(populations[m.guideline.source]) > 1 else None,
+                score=m.score, score_gene=m.score_gene, source=m.guideline.source if len(sources) > 1 else None))
+        return out
+
+    def rule_sources(self, rule: Rule) -> tuple[str, ...]:
+        key = tuple(rule.sources) if rule.sources else None   # with this chooser's rules, all it depends on
+        return self._sources.get(key, lambda: rule_sources(self.kb, rule))
+
+    def unreachable_keys(self, g: Guideline, drug: str) -> tuple[list, tuple[str, ...]]:
+        """The guideline's keys for `drug` that our gene tables cannot reach, and its genes they name."""
+        def find() -> tuple[list, tuple[str, ...]]:
+            keys = [u for u in g.unreachable if u.drug == drug]
+            return keys, tuple(gene for gene in g.genes if any(gene in u.source_key for u in keys))
+        return self._unreachable.get((g.id, drug), find)
+
+    def results(self, evaluation: Evaluation, statements: list[Statement],
+                evidence: Mapping[str, GenomicResult]) -> tuple[list[str], list[dict[str, Any]]]:
+        """Short gene results for the summary and facts for the detail and audit (one per gene and
+        lookup value; a phenotype-only result with several possible scores gives one per score)."""
+        short: list[str] = []
+        facts: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for statement in statements:
+            for gene, value in statement.recommendation.lookup.items():
+                if (gene, value) in seen:
+                    continue
+                seen.add((gene, value))
+                if value == NO_RESULT:
+                    facts.append({"gene": gene, "phenotype": NO_RESULT, "lookup_key": value, "source_ids": []})
+                    continue
+                interp = interpretation_for(evaluation.interpretations.get(gene, []), value)
+                interpreter = self.kb.interpreters[gene]
+                if interpreter.kind == "allele-status":
+                    text, phenotype = f"{gene}{value}", value
+                else:
+                    phenotype = interpreter.phenotype_of_key(value) if interp is None or interp.stated_as != "phenotype" else interp.phenotype
+                    text = f"{gene} {phenotype}"
+                if text not in short:
+                    short.append(text)
+                sources = list(interp.source_ids) if interp else []
+                result = next((evidence[s] for s in sources if s in evidence), None)
+                facts.append({
+                    "gene": gene, "phenotype": phenotype, "lookup_key": value,
+                    "diplotype": interp.diplotype if interp else None,
+                    "activity_score": interp.activity_score if interp else None,
+                    "stated_as": interp.stated_as if interp else None,
+                    "source_ids": sources,
+                    "date": result.effective.date().isoformat() if result and result.effective else None,
+                    "lab": getattr(result, "performer", None) if result else None,
+                })
+        return short, facts
+
+
+def choose_population(drug: DrugEvaluation, rule: Rule, population: str | None, age: int | None) -> list[Match]:
+    populations = {m.recommendation.population for m in drug.matches}
+    for wanted in (population, rule.population, age_population(age, populations)):
+        if wanted and wanted in populations:
+            return [m for m in drug.matches if m.recommendation.population == wanted]
+    return list(drug.matches)
+
+
+def age_population(age: int | None, populations: set[str]) -> str | None:
+    if age is None:
+        return None
+    if age >= 18 and "adults" in populations:
+        return "adults"
+    if age < 18 and "pediatrics" in populations:
+        return "pediatrics"
+    return None
+
+
+def interpretation_for(items: list[Interpretation], value: str) -> Interpretation | None:
+    for interp in items:
+        if value in interp.lookup.values():
+            return interp
+    return items[0] if items else None
+
+
+def differs_by(statements: list[Statement]) -> str | None:
+    if len(statements) < 2:
+        return None
+    dimensions = []
+    if len({s.score for s in statements}) > 1:
+        dimensions.append("activity score")
+    by_source: dict[str | None, set[str]] = {}
+    for s in statements:
+        by_source.setdefault(s.match.guideline.source, set()).add(s.recommendation.population)
+    several = [p for p in by_source.values() if len(p) > 1]   # populations differ within one source
+    if several:
+        dimensions.append(population_dimension(set().union(*several)))
+    if len({s.source for s in statements}) > 1:
+        dimensions.append("source")
+    return " and ".join(dimensions) or "recommendation"
+
+
+def statement_key(s: Statement) -> tuple:
+    """What a statement's rendering rests on, by name: the recommendation (unique in its guideline),
+    how it matched, its policy and its label."""
+    return (s.match.guideline.id, s.recommendation.id, s.match.matched_by, s.policy, s.population, s.score,
+            s.score_gene, s.source)
+
+
+def interpretations_key(interpretations: Mapping[str, Iterable[Interpretation]]) -> tuple:
+    """All the engine reads of interpreted results: how each was stated, its phenotype and lookup values."""
+    return tuple(sorted((gene, tuple((i.stated_as, i.phenotype, tuple(sorted(i.lookup.items()))) for i in items))
+                        for gene, items in interpretations.items()))

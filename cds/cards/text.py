@@ -1,0 +1,279 @@
+"""Every sentence a card says, written here and nowhere else, for any CommonMark client: every text we
+did not write (CPIC's wording, anything from the request) is escaped (cds.mdescape); the summary is
+never cut (≤139 characters: drug, result, action); the detail is short (result with date and lab, the
+advice, classification, guideline and versions) and the long form is the SMART summary page behind the
+card's `smart` link."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from cds.engine import DrugEvaluation
+from cds.knowledge.models import NO_RESULT, Flags, Guideline, Rule
+from cds.mdescape import md_data, md_text
+from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
+from cds.sources import KINDS, SOURCE_ORDER, disagreement, kind
+
+from .model import TOPIC_SYSTEM, Statement
+from .policy import CAUTION
+from .statements import differs_by
+
+SUMMARY_LIMIT = 139          # CDS Hooks: "<140-character summary"
+ATTRIBUTION = ("CPIC guidelines (cpicpgx.org, CC0); PharmGKB/ClinPGx annotations (CC BY-SA 4.0). "
+               "Decision support, not a substitute for clinical judgement.")
+SMART_LINK_LABEL = "Open pharmacogenomic summary"
+DETAIL_WORD_BUDGET = 120     # the detail's common case stays under this many words
+
+# Action words when CPIC's own first sentence does not fit the summary: derived from the curators'
+# flags only, so they say no more than the flags do; the detail has CPIC's words.
+_FLAG_ACTIONS = {
+    (True, True): "change of drug or dose advised",
+    (True, False): "alternative drug advised",
+    (False, True): "dosing advice",
+    (False, False): "prescribing advice",
+}
+GENERIC_ACTIONS = frozenset(_FLAG_ACTIONS.values())
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+def summary(drug: DrugEvaluation, statements: list[Statement], short: list[str]) -> str:
+    carded = [s for s in statements if s.policy]
+    results = "; ".join(short) or "no result on file"
+    Drug = drug.drug.capitalize()
+    differs = differs_by(statements)
+    # what the statements differ by besides the source (population, activity score)
+    within = " and ".join(d for d in (differs or "").split(" and ") if d and d != "source")
+    candidates: list[str] = []
+    if not within:
+        # one statement, or one per source: the most cautious one leads (CPIC on a tie), in the
+        # site's wording when its rule has a summary, else in its source's first sentence
+        lead = max(carded, key=lambda s: (CAUTION.get(s.policy.indicator, 0), KINDS[kind(s.recommendation)][0],
+                                          -SOURCE_ORDER.get(s.match.guideline.source, 9)))
+        rec = lead.recommendation
+        if lead.policy.summary_template:
+            text = " ".join(lead.policy.summary_template.format(
+                Drug=Drug, drug=drug.drug, results=results, action=first_sentence(rec.recommendation),
+                population=rec.population, classification=rec.classification or "").split())
+            if len(text) <= SUMMARY_LIMIT:
+                return text
+        whose = f"{lead.match.guideline.source}: " if differs else ""
+        sentence = first_sentence(rec.recommendation)
+        candidates.append(whose + sentence)
+        step = leading_step(sentence)
+        if step:
+            candidates.append(f"{whose}{step} — see detail")
+    else:
+        # CPIC's first sentence when it holds for every statement on the card; with the statements'
+        # difference named when it holds for those that raise the card.
+        every = {first_sentence(s.recommendation.recommendation) for s in statements}
+        raising = {first_sentence(s.recommendation.recommendation) for s in carded}
+        if len(every) == 1:
+            sentence = every.pop()
+            candidates.append(sentence)
+            step = leading_step(sentence)
+            if step:
+                candidates.append(f"{step} — see detail")
+        elif len(raising) == 1:
+            sentence = raising.pop()
+            candidates.append(f"{sentence}; differs by {within} — see detail")
+            step = leading_step(sentence)
+            if step:
+                candidates.append(f"{step}; differs by {within} — see detail")
+    generic = flag_action([s.recommendation.flags for s in carded])
+    if within:
+        candidates.append(f"{generic}; differs by {within} — see detail")
+    candidates.append(f"{generic} — see detail")
+    for action in candidates:
+        for head in (f"{Drug}: {results}", f"{Drug}: {short[0]}" if short else f"{Drug}: {results}"):
+            text = f"{head} — {action}"
+            if len(text) <= SUMMARY_LIMIT:
+                return text
+    return f"{Drug}: {short[0] if short else results}"[:SUMMARY_LIMIT - len(" — see detail")] + " — see detail"
+
+
+# --- detail -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DetailParts:
+    head: list[str]                 # how the sources compare (when there are several), then a blank line
+    advice: list[str]               # the advice, its classification and citation
+    implications: str | None        # the implications line, shown when the detail stays within budget
+    tail: list[str]                 # the pointer onward and the attribution
+    words: int                      # words of all of the above
+
+
+def detail(parts: DetailParts, facts: list[dict[str, Any]]) -> str:
+    """The detail: how the sources compare, one line per result, the advice, its citation, the
+    implications when the whole stays within DETAIL_WORD_BUDGET words, and the pointer onward."""
+    results = list(dict.fromkeys(result_line(f) for f in facts))   # one line per result, however many scores
+    lines = parts.head + results + [""] + parts.advice
+    if parts.implications is not None and parts.words + sum(map(words, results)) <= DETAIL_WORD_BUDGET:
+        return "\n".join(lines + ["", parts.implications] + parts.tail)
+    return "\n".join(lines + parts.tail)
+
+
+def detail_parts(statements: list[Statement], rule: Rule, has_app: bool, kb_version: str) -> DetailParts:
+    """The parts of a detail that rest on the knowledge alone (everything but the result lines)."""
+    head: list[str] = []
+    differs = differs_by(statements)
+    sources = sorted({s.match.guideline.source for s in statements}, key=lambda x: SOURCE_ORDER.get(x, 9))
+    if len(sources) > 1:
+        # how the sources compare, from the curators' flags (cds.sources), before their words
+        kinds: dict[str, str] = {}
+        for s in statements:
+            k = kind(s.recommendation, s.policy is not None)
+            if KINDS[k][0] >= KINDS[kinds.get(s.match.guideline.source, "none")][0]:
+                kinds[s.match.guideline.source] = k
+        differ = disagreement(kinds)
+        head += [f"**{' and '.join(sources)} disagree in kind** — {differ}. The indicator follows the more "
+                 "cautious advice." if differ else
+                 f"**{' and '.join(sources)} agree in kind** — {KINDS[next(iter(kinds.values()))][1]}.", ""]
+    lines: list[str] = []
+    if len(statements) == 1:
+        s = statements[0]
+        rec = s.recommendation
+        label = f" · {md_text(s.label)}" if s.label else ""
+        lines += [f"**{s.match.guideline.source} advice** · classification: {classification(s)}{label}", "",
+                  md_text(rec.recommendation, line_start=True)]
+    else:
+        also = " and ".join(d for d in differs.split(" and ") if d not in ("activity score", "source"))
+        if differs.startswith("activity score"):
+            lines.append("**The activity score decides** — the result gives the phenotype only, and the advice "
+                         "differs by score (most cautious first)" +
+                         (f"; it also differs by {also}, which the request does not say:" if also else ":"))
+        elif also:
+            lines.append(f"**The advice differs by {also}** — the request does not say which applies:")
+        else:
+            lines.append("**Each source's advice:**")
+        lines.append("")
+        for s in statements:
+            rec = s.recommendation
+            lines.append(f"- **{md_text(s.label)}** (classification: {classification(s)}): "
+                         f"{md_text(rec.recommendation, indent='  ')}")
+    if len(statements) == 1 and statements[0].match.matched_by == "phenotype" and statements[0].score is None:
+        lines += ["", "_Matched by the reported phenotype: every activity score of this phenotype has this advice._"]
+    guidelines = list({s.match.guideline.id: s.match.guideline for s in statements}.values())
+    lines += ["", ". ".join(f"{md_text(g.name)}: {cited(g)}; {md_text(g.version)}" for g in guidelines) + ". "
+                  f"{'Recommendations' if len(statements) > 1 else 'Recommendation'} "
+                  f"{', '.join(f'`{s.recommendation.id}`' for s in statements)}; rule `{rule.id}`; "
+                  f"knowledge base `{kb_version}`."]
+    found = implications(statements)
+    pointer = ("Implications, comments and every drug these results affect: "
+               f"*{SMART_LINK_LABEL}*." if has_app else "Implications and comments: see the guideline link.")
+    tail = ["", pointer, "", f"_{md_text(attribution(sources))}_"]
+    implications_line = "**Implications:** " + " ".join(found) if found else None
+    # words of everything but the result lines, with the implications (word counts add up line by line)
+    count = sum(map(words, head + lines + tail + [implications_line or ""]))
+    return DetailParts(head, lines, implications_line, tail, count)
+
+
+def implications(statements: list[Statement]) -> list[str]:
+    seen: list[str] = []
+    for s in statements:
+        for gene, text in s.recommendation.implications.items():
+            item = f"{md_text(gene)}: {md_text(text)}"
+            if item not in seen:
+                seen.append(item)
+    return seen
+
+
+def card_source(guideline: Guideline, rule: Rule, sources: list[str] | None = None) -> dict[str, Any]:
+    sources = sources or [guideline.source]
+    return {
+        "label": " and ".join(sources) + " via pgx-cds" + (
+            "" if "DPWG" not in sources else " (PharmGKB/ClinPGx, CC BY-SA 4.0)" if len(sources) == 1
+            else " (DPWG: PharmGKB/ClinPGx, CC BY-SA 4.0)"),
+        "url": guideline.url,
+        "topic": {"system": TOPIC_SYSTEM, "code": rule.id, "display": rule.title},
+    }
+
+
+def classification(statement: Statement) -> str:
+    rec = statement.recommendation
+    if rec.classification:
+        return rec.classification
+    return "not graded (N/A in the PharmGKB export)" if statement.match.guideline.source == "DPWG" else "none"
+
+
+def cited(guideline: Guideline) -> str:
+    """The guideline's newest publication, or why there is none (some DPWG annotations list none)."""
+    if not guideline.citations:
+        return ("PharmGKB/ClinPGx guideline annotation (it lists no publication)" if guideline.source == "DPWG"
+                else "no PMID in the source release")
+    c = guideline.citations[0]
+    return f"{c.year}, PMID {c.pmid}" if c.year else f"PMID {c.pmid}"
+
+
+def attribution(sources: list[str]) -> str:
+    names = "; ".join(SOURCE_ATTRIBUTION.get(s, s) for s in sources)
+    return f"{names}; PharmGKB/ClinPGx annotations (CC BY-SA 4.0). Decision support, not a substitute for clinical judgement."
+
+
+def flag_action(flags: list[Flags | None]) -> str:
+    alt = any(f is None or f.alternate_drug_available for f in flags)
+    dose = any(f is None or f.dosing_information for f in flags)
+    return _FLAG_ACTIONS[(alt, dose)]
+
+
+def result_line(f: dict[str, Any]) -> str:
+    if f["phenotype"] == NO_RESULT:
+        return f"- {md_text(f['gene'])}: no result on file"
+    parts = [f"- **{md_text(f['gene'])}**"]
+    if f.get("diplotype"):
+        parts.append(md_data(f["diplotype"]))
+    parts.append(f"— **{md_text(f['phenotype'])}**")
+    if f.get("activity_score") and f["activity_score"] != f["phenotype"]:
+        parts.append(f"(activity score {md_text(f['activity_score'])})")
+    if f.get("stated_as") == "phenotype" and f["lookup_key"] != f["phenotype"]:
+        parts.append("(reported as phenotype)")
+    if f.get("date"):
+        parts.append(f"· {f['date']}")          # ISO date we formatted ourselves
+    if f.get("lab"):
+        parts.append(f"· {md_data(f['lab'])}")
+    if f.get("source_ids"):
+        parts.append("· " + ", ".join(md_data(s) for s in f["source_ids"]))
+    return " ".join(parts)
+
+
+# --- CPIC's sentences -------------------------------------------------------------------------
+
+_SENTENCE = re.compile(r"(?<=[.;])\s+(?=[A-Z(])")
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE.split(" ".join(text.split())) if s]
+
+
+def first_sentence(text: str) -> str:
+    first = sentences(text)
+    return first[0].rstrip(".;") if first else ""
+
+
+# Connectors after which CPIC's sentence only adds a later step to the first one ("Reduce starting dose
+# by 50% followed by titration …", "Prescribe ≤20mg as a starting dose and adjust doses …"): the words
+# before them are the first step as CPIC wrote it, so they can stand in a summary on their own.
+_LATER_STEP = re.compile(r"\s(?:followed by|and adjust|and titrate|then)\s")
+
+
+def leading_step(sentence: str) -> str | None:
+    parts = _LATER_STEP.split(sentence, maxsplit=1)
+    lead = parts[0].rstrip(",;: ")
+    if len(parts) == 1 or len(lead.split()) < 3 or "," in lead:
+        return None
+    return lead
+
+
+def words(markdown: str) -> int:
+    return len(re.findall(r"[^\s*_`\\-]+", markdown))
+
+
+def fit_list(prefix: str, items: list[str], limit: int = SUMMARY_LIMIT) -> str:
+    """prefix + as many items as fit, then "and N more" — never a cut word."""
+    for n in range(len(items), 0, -1):
+        rest = len(items) - n
+        text = prefix + ", ".join(items[:n]) + (f" and {rest} more" if rest else "")
+        if len(text) <= limit:
+            return text
+    return prefix.rstrip(": ;") + f": {len(items)}"
