@@ -80,7 +80,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
         "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms',
         "logconfig_dict": log_config,
         # Large enough that an oversized Authorization header reaches the app, which answers it with a
-        # JSON 401 (cds.service.auth.MAX_AUTHORIZATION_HEADER), instead of gunicorn's plain-text 400.
+        # JSON 401 (cds.service.auth.verifier.MAX_AUTHORIZATION_HEADER), instead of gunicorn's plain-text 400.
         "limit_request_field_size": 65536,
     }).run()
     if owns_metrics_dir:
