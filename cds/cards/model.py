@@ -52,6 +52,32 @@ class Statement:
         return " · ".join(self.label_parts())
 
 
+@dataclass(frozen=True)
+class Differences:
+    """What tells a card's statements apart, as decided (cds.cards.text names it): their activity
+    scores, their populations within one source, their sources. A card of one statement has none; a
+    card whose statements differ by none of these still has several (`unnamed`)."""
+
+    several: bool = False                       # the card carries more than one statement
+    score: bool = False                         # the statements are for different activity scores
+    populations: frozenset[str] = frozenset()   # the populations of a source that has several
+    source: bool = False                        # the statements come from several sources
+
+    @property
+    def unnamed(self) -> bool:
+        return self.several and not (self.score or self.populations or self.source)
+
+    @property
+    def besides_source(self) -> bool:
+        """They differ by something other than their source (a score, a population, or unnamed)."""
+        return self.score or self.beyond_score
+
+    @property
+    def beyond_score(self) -> bool:
+        """They differ by something other than score and source (a population, or unnamed)."""
+        return bool(self.populations) or self.unnamed
+
+
 @dataclass
 class RenderedCard:
     """A card plus what it rested on, for audit and tests."""

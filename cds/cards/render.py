@@ -30,7 +30,7 @@ from .actions import OVERRIDE_REASONS
 from .model import TOPIC_SYSTEM, CardPolicy, OrderRef, RenderedCard, Statement
 from .notices import Notices
 from .policy import PolicyBook, most_cautious
-from .statements import MEMO_ENTRIES, Chooser, choose_population, differs_by, interpretations_key, statement_key
+from .statements import MEMO_ENTRIES, Chooser, choose_population, differences, interpretations_key, statement_key
 from .text import ATTRIBUTION, SUMMARY_LIMIT
 
 
@@ -125,8 +125,7 @@ class CardRenderer:
         if suggesting and rule.alternatives:
             # When the statements differ by population, a suggestion says whose advice it follows
             # (prasugrel is CPIC's advice for ACS/PCI, not for a patient with a stroke).
-            differs = differs_by(statements) or ""
-            by_population = any(d not in ("activity score", "source") for d in differs.split(" and ") if d)
+            by_population = differences(statements).beyond_score
             whose = population_words(suggesting[0].population) if by_population and suggesting[0].population else None
             doses = self.dose_advices(evaluation, [alt.name for alt in rule.alternatives])
             card["suggestions"] = [actions.replace_suggestion(drug.drug, alt, order, patient_ref, doses[alt.name], whose)

@@ -12,10 +12,10 @@ from cds.genotype import Interpretation
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import NO_RESULT, Guideline, Rule
 from cds.memo import Memo
-from cds.populations import GENERAL, population_dimension
+from cds.populations import GENERAL
 from cds.sources import of_sources, rule_sources
 
-from .model import Statement
+from .model import Differences, Statement
 from .policy import PolicyBook
 
 MEMO_ENTRIES = 20_000   # per table: far more than the combinations a knowledge base has in practice
@@ -133,21 +133,16 @@ def interpretation_for(items: list[Interpretation], value: str) -> Interpretatio
     return items[0] if items else None
 
 
-def differs_by(statements: list[Statement]) -> str | None:
+def differences(statements: list[Statement]) -> Differences:
+    """What tells the statements of one card apart."""
     if len(statements) < 2:
-        return None
-    dimensions = []
-    if len({s.score for s in statements}) > 1:
-        dimensions.append("activity score")
+        return Differences()
     by_source: dict[str | None, set[str]] = {}
     for s in statements:
         by_source.setdefault(s.match.guideline.source, set()).add(s.recommendation.population)
     several = [p for p in by_source.values() if len(p) > 1]   # populations differ within one source
-    if several:
-        dimensions.append(population_dimension(set().union(*several)))
-    if len({s.source for s in statements}) > 1:
-        dimensions.append("source")
-    return " and ".join(dimensions) or "recommendation"
+    return Differences(several=True, score=len({s.score for s in statements}) > 1,
+                       populations=frozenset(set().union(*several)), source=len({s.source for s in statements}) > 1)
 
 
 def statement_key(s: Statement) -> tuple:

@@ -12,12 +12,13 @@ from typing import Any
 from cds.engine import DrugEvaluation
 from cds.knowledge.models import NO_RESULT, Flags, Guideline, Rule
 from cds.mdescape import md_data, md_text
+from cds.populations import population_dimension
 from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
 from cds.sources import KINDS, SOURCE_ORDER, disagreement, kind
 
-from .model import TOPIC_SYSTEM, Statement
+from .model import TOPIC_SYSTEM, Differences, Statement
 from .policy import CAUTION
-from .statements import differs_by
+from .statements import differences
 
 SUMMARY_LIMIT = 139          # CDS Hooks: "<140-character summary"
 ATTRIBUTION = ("CPIC guidelines (cpicpgx.org, CC0); PharmGKB/ClinPGx annotations (CC BY-SA 4.0). "
@@ -42,11 +43,11 @@ def summary(drug: DrugEvaluation, statements: list[Statement], short: list[str])
     carded = [s for s in statements if s.policy]
     results = "; ".join(short) or "no result on file"
     Drug = drug.drug.capitalize()
-    differs = differs_by(statements)
+    differs = differences(statements)
     # what the statements differ by besides the source (population, activity score)
-    within = " and ".join(d for d in (differs or "").split(" and ") if d and d != "source")
+    within = " and ".join(difference_words(differs, source=False))
     candidates: list[str] = []
-    if not within:
+    if not differs.besides_source:
         # one statement, or one per source: the most cautious one leads (CPIC on a tie), in the
         # site's wording when its rule has a summary, else in its source's first sentence
         lead = max(carded, key=lambda s: (CAUTION.get(s.policy.indicator, 0), KINDS[kind(s.recommendation)][0],
@@ -58,7 +59,7 @@ def summary(drug: DrugEvaluation, statements: list[Statement], short: list[str])
                 population=rec.population, classification=rec.classification or "").split())
             if len(text) <= SUMMARY_LIMIT:
                 return text
-        whose = f"{lead.match.guideline.source}: " if differs else ""
+        whose = f"{lead.match.guideline.source}: " if differs.several else ""
         sentence = first_sentence(rec.recommendation)
         candidates.append(whose + sentence)
         step = leading_step(sentence)
@@ -82,7 +83,7 @@ def summary(drug: DrugEvaluation, statements: list[Statement], short: list[str])
             if step:
                 candidates.append(f"{step}; differs by {within} — see detail")
     generic = flag_action([s.recommendation.flags for s in carded])
-    if within:
+    if differs.besides_source:
         candidates.append(f"{generic}; differs by {within} — see detail")
     candidates.append(f"{generic} — see detail")
     for action in candidates:
@@ -117,7 +118,7 @@ def detail(parts: DetailParts, facts: list[dict[str, Any]]) -> str:
 def detail_parts(statements: list[Statement], rule: Rule, has_app: bool, kb_version: str) -> DetailParts:
     """The parts of a detail that rest on the knowledge alone (everything but the result lines)."""
     head: list[str] = []
-    differs = differs_by(statements)
+    differs = differences(statements)
     sources = sorted({s.match.guideline.source for s in statements}, key=lambda x: SOURCE_ORDER.get(x, 9))
     if len(sources) > 1:
         # how the sources compare, from the curators' flags (cds.sources), before their words
@@ -138,8 +139,8 @@ def detail_parts(statements: list[Statement], rule: Rule, has_app: bool, kb_vers
         lines += [f"**{s.match.guideline.source} advice** · classification: {classification(s)}{label}", "",
                   md_text(rec.recommendation, line_start=True)]
     else:
-        also = " and ".join(d for d in differs.split(" and ") if d not in ("activity score", "source"))
-        if differs.startswith("activity score"):
+        also = " and ".join(difference_words(differs, score=False, source=False))
+        if differs.score:
             lines.append("**The activity score decides** — the result gives the phenotype only, and the advice "
                          "differs by score (most cautious first)" +
                          (f"; it also differs by {also}, which the request does not say:" if also else ":"))
@@ -167,6 +168,17 @@ def detail_parts(statements: list[Statement], rule: Rule, has_app: bool, kb_vers
     # words of everything but the result lines, with the implications (word counts add up line by line)
     count = sum(map(words, head + lines + tail + [implications_line or ""]))
     return DetailParts(head, lines, implications_line, tail, count)
+
+
+def difference_words(differs: Differences, score: bool = True, source: bool = True) -> list[str]:
+    """What the statements differ by, in words ("activity score", "age group", "source"); `score`,
+    `source`: name those too."""
+    if differs.unnamed:
+        return ["recommendation"]
+    named = [("activity score", score and differs.score),
+             (population_dimension(set(differs.populations)) if differs.populations else "", bool(differs.populations)),
+             ("source", source and differs.source)]
+    return [words for words, shown in named if shown]
 
 
 def implications(statements: list[Statement]) -> list[str]:
