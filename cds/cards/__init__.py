@@ -12,14 +12,15 @@ one place.
 from __future__ import annotations
 
 from .actions import OVERRIDE_REASONS, OVERRIDE_SYSTEM, RXNORM, app_context, replacement_request
-from .model import TOPIC_SYSTEM, CardPolicy, OrderRef, RenderedCard, Statement
+from .model import TOPIC_SYSTEM, CardPolicy, Differences, Headline, OrderRef, RenderedCard, Statement
 from .policy import default_indicator, is_actionable, most_cautious
 from .render import CardRenderer
-from .text import ATTRIBUTION, DETAIL_WORD_BUDGET, GENERIC_ACTIONS, SMART_LINK_LABEL, SUMMARY_LIMIT, attribution
+from .text import (ATTRIBUTION, DETAIL_WORD_BUDGET, GENERIC_ACTIONS, SMART_LINK_LABEL, SUMMARY_LIMIT, attribution,
+                   headline_text)
 
 __all__ = [
     "ATTRIBUTION", "DETAIL_WORD_BUDGET", "GENERIC_ACTIONS", "OVERRIDE_REASONS", "OVERRIDE_SYSTEM", "RXNORM",
-    "SMART_LINK_LABEL", "SUMMARY_LIMIT", "TOPIC_SYSTEM", "CardPolicy", "CardRenderer", "OrderRef", "RenderedCard",
-    "Statement", "app_context", "attribution", "default_indicator", "is_actionable", "most_cautious",
-    "replacement_request",
+    "SMART_LINK_LABEL", "SUMMARY_LIMIT", "TOPIC_SYSTEM", "CardPolicy", "CardRenderer", "Differences", "Headline",
+    "OrderRef", "RenderedCard", "Statement", "app_context", "attribution", "default_indicator", "headline_text",
+    "is_actionable", "most_cautious", "replacement_request",
 ]

@@ -78,6 +78,21 @@ class Differences:
         return bool(self.populations) or self.unnamed
 
 
+@dataclass(frozen=True)
+class Headline:
+    """A recommendation card's summary as decided, before it is written (cds.cards.text.headline_text):
+    "{Drug}: {results} — {whose}: {action}; differs by {differs} — see detail"."""
+
+    drug: str
+    results: tuple[str, ...]              # the results it names ("CYP2C19 Poor Metabolizer"); none: none on file
+    action: str = ""                      # a source's first sentence, or its first step, or the flags' phrase
+    whose: str | None = None              # the source whose words lead, when the card has several
+    differs: Differences | None = None    # what the statements differ by, when the summary names it
+    see_detail: bool = False              # the summary points to the detail
+    template: str | None = None           # the site's wording (its rule's summary template), filled in
+    cut: bool = False                     # nothing fitted: the drug and first result, cut, then "see detail"
+
+
 @dataclass
 class RenderedCard:
     """A card plus what it rested on, for audit and tests."""
@@ -92,6 +107,7 @@ class RenderedCard:
     pretest: bool = False
     statements: list[Statement] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)            # guideline sources the card rests on (CPIC, DPWG)
+    headline: Headline | None = None                            # a recommendation card's summary, as decided
 
     @property
     def indicator(self) -> str:

@@ -27,7 +27,7 @@ from cds.sources import SOURCE_ORDER, of_sources
 
 from . import actions, text
 from .actions import OVERRIDE_REASONS
-from .model import TOPIC_SYSTEM, CardPolicy, OrderRef, RenderedCard, Statement
+from .model import TOPIC_SYSTEM, CardPolicy, Headline, OrderRef, RenderedCard, Statement
 from .notices import Notices
 from .policy import PolicyBook, most_cautious
 from .statements import MEMO_ENTRIES, Chooser, choose_population, differences, interpretations_key, statement_key
@@ -48,7 +48,7 @@ class CardRenderer:
         # per (drug, statements, short results), the knowledge part of a detail per (statements, rule),
         # the dose sentences per (alternatives, interpreted results). The knowledge never changes under
         # a renderer, so a remembered text cannot go stale; each table is bounded.
-        self._summaries: Memo[str] = Memo(MEMO_ENTRIES)
+        self._summaries: Memo[Headline] = Memo(MEMO_ENTRIES)
         self._details: Memo[text.DetailParts] = Memo(MEMO_ENTRIES)
         self._doses: Memo[dict[str, str | None]] = Memo(MEMO_ENTRIES)
 
@@ -102,12 +102,13 @@ class CardRenderer:
         first = carded[0]
         guidelines = list({s.match.guideline.id: s.match.guideline for s in statements}.values())
         sources = sorted({g.source for g in guidelines}, key=lambda x: SOURCE_ORDER.get(x, 9))
-        short, facts = self.chooser.results(evaluation, statements, evidence)
+        facts = self.chooser.results(evaluation, statements, evidence)
+        names = self._result_names(facts)
         keys = tuple(statement_key(s) for s in statements)
-        summary = self._summaries.get((drug.drug, keys, tuple(short)), lambda: text.summary(drug, statements, short))
+        headline = self._summaries.get((drug.drug, keys, names), lambda: text.headline(drug.drug, statements, list(names)))
         card: dict[str, Any] = {
             "uuid": new_uuid(),
-            "summary": summary,
+            "summary": text.headline_text(headline),
             "detail": self._detail(statements, rule, facts, app_url is not None, keys),
             "indicator": most_cautious(s.policy.indicator for s in carded),
             "source": text.card_source(first.match.guideline, rule, sources),
@@ -136,7 +137,14 @@ class CardRenderer:
                    " + ".join(s.recommendation.id for s in statements))
         else:
             ids = (first.match.guideline.id, first.match.guideline.version, first.recommendation.id)
-        return RenderedCard(card, rule.id, drug.drug, *ids, facts, statements=statements, sources=sources)
+        return RenderedCard(card, rule.id, drug.drug, *ids, facts, statements=statements, sources=sources,
+                            headline=headline)
+
+    def _result_names(self, facts: list[dict[str, Any]]) -> tuple[str, ...]:
+        """The results a summary names, each once (a phenotype-only result has a fact per score)."""
+        return tuple(dict.fromkeys(
+            text.result_name(f["gene"], f["phenotype"], self.kb.interpreters[f["gene"]].kind == "allele-status")
+            for f in facts if f["lookup_key"] != NO_RESULT))
 
     def _detail(self, statements: list[Statement], rule: Rule, facts: list[dict[str, Any]], has_app: bool,
                 keys: tuple | None = None) -> str:

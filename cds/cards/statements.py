@@ -71,41 +71,41 @@ class Chooser:
         return self._unreachable.get((g.id, drug), find)
 
     def results(self, evaluation: Evaluation, statements: list[Statement],
-                evidence: Mapping[str, GenomicResult]) -> tuple[list[str], list[dict[str, Any]]]:
-        """Short gene results for the summary and facts for the detail and audit (one per gene and
-        lookup value; a phenotype-only result with several possible scores gives one per score)."""
-        short: list[str] = []
+                evidence: Mapping[str, GenomicResult]) -> list[dict[str, Any]]:
+        """The results the statements rest on, for the detail and audit: one per gene and lookup value
+        (a phenotype-only result with several possible scores gives one per score), with how it was
+        stated, its date and laboratory."""
         facts: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
         for statement in statements:
             for gene, value in statement.recommendation.lookup.items():
-                if (gene, value) in seen:
-                    continue
-                seen.add((gene, value))
-                if value == NO_RESULT:
-                    facts.append({"gene": gene, "phenotype": NO_RESULT, "lookup_key": value, "source_ids": []})
-                    continue
-                interp = interpretation_for(evaluation.interpretations.get(gene, []), value)
-                interpreter = self.kb.interpreters[gene]
-                if interpreter.kind == "allele-status":
-                    text, phenotype = f"{gene}{value}", value
-                else:
-                    phenotype = interpreter.phenotype_of_key(value) if interp is None or interp.stated_as != "phenotype" else interp.phenotype
-                    text = f"{gene} {phenotype}"
-                if text not in short:
-                    short.append(text)
-                sources = list(interp.source_ids) if interp else []
-                result = next((evidence[s] for s in sources if s in evidence), None)
-                facts.append({
-                    "gene": gene, "phenotype": phenotype, "lookup_key": value,
-                    "diplotype": interp.diplotype if interp else None,
-                    "activity_score": interp.activity_score if interp else None,
-                    "stated_as": interp.stated_as if interp else None,
-                    "source_ids": sources,
-                    "date": result.effective.date().isoformat() if result and result.effective else None,
-                    "lab": getattr(result, "performer", None) if result else None,
-                })
-        return short, facts
+                if (gene, value) not in seen:
+                    seen.add((gene, value))
+                    facts.append(self._fact(evaluation, gene, value, evidence))
+        return facts
+
+    def _fact(self, evaluation: Evaluation, gene: str, value: str, evidence: Mapping[str, GenomicResult]) -> dict[str, Any]:
+        if value == NO_RESULT:
+            return {"gene": gene, "phenotype": NO_RESULT, "lookup_key": value, "source_ids": []}
+        interp = interpretation_for(evaluation.interpretations.get(gene, []), value)
+        interpreter = self.kb.interpreters[gene]
+        if interpreter.kind == "allele-status":
+            phenotype = value
+        elif interp is None or interp.stated_as != "phenotype":
+            phenotype = interpreter.phenotype_of_key(value)
+        else:
+            phenotype = interp.phenotype
+        sources = list(interp.source_ids) if interp else []
+        result = next((evidence[s] for s in sources if s in evidence), None)
+        return {
+            "gene": gene, "phenotype": phenotype, "lookup_key": value,
+            "diplotype": interp.diplotype if interp else None,
+            "activity_score": interp.activity_score if interp else None,
+            "stated_as": interp.stated_as if interp else None,
+            "source_ids": sources,
+            "date": result.effective.date().isoformat() if result and result.effective else None,
+            "lab": getattr(result, "performer", None) if result else None,
+        }
 
 
 def choose_population(drug: DrugEvaluation, rule: Rule, population: str | None, age: int | None) -> list[Match]:

@@ -6,17 +6,16 @@ card's `smart` link."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from cds.engine import DrugEvaluation
 from cds.knowledge.models import NO_RESULT, Flags, Guideline, Rule
 from cds.mdescape import md_data, md_text
 from cds.populations import population_dimension
 from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
 from cds.sources import KINDS, SOURCE_ORDER, disagreement, kind
 
-from .model import TOPIC_SYSTEM, Differences, Statement
+from .model import TOPIC_SYSTEM, Differences, Headline, Statement
 from .policy import CAUTION
 from .statements import differences
 
@@ -39,59 +38,103 @@ GENERIC_ACTIONS = frozenset(_FLAG_ACTIONS.values())
 
 # --- summary ----------------------------------------------------------------------------------
 
-def summary(drug: DrugEvaluation, statements: list[Statement], short: list[str]) -> str:
+def headline(drug: str, statements: list[Statement], results: list[str]) -> Headline:
+    """The summary of a recommendation card: the first candidate that fits SUMMARY_LIMIT with every
+    result named, else with the first result alone; never a cut word unless nothing fits at all."""
     carded = [s for s in statements if s.policy]
-    results = "; ".join(short) or "no result on file"
-    Drug = drug.drug.capitalize()
     differs = differences(statements)
-    # what the statements differ by besides the source (population, activity score)
-    within = " and ".join(difference_words(differs, source=False))
-    candidates: list[str] = []
-    if not differs.besides_source:
+    if differs.besides_source:
+        candidates = _shared_actions(drug, statements, carded, differs)
+    else:
         # one statement, or one per source: the most cautious one leads (CPIC on a tie), in the
         # site's wording when its rule has a summary, else in its source's first sentence
-        lead = max(carded, key=lambda s: (CAUTION.get(s.policy.indicator, 0), KINDS[kind(s.recommendation)][0],
-                                          -SOURCE_ORDER.get(s.match.guideline.source, 9)))
-        rec = lead.recommendation
-        if lead.policy.summary_template:
-            text = " ".join(lead.policy.summary_template.format(
-                Drug=Drug, drug=drug.drug, results=results, action=first_sentence(rec.recommendation),
-                population=rec.population, classification=rec.classification or "").split())
-            if len(text) <= SUMMARY_LIMIT:
-                return text
-        whose = f"{lead.match.guideline.source}: " if differs.several else ""
-        sentence = first_sentence(rec.recommendation)
-        candidates.append(whose + sentence)
-        step = leading_step(sentence)
-        if step:
-            candidates.append(f"{whose}{step} — see detail")
-    else:
-        # CPIC's first sentence when it holds for every statement on the card; with the statements'
-        # difference named when it holds for those that raise the card.
-        every = {first_sentence(s.recommendation.recommendation) for s in statements}
-        raising = {first_sentence(s.recommendation.recommendation) for s in carded}
-        if len(every) == 1:
-            sentence = every.pop()
-            candidates.append(sentence)
-            step = leading_step(sentence)
-            if step:
-                candidates.append(f"{step} — see detail")
-        elif len(raising) == 1:
-            sentence = raising.pop()
-            candidates.append(f"{sentence}; differs by {within} — see detail")
-            step = leading_step(sentence)
-            if step:
-                candidates.append(f"{step}; differs by {within} — see detail")
+        lead = max(carded, key=_lead_order)
+        templated = _templated(drug, lead, results)
+        if templated is not None:
+            return templated
+        candidates = _lead_actions(drug, lead, differs)
     generic = flag_action([s.recommendation.flags for s in carded])
     if differs.besides_source:
-        candidates.append(f"{generic}; differs by {within} — see detail")
-    candidates.append(f"{generic} — see detail")
-    for action in candidates:
-        for head in (f"{Drug}: {results}", f"{Drug}: {short[0]}" if short else f"{Drug}: {results}"):
-            text = f"{head} — {action}"
-            if len(text) <= SUMMARY_LIMIT:
-                return text
-    return f"{Drug}: {short[0] if short else results}"[:SUMMARY_LIMIT - len(" — see detail")] + " — see detail"
+        candidates.append(Headline(drug, (), generic, differs=differs, see_detail=True))
+    candidates.append(Headline(drug, (), generic, see_detail=True))
+    return _first_fitting(candidates, results)
+
+
+def headline_text(h: Headline) -> str:
+    if h.template is not None:
+        return h.template
+    head = f"{h.drug.capitalize()}: {'; '.join(h.results) or 'no result on file'}"
+    if h.cut:
+        return head[:SUMMARY_LIMIT - len(_SEE_DETAIL)] + _SEE_DETAIL
+    action = (f"{h.whose}: " if h.whose else "") + h.action
+    if h.differs is not None:
+        action += f"; differs by {' and '.join(difference_words(h.differs, source=False))}"
+    return f"{head} — {action}" + (_SEE_DETAIL if h.see_detail else "")
+
+
+_SEE_DETAIL = " — see detail"
+
+
+def _lead_order(s: Statement) -> tuple[int, int, int]:
+    assert s.policy is not None
+    return CAUTION.get(s.policy.indicator, 0), KINDS[kind(s.recommendation)][0], -SOURCE_ORDER.get(s.match.guideline.source, 9)
+
+
+def _templated(drug: str, lead: Statement, results: list[str]) -> Headline | None:
+    """The site's wording, when the lead statement's rule has a summary template and it fits."""
+    template = lead.policy.summary_template if lead.policy else None
+    if not template:
+        return None
+    rec = lead.recommendation
+    text = " ".join(template.format(
+        Drug=drug.capitalize(), drug=drug, results="; ".join(results) or "no result on file",
+        action=first_sentence(rec.recommendation), population=rec.population,
+        classification=rec.classification or "").split())
+    return Headline(drug, tuple(results), template=text) if len(text) <= SUMMARY_LIMIT else None
+
+
+def _lead_actions(drug: str, lead: Statement, differs: Differences) -> list[Headline]:
+    """The lead statement's first sentence (with its source, when the card has several), or its first step."""
+    whose = lead.match.guideline.source if differs.several else None
+    sentence = first_sentence(lead.recommendation.recommendation)
+    out = [Headline(drug, (), sentence, whose=whose)]
+    step = leading_step(sentence)
+    if step:
+        out.append(Headline(drug, (), step, whose=whose, see_detail=True))
+    return out
+
+
+def _shared_actions(drug: str, statements: list[Statement], carded: list[Statement],
+                    differs: Differences) -> list[Headline]:
+    """CPIC's first sentence when it holds for every statement on the card; with the statements'
+    difference named when it holds for those that raise the card."""
+    every = {first_sentence(s.recommendation.recommendation) for s in statements}
+    raising = {first_sentence(s.recommendation.recommendation) for s in carded}
+    if len(every) == 1:
+        sentence, named = every.pop(), None
+    elif len(raising) == 1:
+        sentence, named = raising.pop(), differs
+    else:
+        return []
+    out = [Headline(drug, (), sentence, differs=named, see_detail=named is not None)]
+    step = leading_step(sentence)
+    if step:
+        out.append(Headline(drug, (), step, differs=named, see_detail=True))
+    return out
+
+
+def _first_fitting(candidates: list[Headline], results: list[str]) -> Headline:
+    for candidate in candidates:
+        for named in (tuple(results), tuple(results[:1])):
+            h = replace(candidate, results=named)
+            if len(headline_text(h)) <= SUMMARY_LIMIT:
+                return h
+    return replace(candidates[-1], results=tuple(results[:1]), action="", see_detail=True, cut=True)
+
+
+def result_name(gene: str, phenotype: str, allele_status: bool) -> str:
+    """A result as a summary names it: "CYP2C19 Poor Metabolizer", "HLA-B*57:01 positive"."""
+    return f"{gene}{phenotype}" if allele_status else f"{gene} {phenotype}"
 
 
 # --- detail -----------------------------------------------------------------------------------
