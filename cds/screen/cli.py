@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,8 @@ def register(subparsers, func) -> None:
         description="Decide every patient of a FHIR Bulk Data export as the CDS Hooks service would at order "
                     "signing (one order-sign per active drug) and write actionable.csv, carriers.csv, testing.csv, "
                     "unreadable.csv, withheld.csv, summary.json and report.html to OUT.")
-    p.add_argument("input", nargs="?", help="folder of .ndjson / .ndjson.gz files (or use --fhir)")
+    p.add_argument("input", nargs="?", help="folder of .ndjson / .ndjson.gz files, subfolders included, or its "
+                   "fsspec URL (s3://bucket/export; gs://, abfs://) (or use --fhir)")
     p.add_argument("--fhir", metavar="URL", help="run a Bulk Data $export against this FHIR base (or kick-off) URL")
     p.add_argument("--token", help=f"bearer token for --fhir (default: ${TOKEN_ENV})")
     smart = p.add_argument_group("SMART Backend Services (for --fhir, instead of --token)")
@@ -38,15 +40,21 @@ def register(subparsers, func) -> None:
                        f"(default: ${BACKEND_ENV['token_endpoint']})")
     p.add_argument("--export-wait", type=float, default=3600.0, metavar="S",
                    help="give up on an export not complete after S seconds (default 3600)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder, or its fsspec URL (s3://bucket/screened)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: the core count)")
     p.add_argument("--engine", choices=("embedded", "dask"), default="embedded",
                    help="embedded: local worker processes (default); dask: a dask.distributed cluster")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="with --engine dask: the scheduler of an existing cluster (tcp://host:8786); "
                         "default: a LocalCluster of --workers processes")
-    p.add_argument("--work-dir", help="scratch folder for the partitions (default: inside OUT); on a dask "
+    p.add_argument("--work-dir", help="scratch folder or URL for the partitions (default: inside OUT; a local "
+                                      "temporary folder when OUT is a URL and the workers are local); on a dask "
                                       "cluster it must be on storage every worker sees at the same path")
+    p.add_argument("--max-line-bytes", type=byte_size, default=None, metavar="SIZE",
+                   help="skip (and list in unreadable.csv) any NDJSON line longer than this (default 8MiB)")
+    p.add_argument("--max-patient-bytes", type=byte_size, default=None, metavar="SIZE",
+                   help="do not screen (and list) a patient whose resources add up to more than this "
+                        "(default 32MiB); it also bounds the Medication resources every worker holds")
     p.add_argument("--raw-ids", action="store_true", help="write raw patient ids instead of the audit pseudonyms")
     p.add_argument("--require-consent", action="store_true", default=None,
                    help="use genomic data only under an active permitting Consent (default: $CDS_REQUIRE_CONSENT)")
@@ -56,6 +64,17 @@ def register(subparsers, func) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only on a terminal)")
     p.set_defaults(func=func)
+
+
+_SIZE = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
+
+
+def byte_size(text: str) -> int:
+    """A size in bytes, or with a binary unit: 8388608, 8MiB, 8M, 512k, 1GiB."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or a number with k, M, G, KiB, MiB or GiB)")
+    return int(match[1]) << {"": 0, "k": 10, "m": 20, "g": 30}[match[2].lower()]
 
 
 def _env_flag(name: str) -> bool:
@@ -89,18 +108,22 @@ def _credentials(args: argparse.Namespace, backend: dict[str, str | None], types
 
 
 def run_screen(args: argparse.Namespace) -> int:
-    from cds.screen.run import ScreenOptions, screen
+    from cds.screen import storage
+    from cds.screen.run import ScreeningIncomplete, ScreenOptions, screen
 
     if bool(args.input) == bool(args.fhir):
         raise CdsError("give either an input folder or --fhir URL")
-    out = Path(args.out)
+    out = storage.resolve(args.out)
+    if args.fhir and storage.is_url(out):
+        raise CdsError("--fhir downloads the export into OUT/export, a local folder: give a local --out")
     knowledge = args.knowledge or os.environ.get("CDS_KNOWLEDGE_DIR")
     require_consent = args.require_consent if args.require_consent is not None else _env_flag("CDS_REQUIRE_CONSENT")
-    options = ScreenOptions(input_dir=Path(args.input) if args.input else out / "export", out=out,
+    limits = {name: getattr(args, name) for name in ("max_line_bytes", "max_patient_bytes") if getattr(args, name)}
+    options = ScreenOptions(input_dir=args.input or storage.join(out, "export"), out=out,
                             workers=args.workers, engine=args.engine, scheduler=args.scheduler,
                             raw_ids=args.raw_ids, require_consent=require_consent,
                             knowledge_dir=Path(knowledge) if knowledge else None,
-                            work_dir=Path(args.work_dir) if args.work_dir else None, progress=args.progress)
+                            work_dir=args.work_dir, progress=args.progress, **limits)
     backend = {name: getattr(args, name) or os.environ.get(env) or None for name, env in BACKEND_ENV.items()}
     if args.fhir:
         from cds.screen.bulk import DEFAULT_TYPES, BulkExportClient
@@ -108,7 +131,7 @@ def run_screen(args: argparse.Namespace) -> int:
         credentials = _credentials(args, backend, DEFAULT_TYPES)
         client = BulkExportClient(args.fhir, credentials=credentials, types=DEFAULT_TYPES, max_wait=args.export_wait)
         print(f"exporting from {client.url} …", file=sys.stderr)
-        exported = client.run(options.input_dir)
+        exported = client.run(Path(options.input_dir))
         if not exported.files:
             raise CdsError(f"the Bulk Data export from {client.url} produced no files")
         options.source = args.fhir
@@ -119,17 +142,24 @@ def run_screen(args: argparse.Namespace) -> int:
               + (f"; {tokens} access token(s) from {credentials.token_endpoint}" if tokens else ""), file=sys.stderr)
     elif any(getattr(args, name) for name in BACKEND_ENV) or args.token:
         raise CdsError("--token and the SMART Backend Services options are for --fhir")
-    result = screen(options)
+    incomplete = None
+    try:
+        result = screen(options)
+    except ScreeningIncomplete as err:
+        result, incomplete = err.result, err
     s = result.summary
     c = s["counts"]
     print(f"screened {c['patients']} patients in {s['timings']['total_s']:.1f} s "
           f"({s['timings']['patients_per_s']}/s, {s['engine']} × {s['workers']}): "
           f"{c['patients_actionable']} on a drug their results say to change ({c['rows_actionable']} rows), "
           f"{c['patients_carriers']} carriers, {c['rows_testing']} pre-test, {c['rows_unreadable']} unreadable, "
-          f"{c['patients_consent_withheld']} withheld by consent → {out}/")
+          f"{c['patients_consent_withheld']} withheld by consent"
+          + (f", {c['patients_over_limit']} over the size limit" if c["patients_over_limit"] else "") + f" → {out}/")
     if not args.no_record:
         from cds.store.screening import record_screening_run
 
         run_id = record_screening_run(s, args.database_url, datetime.now(timezone.utc))
         print(f"recorded as screening run {run_id}", file=sys.stderr)
+    if incomplete:
+        raise incomplete
     return 0

@@ -19,25 +19,26 @@ order of lines in the export never changes an answer.
 from __future__ import annotations
 
 import csv
-import os
+import hashlib
+import io
 import pickle
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
 from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
 from cds.decision import PatientCase, decide
 from cds.populations import GENERAL
-from cds.screen import ndjson
+from cds.screen import ndjson, storage
 from cds.screen.outputs import COLUMNS
 from cds.store.pseudonym import normalised_patient_id
 from cds.store.records import patient_scrubber
 
 ACTIVE_STATUSES = {"MedicationRequest": {"active"}, "MedicationStatement": {"active"}}
 WITHHELD = (DENIED, NOT_PERMITTED, UNREADABLE)
+MAX_SPLIT_DEPTH = 3              # a part still too large after this many splits is read as it is
 
 
 @dataclass
@@ -52,11 +53,16 @@ class Settings:
     audit_key: bytes
     raw_ids: bool = False
     require_consent: bool = False
+    max_patient_bytes: int = ndjson.MAX_PATIENT_BYTES
 
 
 @dataclass
 class PartitionResult:
     partition: int
+    records: int = 0                                     # lines read back from phase one's files
+    medication_lines: int = 0
+    medications_over_limit: int = 0                      # bytes of Medication resources, when none was kept
+    row_files: list[tuple[str, int]] = field(default_factory=list)   # (rows file, rows), in output order
     patients: int = 0
     counts: Counter = field(default_factory=Counter)     # rows per file, patients per category
     gene_phenotype: Counter = field(default_factory=Counter)
@@ -127,40 +133,62 @@ class Screener:
         return found
 
     # --- one partition -----------------------------------------------------------------------------
-    def screen_partition(self, work: str, partition: int, medications: dict[str, dict] | None = None) -> PartitionResult:
+    def screen_partition(self, work: str, partition: int) -> PartitionResult:
+        """Decides every patient of one partition. A partition larger than twice the per-patient limit
+        (a cohort far larger than its files suggested: a gzip bomb of valid lines) is first split
+        into parts that size, so a worker holds one part's lines and one patient's resources at a time."""
         import time
 
         started = time.perf_counter()
-        if medications is None:
-            medications = ndjson.medications(work)
-        # Grouped by the patient key phase one wrote beside each line: each line is parsed once, when
-        # its patient is decided.
-        groups: dict[bytes, list[bytes]] = {}
-        for key, line in ndjson.partition_records(work, partition):
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [line]
-            else:
-                group.append(line)
-        result = PartitionResult(partition)
+        cap = self.settings.max_patient_bytes
+        meds = ndjson.medications(work, cap)
+        result = PartitionResult(partition, medication_lines=meds.lines, medications_over_limit=meds.over_limit)
+        files = ndjson.partition_files(work, partition)
+        self._screen_part(work, partition, "", files, meds.by_id, result, 0)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _screen_part(self, work: str, partition: int, tag: str, files: list[tuple[str, int]],
+                     medications: dict[str, dict], result: PartitionResult, depth: int, one_patient: bool = False) -> None:
+        cap = self.settings.max_patient_bytes
+        total = sum(size for _, size in files)
+        if total > 2 * cap and depth < MAX_SPLIT_DEPTH and not one_patient:
+            key = hashlib.blake2b(self.settings.audit_key, digest_size=32, person=f"split{depth}".encode()).digest()
+            parts, count = ndjson.split([loc for loc, _ in files], storage.join(work, "split", f"{partition:05d}{tag}"),
+                                        -(-total // cap), key)
+            if depth == 0:
+                result.records += count
+            for i, part in enumerate(parts):
+                self._screen_part(work, partition, f"{tag}.{i:03d}", [(part.location, part.size)], medications, result,
+                                  depth + 1, part.one_patient)
+            return
+        groups, over = group_by_patient(ndjson.records([loc for loc, _ in files]), cap if total > cap else None)
+        if depth == 0:
+            result.records += sum(len(g) for g in groups.values()) + sum(n for _, n in over.values())
         rows: dict[str, list[list[Any]]] = {kind: [] for kind in COLUMNS}
         labelled = []
-        for key in groups:
+        for key in [*groups, *over]:
             pid = ndjson.patient_id(key)
             labelled.append((pid if self.settings.raw_ids else self.hasher(pid), pid, key))
         labelled.sort()
         for label, pid, key in labelled:
+            if key in over:
+                size, lines = over[key]
+                rows["unreadable"].append([label, "input", "", "", "", f"the patient's resources are {size:,} bytes "
+                                           f"({lines:,} lines), over the limit of {cap:,} (--max-patient-bytes); "
+                                           "patient not screened"])
+                result.counts["patients_over_limit"] += 1
+                continue
             lines = groups.pop(key)
             lines.sort()
             self.screen_patient(pid, label, [orjson.loads(line) for line in lines], medications, rows, result)
-        folder = os.path.join(work, "rows")
-        os.makedirs(folder, exist_ok=True)
+        storage.makedirs(storage.join(work, "rows"))
         for kind, items in rows.items():
-            with open(os.path.join(folder, f"{kind}-{partition:05d}.csv"), "w", newline="", encoding="utf-8") as f:
-                csv.writer(f).writerows(items)
-            result.counts[f"rows_{kind}"] += len(items)
-        result.seconds = time.perf_counter() - started
-        return result
+            name = f"{kind}-{partition:05d}{tag}.csv"
+            text = io.StringIO(newline="")
+            csv.writer(text).writerows(items)
+            storage.write_text(storage.join(work, "rows", name), text.getvalue())
+            result.row_files.append((name, len(items)))
 
     # --- one patient -------------------------------------------------------------------------------
     def screen_patient(self, pid: str, label: str, resources: list[dict], medications: dict[str, dict],
@@ -321,9 +349,38 @@ def worker_screener(settings: Settings, kb: Any = None) -> Screener:
     global _screener
     if _screener is None or _screener.settings.kb_version != settings.kb_version \
             or _screener.settings.audit_key != settings.audit_key or _screener.settings.raw_ids != settings.raw_ids \
-            or _screener.settings.require_consent != settings.require_consent:
+            or _screener.settings.require_consent != settings.require_consent \
+            or _screener.settings.max_patient_bytes != settings.max_patient_bytes:
         _screener = Screener(settings, kb)
     return _screener
+
+
+def group_by_patient(records: Iterator[tuple[bytes, bytes]], cap: int | None
+                     ) -> tuple[dict[bytes, list[bytes]], dict[bytes, tuple[int, int]]]:
+    """The lines of each patient key; with a `cap`, a patient whose lines add up to more than it is
+    dropped as soon as they do (then only counted), so no more than `cap` of one patient is held.
+    Returns the groups and, for each patient over the cap, (bytes, lines)."""
+    groups: dict[bytes, list[bytes]] = {}
+    if cap is None:
+        for key, line in records:
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [line]
+            else:
+                group.append(line)
+        return groups, {}
+    sizes: dict[bytes, int] = {}
+    over: dict[bytes, tuple[int, int]] = {}
+    for key, line in records:
+        size = sizes.get(key, 0) + len(line)
+        sizes[key] = size
+        if key in over:
+            over[key] = (size, over[key][1] + 1)
+        elif size > cap:
+            over[key] = (size, len(groups.pop(key, [])) + 1)
+        else:
+            groups.setdefault(key, []).append(line)
+    return groups, over
 
 
 def screen_partition_task(settings: Settings, work: str, partition: int) -> PartitionResult:

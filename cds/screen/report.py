@@ -2,10 +2,11 @@
 scripts, no CDN). Built from summary.json alone, so it never holds a patient row."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, select_autoescape
+
+from cds.screen import storage
 
 BAR_HEIGHT = 18
 LABEL_WIDTH = 300
@@ -28,7 +29,7 @@ _TEMPLATE = """<!doctype html>
  body { font-family: system-ui, sans-serif; margin: 2rem; max-width: 64rem; color: #222; }
  table { border-collapse: collapse; margin: .5rem 0 1.5rem; } td, th { padding: .2rem .8rem; border-bottom: 1px solid #ddd; text-align: left; }
  td.n { text-align: right; font-variant-numeric: tabular-nums; } .note { color: #555; font-size: .9rem; }
- svg text { font-size: 12px; } svg rect { fill: #3a6ea5; }
+ svg text { font-size: 12px; } svg rect { fill: #3a6ea5; } .lost { color: #a00; }
 </style></head><body>
 <h1>Pharmacogenomic screening</h1>
 <p class="note">Run {{ s.started_at }} by {{ s.run_by }} · knowledge base {{ s.knowledge_version }} ·
@@ -36,6 +37,8 @@ engine {{ s.engine }} ({{ s.workers }} worker{{ 's' if s.workers != 1 }}) · inp
 ({{ s.input.lines }} lines{% if s.input.source %}, from {{ s.input.source }}{% endif %}).
 Decision support, not a substitute for clinical judgement; every row rests on the same decision the
 CDS Hooks service makes at order signing.</p>
+{% if s.lost %}<p class="lost"><strong>Incomplete run:</strong> the input was not read whole, and these outputs
+lack what was lost:</p><ul class="lost">{% for item in s.lost %}<li>{{ item }}</li>{% endfor %}</ul>{% endif %}
 <h2>Counts</h2>
 <table>
 {% for label, key in rows %}<tr><td>{{ label }}</td><td class="n">{{ s.counts[key] }}</td></tr>
@@ -66,6 +69,7 @@ COUNT_ROWS = [
     ("on a drug their results say to change", "patients_actionable"),
     ("carriers of an actionable result, not on an affected drug", "patients_carriers"),
     ("genomic use withheld by consent", "patients_consent_withheld"),
+    ("not screened: over the per-patient size limit", "patients_over_limit"),
     ("actionable rows", "rows_actionable"),
     ("pre-test rows (on a drug, no result)", "rows_testing"),
     ("could not be read or decided", "rows_unreadable"),
@@ -73,7 +77,7 @@ COUNT_ROWS = [
 ]
 
 
-def write_report(path: Path, summary: dict[str, Any]) -> Path:
+def write_report(path: str, summary: dict[str, Any]) -> str:
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     gene_phenotype = sorted(summary["gene_phenotype"].items(), key=lambda kv: (-kv[1], kv[0]))
     charts = [
@@ -81,5 +85,5 @@ def write_report(path: Path, summary: dict[str, Any]) -> Path:
         bar_chart("Drugs affected (actionable rows per drug)", list(summary["actionable_by_drug"].items())[:30]),
         bar_chart("Top drug–gene pairs", [(k.replace("|", " × "), v) for k, v in summary["top_drug_gene_pairs"].items()]),
     ]
-    path.write_text(env.from_string(_TEMPLATE).render(s=summary, rows=COUNT_ROWS, charts=charts), encoding="utf-8")
+    storage.write_text(path, env.from_string(_TEMPLATE).render(s=summary, rows=COUNT_ROWS, charts=charts))
     return path

@@ -2,14 +2,19 @@
 local worker processes (embedded, the default) or on a dask.distributed cluster, then write the
 outputs. Both engines run the same two functions (ndjson.partition_chunk, patients.screen_partition_task);
 only who runs them differs.
+
+Every location (input, output, scratch) is resolved here, before a task is shipped: a local path made
+absolute, an fsspec URL as given. What a run could not read is never silent: lines and files it skipped
+are rows of unreadable.csv, and a run that lost an input file, screened nobody, or whose phases did not
+see the same scratch folder writes its outputs and then raises ScreeningIncomplete, naming what was lost.
 """
 from __future__ import annotations
 
 import csv
 import getpass
+import io
 import os
 import pickle
-import shutil
 import sys
 import tempfile
 import time
@@ -17,30 +22,32 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from cds.errors import CdsError
-from cds.screen import ndjson
+from cds.screen import ndjson, storage
 from cds.screen.outputs import COLUMNS
 
 if TYPE_CHECKING:
     from cds.screen.patients import PartitionResult
 
 ENGINES = ("embedded", "dask")
+MIN_LIMIT_BYTES = 1 << 10
 
 
 @dataclass
 class ScreenOptions:
-    input_dir: Path
-    out: Path
+    input_dir: str | os.PathLike        # a folder, or an fsspec URL (s3://bucket/export)
+    out: str | os.PathLike
     workers: int = os.cpu_count() or 1
     engine: str = "embedded"
     scheduler: str | None = None           # dask scheduler address; None: a LocalCluster
     raw_ids: bool = False
     require_consent: bool = False
-    knowledge_dir: Path | None = None
-    work_dir: Path | None = None           # scratch for the partitions (default: inside OUT)
+    knowledge_dir: os.PathLike | None = None
+    work_dir: str | os.PathLike | None = None   # scratch for the partitions (default: inside a local OUT)
+    max_line_bytes: int = ndjson.MAX_LINE_BYTES
+    max_patient_bytes: int = ndjson.MAX_PATIENT_BYTES
     progress: bool | None = None           # None: a bar when stderr is a terminal
     audit_key: bytes | None = None
     source: str | None = None              # e.g. the Bulk Data server it came from
@@ -50,8 +57,19 @@ class ScreenOptions:
 @dataclass
 class ScreenResult:
     summary: dict[str, Any]
-    out: Path
-    files: dict[str, Path] = field(default_factory=dict)
+    out: str
+    files: dict[str, str] = field(default_factory=dict)
+
+
+class ScreeningIncomplete(CdsError):
+    """The run wrote its outputs, but lost input on the way (`lost` says what): it must not pass for
+    a screening of the whole export."""
+
+    def __init__(self, result: ScreenResult):
+        self.result = result
+        lost = result.summary["lost"]
+        super().__init__(f"screening incomplete, {len(lost)} loss(es); the outputs in {result.out} lack them: "
+                         + "; ".join(lost))
 
 
 class _NoBar:
@@ -119,8 +137,8 @@ class _EmbeddedRunner:
 
 class _DaskRunner:
     """dask.distributed as the engine: a LocalCluster of `workers` processes, or the cluster whose
-    scheduler is at `address`. Workers must see the input and scratch folders at the same paths
-    (a shared filesystem on a real cluster)."""
+    scheduler is at `address`. Workers must see the input and scratch folders at the same paths:
+    a shared filesystem, or object storage by URL."""
 
     def __init__(self, workers: int, address: str | None):
         from distributed import Client, LocalCluster
@@ -162,20 +180,39 @@ def _largest_first(sizes: list[int]) -> list[int]:
     return sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
 
 
-def screen(options: ScreenOptions) -> ScreenResult:
-    from cds.store.pseudonym import load_audit_key
-
+def _check(options: ScreenOptions) -> None:
     if options.engine not in ENGINES:
         raise CdsError(f"--engine must be one of {', '.join(ENGINES)}, not {options.engine!r}")
     if options.workers < 1:
         raise CdsError("--workers must be at least 1")
+    for name, value in (("--max-line-bytes", options.max_line_bytes), ("--max-patient-bytes", options.max_patient_bytes)):
+        if value < MIN_LIMIT_BYTES:
+            raise CdsError(f"{name} must be at least {MIN_LIMIT_BYTES} bytes, not {value}")
+
+
+def _scratch_parent(options: ScreenOptions, out: str) -> str:
+    """Inside OUT when it is local; for an OUT in object storage, a local temporary folder unless the
+    workers are another machine's (--scheduler), which must share it: then inside OUT too."""
+    if options.work_dir:
+        return storage.resolve(options.work_dir)
+    if storage.is_url(out) and not (options.engine == "dask" and options.scheduler):
+        return tempfile.gettempdir()
+    return out
+
+
+def screen(options: ScreenOptions) -> ScreenResult:
+    from cds.store.pseudonym import load_audit_key
+
+    _check(options)
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
-    files = ndjson.input_files(options.input_dir)
+    input_dir, out = storage.resolve(options.input_dir), storage.resolve(options.out)
+    inputs = ndjson.input_files(input_dir)
+    files = inputs.files
     audit_key = load_audit_key(options.audit_key)
     progress = sys.stderr.isatty() if options.progress is None else options.progress
-    options.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".screen-", dir=options.work_dir or options.out))
+    storage.makedirs(out)
+    work = storage.scratch(_scratch_parent(options, out))
     timings: dict[str, float] = {}
     runner = _DaskRunner(options.workers, options.scheduler) if options.engine == "dask" \
         else _EmbeddedRunner(options.workers)
@@ -186,7 +223,7 @@ def screen(options: ScreenOptions) -> ScreenResult:
         # Phase one runs on the workers while this process hashes the input, loads the knowledge and
         # (embedded) compiles the engine the phase-two workers inherit: on a few cores, the start-up
         # overlaps the reading instead of preceding it. (One worker: all of it here, in turn.)
-        tasks = [(c, i, str(work), partitions) for i, c in enumerate(chunk_list)]
+        tasks = [(c, i, work, partitions, options.max_line_bytes) for i, c in enumerate(chunk_list)]
         reading = runner.start(ndjson.partition_chunk, tasks,
                                _largest_first([ndjson.chunk_size(c) for c in chunk_list]))
         k = time.perf_counter()
@@ -199,7 +236,7 @@ def screen(options: ScreenOptions) -> ScreenResult:
         kb = load_knowledge(options.knowledge_dir)
         # dask workers build their own Screener from the pickled knowledge; embedded ones inherit the parent's.
         settings = Settings(pickle.dumps(kb) if options.engine == "dask" else None, kb.version, audit_key,
-                            options.raw_ids, options.require_consent)
+                            options.raw_ids, options.require_consent, options.max_patient_bytes)
         if options.engine == "embedded":
             # Built before phase two forks its workers: every child inherits the compiled engine (fork
             # copies the durable-rules state with the process; only pickling it fails).
@@ -209,8 +246,8 @@ def screen(options: ScreenOptions) -> ScreenResult:
             read = reading(bar)
         timings["partition_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        tasks = [(str(work), p) for p in range(partitions)]
-        order = _largest_first([ndjson.partition_size(str(work), p) for p in range(partitions)])
+        tasks = [(work, p) for p in range(partitions)]
+        order = _largest_first([ndjson.partition_size(work, p) for p in range(partitions)])
         if options.engine == "embedded":
             # The collector would write to every inherited object, copying each page into each child.
             import gc
@@ -228,47 +265,96 @@ def screen(options: ScreenOptions) -> ScreenResult:
                 decided = deciding(bar)
         timings["decide_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        written = _write_outputs(options.out, work, partitions, read, options.export_errors)
+        written, missing = _write_outputs(out, work, inputs, read, decided, options)
         timings["write_s"] = time.perf_counter() - t
     finally:
         runner.close()
-        shutil.rmtree(work, ignore_errors=True)
+        storage.remove_tree(work)
     timings["total_s"] = time.perf_counter() - started
-    summary = _summary(options, kb.version, digest, files, read, decided, written, timings, started_at, partitions)
-    paths = {kind: options.out / f"{kind}.csv" for kind in COLUMNS}
-    (options.out / "summary.json").write_text(_json(summary), encoding="utf-8")
+    summary = _summary(options, input_dir, kb.version, digest, inputs, read, decided, written, timings, started_at,
+                       partitions)
+    summary["lost"] = _losses(inputs, read, decided, missing, summary["counts"]["patients"], work)
+    paths = {kind: storage.join(out, f"{kind}.csv") for kind in COLUMNS}
+    paths["summary"] = storage.join(out, "summary.json")
+    storage.write_text(paths["summary"], _json(summary))
     from cds.screen.report import write_report
 
-    paths["report"] = write_report(options.out / "report.html", summary)
-    paths["summary"] = options.out / "summary.json"
-    return ScreenResult(summary, options.out, paths)
+    paths["report"] = write_report(storage.join(out, "report.html"), summary)
+    result = ScreenResult(summary, out, paths)
+    if summary["lost"]:
+        raise ScreeningIncomplete(result)
+    return result
 
 
-def _write_outputs(out: Path, work: Path, partitions: int, read: list,
-                   export_errors: list[tuple[str, str]]) -> dict[str, int]:
-    """Concatenate the partitions' rows (each sorted by patient) into one CSV per kind, streaming."""
-    written = Counter()
+def _losses(inputs: ndjson.Inputs, read: list[ndjson.ChunkResult], decided: list[PartitionResult],
+            missing: list[str], patients: int, work: str) -> list[str]:
+    """What the run lost on the way, each said in a sentence; empty when it read everything it was given."""
+    lost = []
+    failed: dict[str, list[str]] = {}
+    for chunk in read:
+        if chunk.lost:
+            failed.setdefault(chunk.name, []).append(chunk.lost)
+    for name, reasons in sorted(failed.items()):
+        lost.append(f"{name} {reasons[0]}")
+    lines = sum(r.lines for r in read)
+    if not lines:
+        lost.append(f"nothing was read from the {len(inputs.files)} input file(s)")
+    elif not patients:
+        lost.append(f"no patient was screened: none of the {lines:,} lines read named one that could be decided "
+                    "(see unreadable.csv)")
+    routed = sum(r.routed for r in read)
+    medication_lines = sum(r.by_type.get("Medication", 0) for r in read)
+    read_back = sum(r.records for r in decided) + medication_lines
+    short = [r.partition for r in decided if r.medication_lines != medication_lines]
+    if read_back != routed or short or missing:
+        lost.append(f"phase two read back {read_back:,} of the {routed:,} resources phase one wrote to {work}"
+                    + (f", and {len(missing)} of its result files are missing" if missing else "")
+                    + (f", and {len(short)} partition(s) missed Medication resources" if short else "")
+                    + ": the workers do not all see that folder at the same path (use --work-dir on storage "
+                      "every worker sees, or an object-storage URL for --out)")
+    return lost
+
+
+def _unreadable_rows(inputs: ndjson.Inputs, read: list, decided: list, options: ScreenOptions) -> list[list[str]]:
+    """The rows of unreadable.csv that come from the run rather than from a patient."""
+    rows = [["", "export", "", "", where, reason] for where, reason in options.export_errors]
+    rows += [["", "input", "", "", name, reason] for name, reason in inputs.not_read]
+    for result in read:             # input lines that named no patient, were not JSON, over the limit
+        rows += [[row[0], "input", "", "", row[1], row[2]] for row in result.unreadable]
+    over = max((r.medications_over_limit for r in decided), default=0)
+    if over:
+        rows.append(["", "input", "", "", "Medication", f"the Medication resources are {over:,} bytes, over the "
+                     f"limit of {options.max_patient_bytes:,} (--max-patient-bytes); none is read, and an order "
+                     "naming one is not identified"])
+    return rows
+
+
+def _write_outputs(out: str, work: str, inputs: ndjson.Inputs, read: list, decided: list[PartitionResult],
+                   options: ScreenOptions) -> tuple[dict[str, int], list[str]]:
+    """Concatenate the partitions' rows (each sorted by patient) into one CSV per kind, streaming.
+    Returns the rows written per kind, and the partitions' result files that were not there."""
+    written: Counter = Counter()
+    missing: list[str] = []
+    head = _unreadable_rows(inputs, read, decided, options)
     for kind, columns in COLUMNS.items():
-        with open(out / f"{kind}.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            if kind == "unreadable":
-                for where, reason in export_errors:
-                    writer.writerow(["", "export", "", "", where, reason])
-                    written[kind] += 1
-                for result in read:             # input lines that named no patient or were not JSON
-                    for row in result.unreadable:
-                        writer.writerow([row[0], "input", "", "", row[1], row[2]])
-                        written[kind] += 1
-            f.flush()
-            for p in range(partitions):
-                part = work / "rows" / f"{kind}-{p:05d}.csv"
-                if part.exists():
-                    with open(part, encoding="utf-8", newline="") as src:
-                        for line in src:
-                            f.write(line)
-                            written[kind] += 1
-    return dict(written)
+        first = io.StringIO(newline="")
+        csv.writer(first).writerows([columns, *(head if kind == "unreadable" else [])])
+        written[kind] = len(head) if kind == "unreadable" else 0
+        with storage.open_file(storage.join(out, f"{kind}.csv"), "wb") as f:
+            f.write(first.getvalue().encode("utf-8"))
+            for result in decided:
+                for name, rows in result.row_files:
+                    if not name.startswith(f"{kind}-"):
+                        continue
+                    try:
+                        with storage.open_file(storage.join(work, "rows", name)) as src:
+                            while block := src.read(1 << 20):
+                                f.write(block)
+                    except FileNotFoundError:
+                        missing.append(name)
+                        continue
+                    written[kind] += rows
+    return dict(written), missing
 
 
 def _merge(results: Iterable[PartitionResult]) -> dict[str, Counter]:
@@ -282,9 +368,9 @@ def _merge(results: Iterable[PartitionResult]) -> dict[str, Counter]:
     return merged
 
 
-def _summary(options: ScreenOptions, kb_version: str, digest: str, files: list[Path], read: list,
-             decided: list[PartitionResult], written: dict[str, int], timings: dict[str, float],
-             started_at: datetime, partitions: int) -> dict[str, Any]:
+def _summary(options: ScreenOptions, input_dir: str, kb_version: str, digest: str, inputs: ndjson.Inputs,
+             read: list[ndjson.ChunkResult], decided: list[PartitionResult], written: dict[str, int],
+             timings: dict[str, float], started_at: datetime, partitions: int) -> dict[str, Any]:
     merged = _merge(decided)
     by_type = Counter()
     for r in read:
@@ -296,9 +382,12 @@ def _summary(options: ScreenOptions, kb_version: str, digest: str, files: list[P
         "started_at": started_at.isoformat(),
         "run_by": _who(),
         "knowledge_version": kb_version,
-        "input": {"folder": str(options.input_dir), "source": options.source, "digest": digest,
-                  "files": [p.name for p in files], "lines": sum(r.lines for r in read),
-                  "resources": dict(sorted(by_type.items()))},
+        "input": {"folder": input_dir, "source": options.source, "digest": digest,
+                  "files": [f.name for f in inputs.files], "lines": sum(r.lines for r in read),
+                  "resources": dict(sorted(by_type.items())),
+                  "not_read": [{"name": name, "reason": why} for name, why in inputs.not_read],
+                  "lines_over_limit": sum(r.over_limit for r in read)},
+        "limits": {"max_line_bytes": options.max_line_bytes, "max_patient_bytes": options.max_patient_bytes},
         "engine": options.engine, "workers": options.workers,
         "scheduler": options.scheduler if options.engine == "dask" else None,
         "partitions": partitions, "raw_ids": options.raw_ids, "require_consent": options.require_consent,
@@ -309,6 +398,7 @@ def _summary(options: ScreenOptions, kb_version: str, digest: str, files: list[P
             "patients_actionable": counts["patients_actionable"],
             "patients_carriers": counts["patients_carriers"],
             "patients_consent_withheld": counts["patients_consent_withheld"],
+            "patients_over_limit": counts["patients_over_limit"],
             **{f"rows_{kind}": written.get(kind, 0) for kind in COLUMNS},
         },
         "gene_phenotype": {k: v for k, v in sorted(merged["gene_phenotype"].items())},

@@ -108,6 +108,8 @@ def test_screening_does_not_depend_on_line_order_or_worker_count(cohort, screene
     shuffled.mkdir()
     for path in cohort.glob("*.ndjson"):
         (shuffled / path.name).write_text("".join(reversed(path.read_text().splitlines(keepends=True))))
+    for path in cohort.glob("*.txt"):       # listed in unreadable.csv as not read, like any other file
+        (shuffled / path.name).write_text(path.read_text())
     again = tmp_path / "out"
     screen(ScreenOptions(input_dir=shuffled, out=again, workers=1, raw_ids=True, audit_key=b"s" * 40, progress=False))
     for name in ("actionable.csv", "testing.csv", "carriers.csv", "unreadable.csv", "withheld.csv", "no_card.csv"):
