@@ -215,7 +215,7 @@ def chunk_size(chunk: Chunk) -> int:
     return chunk.end - chunk.start
 
 
-def _bounded_lines(f: IO[bytes], limit: int, budget: int | None) -> Iterator[bytes]:
+def _bounded_lines(f: IO[bytes], limit: int, budget: int | None) -> Iterator[bytes | Oversized]:
     """The lines of `f` (up to `budget` bytes), each at most `limit` bytes before its newline; a
     longer one is read past in pieces and yielded as `Oversized(length without its newline)`."""
     while True:
@@ -234,7 +234,7 @@ def _bounded_lines(f: IO[bytes], limit: int, budget: int | None) -> Iterator[byt
                 return
 
 
-def _lines(chunk: Chunk, limit: int) -> Iterator[bytes]:
+def _lines(chunk: Chunk, limit: int) -> Iterator[bytes | Oversized]:
     with storage.open_file(chunk.path) as raw:
         if chunk.end < 0:
             with gzip.open(raw, "rb") as f:
