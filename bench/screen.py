@@ -207,7 +207,7 @@ def main() -> None:
     runs = [(name, extra) for name, extra in RUNS if name in args.runs]
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-screen-"))
     root.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start", flush=True)
     results: dict[int, dict[str, dict]] = {}
     try:
         # What every run pays whatever its size (imports, knowledge, rule compilation, worker start,
@@ -227,7 +227,7 @@ def main() -> None:
             start_up[name] = run_screen(tiny, out, extra, knowledge_cache)
             shutil.rmtree(out, ignore_errors=True)
         print(f"start-up (1 patient): first run, knowledge cache empty {cold['wall_s']:.1f} s (cpu {cold['cpu_s']:.1f} s); "
-              + ";  ".join(f"{name} {r['wall_s']:.1f} s (cpu {r['cpu_s']:.1f} s)" for name, r in start_up.items()))
+              + ";  ".join(f"{name} {r['wall_s']:.1f} s (cpu {r['cpu_s']:.1f} s)" for name, r in start_up.items()), flush=True)
         for size in args.sizes:
             cohort = root / f"cohort-{size}"
             if not (cohort / "Patient.ndjson").exists():
@@ -244,8 +244,12 @@ def main() -> None:
                     one_round["floor"] = {"patients": patients, "wall_s": seconds, "per_s": patients / seconds}
                 for name, extra in runs:
                     out = root / f"out-{size}-{name.replace(' ', '-')}"
-                    one_round[name] = run_screen(cohort, out, extra, knowledge_cache)
+                    one_round[name] = r = run_screen(cohort, out, extra, knowledge_cache)
                     shutil.rmtree(out, ignore_errors=True)
+                    # each run as it ends: a million patients take minutes per run on a busy machine
+                    print(f"  round {len(rounds) + 1}, {name}: {r['per_s']:.0f} patients/s ({r['wall_s']:.1f} s, "
+                          f"cpu {r['cpu_s']:.1f} s, waited {r['waited_s']:.1f} s), peak {r['peak_mib']:.0f} MiB, "
+                          f"load average {os.getloadavg()[0]:.1f}", flush=True)
                 rounds.append(one_round)
             results[size] = {name: _median_run([r[name] for r in rounds]) for name in rounds[0]}
             print(f"\n{size} patients ({mib:.0f} MiB NDJSON), median of {len(rounds)} rounds (peak: the largest)")
