@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from cds.errors import CdsError
 from cds.memo import Memo
+from cds.snv import NotThisVariant, variant_count
 
 if TYPE_CHECKING:
     from cds.knowledge.models import GeneTable
@@ -95,7 +96,11 @@ class GeneInterpreter:
         self._ranges = [(Decimal(str(r.min)), None if r.max is None else Decimal(str(r.max)), r.phenotype)
                         for r in table.score_ranges]
         self.alleles_of_interest = list(table.alleles_of_interest)
+        self._variant = table.variant
+        # genotype genes: each pair of table alleles in table order → the name guidelines key it by
+        self._genotype_names = {_ordered_pair(p.split("/"), list(table.alleles)): n for p, n in table.genotype_names.items()}
         phenotypes = set(self._pair_rules.values()) | set(self._exceptions.values()) | {r[2] for r in self._ranges}
+        phenotypes |= set(self._genotype_names.values())
         self.phenotypes = sorted(phenotypes)
         self._phenotypes_folded = {p.casefold(): p for p in phenotypes | {INDETERMINATE}}
         # A gene symbol written before an allele ("CYP2C19*2", "CYP2D6 *41", "CYP2D6_*1", "DPYD c.1905+1G>A"),
@@ -113,6 +118,9 @@ class GeneInterpreter:
             return {allele_attribute(self.gene, a): {f"{a} positive", f"{a} negative"} for a in self.alleles_of_interest}
         if self.kind == "activity-score":
             return {self.gene: self.possible_scores() | {SCORE_NA}}
+        if self.kind == "genotype" and not self._genotype_names:
+            names = list(self._alleles)
+            return {self.gene: {_ordered_pair([a, b], names) for a in names for b in names} | {INDETERMINATE}}
         return {self.gene: set(self.phenotypes) | {INDETERMINATE}}
 
     def possible_scores(self) -> set[str]:
@@ -175,6 +183,8 @@ class GeneInterpreter:
     def _read_diplotype(self, text: str, source_ids: tuple[str, ...]) -> Interpretation:
         if self.kind == "allele-status":
             return self._hla_from_typing(text, source_ids)
+        if self.kind == "genotype":
+            return self._genotype(text, source_ids)
         cleaned = self._prefix.sub("", text.strip()).strip()
         alleles, problem = self._split(cleaned)
         shown = "/".join(alleles) if alleles else cleaned
@@ -217,6 +227,8 @@ class GeneInterpreter:
                               reason=None if phenotype != INDETERMINATE else f"score {score} is in no CPIC range")
 
     def from_phenotype(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
+        if self.kind == "genotype":      # a genotype gene has no phenotypes: what is stated is the genotype
+            return self.from_diplotype(text, source_ids)
         phenotype = self._phenotypes_folded.get(" ".join(text.split()).casefold())
         if phenotype is None:
             raise CdsError(f"{self.gene}: '{text}' is not a phenotype of the gene table "
@@ -257,6 +269,24 @@ class GeneInterpreter:
         status = f"{match} {'positive' if present else 'negative'}"
         return Interpretation(self.gene, status, {allele_attribute(self.gene, match): status},
                               source_ids=source_ids, stated_as="allele status")
+
+    def _genotype(self, text: str, source_ids: tuple[str, ...]) -> Interpretation:
+        """A genotype gene's result: two table alleles, or (a single-variant gene) any spelling of the
+        variant cds/snv.py reads on its own strand; named by genotype_names where a guideline keys so."""
+        cleaned = self._prefix.sub("", text.strip()).strip()
+        alleles, problem = self._split(cleaned)
+        if problem and self._variant is not None:
+            try:
+                count = variant_count(cleaned, self._variant)
+            except NotThisVariant as err:
+                return self._indeterminate(cleaned, str(err), source_ids)
+            v = self._variant
+            alleles, problem = [v.reference_allele] * (2 - count) + [v.variant_allele] * count, None
+        if problem or len(alleles) != 2:
+            return self._indeterminate(cleaned, problem or "a single allele was given where two are read", source_ids)
+        pair = _ordered_pair(alleles, list(self._alleles))
+        name = self._genotype_names.get(pair, pair)
+        return Interpretation(self.gene, name, {self.gene: name}, diplotype=pair, source_ids=source_ids)
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -313,6 +343,12 @@ class GeneInterpreter:
         phenotype = "; ".join(lookup.values())
         return Interpretation(self.gene, phenotype, lookup, diplotype="/".join(typed),
                               reason="; ".join(reasons) or None, source_ids=source_ids)
+
+
+def _ordered_pair(alleles: list[str], order: list[str]) -> str:
+    """Two alleles as one diplotype, in the table's order (so 'T/C' and 'C/T' are one genotype)."""
+    rank = {name: i for i, name in enumerate(order)}
+    return "/".join(sorted(alleles, key=lambda a: rank.get(a, len(rank))))
 
 
 def _fold(name: str) -> str:
@@ -381,7 +417,7 @@ def interpret_value(interpreter: GeneInterpreter, value: str, source_ids: tuple[
     text = value.strip()
     if text.lower().startswith("score:"):
         return interpreter.from_score(text[6:], source_ids)
-    if interpreter.kind == "allele-status":
+    if interpreter.kind in ("allele-status", "genotype"):
         return interpreter.from_diplotype(text, source_ids)
     if "/" in text or text.startswith("*") or _fold(text) in interpreter._alleles_folded:
         return interpreter.from_diplotype(text, source_ids)

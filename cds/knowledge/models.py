@@ -83,9 +83,43 @@ class Source(Strict):
     note: str | None = None
 
 
+class Bases(Strict):
+    reference: str = Field(pattern=r"^[ACGT]$")
+    variant: str = Field(pattern=r"^[ACGT]$")
+
+
+class SingleVariant(Strict):
+    """A gene read at one variant (VKORC1 rs9923231): its bases on the genomic reference's forward strand
+    (how CPIC names the alleles) and on the gene's own strand (how the legacy names write it), so every
+    spelling a laboratory uses is read on the strand it names (cds/snv.py)."""
+
+    rsid: str = Field(pattern=r"^rs\d+$")
+    genomic: Bases                       # forward (positive) strand of the genomic reference
+    gene_strand: Bases                   # the gene's coding strand
+    names: list[str] = Field(default_factory=list)   # positions named on the gene strand: '-1639', 'c.-1639', '3673'
+    reference_allele: str                # the table's allele names for each base
+    variant_allele: str
+    source: str
+
+    @model_validator(mode="after")
+    def _strands_agree(self) -> "SingleVariant":
+        complement = {"A": "T", "C": "G", "G": "C", "T": "A"}
+        same = self.genomic == self.gene_strand
+        reverse = (complement[self.genomic.reference], complement[self.genomic.variant]) == \
+            (self.gene_strand.reference, self.gene_strand.variant)
+        if not (same or reverse):
+            raise ValueError("gene_strand bases are neither the genomic bases nor their complement")
+        if {self.genomic.reference, self.genomic.variant} & {self.gene_strand.reference, self.gene_strand.variant} \
+                and not same:
+            raise ValueError("the two strands share a base, so a spelling without a strand name would be ambiguous")
+        return self
+
+
 class GeneTable(Strict):
     gene: str
-    kind: Literal["function-pair", "activity-score", "allele-status"]
+    # genotype: a gene CPIC gives no allele functions or phenotypes (VKORC1, CYP4F2); a result is read as its
+    # two alleles, named by `genotype_names` where a guideline keys by a name ("-1639 AA"), else as the diplotype.
+    kind: Literal["function-pair", "activity-score", "allele-status", "genotype"]
     sources: list[Source] = Field(min_length=1)
     alleles: dict[str, AlleleDef] = Field(default_factory=dict)
     phenotype_rules: list[PhenotypeRule] = Field(default_factory=list)
@@ -95,6 +129,8 @@ class GeneTable(Strict):
     functions_without_rule: list[str] = Field(default_factory=list)      # known to have no CPIC rule yet
     results: list[GeneResultText] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    variant: SingleVariant | None = None                                 # genotype genes read at one variant
+    genotype_names: dict[str, str] = Field(default_factory=dict)        # "A/B" (table alleles) → name
 
     def result_text(self, key: str) -> GeneResultText | None:
         """CPIC's interpretation of one lookup value (phenotype, activity score or allele status)."""
@@ -104,6 +140,13 @@ class GeneTable(Strict):
     def _kind_has_what_it_needs(self) -> "GeneTable":
         if self.kind == "allele-status" and not self.alleles_of_interest:
             raise ValueError("an allele-status gene needs alleles_of_interest")
+        if self.kind == "genotype":
+            unknown = [a for pair in self.genotype_names for a in pair.split("/") if a not in self.alleles]
+            if unknown or not self.alleles:
+                raise ValueError(f"genotype gene: genotype_names name alleles not in the table: {unknown}"
+                                 if unknown else "a genotype gene needs alleles")
+            if self.variant and {self.variant.reference_allele, self.variant.variant_allele} - set(self.alleles):
+                raise ValueError("variant: reference_allele and variant_allele must be alleles of the table")
         if self.kind == "activity-score":
             if not self.score_ranges:
                 raise ValueError("an activity-score gene needs score_ranges")

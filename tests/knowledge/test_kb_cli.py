@@ -68,7 +68,11 @@ def test_import_regenerates_the_committed_yaml_exactly(tmp_path):
     for folder in ("genes", "cpic"):
         committed = REPO / "guidelines" / folder
         generated = tmp_path / "guidelines" / folder
-        names = sorted(p.name for p in committed.glob("*.yaml"))
+        # VKORC1 and CYP4F2 are written by hand (CPIC's export has no table for them; each line cites its
+        # source), and the import leaves them alone
+        by_hand = sorted(p.name for p in committed.glob("*.yaml") if p.read_text(encoding="utf-8").startswith("# Written by hand"))
+        assert by_hand == (["CYP4F2.yaml", "VKORC1.yaml"] if folder == "genes" else [])
+        names = sorted(p.name for p in committed.glob("*.yaml") if p.name not in by_hand)
         assert names == sorted(p.name for p in generated.glob("*.yaml"))
         match, mismatch, errors = filecmp.cmpfiles(committed, generated, names, shallow=False)
         assert mismatch == [] and errors == []

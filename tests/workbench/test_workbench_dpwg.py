@@ -24,10 +24,10 @@ def test_matrix_shows_both_sources_and_toggles(client):
 
 
 def test_dpwg_guideline_page_lists_unreachable_recommendations(client):
-    response = client.get("/workbench/guidelines/dpwg-acenocoumarol-vkorc1")
+    response = client.get("/workbench/guidelines/dpwg-quetiapine-cyp3a4")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
     assert "Recommendations our gene tables cannot reach (3)" in page
-    assert "no VKORC1 gene table in guidelines/genes" in page and "-1639 AA" in page
+    assert "no CYP3A4 gene table in guidelines/genes" in page and "Poor Metabolizer" in page
     flucloxacillin = client.get("/workbench/guidelines/dpwg-flucloxacillin-hla-b").get_data(as_text=True)
     assert "no RxNorm ingredient code in the sources" in flucloxacillin
