@@ -8,9 +8,11 @@ describes it as a PatientCase; `decide` does the rest: consent, orders, genomic 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from cds.consent import genomic_consent
+from cds.dosing.advice import clinical_data, dose_cards
 from cds.pipeline import Advice, Advisor, PatientFacts, age_on, patient_facts
 
 ORDER_HOOKS = ("order-select", "order-sign")
@@ -31,6 +33,11 @@ class PatientCase:
     # several orders (screening: one order-sign per active drug) reads them once. None: read here.
     facts: PatientFacts | None = None
     app_url: str | None = None                  # the SMART summary page cards link to (None: no link)
+    # Clinical inputs of dosing algorithms (cds/dosing): vital-sign Observations (height, weight) and the
+    # patient's active MedicationRequests/MedicationStatements. None: not gathered (named as missing).
+    vitals: list[Any] | None = None
+    active_medications: list[Any] | None = None
+    today: date | None = None                   # the day the doses are for (None: today)
 
 
 def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -> Advice:
@@ -58,7 +65,43 @@ def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -
         age = age_on(case.patient.get("birthDate")) if case.patient else None
         facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics, patient_ref=case.patient_ref)
         advice = advisor.advise_orders(case.hook, facts, orders, case.patient_ref, age, app_url=case.app_url)
+        add_dose_cards(advisor, case, advice, orders)
     else:
         raise ValueError(f"no decision for hook {case.hook!r}")
     advice.consent = consent
     return advice
+
+
+def add_dose_cards(advisor: Advisor, case: PatientCase, advice: Advice, orders: list) -> None:
+    """The dose card of an ordered drug with a dosing algorithm (warfarin), or the audited reason for none."""
+    if not any(d in advisor.kb.dosing for d in advisor.drugs_of(orders)[0]):
+        return
+    active = None
+    if case.active_medications is not None:
+        active = [o for o in advisor.resolver.read_orders(_as_requests(case.active_medications), patient_ref=case.patient_ref)]
+    problems = {k: v for k, v in case.errors.items() if k in ("patient", "vitals", "medications")}
+    clinical = clinical_data(case.patient_ref, case.patient, case.vitals, active, orders, problems)
+    cards, reasons = dose_cards(advisor, case.hook, advice.facts, orders, clinical, case.today)
+    advice.cards += cards
+    advice.decisions = [d for d in advice.decisions if d.split(": no card", 1)[0] not in {c.drug for c in cards}]
+    advice.decisions += reasons
+
+
+def _as_requests(resources: list[Any]) -> list[Any]:
+    """MedicationStatements read as the orders they record (same medication[x] and subject), so one reader
+    resolves both."""
+    out: list[Any] = []
+    for item in resources:
+        if isinstance(item, dict) and item.get("resourceType") == "Bundle":
+            out.append({**item, "entry": [{**e, "resource": _statement_as_request(e.get("resource"))}
+                                          for e in item.get("entry") or [] if isinstance(e, dict)]})
+        else:
+            out.append(_statement_as_request(item))
+    return out
+
+
+def _statement_as_request(resource: Any) -> Any:
+    if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationStatement":
+        return resource
+    return {**resource, "resourceType": "MedicationRequest"}
+

@@ -8,6 +8,7 @@ import re
 import string
 from typing import TYPE_CHECKING
 
+from cds.dosing.validate import check_dosing
 from cds.errors import CdsError, Diagnostic
 from cds.genotype import SCORE_NA, interpret_value
 from cds.knowledge.models import NO_RESULT
@@ -36,6 +37,7 @@ def cross_link(kb: "KnowledgeBase") -> list[Diagnostic]:
     diags += _check_rules(kb)
     diags += _check_summaries(kb)
     diags += _check_services(kb)
+    diags += check_dosing(kb)
     return diags
 
 

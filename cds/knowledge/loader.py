@@ -3,6 +3,7 @@
 Layout (relative to the root):
     guidelines/genes/<GENE>.yaml   gene tables            (GeneTable)
     guidelines/<source>/*.yaml     guidelines             (Guideline), e.g. guidelines/cpic/
+    guidelines/dosing/*.yaml       dosing algorithms      (cds.dosing.models.DosingAlgorithm)
     rules/*.yaml                   local CDS policy       (RuleFile)
     hooks/*.yaml                   CDS Hooks services     (HookFile)
 Other files under guidelines/ (fhir-mappings.yaml, rxnorm/*.tsv) belong to the FHIR reader.
@@ -18,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from cds.bundle import bundled_root
+from cds.dosing.models import DosingAlgorithm
 from cds.errors import CdsError, Diagnostic, KnowledgeError
 from cds.genotype import GeneInterpreter
 from cds.knowledge.models import GeneTable, Guideline, HookFile, HookService, Recommendation, Rule, RuleFile
@@ -48,13 +50,14 @@ class KnowledgeBase:
     sources: dict[str, SourceMap] = field(repr=False)  # file → line map
     origins: dict[int, Origin] = field(repr=False)     # id(model) → where it was written
     interpreters: dict[str, GeneInterpreter] = field(default_factory=dict, repr=False)
+    dosing: dict[str, DosingAlgorithm] = field(default_factory=dict)   # drug → its dosing algorithm
     notices: list[Diagnostic] = field(default_factory=list, repr=False)  # valid, but said by `cds validate`
 
     def __getstate__(self) -> dict:
         # `origins` is keyed by id(), which means nothing in another process (an unpickled copy, the
         # knowledge cache, a dask worker): carry each described object itself, which pickle keeps identical.
         state = self.__dict__.copy()
-        described = [*self.genes.values(), *self.guidelines.values(), *self.rules, *self.services,
+        described = [*self.genes.values(), *self.guidelines.values(), *self.rules, *self.services, *self.dosing.values(),
                      *(rec for g in self.guidelines.values() for rec in g.recommendations)]
         by_id = {id(obj): obj for obj in described}
         state["origins"] = [(by_id[key], origin) for key, origin in self.origins.items() if key in by_id]
@@ -93,7 +96,8 @@ def _files(root: Path) -> dict[str, list[Path]]:
     guidelines_dir = root / "guidelines"
     return {
         "gene": sorted((guidelines_dir / "genes").glob("*.yaml")),
-        "guideline": sorted(p for p in guidelines_dir.glob("*/*.yaml") if p.parent.name != "genes"),
+        "guideline": sorted(p for p in guidelines_dir.glob("*/*.yaml") if p.parent.name not in ("genes", "dosing")),
+        "dosing": sorted((guidelines_dir / "dosing").glob("*.yaml")),
         "rules": sorted((root / "rules").glob("*.yaml")),
         "hooks": sorted((root / "hooks").glob("*.yaml")),
     }
@@ -188,7 +192,9 @@ def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
         first_seen[(kind, key)] = origin
         return True
 
-    schemas = {"gene": GeneTable, "guideline": Guideline, "rules": RuleFile, "hooks": HookFile}
+    dosing: dict[str, DosingAlgorithm] = {}
+    schemas = {"gene": GeneTable, "guideline": Guideline, "rules": RuleFile, "hooks": HookFile,
+               "dosing": DosingAlgorithm}
     for kind, paths in _files(root).items():
         for path in paths:
             name = path.relative_to(root).as_posix()
@@ -215,6 +221,11 @@ def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
                     for i, rec in enumerate(model.recommendations):
                         origins[id(rec)] = Origin(name, ("recommendations", i))
                         unique("recommendation", rec.id, Origin(name, ("recommendations", i, "id")))
+            elif kind == "dosing":
+                if unique("dosing algorithm", model.id, Origin(name, ("id",))) and \
+                        unique("dosing algorithm for drug", model.drug, Origin(name, ("drug",))):
+                    dosing[model.drug] = model
+                    origins[id(model)] = Origin(name)
             elif kind == "rules":
                 for i, rule in enumerate(model.rules):
                     origin = Origin(name, ("rules", i))
@@ -231,7 +242,7 @@ def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
                         origins[id(service)] = Origin(name, ("services", i))
 
     kb = KnowledgeBase(root=root, version=digest.hexdigest()[:12], genes=genes, guidelines=guidelines,
-                       rules=rules, services=services, sources=sources, origins=origins)
+                       rules=rules, services=services, sources=sources, origins=origins, dosing=dosing)
     kb.interpreters = {name: GeneInterpreter(table) for name, table in genes.items()}
     # Cross-file checks only make sense once every file reads: a gene table with a syntax error
     # would otherwise show up as hundreds of "unknown gene" errors in the guidelines.

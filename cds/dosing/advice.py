@@ -1,0 +1,95 @@
+"""The dose card of a drug with a dosing algorithm (warfarin: CPIC's recommendation, the IWPC estimate),
+decided inside the decision core for every face.
+
+When: the drug is ordered on an order hook, a local rule governs it there and selects CPIC, and the patient
+has a result for at least one gene the algorithm reads (without any, CPIC gives no genotype-guided dose and
+there is nothing to say beyond the usual; the audit records why). Then the card always comes: with the
+estimate, or naming every missing input and giving the flow chart's text instead of a number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from cds.dosing.calculate import DoseDecision, decide_dose
+from cds.dosing.card import dose_card
+from cds.dosing.inputs import ClinicalData, genotype_inputs, read_inputs
+from cds.sources import rule_sources
+
+if TYPE_CHECKING:
+    from cds.cards import RenderedCard
+    from cds.facts import MedicationOrder
+    from cds.pipeline import Advisor, PatientFacts
+
+
+@dataclass
+class DoseRequest:
+    """What the dose card of one drug rests on."""
+
+    drug: str
+    hook: str
+    facts: "PatientFacts"
+    clinical: ClinicalData
+    today: date
+
+
+def dose_cards(advisor: "Advisor", hook: str, facts: "PatientFacts", orders: list["MedicationOrder"],
+               clinical: ClinicalData, today: date | None = None) -> tuple[list["RenderedCard"], list[str]]:
+    """Dose cards for the ordered drugs that have a dosing algorithm, and audit reasons for those that got none."""
+    cards, reasons = [], []
+    drugs, _, _ = advisor.drugs_of(orders)
+    for drug in drugs:
+        algorithm = advisor.kb.dosing.get(drug)
+        if algorithm is None:
+            continue
+        why_not = _not_on_this_hook(advisor, drug, hook)
+        read = [t.input for t in algorithm.categorical if t.input in advisor.kb.genes]   # CYP2C9, VKORC1
+        if why_not is None and not _has_a_result(read, facts):
+            why_not = f"no {' or '.join(read)} result on file"
+        if why_not:
+            reasons.append(f"{drug}: no genotype-guided dose card — {why_not}")
+            continue
+        decision = dose_decision(advisor, DoseRequest(drug, hook, facts, clinical, today or date.today()))
+        plan = advisor.engine.drug_plan(drug)
+        cards.append(dose_card(advisor.kb, decision, plan.rules[hook] if plan else None))
+    return cards, reasons
+
+
+def dose_decision(advisor: "Advisor", request: DoseRequest) -> DoseDecision:
+    algorithm = advisor.kb.dosing[request.drug]
+    clinical_inputs, age = read_inputs(algorithm, request.clinical, request.today)
+    genotypes, genes = genotype_inputs(algorithm, request.facts.interpretations, request.facts.unreadable_by_gene)
+    conflicts = [g for g in algorithm.genes if g in request.facts.conflicts]
+    inputs = clinical_inputs + [_conflicted(i.name, request.facts) if i.name in conflicts else i for i in genotypes]
+    return decide_dose(algorithm, inputs, genes, age)
+
+
+def _conflicted(gene: str, facts: "PatientFacts") -> Any:
+    from cds.dosing.calculate import InputValue
+
+    why = f"the {gene} results on file disagree ({', '.join(facts.conflicts[gene])})"
+    return InputValue(gene, None, why, missing=why)
+
+
+def _not_on_this_hook(advisor: "Advisor", drug: str, hook: str) -> str | None:
+    plan = advisor.engine.drug_plan(drug)
+    rule = plan.rules.get(hook) if plan else None
+    if rule is None:
+        return f"no local rule governs it on {hook}"
+    if "CPIC" not in rule_sources(advisor.kb, rule):
+        return f"rule {rule.id} does not select CPIC, whose recommendation the dose is"
+    return None
+
+
+def _has_a_result(genes: list[str], facts: "PatientFacts") -> bool:
+    return any(g in facts.interpretations or g in facts.unreadable_by_gene or g in facts.conflicts for g in genes)
+
+
+def clinical_data(patient_ref: str, patient: dict[str, Any] | None, vitals: list[Any] | None,
+                  active: list["MedicationOrder"] | None, drafts: list["MedicationOrder"],
+                  problems: dict[str, str]) -> ClinicalData:
+    """The clinical data of one case: the active medications together with the orders being placed (an
+    amiodarone order signed with the warfarin counts)."""
+    medications = None if active is None else [*active, *[o for o in drafts if o not in active]]
+    return ClinicalData(patient_ref, patient, vitals, medications, problems)
