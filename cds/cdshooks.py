@@ -171,6 +171,10 @@ class Gathered:
 # Prefetch keys whose data are the patient's genomic results: a problem with any of them makes the
 # genotype-based check incomplete.
 GENOMIC_KEYS = ("genomics", "reports", "reports-by-code")
+# Prefetch keys of the clinical inputs of dosing algorithms (cds/dosing): body height and weight, and the
+# active medications (amiodarone, enzyme inducers). Optional: without them a dose card names what is missing.
+VITALS_KEY = "vitals"
+ACTIVE_MEDICATION_KEYS = ("active-medications", "active-statements")
 
 
 def prefetch_problem(value: Any, template: str) -> str | None:
@@ -250,11 +254,26 @@ def case_from_hook(request: HookRequest, gathered: Gathered) -> PatientCase:
     if genomic_errors:
         errors["genomics"] = "; ".join(genomic_errors)
     consent_gathered = "consent" in request.service.prefetch
+    vitals, active = clinical_resources(gathered, errors)
     return PatientCase(
         hook=hook, patient_ref=request.patient_ref, patient=patient if isinstance(patient, dict) else None,
         genomics=genomics, medications=medications,
         consent=gathered.resources("consent") if consent_gathered else None,
-        errors=errors)
+        errors=errors, vitals=vitals, active_medications=active)
+
+
+def clinical_resources(gathered: Gathered, errors: dict[str, str]) -> tuple[list[Any] | None, list[Any] | None]:
+    """Vital signs and active medications as gathered, or None when they were not (no prefetch, no
+    fhirServer) or could not be: a dose card then names the input as missing, with the reason in `errors`."""
+    vitals = gathered.resources(VITALS_KEY) if VITALS_KEY in gathered.data and VITALS_KEY not in gathered.errors else None
+    keys = [k for k in ACTIVE_MEDICATION_KEYS if k in gathered.data]
+    problems = [f"{k}: {gathered.errors[k]}" for k in ACTIVE_MEDICATION_KEYS if k in gathered.errors]
+    active = gathered.resources(*keys) if keys and not problems else None
+    if problems:
+        errors["medications"] = "the active medications could not be read (" + "; ".join(problems) + ")"
+    if VITALS_KEY in gathered.errors:
+        errors["vitals"] = f"the vital signs could not be read ({gathered.errors[VITALS_KEY]})"
+    return vitals, active
 
 
 def parse_feedback(body: Any) -> list[dict]:

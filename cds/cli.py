@@ -50,12 +50,20 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise CdsError("give at least one --drug")
     from cds.sources import parse_source_option
 
+    from cds.explain import StatedClinical, dose_json, dose_text, doses
+
     sources = parse_source_option(args.source) if args.source else None
-    evaluation = explain(_load_engine(args.knowledge), args.genotype or [], args.drug, args.population, sources)
+    engine = _load_engine(args.knowledge)
+    evaluation = explain(engine, args.genotype or [], args.drug, args.population, sources)
+    stated = StatedClinical(args.age, args.height, args.weight, args.race, args.medication)
+    dose_decisions = doses(engine, evaluation, stated)
     if args.json:
-        print(json.dumps(to_json(evaluation), indent=2, ensure_ascii=False))
+        out = to_json(evaluation)
+        if dose_decisions:
+            out["doses"] = [dose_json(d) for d in dose_decisions]
+        print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
-        print(to_text(evaluation))
+        print("\n".join([to_text(evaluation), *[line for d in dose_decisions for line in dose_text(d)]]))
     return 0
 
 
@@ -158,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="guideline source: cpic, dpwg or all (default: the sources the rules policy selects)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
+    p.add_argument("--age", type=int, help="age in years, for a drug with a dosing algorithm (warfarin)")
+    p.add_argument("--height", type=float, help="body height in cm")
+    p.add_argument("--weight", type=float, help="body weight in kg")
+    p.add_argument("--race", choices=("white", "asian", "black", "missing_or_mixed"),
+                   help="IWPC race group (default: missing_or_mixed)")
+    p.add_argument("--medication", action="append",
+                   help="an active medication by name (amiodarone, carbamazepine, ...); repeatable; 'none' for none")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("test", help="run the test cases written next to each rule, and report coverage")

@@ -5,8 +5,10 @@ the drugs, and present the result as text or as the JSON shape documented in the
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
+from cds.dosing.calculate import DoseDecision
 from cds.engine import Engine, Evaluation
 from cds.errors import CdsError
 from cds.genotype import Interpretation, interpret_value
@@ -36,6 +38,52 @@ def explain(engine: Engine, genotypes: Iterable[str], drugs: Iterable[str], popu
             sources: Iterable[str] | None = None) -> Evaluation:
     """`sources`: guideline sources to show (CPIC, DPWG); None: those the site's policy selects."""
     return engine.evaluate(parse_genotype_args(engine, genotypes), list(drugs), population, sources=sources)
+
+
+@dataclass
+class StatedClinical:
+    """The clinical inputs of a dose as stated (`--age --height --weight --race --medication`)."""
+
+    age: int | None = None
+    height_cm: float | None = None
+    weight_kg: float | None = None
+    race: str | None = None
+    medications: list[str] | None = None
+
+
+def doses(engine: Engine, evaluation: Evaluation, clinical: StatedClinical) -> list[DoseDecision]:
+    """The dose of each evaluated drug that has a dosing algorithm (warfarin), from the same core as the cards."""
+    from cds.dosing.advice import stated_dose
+
+    out = []
+    for drug in evaluation.drugs:
+        decision = stated_dose(engine.kb, drug.drug, evaluation.interpretations, clinical.age, clinical.height_cm,
+                               clinical.weight_kg, clinical.race, clinical.medications)
+        if decision is not None:
+            out.append(decision)
+    return out
+
+
+def dose_json(decision: DoseDecision) -> dict[str, Any]:
+    return {"drug": decision.algorithm.drug, "algorithm": decision.algorithm.id,
+            "weekly_mg": None if decision.weekly_mg is None else round(decision.weekly_mg, 2),
+            "daily_mg": None if decision.daily_mg is None else round(decision.daily_mg, 2),
+            "inputs": {i.name: i.value for i in decision.inputs},
+            "missing": [i.missing for i in decision.missing], "withheld": list(decision.withheld),
+            "flow": [{"id": s.id, "action": s.action, "text": s.text} for s in decision.steps]}
+
+
+def dose_text(decision: DoseDecision) -> list[str]:
+    a = decision.algorithm
+    lines = [f"  Dose ({a.name}):"]
+    if decision.weekly_mg is not None:
+        lines.append(f"    {decision.weekly_mg:.1f} mg/week ({decision.daily_mg:.1f} mg/day)")
+    else:
+        lines.append("    no genotype-guided dose: " + "; ".join(decision.withheld))
+    lines += [f"    {i.name}: {i.shown}" for i in decision.inputs]
+    lines += [f"    CPIC flow chart ({s.id}): {s.text}" for s in decision.steps if s.action != "dose-clinically"]
+    lines.append(f"    citation: {a.citation.text()}")
+    return lines
 
 
 def to_json(evaluation: Evaluation) -> dict[str, Any]:

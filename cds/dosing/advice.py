@@ -93,3 +93,52 @@ def clinical_data(patient_ref: str, patient: dict[str, Any] | None, vitals: list
     amiodarone order signed with the warfarin counts)."""
     medications = None if active is None else [*active, *[o for o in drafts if o not in active]]
     return ClinicalData(patient_ref, patient, vitals, medications, problems)
+
+
+def dosing_keys_not_needed(advisor: "Advisor", request: Any) -> tuple[str, ...]:
+    """The clinical-input prefetch keys a hook call need not fetch from fhirServer: all of them unless an
+    ordered drug has a dosing algorithm (so a clopidogrel order costs no vital-sign search)."""
+    from cds.cdshooks import ACTIVE_MEDICATION_KEYS, VITALS_KEY, selected_orders
+
+    keys = (VITALS_KEY, *ACTIVE_MEDICATION_KEYS)
+    if request.hook not in ("order-select", "order-sign", "medication-prescribe"):
+        return keys
+    orders = advisor.resolver.read_orders(selected_orders(request), patient_ref=request.patient_ref)
+    drugs, _, _ = advisor.drugs_of(orders)
+    return () if any(d in advisor.kb.dosing for d in drugs) else keys
+
+
+def stated_dose(kb: Any, drug: str, interpretations: dict[str, list[Any]], age: int | None, height_cm: float | None,
+                weight_kg: float | None, race: str | None, medications: list[str] | None) -> DoseDecision | None:
+    """The dose for stated genotypes and clinical inputs (`cds explain`, the workbench), or None when the
+    drug has no dosing algorithm."""
+    from cds.dosing.inputs import stated_inputs
+
+    algorithm = kb.dosing.get(drug)
+    if algorithm is None:
+        return None
+    clinical, years = stated_inputs(age, height_cm, weight_kg, race, medications)
+    genotypes, genes = genotype_inputs(algorithm, interpretations, {})
+    return decide_dose(algorithm, clinical + genotypes, genes, years)
+
+
+def stated_dose_cards(advisor: "Advisor", evaluation: Any, hook: str, age: int | None, height_cm: float | None,
+                      weight_kg: float | None, race: str | None,
+                      medications: list[str] | None) -> list["RenderedCard"]:
+    """Dose cards for typed results and stated clinical inputs (the workbench's try-a-patient), under the same
+    conditions as a hook call: an ordered drug with a dosing algorithm, governed on this hook by a rule that
+    selects CPIC, and a result on file for a gene the algorithm reads."""
+    from cds.pipeline import PatientFacts
+
+    facts = PatientFacts(interpretations=evaluation.interpretations, conflicts=dict(evaluation.conflicts))
+    cards = []
+    for drug in (d.drug for d in evaluation.drugs):
+        algorithm = advisor.kb.dosing.get(drug)
+        read = [t.input for t in algorithm.categorical if t.input in advisor.kb.genes] if algorithm else []
+        if algorithm is None or _not_on_this_hook(advisor, drug, hook) or not _has_a_result(read, facts):
+            continue
+        decision = stated_dose(advisor.kb, drug, evaluation.interpretations, age, height_cm, weight_kg, race, medications)
+        plan = advisor.engine.drug_plan(drug)
+        if decision is not None:
+            cards.append(dose_card(advisor.kb, decision, plan.rules.get(hook) if plan else None))
+    return cards

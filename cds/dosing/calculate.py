@@ -89,7 +89,7 @@ def decide_dose(algorithm: DosingAlgorithm, inputs: Iterable[InputValue], genes:
     steps = [s for s in algorithm.flow if _applies(s, values, genes)]
     withheld += [s.text for s in steps if s.action == "dose-clinically"]
     if withheld:
-        return DoseDecision(algorithm, inputs, withheld=withheld, steps=steps)
+        return DoseDecision(algorithm, inputs, withheld=list(dict.fromkeys(withheld)), steps=steps)
     weekly = weekly_dose(algorithm, values)  # type: ignore[arg-type]
     factors = [s.factor for s in steps if s.action == "adjust" and s.factor]
     low, high = weekly, weekly

@@ -254,3 +254,31 @@ def _resources(items: Iterable[Any], rtype: str) -> list[dict[str, Any]]:
         elif item.get("resourceType") == rtype:
             out.append(item)
     return out
+
+
+def stated_inputs(age: int | None, height_cm: float | None, weight_kg: float | None, race: str | None,
+                  medications: list[str] | None) -> tuple[list[InputValue], int | None]:
+    """The clinical inputs as a pharmacist states them (`cds explain --age --height --weight --race
+    --medication`, the workbench's try-a-patient). Not stated: missing, named by its option. `medications`
+    None: not stated (amiodarone and inducer use unknown); [] or ['none']: none of them."""
+    def value(name: str, given: float | None, shown: str, option: str) -> InputValue:
+        if given is None:
+            return InputValue(name, None, f"{option} not given", missing=f"{option} not given")
+        return InputValue(name, round(float(given), 1), shown)
+
+    inputs = [InputValue("age_decades", None, "--age not given", missing="--age not given") if age is None else
+              InputValue("age_decades", age // 10, f"{age} years (decade {age // 10})"),
+              value("height_cm", height_cm, f"{height_cm:g} cm" if height_cm is not None else "", "--height"),
+              value("weight_kg", weight_kg, f"{weight_kg:g} kg" if weight_kg is not None else "", "--weight")]
+    group = race or "missing_or_mixed"
+    inputs.append(InputValue("race", group, group.replace("_", " ") + ("" if race else " (--race not given: IWPC's "
+                                                                        "'missing or mixed' group)")))
+    if medications is None:
+        why = "--medication not given, so amiodarone and enzyme-inducer use are not known (--medication none: none)"
+        inputs += [InputValue("amiodarone", None, why, missing=why), InputValue("enzyme_inducer", None, why, missing=why)]
+    else:
+        names = {m.strip().lower() for m in medications if m.strip().lower() != "none"}
+        for name, drugs in (("amiodarone", AMIODARONE_NAMES), ("enzyme_inducer", INDUCER_NAMES)):
+            hits = sorted(names & set(drugs))
+            inputs.append(InputValue(name, "yes" if hits else "no", ", ".join(hits) if hits else "not among --medication"))
+    return inputs, age

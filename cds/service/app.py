@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from cds.cdshooks import Gathered, RequestError, case_from_hook, parse_feedback, parse_hook_request
 from cds.decision import decide
+from cds.dosing.advice import dosing_keys_not_needed
 from cds.engine import Engine
 from cds.errors import CdsError
 from cds.knowledge.loader import KnowledgeBase, load_knowledge
@@ -246,7 +247,7 @@ def call_service(service_id: str):
         scrubbing = logs.current_scrubber.set(scrubber(hook_request.patient_id))
         runtime = _runtime()
         origin = _checked_fhir_server(runtime, hook_request, claims)
-        gathered = runtime.fetcher.gather(hook_request)
+        gathered = runtime.fetcher.gather(hook_request, dosing_keys_not_needed(runtime.advisor, hook_request))
         case = case_from_hook(hook_request, gathered)
         case.app_url = smart_app_url(runtime)
         advice = decide(runtime.advisor, case, runtime.settings.require_consent)

@@ -20,7 +20,7 @@ import logging
 import re
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 from urllib.parse import quote, urljoin
 
 from cds.cdshooks import GENOMIC_KEYS, Gathered, HookRequest, RequestError, next_link, prefetch_problem
@@ -68,7 +68,10 @@ class FhirFetcher:
                                      max_bytes=settings.fhir_max_bytes, per_origin=settings.fhir_per_origin)),
                    settings.fhir_budget)
 
-    def gather(self, request: HookRequest) -> Gathered:
+    def gather(self, request: HookRequest, not_needed: Collection[str] = ()) -> Gathered:
+        """The data of one call: the prefetch, and what is missing fetched from fhirServer. Keys in
+        `not_needed` (the clinical inputs of a dose, when no ordered drug has a dosing algorithm) are used
+        when prefetched but not fetched."""
         service = request.service
         server = request.fhir_server.rstrip("/") if request.fhir_server else None
         out = Gathered()
@@ -76,6 +79,8 @@ class FhirFetcher:
         missing_required = []
         for key, template in service.prefetch.items():
             if key not in request.prefetch:
+                if key in not_needed:
+                    continue
                 if server:
                     tasks[key] = self._template_task(server, template, request)
                 elif key not in service.optional_prefetch:

@@ -22,6 +22,7 @@ from cds.facts import MedicationOrder
 from cds.pipeline import PatientFacts
 from cds.cdshooks import Gathered, RequestError, case_from_hook, next_link, parse_hook_request, prefetch_problem
 from cds.decision import decide   # the service's own decision path, so the two cannot drift
+from cds.dosing.advice import stated_dose_cards
 
 FORM_HOOKS = ("order-select", "order-sign", "patient-view")
 MAX_PASTE = 2_000_000          # characters; a hook request with a patient's results is far smaller
@@ -50,7 +51,7 @@ def split_genotypes(text: str) -> list[str]:
 
 
 def from_results(runtime, genotype_lines: list[str], drugs: list[str], hook: str,
-                 population: str | None) -> Trial:
+                 population: str | None, clinical: dict[str, str] | None = None) -> Trial:
     """Cards for results typed as `GENE=VALUE` lines (the syntax of `cds explain` and rule tests)."""
     if hook not in FORM_HOOKS:
         raise CdsError(f"hook must be one of {', '.join(FORM_HOOKS)}, not {hook!r}")
@@ -77,7 +78,28 @@ def from_results(runtime, genotype_lines: list[str], drugs: list[str], hook: str
         cards = renderer.order_cards(evaluation, hook, population=population or None, app_url=smart_page_url())
     # contradicting lines for one gene are a conflict, said in a card as the service says it
     cards += runtime.advisor.conflict_cards(hook, evaluation)
+    if hook != "patient-view":      # a drug with a dosing algorithm (warfarin): its dose, from the stated inputs
+        cards += stated_dose_cards(runtime.advisor, evaluation, hook, *_clinical(clinical or {}))
     return Trial(hook, cards, evaluation)
+
+
+def _clinical(form: dict[str, str]) -> tuple[int | None, float | None, float | None, str | None, list[str] | None]:
+    """The try-a-patient form's clinical inputs: age, height (cm), weight (kg), race group, medications
+    (comma-separated names; empty: not stated)."""
+    def number(name: str, kind):
+        text = (form.get(name) or "").strip()
+        if not text:
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise CdsError(f"{name} must be a number, not {text!r}") from None
+
+    race = (form.get("race") or "").strip() or None
+    if race not in (None, "white", "asian", "black", "missing_or_mixed"):
+        raise CdsError(f"race must be white, asian, black or missing_or_mixed, not {race!r}")
+    medications = split_drugs(form.get("medications", "")) if (form.get("medications") or "").strip() else None
+    return number("age", int), number("height", float), number("weight", float), race, medications
 
 
 def smart_page_url(base_url: str | None = None) -> str | None:

@@ -196,11 +196,13 @@ def try_patient():
     args = request.args
     form = {"genotypes": args.get("genotypes", ""), "drugs": args.get("drugs", ""),
             "hook": args.get("hook", "order-sign"), "population": args.get("population", "")}
+    form |= {k: args.get(k, "") for k in CLINICAL_FIELDS}
     result, error = None, None
     if "genotypes" in args or "drugs" in args:
         try:
             result = trial.from_results(runtime, trial.split_genotypes(form["genotypes"]),
-                                        trial.split_drugs(form["drugs"]), form["hook"], form["population"] or None)
+                                        trial.split_drugs(form["drugs"]), form["hook"], form["population"] or None,
+                                        {k: form[k] for k in CLINICAL_FIELDS})
         except CdsError as err:
             error = str(err)
     return _try_page(form, result, error, pasted="", mode="results")
@@ -216,8 +218,11 @@ def try_request():
             result = trial.from_request(runtime, pasted)
         except CdsError as err:
             error = str(err)
-    form = {"genotypes": "", "drugs": "", "hook": "order-sign", "population": ""}
+    form = {"genotypes": "", "drugs": "", "hook": "order-sign", "population": ""} | {k: "" for k in CLINICAL_FIELDS}
     return _try_page(form, result, error, pasted=pasted, mode="request")
+
+
+CLINICAL_FIELDS = ("age", "height", "weight", "race", "medications")   # a dosing algorithm's inputs (warfarin)
 
 
 def _try_page(form: dict, result, error: str | None, pasted: str, mode: str):

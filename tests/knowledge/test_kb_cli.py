@@ -119,3 +119,18 @@ def test_an_erratum_the_source_no_longer_has_stops_the_import(tmp_path):
     result = cds("import", "cpic", str(CPIC), "--out", str(tmp_path / "out"), "--errata", str(tmp_path / "errata.tsv"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "erratum cpic_recommendations_v1.54.tsv row 7589787 drugrecommendation" in result.stderr
+
+
+def test_explain_takes_the_clinical_inputs_of_the_warfarin_dose():
+    args = ["explain", "--genotype", "CYP2C9=*2/*3", "--genotype", "VKORC1=-1639 AA", "--drug", "warfarin",
+            "--age", "45", "--height", "182", "--json"]
+    without_weight = json.loads(cds(*args, "--medication", "none").stdout)["doses"][0]
+    assert without_weight["weekly_mg"] is None and "--weight not given" in without_weight["missing"]
+    result = cds(*args, "--weight", "95", "--medication", "none")
+    assert result.returncode == 0, result.stderr
+    dose = json.loads(result.stdout)["doses"][0]
+    assert dose["weekly_mg"] == 13.23 and dose["daily_mg"] == 1.89       # 3.6370² (tests/knowledge/test_warfarin_dosing.py)
+    amiodarone = json.loads(cds(*args, "--weight", "95", "--medication", "Amiodarone").stdout)["doses"][0]
+    assert amiodarone["inputs"]["amiodarone"] == "yes" and amiodarone["weekly_mg"] < dose["weekly_mg"]
+    unknown = json.loads(cds(*args, "--weight", "95").stdout)["doses"][0]
+    assert unknown["weekly_mg"] is None          # medications not stated: amiodarone use unknown, no number
