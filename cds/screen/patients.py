@@ -90,6 +90,7 @@ class Screener:
         self.kb = kb
         self.hasher = PatientHasher(settings.audit_key)
         self.recommendations = {r.id: r for g in kb.guidelines.values() for r in g.recommendations}
+        self.dosing = {a.id for a in kb.dosing.values()}      # dose cards (warfarin) rest on a dosing file
         self.sources = {r.id: g.source for g in kb.guidelines.values() for r in g.recommendations}
         self.drugs_by_gene: dict[str, list[str]] = {}
         for plan in self.advisor.engine.compiled.drugs.values():
@@ -245,7 +246,9 @@ class Screener:
             # genomics each time); consent is still decided by decide(), per case, as the service does.
             case = PatientCase(hook="order-sign", patient_ref=ref, patient=patient, genomics=genomics,
                                medications=[bundle or {"resourceType": "Bundle", "type": "collection", "entry": []}],
-                               consent=consent, facts=facts)
+                               consent=consent, facts=facts,
+                               # a dose (warfarin): height and weight among the Observations, the active orders
+                               vitals=genomics, active_medications=[draft_orders(r, medications) for r in active])
             advice = decide(self.advisor, case, self.settings.require_consent)
             if advice.consent in WITHHELD:
                 rows["withheld"].append([label, advice.consent])
@@ -264,7 +267,8 @@ class Screener:
                     actionable_genes.update(genes)
                     rows["actionable"].append([
                         label, card.drug, ";".join(genes), ";".join(str(f["phenotype"]) for f in card.facts),
-                        self.classification(card.recommendation_id), card.recommendation_id, card.rule_id, card.indicator,
+                        self.classification(card.recommendation_id) if card.recommendation_id not in self.dosing
+                        else "CPIC: genotype-guided dose", card.recommendation_id, card.rule_id, card.indicator,
                         card.guideline_id or "", text, card.card["summary"]])
                     result.drugs[card.drug] += 1
                     for gene in genes:
