@@ -78,7 +78,7 @@ def add_dose_cards(advisor: Advisor, case: PatientCase, advice: Advice, orders: 
         return
     active = None
     if case.active_medications is not None:
-        active = [o for o in advisor.resolver.read_orders(_as_requests(case.active_medications), patient_ref=case.patient_ref)]
+        active = advisor.resolver.read_orders(_as_requests(case.active_medications), patient_ref=case.patient_ref)
     problems = {k: v for k, v in case.errors.items() if k in ("patient", "vitals", "medications")}
     clinical = clinical_data(case.patient_ref, case.patient, case.vitals, active, orders, problems)
     cards, reasons = dose_cards(advisor, case.hook, advice.facts, orders, clinical, case.today)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from cds.dosing.calculate import DoseDecision, decide_dose
+from cds.dosing.calculate import DoseDecision, InputValue, decide_dose
 from cds.dosing.card import dose_card
 from cds.dosing.inputs import ClinicalData, genotype_inputs, read_inputs
 from cds.sources import rule_sources
@@ -65,9 +65,7 @@ def dose_decision(advisor: "Advisor", request: DoseRequest) -> DoseDecision:
     return decide_dose(algorithm, inputs, genes, age)
 
 
-def _conflicted(gene: str, facts: "PatientFacts") -> Any:
-    from cds.dosing.calculate import InputValue
-
+def _conflicted(gene: str, facts: "PatientFacts") -> InputValue:
     why = f"the {gene} results on file disagree ({', '.join(facts.conflicts[gene])})"
     return InputValue(gene, None, why, missing=why)
 

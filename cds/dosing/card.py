@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cds.dosing.calculate import DoseDecision
+from cds.dosing.calculate import DoseDecision, InputValue
 from cds.ids import new_uuid
 from cds.mdescape import md_data, md_text
 from cds.sources import ATTRIBUTION
@@ -87,7 +87,7 @@ def detail(decision: DoseDecision, kb: "KnowledgeBase", rule_id: str | None) -> 
     return "\n\n".join(lines)
 
 
-def _input_line(i) -> str:
+def _input_line(i: InputValue) -> str:
     what = INPUT_WORDS.get(i.name, i.name)
     if i.value is None:
         return f"- {what}: **missing** — {md_data(i.missing or i.shown)}"

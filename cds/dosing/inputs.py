@@ -39,6 +39,7 @@ AMIODARONE_NAMES = ("amiodarone",)
 _UNITS = {"height_cm": {"cm": 1.0, "m": 100.0, "[in_i]": 2.54, "in": 2.54},
           "weight_kg": {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}}
 _WORDS = {"height_cm": "body height", "weight_kg": "body weight"}
+_UNIT_WORD = {"height_cm": "cm", "weight_kg": "kg"}
 
 
 @dataclass
@@ -130,11 +131,8 @@ def _measurement(name: str, code: str, algorithm: DosingAlgorithm, data: Clinica
         why = f"no {_WORDS[name]} on file in the last {window} months"
         return InputValue(name, None, why, missing=why)
     when, value, unit, ref = max(found, key=lambda m: m[0])
-    shown = f"{value:g} {_UNIT_WORD.get(name)} on {when.isoformat()}" + (f" (recorded as {unit})" if unit else "")
+    shown = f"{value:g} {_UNIT_WORD[name]} on {when.isoformat()}" + (f" (recorded as {unit})" if unit else "")
     return InputValue(name, round(value, 1), shown, source=ref)
-
-
-_UNIT_WORD = {"height_cm": "cm", "weight_kg": "kg"}
 
 
 def _observations(resources: Iterable[Any], code: str, name: str,

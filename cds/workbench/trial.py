@@ -22,7 +22,7 @@ from cds.facts import MedicationOrder
 from cds.pipeline import PatientFacts
 from cds.cdshooks import Gathered, RequestError, case_from_hook, next_link, parse_hook_request, prefetch_problem
 from cds.decision import decide   # the service's own decision path, so the two cannot drift
-from cds.dosing.advice import stated_dose_cards
+from cds.dosing.advice import dosing_keys_not_needed, stated_dose_cards
 
 FORM_HOOKS = ("order-select", "order-sign", "patient-view")
 MAX_PASTE = 2_000_000          # characters; a hook request with a patient's results is far smaller
@@ -133,7 +133,7 @@ def from_request(runtime, text: str) -> Trial:
         hook_request = parse_hook_request(body, service)
     except RequestError as err:
         raise CdsError(f"the service would answer HTTP {err.status}: {err}") from None
-    gathered, notes = _prefetch_only(hook_request)
+    gathered, notes = _prefetch_only(hook_request, dosing_keys_not_needed(runtime.advisor, hook_request))
     case = case_from_hook(hook_request, gathered)
     case.app_url = smart_page_url(runtime.settings.base_url)   # as the service links it
     advice = decide(runtime.advisor, case, runtime.settings.require_consent)
@@ -141,9 +141,10 @@ def from_request(runtime, text: str) -> Trial:
                  advice.unresolved, notes, advice.consent, service.id)
 
 
-def _prefetch_only(hook_request) -> tuple[Gathered, list[str]]:
+def _prefetch_only(hook_request, not_needed: tuple[str, ...] = ()) -> tuple[Gathered, list[str]]:
     """What FhirFetcher.gather does with the prefetch, without its FHIR fetch: a missing required key
-    without a fhirServer is the service's 412; with a fhirServer the key stays missing and we say so."""
+    without a fhirServer is the service's 412; with a fhirServer the key stays missing and we say so.
+    Keys the service would not fetch for these orders (`not_needed`: a dose's inputs) are not listed."""
     service = hook_request.service
     gathered = Gathered()
     missing = []
@@ -158,7 +159,7 @@ def _prefetch_only(hook_request) -> tuple[Gathered, list[str]]:
             gathered.data[key] = value
             if next_link(value):
                 gathered.errors[key] = "the prefetched search has more pages (a 'next' link): results may be incomplete"
-        else:
+        elif key not in not_needed:
             missing.append(key)
     required = [k for k in missing if k not in service.optional_prefetch]
     if required and not hook_request.fhir_server:
