@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cds.knowledge.models import NO_RESULT, Flags, Guideline, Rule
 from cds.mdescape import md_data, md_text
@@ -18,6 +18,9 @@ from cds.sources import KINDS, SOURCE_ORDER, disagreement, kind
 from .model import TOPIC_SYSTEM, Differences, Headline, Statement
 from .policy import CAUTION
 from .statements import differences
+
+if TYPE_CHECKING:
+    from cds.dosing.calculate import DoseDecision, InputValue
 
 SUMMARY_LIMIT = 139          # CDS Hooks: "<140-character summary"
 ATTRIBUTION = ("CPIC guidelines (cpicpgx.org, CC0); PharmGKB/ClinPGx annotations (CC BY-SA 4.0). "
@@ -332,3 +335,93 @@ def fit_list(prefix: str, items: list[str], limit: int = SUMMARY_LIMIT) -> str:
         if len(text) <= limit:
             return text
     return prefix.rstrip(": ;") + f": {len(items)}"
+
+
+# --- dose cards (cds/dosing: warfarin's IWPC estimate) ------------------------------------------------
+# With an estimate: the weekly and daily dose, every input with its date and resource, the flow chart's
+# statements that apply, the guideline's caveats and the citations. Without one: every missing input named
+# and the flow chart's text instead of a number.
+
+DOSE_INPUT_WORDS = {"age_decades": "Age", "height_cm": "Height", "weight_kg": "Weight", "race": "Race group (IWPC)",
+                    "VKORC1": "VKORC1", "CYP2C9": "CYP2C9", "amiodarone": "Amiodarone",
+                    "enzyme_inducer": "Enzyme inducers (carbamazepine, phenytoin, rifampin)"}
+
+
+def _weekly_text(mg: float) -> str:
+    return f"{mg:.1f} mg/week"
+
+
+def _daily_text(mg: float) -> str:
+    return f"{mg / 7:.1f} mg/day"
+
+
+def dose_summary(decision: "DoseDecision") -> str:
+    drug = decision.algorithm.drug.capitalize()
+    genotype = ", ".join(f"{i.name} {i.value}" for i in decision.inputs
+                         if i.name in ("CYP2C9", "VKORC1") and i.value is not None)
+    cautions = [s for s in decision.steps if s.action == "caution"]
+    if decision.weekly_mg is None:
+        missing = [DOSE_INPUT_WORDS.get(i.name, i.name).lower() for i in decision.missing]
+        if missing:
+            text = f"{drug}: no genotype-guided dose — missing {', '.join(dict.fromkeys(missing))}; see CPIC flow chart"
+        else:
+            text = f"{drug}: dose by CPIC's flow chart, no genotype-guided estimate here — see detail"
+        return _fit_summary(text, f"{drug}: no genotype-guided dose — see detail")
+    dose = _dose_words(decision)
+    text = f"{drug}: IWPC estimate {dose} ({genotype})"
+    if any(s.id.startswith("cyp2c9-poor") for s in cautions):
+        text += " — consider an alternative agent"
+    return _fit_summary(text, f"{drug}: IWPC estimate {dose} — see detail")
+
+
+def _dose_words(decision: "DoseDecision") -> str:
+    weekly = decision.weekly_mg or 0.0
+    if decision.weekly_range_mg:
+        low, high = decision.weekly_range_mg
+        return f"{low:.1f}–{high:.1f} mg/week"
+    return f"{_weekly_text(weekly)} ({_daily_text(weekly)})"
+
+
+def _fit_summary(text: str, shorter: str) -> str:
+    return text if len(text) <= SUMMARY_LIMIT else shorter[:SUMMARY_LIMIT]
+
+
+def dose_detail(decision: "DoseDecision", kb: Any, rule_id: str | None) -> str:
+    a = decision.algorithm
+    guideline = kb.guidelines.get(a.guideline)
+    lines = []
+    if decision.weekly_mg is not None:
+        lines.append(f"**Estimated stable maintenance dose ({md_text(a.name)}): {_dose_words(decision)}**")
+        if decision.weekly_range_mg:
+            lines.append(f"Before the flow chart's adjustment: {_weekly_text(decision.weekly_mg)}.")
+    else:
+        lines.append(f"**{md_text(a.unavailable_text)}**")
+        lines.append("Why:\n\n" + "\n".join(f"- {md_data(w)}" for w in decision.withheld))
+    lines.append("**Inputs**\n\n" + "\n".join(_dose_input_line(i) for i in decision.inputs))
+    statements = [s for s in decision.steps if s.action != "dose-clinically"]
+    if statements:
+        lines.append("**CPIC flow chart**\n\n" + "\n".join(
+            f"- {md_text(s.text)}" + (f" ({md_text(s.classification)})" if s.classification else "")
+            + f" — {md_text(s.source)}" for s in statements))
+    lines.append("**Caveats**\n\n" + "\n".join(f"- {md_text(c)}" for c in a.caveats))
+    lines.append(_dose_sources(decision, guideline.reference() if guideline else None, rule_id))
+    return "\n\n".join(lines)
+
+
+def _dose_input_line(i: "InputValue") -> str:
+    what = DOSE_INPUT_WORDS.get(i.name, i.name)
+    if i.value is None:
+        return f"- {what}: **missing** — {md_data(i.missing or i.shown)}"
+    where = f" — {md_data(i.source)}" if i.source else ""
+    return f"- {what}: {md_data(i.shown)}{where}"
+
+
+def _dose_sources(decision: "DoseDecision", guideline_ref: str | None, rule_id: str | None) -> str:
+    a = decision.algorithm
+    checks = "; ".join(f"{md_text(c.name)} (commit {c.commit[:7]})" for c in a.cross_checks)
+    parts = [f"Algorithm: {md_text(a.citation.text())}; coefficients checked against {checks}.",
+             f"Flow chart: {md_text(a.flow_source)}."]
+    if guideline_ref:
+        parts.append(f"Guideline: {md_text(guideline_ref)}.")
+    parts.append(f"Dosing file `{a.id}`" + (f", rule `{md_text(rule_id)}`" if rule_id else "") + ".")
+    return " ".join(parts)
