@@ -114,3 +114,18 @@ def test_cyp4f2_reads_pairs_in_table_order_and_refuses_unknown_alleles(kb):
     unknown = interpret_value(interp, "*1/*99")
     assert unknown.indeterminate and "*99 is not in the CYP4F2 table" in unknown.reason
     assert interpret_value(interp, "*3").indeterminate
+
+
+def test_the_genomics_reporting_ig_vkorc1_example_reads_as_minus_1639_ag(engine):
+    """HL7 Genomics Reporting IG STU3's Observation-Pgx-geno-1003 states VKORC1 'rs9923231 C/T' (genomic
+    strand): one variant allele, DPWG's -1639 AG."""
+    import json
+
+    from cds.pipeline import patient_facts
+
+    example = RELEASE.parents[2] / "fhir-examples" / "HL7_genomics-reporting" / "STU3-3.0.0-published" / \
+        "Observation-Pgx-geno-1003.json"
+    facts = patient_facts(engine, [json.loads(example.read_text(encoding="utf-8"))])
+    (vkorc1,) = facts.interpretations["VKORC1"]
+    assert vkorc1.lookup == {"VKORC1": "-1639 AG"}
+    assert vkorc1.diplotype == "rs9923231 reference (C)/rs9923231 variant (T)"
