@@ -2,6 +2,10 @@
 
 "CDS Services SHOULD maintain an allowlist of the `iss` and `jku` fields to only the CDS Clients they
 trust" (CDS Hooks 2.0): each issuer is configured with its JWK Set URL or a pinned public key.
+
+The file's schema is the pydantic models below (as the knowledge files' are, cds/knowledge/models.py):
+every model forbids unknown fields, so a misspelt key is an error with its file and line, never a
+silently ignored setting. `AuthConfig` and `TrustedIssuer` are what the verifier uses at run time.
 """
 from __future__ import annotations
 
@@ -10,15 +14,30 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from cds.errors import CdsError
+from cds.knowledge.yamlsrc import SourceMap, YamlSourceError, load_yaml_text
 from cds.service.auth.keys import ACCEPTED_ALGORITHMS, VerificationKey, verification_key
+
+EXAMPLE = "config/trusted-issuers.example.yaml"
+
+
+# --- what the verifier uses ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -33,7 +52,7 @@ class TrustedIssuer:
     algorithms: frozenset[str] = ACCEPTED_ALGORITHMS
     fhir_servers: frozenset[str] = frozenset()  # `fhirServer` base URLs its calls may name (normalised)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if (self.jwks_url is None) == (self.public_key is None):
             raise ValueError("a trusted issuer needs exactly one of jwks_url and public_key")
 
@@ -54,7 +73,7 @@ class AuthConfig:
     source: str = "<code>"                # where the config came from, for messages
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "AuthConfig":
+    def from_env(cls, environ: dict[str, str] | None = None) -> AuthConfig:
         """CDS_AUTH (required | off) and CDS_TRUSTED_ISSUERS (path to the YAML allow-list)."""
         env = os.environ if environ is None else environ
         mode = env.get("CDS_AUTH", "required").strip().lower() or "required"
@@ -69,139 +88,228 @@ class AuthConfig:
         return cls.from_yaml(Path(path))
 
     @classmethod
-    def from_yaml(cls, path: Path) -> "AuthConfig":
-        """Load and validate the allow-list; every problem is a CdsError naming the file and the field."""
+    def from_yaml(cls, path: Path) -> AuthConfig:
+        """Load and validate the allow-list; every problem is a CdsError naming the file, line and field."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise CdsError(f"{path}: cannot read the trusted issuers file ({err.strerror or err})") from None
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or err
+            raise CdsError(f"{path}: cannot read the trusted issuers file ({reason})") from None
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            problem = getattr(err, "problem", None) or "not valid YAML"
-            raise CdsError(f"{where}: {problem}") from None
-        return _parse_config(data, path)
+            data, lines = load_yaml_text(text, str(path))
+        except YamlSourceError as err:
+            raise CdsError("\n".join(map(str, err.diagnostics))) from None
+        if not isinstance(data, dict):
+            raise CdsError(f"{path}:1: expected a mapping with an 'issuers' list (see {EXAMPLE})")
+        try:
+            allow_list = AllowListFile.model_validate(data)
+        except ValidationError as err:
+            raise CdsError("\n".join(_problem(lines, data, e) for e in err.errors())) from None
+        return allow_list.config(path, lines)
 
 
-_TOP_FIELDS = {"issuers", "clock_skew_seconds", "max_token_lifetime_seconds", "jwks_cache_seconds",
-               "jwks_min_refetch_seconds"}
-_ISSUER_FIELDS = {"iss", "jwks_url", "public_key", "public_key_file", "kid", "jku", "algorithms", "fhir_servers"}
+# --- the file's schema -----------------------------------------------------------------------------
 
 
-def _parse_config(data: Any, path: Path) -> AuthConfig:
-    def fail(where: str, message: str) -> CdsError:
-        return CdsError(f"{path}: {where}: {message}" if where else f"{path}: {message}")
-
-    if not isinstance(data, dict):
-        raise fail("", "expected a mapping with an 'issuers' list (see config/trusted-issuers.example.yaml)")
-    unknown = sorted(set(data) - _TOP_FIELDS)
-    if unknown:
-        raise fail("", f"unknown field {unknown[0]!r} (expected one of {', '.join(sorted(_TOP_FIELDS))})")
-
-    def seconds(name: str, default: float) -> float:
-        value = data.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
-            raise fail(name, f"must be a number of seconds ≥ 0, not {value!r}")
-        return float(value)
-
-    entries = data.get("issuers")
-    if not isinstance(entries, list) or not entries:
-        raise fail("issuers", "must be a non-empty list of trusted EHRs")
-    issuers: dict[str, TrustedIssuer] = {}
-    for index, entry in enumerate(entries):
-        issuer = _parse_issuer(entry, f"issuers[{index}]", path, fail)
-        if issuer.iss in issuers:
-            raise fail(f"issuers[{index}]", f"iss {issuer.iss!r} is listed twice")
-        issuers[issuer.iss] = issuer
-    return AuthConfig(
-        issuers=issuers,
-        required=True,
-        clock_skew=seconds("clock_skew_seconds", 60.0),
-        max_token_lifetime=seconds("max_token_lifetime_seconds", 3600.0),
-        jwks_cache_seconds=seconds("jwks_cache_seconds", 3600.0),
-        jwks_min_refetch_seconds=seconds("jwks_min_refetch_seconds", 30.0),
-        source=str(path),
-    )
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def _parse_issuer(entry: Any, where: str, path: Path, fail: Callable[[str, str], CdsError]) -> TrustedIssuer:
-    if not isinstance(entry, dict):
-        raise fail(where, "each issuer must be a mapping with 'iss' and 'jwks_url' or 'public_key'")
-    iss = entry.get("iss")
-    if not isinstance(iss, str) or not iss.strip():
-        raise fail(where, "'iss' (the issuer URI exactly as it appears in the EHR's tokens) is required")
-    where = f"{where} (iss {iss!r})"
-    unknown = sorted(set(entry) - _ISSUER_FIELDS)
-    if unknown:
-        raise fail(where, f"unknown field {unknown[0]!r} (expected one of {', '.join(sorted(_ISSUER_FIELDS))})")
-    sources = [name for name in ("jwks_url", "public_key", "public_key_file") if entry.get(name) is not None]
-    if len(sources) != 1:
-        raise fail(where, "give exactly one of 'jwks_url', 'public_key' (PEM text) or 'public_key_file'"
-                   + (f"; found {', '.join(sources)}" if sources else ""))
+def _key_set_url(url: str) -> str:
+    """https only (the spec requires TLS), except plain http to this machine for local testing."""
+    parts = urlsplit(url)
+    if parts.hostname and (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname))):
+        return url
+    raise ValueError(f"{url!r} must be an https:// URL (plain http only to localhost)")
 
-    jwks_url = None
-    public_key = None
-    if sources[0] == "jwks_url":
-        jwks_url = _checked_url(entry["jwks_url"], f"{where}: jwks_url", fail)
-    else:
-        if sources[0] == "public_key":
-            pem = entry["public_key"]
-            if not isinstance(pem, str):
-                raise fail(where, "'public_key' must be PEM text (-----BEGIN PUBLIC KEY----- ...)")
-            origin = "public_key"
-        else:
-            key_path = entry["public_key_file"]
-            if not isinstance(key_path, str):
-                raise fail(where, "'public_key_file' must be a path")
-            key_file = (path.parent / key_path)
+
+def _fhir_base_url(url: str) -> str:
+    base = normalised_base_url(url)
+    if base is None:
+        raise ValueError(f"{url!r} is not an http(s) base URL such as https://ehr.example.org/fhir")
+    return base
+
+
+def _accepted_algorithm(alg: str) -> str:
+    if alg not in ACCEPTED_ALGORITHMS:
+        raise ValueError(f"algorithm {alg!r} is not accepted: CDS Hooks forbids 'none' and symmetric (HS*) "
+                         f"algorithms; use one of {', '.join(sorted(ACCEPTED_ALGORITHMS))}")
+    return alg
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
+        raise ValueError(f"must be a number of seconds ≥ 0, not {value!r}")
+    return float(value)
+
+
+def _one_or_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+KeySetUrl = Annotated[str, AfterValidator(_key_set_url)]
+FhirBaseUrl = Annotated[str, AfterValidator(_fhir_base_url)]
+Algorithm = Annotated[str, AfterValidator(_accepted_algorithm)]
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IssuerEntry(_Strict):
+    """One item of `issuers:`, as written in the file."""
+
+    iss: str = Field(min_length=1, pattern=r"\S",
+                     description="the issuer URI exactly as it appears in the EHR's tokens")
+    jwks_url: KeySetUrl | None = None
+    public_key: str | None = Field(None, description="PEM text")
+    public_key_file: str | None = Field(None, description="a path, relative to this file")
+    kid: str | None = Field(None, min_length=1)
+    jku: Annotated[list[KeySetUrl], BeforeValidator(_one_or_list)] = Field(
+        default_factory=list, description="the JWK Set URLs its tokens may name")
+    algorithms: list[Algorithm] | None = Field(None, min_length=1,
+                                               description="a non-empty list such as [ES384, RS384]")
+    fhir_servers: Annotated[list[FhirBaseUrl], BeforeValidator(_one_or_list)] = Field(
+        default_factory=list, description="the FHIR base URLs this EHR's calls may name")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> IssuerEntry:
+        given = [name for name in ("jwks_url", "public_key", "public_key_file") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'jwks_url', 'public_key' (PEM text) or 'public_key_file'"
+                             + (f"; found {', '.join(given)}" if given else ""))
+        if self.kid is not None and self.jwks_url is not None:
+            raise ValueError("'kid' is only for a pinned public_key, and must be a non-empty string")
+        return self
+
+    def trusted_issuer(self, base: Path) -> TrustedIssuer:
+        """The run-time issuer; a pinned key is read (from `base`, the allow-list's folder) and checked here."""
+        allowed = ACCEPTED_ALGORITHMS if self.algorithms is None else frozenset(self.algorithms)
+        key = None if self.jwks_url is not None else self._pinned_key(base)
+        if key is not None and not (key.algorithms & allowed):
+            raise ValueError(f"the public key can only verify {', '.join(sorted(key.algorithms))}, "
+                             "none of which is in 'algorithms'")
+        return TrustedIssuer(iss=self.iss, jwks_url=self.jwks_url, public_key=key, kid=self.kid,
+                             allowed_jku=frozenset(self.jku), algorithms=allowed,
+                             fhir_servers=frozenset(self.fhir_servers))
+
+    def _pinned_key(self, base: Path) -> VerificationKey:
+        if self.public_key is not None:
+            return _load_pem(self.public_key, "public_key")
+        key_file = base / (self.public_key_file or "")
+        try:
+            pem = key_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or err
+            raise ValueError(f"cannot read public_key_file {str(key_file)!r} ({reason})") from None
+        return _load_pem(pem, f"public_key_file {str(key_file)!r}")
+
+
+class AllowListFile(_Strict):
+    """The whole file (config/trusted-issuers.example.yaml shows every field)."""
+
+    issuers: list[IssuerEntry] = Field(min_length=1, description="a non-empty list of trusted EHRs")
+    clock_skew_seconds: Seconds = 60.0
+    max_token_lifetime_seconds: Seconds = 3600.0
+    jwks_cache_seconds: Seconds = 3600.0
+    jwks_min_refetch_seconds: Seconds = 30.0
+
+    def config(self, path: Path, lines: SourceMap) -> AuthConfig:
+        issuers: dict[str, TrustedIssuer] = {}
+        for index, entry in enumerate(self.issuers):
+            where = f"{path}:{lines.line(('issuers', index))}: issuers[{index}] (iss {entry.iss!r})"
+            if entry.iss in issuers:
+                raise CdsError(f"{where}: iss {entry.iss!r} is listed twice")
             try:
-                pem = key_file.read_text(encoding="utf-8")
-            except OSError as err:
-                raise fail(where, f"cannot read public_key_file {str(key_file)!r} ({err.strerror or err})") from None
-            origin = f"public_key_file {str(key_file)!r}"
-        public_key = _load_pem(pem, lambda message: fail(where, f"{origin}: {message}"))
+                issuers[entry.iss] = entry.trusted_issuer(path.parent)
+            except ValueError as err:
+                raise CdsError(f"{where}: {err}") from None
+        return AuthConfig(issuers=issuers, required=True, clock_skew=self.clock_skew_seconds,
+                          max_token_lifetime=self.max_token_lifetime_seconds,
+                          jwks_cache_seconds=self.jwks_cache_seconds,
+                          jwks_min_refetch_seconds=self.jwks_min_refetch_seconds, source=str(path))
 
-    kid = entry.get("kid")
-    if kid is not None and (jwks_url is not None or not isinstance(kid, str) or not kid):
-        raise fail(where, "'kid' is only for a pinned public_key, and must be a non-empty string")
 
-    jku = entry.get("jku", [])
-    if isinstance(jku, str):
-        jku = [jku]
-    if not isinstance(jku, list):
-        raise fail(where, "'jku' must be a list of URLs (the JWK Set URLs its tokens may name)")
-    allowed_jku = frozenset(_checked_url(url, f"{where}: jku", fail) for url in jku)
-
-    algorithms = entry.get("algorithms")
-    if algorithms is None:
-        allowed = ACCEPTED_ALGORITHMS
+def _problem(lines: SourceMap, data: dict, error: Any) -> str:
+    """One pydantic error as `file:line: issuers[0] (iss '…'): field: what is wrong`."""
+    loc = tuple(part for part in error["loc"] if isinstance(part, int) or not _is_branch_name(part))
+    line = lines.line(loc)
+    about_the_field = _ABOUT_THE_FIELD.get(error["type"])
+    if about_the_field is not None:      # the message names the field: it is placed at its parent
+        loc, message = loc[:-1], about_the_field(_Field.at(loc))
+    elif error["type"] == "model_type":
+        message = "each issuer must be a mapping with 'iss' and 'jwks_url' or 'public_key'"
     else:
-        if not isinstance(algorithms, list) or not algorithms or not all(isinstance(a, str) for a in algorithms):
-            raise fail(where, "'algorithms' must be a non-empty list such as [ES384, RS384]")
-        refused = [a for a in algorithms if a not in ACCEPTED_ALGORITHMS]
-        if refused:
-            raise fail(where, f"algorithm {refused[0]!r} is not accepted: CDS Hooks forbids 'none' and symmetric "
-                       f"(HS*) algorithms; use one of {', '.join(sorted(ACCEPTED_ALGORITHMS))}")
-        allowed = frozenset(algorithms)
-    if public_key is not None and not (public_key.algorithms & allowed):
-        raise fail(where, f"the public key can only verify {', '.join(sorted(public_key.algorithms))}, "
-                   f"none of which is in 'algorithms'")
-    servers = entry.get("fhir_servers", [])
-    if isinstance(servers, str):
-        servers = [servers]
-    if not isinstance(servers, list):
-        raise fail(where, "'fhir_servers' must be a list of FHIR base URLs this EHR's calls may name")
-    fhir_servers = set()
-    for url in servers:
-        base = normalised_base_url(url) if isinstance(url, str) else None
-        if base is None:
-            raise fail(where, f"fhir_servers: {url!r} is not an http(s) base URL such as https://ehr.example.org/fhir")
-        fhir_servers.add(base)
-    return TrustedIssuer(iss=iss, jwks_url=jwks_url, public_key=public_key, kid=kid,
-                         allowed_jku=allowed_jku, algorithms=allowed, fhir_servers=frozenset(fhir_servers))
+        message = error["msg"].removeprefix("Value error, ")
+    return f"{lines.file}:{line}: {_place(loc, data)}{message}"
+
+
+@dataclass(frozen=True)
+class _Field:
+    """The field an error is about, as the schema describes it."""
+
+    name: str
+    model: type[BaseModel]
+
+    @classmethod
+    def at(cls, loc: tuple) -> _Field:
+        model: type[BaseModel] = IssuerEntry if loc[:1] == ("issuers",) and len(loc) > 2 else AllowListFile
+        return cls(str(loc[-1]) if loc else "", model)
+
+    @property
+    def description(self) -> str:
+        known = self.model.model_fields.get(self.name)
+        return known.description or "" if known is not None else ""
+
+    @property
+    def described(self) -> str:
+        return f"{self.name!r}" + (f" ({self.description})" if self.description else "")
+
+    @property
+    def expected(self) -> str:
+        return ", ".join(sorted(self.model.model_fields))
+
+
+_ABOUT_THE_FIELD: dict[str, Callable[[_Field], str]] = {
+    "extra_forbidden": lambda f: f"unknown field {f.name!r} (expected one of {f.expected})",
+    "missing": lambda f: f"{f.described} is required",
+    "string_too_short": lambda f: f"{f.described} must not be empty",
+    "string_pattern_mismatch": lambda f: f"{f.described} must not be empty",
+    "too_short": lambda f: f"{f.name!r} must be {f.description or 'non-empty'}",
+}
+
+
+def _is_branch_name(part: str) -> bool:
+    """pydantic's names for a union branch or validator in an error's location (not the author's keys)."""
+    return "[" in part or part.startswith("function-")
+
+
+def _place(loc: tuple, data: dict) -> str:
+    """issuers[0] (iss 'https://…'): jku[1]: — where in the file, named as its author wrote it."""
+    parts = []
+    if len(loc) >= 2 and loc[0] == "issuers" and isinstance(loc[1], int):
+        parts.append(f"issuers[{loc[1]}]{_issuer_name(data, loc[1])}")
+        loc = loc[2:]
+    if loc:
+        parts.append("".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip("."))
+    return "".join(f"{p}: " for p in parts)
+
+
+def _issuer_name(data: dict, index: int) -> str:
+    entries = data.get("issuers")
+    entry = entries[index] if isinstance(entries, list) and index < len(entries) else None
+    iss = entry.get("iss") if isinstance(entry, dict) else None
+    return f" (iss {iss!r})" if isinstance(iss, str) and iss else ""
+
+
+# --- helpers the service's FHIR-server policy shares -----------------------------------------------
 
 
 def normalised_base_url(url: str) -> str | None:
@@ -224,39 +332,19 @@ def normalised_base_url(url: str) -> str | None:
     return f"{scheme}://{host}{parts.path.rstrip('/')}"
 
 
-def _checked_url(url: Any, where: str, fail: Callable[[str, str], CdsError]) -> str:
-    """https only (the spec requires TLS), except plain http to this machine for local testing."""
-    if not isinstance(url, str):
-        raise fail(where, f"must be a URL, not {url!r}")
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
-        return url
-    raise fail(where, f"{url!r} must be an https:// URL (plain http only to localhost)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _load_pem(pem: str, fail: Callable[[str], CdsError]) -> VerificationKey:
+def _load_pem(pem: str, origin: str) -> VerificationKey:
     data = pem.strip().encode()
     if b"PRIVATE KEY" in data:
-        raise fail("this is a private key; configure the EHR's public key (never hold its private key)")
+        raise ValueError(f"{origin}: this is a private key; configure the EHR's public key "
+                         "(never hold its private key)")
     try:
         if data.startswith(b"-----BEGIN CERTIFICATE-----"):
             public_key = x509.load_pem_x509_certificate(data).public_key()
         else:
             public_key = load_pem_public_key(data)
     except ValueError:
-        raise fail("not a PEM public key or certificate (-----BEGIN PUBLIC KEY----- ...)") from None
+        raise ValueError(f"{origin}: not a PEM public key or certificate (-----BEGIN PUBLIC KEY----- ...)") from None
     key = verification_key(public_key)
     if key is None:
-        raise fail("only RSA and EC (P-256, P-384, P-521) public keys are supported")
+        raise ValueError(f"{origin}: only RSA and EC (P-256, P-384, P-521) public keys are supported")
     return key

@@ -8,7 +8,8 @@ import math
 import os
 import threading
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from cds.errors import CdsError
 from cds.service.auth.errors import AuthError
@@ -93,7 +94,7 @@ class RedisReplayCache:
                                     retry=Retry(NoBackoff(), 1))
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "pgx-cds:jti:", timeout: float = 1.0) -> "RedisReplayCache":
+    def from_url(cls, url: str, prefix: str = "pgx-cds:jti:", timeout: float = 1.0) -> RedisReplayCache:
         """Connect and ping now, so a wrong CDS_REDIS_URL stops start-up with a clear message."""
         import redis
 

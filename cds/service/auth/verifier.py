@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jwt
 
@@ -131,7 +131,10 @@ class JwtVerifier:
             if issuer.kid is not None and kid != issuer.kid:
                 raise AuthError(f"no key with kid {shown(kid)!r} for this issuer")
             return issuer.public_key
-        return self._key_sets.key(jku or issuer.jwks_url, kid)
+        key_set_url = jku or issuer.jwks_url
+        if key_set_url is None:        # not reached: a TrustedIssuer has a pinned key or a JWK Set URL
+            raise AuthError("no key is configured for this issuer")
+        return self._key_sets.key(key_set_url, kid)
 
 def _bearer_token(authorization_header: str | None) -> str:
     if not authorization_header:
