@@ -2,7 +2,8 @@
 
 Every insert is keyed by an id the service generated, and a call or feedback already present is
 skipped, so the same entry may arrive twice (from the queue and again from a spool replay) and be
-stored once. Which failures are worth retrying is decided here too.
+stored once. Which failures are worth retrying is decided where the store meets the database
+(cds.store.boundary).
 """
 from __future__ import annotations
 
@@ -10,21 +11,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import (DBAPIError, DisconnectionError, InterfaceError, InternalError, OperationalError,
-                            ProgrammingError, TimeoutError as PoolTimeout)
 
 from cds.store.schema import call_table, card_table, fact_table, feedback_table
-
-_TRANSIENT = (OperationalError, InterfaceError, InternalError, DisconnectionError, PoolTimeout,
-              ProgrammingError,  # e.g. tables missing until migrations run: keep the entry, do not drop it
-              OSError)
-
-
-def is_transient(err: BaseException) -> bool:
-    """An outage or overload worth retrying later, as opposed to an entry the database refuses."""
-    if isinstance(err, DBAPIError) and err.connection_invalidated:
-        return True
-    return isinstance(err, _TRANSIENT)
 
 
 def insert_entries(conn: Connection, entries: list[dict]) -> None:

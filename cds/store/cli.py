@@ -61,23 +61,20 @@ def knowledge_rule_ids() -> list[str]:
 
 
 def run_report(args: argparse.Namespace, rule_ids: RuleIds) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from cds.store import migrate
+    from cds.store.boundary import database_errors_said
     from cds.store.engine import make_engine
     from cds.store.report import build_report, format_report
     from cds.store.store import database_description
 
     engine = make_engine(args.database_url)
     try:
-        with engine.connect() as conn:
+        with database_errors_said(f"cannot read the audit database {database_description(args.database_url)}"), \
+                engine.connect() as conn:
             if migrate.current_revision(conn) is None:
                 raise CdsError(f"the audit database {database_description(args.database_url)} has no "
                                "tables yet: run `cds db upgrade` (the service also creates them at start-up)")
             report = build_report(conn, args.since, rule_ids())
-    except SQLAlchemyError as err:
-        raise CdsError(f"cannot read the audit database {database_description(args.database_url)}: "
-                       f"{_short(err)}") from None
     finally:
         engine.dispose()
     sys.stdout.write(format_report(report, args.format))
@@ -85,26 +82,18 @@ def run_report(args: argparse.Namespace, rule_ids: RuleIds) -> int:
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from cds.store import migrate
+    from cds.store.boundary import database_errors_said
     from cds.store.engine import make_engine
     from cds.store.store import database_description
 
     engine = make_engine(args.database_url)
     try:
-        migrate.upgrade(engine)
-        with engine.connect() as conn:
-            revision = migrate.current_revision(conn)
-    except SQLAlchemyError as err:
-        raise CdsError(f"cannot migrate the audit database {database_description(args.database_url)}: "
-                       f"{_short(err)}") from None
+        with database_errors_said(f"cannot migrate the audit database {database_description(args.database_url)}"):
+            migrate.upgrade(engine)
+            with engine.connect() as conn:
+                revision = migrate.current_revision(conn)
     finally:
         engine.dispose()
     print(f"audit database {database_description(args.database_url)} is at schema revision {revision}")
     return 0
-
-
-def _short(err: Exception) -> str:
-    orig = getattr(err, "orig", None)
-    return " ".join(str(orig if orig is not None else err).split())[:300]

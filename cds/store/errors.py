@@ -22,4 +22,9 @@ class UnknownCard(CdsError):
 
 
 class StoreUnavailable(Exception):
-    """The database is unreachable and the answer depends on it."""
+    """The database is unreachable and the answer depends on it. The message is for the caller;
+    `cause` (the database's own error, which may name hosts) is for the log."""
+
+    def __init__(self, message: str = "the audit database is unavailable", *, cause: str | None = None):
+        super().__init__(message)
+        self.cause = cause or message

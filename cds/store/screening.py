@@ -7,10 +7,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from cds.errors import CdsError
 from cds.store import migrate
+from cds.store.boundary import database_errors_said
 from cds.store.engine import make_engine
 from cds.store.records import utc
 from cds.store.schema import screening_run_table
@@ -38,13 +37,10 @@ def record_screening_run(summary: dict[str, Any], url: str | None = None,
     }
     engine = make_engine(url)
     try:
-        migrate.upgrade(engine)
-        with engine.begin() as conn:
-            conn.execute(screening_run_table.insert().values(**row))
-    except SQLAlchemyError as err:
-        orig = getattr(err, "orig", None)
-        raise CdsError("the screening run could not be recorded in the audit database: "
-                       + " ".join(str(orig if orig is not None else err).split())[:300]) from None
+        with database_errors_said("the screening run could not be recorded in the audit database"):
+            migrate.upgrade(engine)
+            with engine.begin() as conn:
+                conn.execute(screening_run_table.insert().values(**row))
     finally:
         engine.dispose()
     return run_id

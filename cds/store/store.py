@@ -23,10 +23,10 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from cds.store import migrate
-from cds.store.audit import insert_entries, is_transient
+from cds.store.audit import insert_entries
+from cds.store.boundary import database_errors
 from cds.store.engine import database_url, make_engine
 from cds.store.errors import StoreUnavailable, UnknownCard
 from cds.store.feedback import feedback_entries
@@ -77,12 +77,11 @@ class Store:
                     flush_timeout=flush_timeout)
         try:
             store.ensure_schema()
+        except StoreUnavailable as err:
+            log.error("audit database %s unavailable at start-up (%s); audit entries will be spooled to %s",
+                      engine.url.render_as_string(hide_password=True), err.cause, spool.directory)
+        else:
             store._writer.replay_now(flush_timeout)  # what earlier processes left in the spool
-        except SQLAlchemyError as err:
-            if not is_transient(err):
-                raise
-            log.error("audit database %s unavailable at start-up; audit entries will be spooled to %s",
-                      engine.url.render_as_string(hide_password=True), spool.directory)
         _open_stores.add(store)
         return store
 
@@ -121,22 +120,21 @@ class Store:
         self._check_process()
         self._writer.flush(self._flush_timeout)  # cards this process issued just now reach the database
         try:
-            self.ensure_schema()
-            with self.engine.begin() as conn:
-                known = set(conn.scalars(select(card_table.c.card_uuid).where(card_table.c.card_uuid.in_(cards))))
-                missing = cards - known
-                with self._unconfirmed_lock:
-                    pending_here = {c for c in missing if c in self._unconfirmed}
-                if missing - pending_here:
-                    raise UnknownCard(sorted(missing - pending_here))
-                insert_entries(conn, [e for e in entries if e["card_uuid"] in known])
-        except SQLAlchemyError as err:
-            if not is_transient(err):
-                raise
+            with database_errors("the audit database is unavailable; retry the feedback later"):
+                self.ensure_schema()
+                with self.engine.begin() as conn:
+                    known = set(conn.scalars(select(card_table.c.card_uuid).where(card_table.c.card_uuid.in_(cards))))
+                    missing = cards - known
+                    with self._unconfirmed_lock:
+                        pending_here = {c for c in missing if c in self._unconfirmed}
+                    if missing - pending_here:
+                        raise UnknownCard(sorted(missing - pending_here))
+                    insert_entries(conn, [e for e in entries if e["card_uuid"] in known])
+        except StoreUnavailable:
             with self._unconfirmed_lock:
                 all_pending_here = all(c in self._unconfirmed for c in cards)
             if not all_pending_here:
-                raise StoreUnavailable("the audit database is unavailable; retry the feedback later") from err
+                raise
             self._queue_durably(entries)
             return
         if pending_here:
@@ -153,14 +151,10 @@ class Store:
     def report(self, since: datetime | None = None, all_rule_ids: Iterable[str] = ()) -> dict:
         """The committee report over calls made at or after `since` (all calls when None)."""
         self._writer.flush(self._flush_timeout)
-        try:
+        with database_errors():
             self.ensure_schema()
             with self.engine.connect() as conn:
                 return build_report(conn, since, all_rule_ids)
-        except SQLAlchemyError as err:
-            if is_transient(err):
-                raise StoreUnavailable("the audit database is unavailable") from err
-            raise
 
     # --- lifecycle --------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
@@ -182,10 +176,10 @@ class Store:
         return self._writer.queue_depth
 
     def ensure_schema(self) -> None:
-        """Run migrations once per Store (raises SQLAlchemy errors while the database is down)."""
+        """Run migrations once per Store; StoreUnavailable while the database is down."""
         if self._schema_ready:
             return
-        with self._schema_lock:
+        with self._schema_lock, database_errors():
             if not self._schema_ready:
                 migrate.upgrade(self.engine)
                 self._schema_ready = True

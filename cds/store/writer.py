@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from cds.store.audit import insert_entries, insert_entry, is_transient
+from cds.store.audit import insert_entries, insert_entry
+from cds.store.boundary import DatabaseRefused, database_errors, describe
+from cds.store.errors import StoreUnavailable
 from cds.store.journal import Journal
 from cds.store.spool import Spool
 
@@ -177,13 +178,14 @@ class AuditWriter:
         if self._spooling():
             return self._spool_or_lose(batch, "earlier entries are spooled")
         try:
-            self._ensure_schema()
-            with self._engine.begin() as conn:
-                insert_entries(conn, batch)
-        except Exception as err:  # noqa: BLE001 - classified below
-            if is_transient(err):
-                self._went_down(err)
-                return self._spool_or_lose(batch, "database write failed")
+            with database_errors():
+                self._ensure_schema()
+                with self._engine.begin() as conn:
+                    insert_entries(conn, batch)
+        except StoreUnavailable as err:
+            self._went_down(err)
+            return self._spool_or_lose(batch, "database write failed")
+        except Exception:  # noqa: BLE001 - refused (DatabaseRefused, or a malformed entry): find which
             return self._write_one_by_one(batch, spool_on_outage=True)
         self._on_stored(batch)
         return True
@@ -192,14 +194,14 @@ class AuditWriter:
         """Isolate the entries the database refuses; store the rest."""
         for position, entry in enumerate(batch):
             try:
-                with self._engine.begin() as conn:
+                with database_errors(), self._engine.begin() as conn:
                     insert_entry(conn, entry)
-            except Exception as err:  # noqa: BLE001 - classified below
-                if is_transient(err):
-                    if not spool_on_outage:
-                        raise
-                    self._went_down(err)
-                    return self._spool_or_lose(batch[position:], "database write failed")
+            except StoreUnavailable as err:
+                if not spool_on_outage:
+                    raise
+                self._went_down(err)
+                return self._spool_or_lose(batch[position:], "database write failed")
+            except Exception as err:  # noqa: BLE001 - refused for good: set aside, go on
                 self._reject(entry, err)
                 continue
             self._on_stored([entry])
@@ -215,11 +217,11 @@ class AuditWriter:
         try:
             self._ensure_schema()
             replayed = self._spool.replay(self._write_replayed)
-        except Exception as err:  # noqa: BLE001 - classified below
-            if is_transient(err):
-                self._went_down(err)
-            else:
-                log.exception("audit spool replay failed")
+        except StoreUnavailable as err:
+            self._went_down(err)
+            return
+        except Exception:  # noqa: BLE001 - this thread must outlive a replay that fails
+            log.exception("audit spool replay failed")
             return
         self._spills_drained = spills
         if not self.database_up:
@@ -230,25 +232,25 @@ class AuditWriter:
             log.info("replayed %d spooled audit entries", replayed)
 
     def _write_replayed(self, entries: list[dict]) -> None:
-        """Commit a chunk from the spool; raise on an outage so the file is kept."""
+        """Commit a chunk from the spool; StoreUnavailable on an outage, so the file is kept."""
         try:
-            with self._engine.begin() as conn:
+            with database_errors(), self._engine.begin() as conn:
                 insert_entries(conn, entries)
-        except Exception as err:  # noqa: BLE001 - classified below
-            if is_transient(err):
-                raise
+        except StoreUnavailable:
+            raise
+        except Exception:  # noqa: BLE001 - refused (DatabaseRefused, or a malformed entry): find which
             self._write_one_by_one(entries, spool_on_outage=False)
             return
         self._on_stored(entries)
 
-    def _went_down(self, err: BaseException) -> None:
+    def _went_down(self, err: StoreUnavailable) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.error("audit database unavailable (%s); spooling audit entries to %s until it is back",
-                      _describe(err), self._spool.directory)
+                      err.cause, self._spool.directory)
 
     def _reject(self, entry: dict, err: BaseException) -> None:
-        reason = _describe(err)
+        reason = str(err) if isinstance(err, DatabaseRefused) else describe(err)
         log.error("audit entry %s refused by the database (%s); set aside in the spool's rejected file",
                   entry.get("call_id") or entry.get("feedback_id"), reason)
         try:
@@ -265,12 +267,3 @@ class AuditWriter:
             log.critical("%s and the spool cannot be written: %d audit entries not spooled (%s)", why, len(entries),
                          ", ".join(str(e.get("call_id") or e.get("feedback_id")) for e in entries))
             return False
-
-
-def _describe(err: BaseException) -> str:
-    """A short, parameter-free description of a database error for the log."""
-    if isinstance(err, SQLAlchemyError) and getattr(err, "orig", None) is not None:
-        text = f"{type(err.orig).__name__}: {err.orig}"
-    else:
-        text = f"{type(err).__name__}: {err}"
-    return " ".join(text.split())[:300]
