@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
@@ -39,6 +40,17 @@ _STOP = object()
 
 class _ReplayRequest(threading.Event):
     """Queued by replay_now(): replay the spool now, then set."""
+
+
+@dataclass
+class _Gathered:
+    """One turn of the writer: the entries to write, who waits for them, whether to stop."""
+
+    batch: list[dict] = field(default_factory=list)
+    journaled: dict[int, int] = field(default_factory=dict)    # journal generation → entries of it in batch
+    waiters: list[threading.Event] = field(default_factory=list)
+    replay_waiters: list[_ReplayRequest] = field(default_factory=list)
+    stopping: bool = False
 
 
 class AuditWriter:
@@ -132,46 +144,55 @@ class AuditWriter:
                 first = self._queue.get(timeout=self._retry_interval)
             except queue.Empty:
                 first = None
-            batch, waiters, replay_waiters = [], [], []
-            journaled: dict[int, int] = {}
-            item = first
             if isinstance(first, tuple) and self._queue.qsize() < BATCH:
                 # an entry: let a batch gather for LINGER (one wake-up, not one per entry)
                 self._hurry.wait(LINGER)
             self._hurry.clear()
-            while item is not None:
-                if item is _STOP:
-                    stopping = True
-                elif isinstance(item, _ReplayRequest):
-                    replay_waiters.append(item)
-                elif isinstance(item, threading.Event):
-                    waiters.append(item)
-                else:
-                    entry, generation = item
-                    batch.append(entry)
-                    if generation is not None:
-                        journaled[generation] = journaled.get(generation, 0) + 1
-                if len(batch) >= BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    item = None
+            gathered = self._gather(first)
+            stopping = gathered.stopping
             try:
-                if batch:
-                    if journaled and self._journal is not None:
-                        self._journal.sync()    # one fsync per batch, before its commit
-                    if self._write(batch) and journaled and self._journal is not None:
-                        self._journal.settled(journaled)
-                for waiter in waiters:   # written or spooled: no need to wait for a replay
+                self._write_batch(gathered)
+                for waiter in gathered.waiters:   # written or spooled: no need to wait for a replay
                     waiter.set()
-                if stopping or replay_waiters or time.monotonic() >= self._next_replay:
+                if stopping or gathered.replay_waiters or time.monotonic() >= self._next_replay:
                     self._replay()
             except Exception:  # noqa: BLE001 - this thread must outlive any one bad batch
-                log.exception("audit writer failed on a batch of %d entries", len(batch))
+                log.exception("audit writer failed on a batch of %d entries", len(gathered.batch))
             finally:
-                for waiter in (*waiters, *replay_waiters):
+                for waiter in (*gathered.waiters, *gathered.replay_waiters):
                     waiter.set()
+
+    def _gather(self, item: object) -> _Gathered:
+        """`item` and what else is queued now, up to a batch of entries, sorted by kind."""
+        gathered = _Gathered()
+        while item is not None:
+            if item is _STOP:
+                gathered.stopping = True
+            elif isinstance(item, _ReplayRequest):
+                gathered.replay_waiters.append(item)
+            elif isinstance(item, threading.Event):
+                gathered.waiters.append(item)
+            elif isinstance(item, tuple):
+                entry, generation = item
+                gathered.batch.append(entry)
+                if generation is not None:
+                    gathered.journaled[generation] = gathered.journaled.get(generation, 0) + 1
+            if len(gathered.batch) >= BATCH:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                item = None
+        return gathered
+
+    def _write_batch(self, gathered: _Gathered) -> None:
+        if not gathered.batch:
+            return
+        journal = self._journal if gathered.journaled else None
+        if journal is not None:
+            journal.sync()          # one fsync per batch, before its commit
+        if self._write(gathered.batch) and journal is not None:
+            journal.settled(gathered.journaled)
 
     def _write(self, batch: list[dict]) -> bool:
         """Store the batch, or spool it; False only if it could be neither (then it is lost, loudly)."""
@@ -224,7 +245,7 @@ class AuditWriter:
             log.exception("audit spool replay failed")
             return
         self._spills_drained = spills
-        if not self.database_up:
+        if self._down_since is not None:
             log.warning("audit database reachable again after %.1fs; %d spooled entries replayed",
                         time.monotonic() - self._down_since, replayed)
             self._down_since = None
