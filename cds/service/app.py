@@ -361,6 +361,7 @@ def health():
             "authentication": "off" if runtime.verifier is None else "required"}
     if runtime.store is not None:
         body["database"] = "up" if runtime.store.database_up else "down (audit is spooled)"
+        body["audit_backlog"] = runtime.store.backlog().as_dict()    # on this host's disk, for the database
     return jsonify(body)
 
 

@@ -34,7 +34,7 @@ AUDIT_QUEUE = Gauge("cds_audit_queue_depth", "Audit entries waiting for the data
 
 
 class _SpoolCollector:
-    """Spool and journal size, read from the directory at scrape time (every worker shares it)."""
+    """Spool and journal backlog, read from the folder at scrape time (every worker shares it)."""
 
     def __init__(self, spool_dir: Path | None):
         self.spool_dir = spool_dir
@@ -42,28 +42,21 @@ class _SpoolCollector:
     def collect(self):
         files = GaugeMetricFamily("cds_audit_spool_files", "Audit spool files waiting for the database")
         size = GaugeMetricFamily("cds_audit_spool_bytes", "Bytes of audit entries spooled while the database is down")
+        oldest = GaugeMetricFamily("cds_audit_spool_oldest_seconds",
+                                   "How long the oldest spooled audit entries have waited for the database (0: none)")
         journal = GaugeMetricFamily("cds_audit_journal_bytes",
                                     "Bytes of audit entries journaled and not yet confirmed in the database")
-        spooled = journaled = count = 0
-        if self.spool_dir is not None:
-            for path in self.spool_dir.glob("spool-*.jsonl"):
-                count += 1
-                spooled += _size(path)
-            for path in (self.spool_dir / "journal").glob("journal-*.jsonl"):
-                journaled += _size(path)
-        files.add_metric([], count)
-        size.add_metric([], spooled)
-        journal.add_metric([], journaled)
+        from cds.store.spool import SpoolBacklog, spool_backlog
+
+        backlog = spool_backlog(self.spool_dir) if self.spool_dir is not None else SpoolBacklog(0, 0, 0.0, 0)
+        files.add_metric([], backlog.spool_files)
+        size.add_metric([], backlog.spool_bytes)
+        oldest.add_metric([], backlog.oldest_spooled_seconds)
+        journal.add_metric([], backlog.journal_bytes)
         yield files
         yield size
+        yield oldest
         yield journal
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def exposition(spool_dir: Path | None) -> tuple[bytes, str]:

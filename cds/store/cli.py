@@ -65,7 +65,8 @@ def run_report(args: argparse.Namespace, rule_ids: RuleIds) -> int:
     from cds.store.boundary import database_errors_said
     from cds.store.engine import make_engine
     from cds.store.report import build_report, format_report
-    from cds.store.store import database_description
+    from cds.store.spool import spool_backlog
+    from cds.store.store import database_description, spool_directory
 
     engine = make_engine(args.database_url)
     try:
@@ -77,6 +78,9 @@ def run_report(args: argparse.Namespace, rule_ids: RuleIds) -> int:
             report = build_report(conn, args.since, rule_ids())
     finally:
         engine.dispose()
+    spool = spool_directory()
+    if spool.is_dir():            # on the service's host: entries its database does not hold yet
+        report["backlog"] = spool_backlog(spool).as_dict()
     sys.stdout.write(format_report(report, args.format))
     return 0
 

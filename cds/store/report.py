@@ -189,9 +189,27 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
+def not_counted(report: dict) -> str | None:
+    """What the counts leave out: audit entries waiting on this host's disk for the database (the
+    `backlog` a Store or `cds report` on the service's host adds; cds.store.spool)."""
+    backlog = report.get("backlog") or {}
+    if not backlog.get("spool_files"):
+        return None
+    return (f"Not counted yet: audit entries of this host wait in its spool for the database "
+            f"({backlog['spool_files']} files, {backlog['spool_bytes']} bytes, the oldest for "
+            f"{backlog['oldest_spooled_seconds']:.0f} s); the database was unavailable. Report again when "
+            "they are in.")
+
+
+def _not_counted_lines(report: dict) -> list[str]:
+    notice = not_counted(report)
+    return [notice] if notice else []
+
+
 def _table(report: dict) -> str:
     lines = [
         f"pgx-cds report — calls since {report['since'] or 'the beginning'} (generated {report['generated_at']})",
+        *_not_counted_lines(report),
         "",
         f"calls: {report['calls']}    cards: {report['cards']}    "
         f"genomic cards withheld by consent: {report['calls_consent_withheld']}    "

@@ -21,11 +21,52 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 REPLAY_CHUNK = 200  # entries per database transaction during replay
+
+
+@dataclass(frozen=True)
+class SpoolBacklog:
+    """What waits on this host's disk for the database: spooled entries (the database was down or
+    refused them in time) and journals not yet settled, by size; read from the folder, so it covers
+    every process that shares it."""
+
+    spool_files: int
+    spool_bytes: int
+    oldest_spooled_seconds: float     # since the oldest spool file was started; 0 when none waits
+    journal_bytes: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"spool_files": self.spool_files, "spool_bytes": self.spool_bytes,
+                "oldest_spooled_seconds": round(self.oldest_spooled_seconds, 1), "journal_bytes": self.journal_bytes}
+
+
+def spool_backlog(directory: str | os.PathLike) -> SpoolBacklog:
+    """Sizes and file names only (nothing is read), so a metrics scrape can afford it."""
+    folder = Path(directory)
+    spooled = sorted(folder.glob("spool-*.jsonl"))
+    oldest = max(0.0, time.time() - _started(spooled[0])) if spooled else 0.0
+    return SpoolBacklog(len(spooled), sum(map(_size, spooled)), oldest,
+                        sum(map(_size, (folder / "journal").glob("journal-*.jsonl"))))
+
+
+def _started(path: Path) -> float:
+    """When a spool file was started: the timestamp in its name (spool-<ns>-<host>-<pid>.jsonl)."""
+    try:
+        return int(path.name.split("-")[1]) / 1e9
+    except (IndexError, ValueError):         # not named by us: its last change will do
+        return path.stat().st_mtime
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:      # replayed (or settled) meanwhile
+        return 0
 
 
 class Spool:
@@ -42,10 +83,9 @@ class Spool:
         """Append entries durably (written and fsync'd before return). Raises OSError if the disk fails."""
         data = b"".join(_line(e) for e in entries)
         with self._lock:
-            if self._fd is None:
-                self._open_active()
-            _write_all(self._fd, data)
-            os.fsync(self._fd)
+            fd = self._fd if self._fd is not None else self._open_active()
+            _write_all(fd, data)
+            os.fsync(fd)
 
     def reject(self, entry: dict, reason: str) -> None:
         """Set aside an entry the database refuses for good, with the reason, for an operator."""
@@ -62,13 +102,14 @@ class Spool:
         with self._lock:
             self._close_active()
 
-    def _open_active(self) -> None:
+    def _open_active(self) -> int:
         name = f"spool-{time.time_ns():020d}-{self._host}-{os.getpid()}.jsonl"
         path = self.directory / name
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)  # new and uniquely named: nobody else holds it
         _fsync_dir(self.directory)      # the new name survives a crash
         self._fd, self._path = fd, path
+        return fd
 
     def _close_active(self) -> None:
         if self._fd is not None:

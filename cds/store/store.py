@@ -35,7 +35,7 @@ from cds.store.pseudonym import PatientHasher, load_audit_key
 from cds.store.records import CallRecord, audit_entry
 from cds.store.report import build_report
 from cds.store.schema import card_table
-from cds.store.spool import Spool
+from cds.store.spool import Spool, SpoolBacklog, spool_backlog
 from cds.store.writer import AuditWriter
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 SPOOL_ENV = "CDS_SPOOL_DIR"
 DEFAULT_SPOOL_DIR = Path("var") / "spool"
 _open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+def spool_directory(directory: str | os.PathLike | None = None) -> Path:
+    """The spool's folder: `directory`, else $CDS_SPOOL_DIR, else ./var/spool."""
+    return Path(directory or os.environ.get(SPOOL_ENV) or DEFAULT_SPOOL_DIR)
 
 
 class Store:
@@ -72,7 +77,7 @@ class Store:
         Configuration errors (bad URL, short audit key) raise CdsError."""
         hasher = PatientHasher(load_audit_key(audit_key))
         engine = make_engine(url, db_timeout)
-        spool = Spool(spool_dir or os.environ.get(SPOOL_ENV) or DEFAULT_SPOOL_DIR)
+        spool = Spool(spool_directory(spool_dir))
         store = cls(engine, spool, hasher, queue_size=queue_size, retry_interval=retry_interval,
                     flush_timeout=flush_timeout)
         try:
@@ -149,12 +154,15 @@ class Store:
 
     # --- reports ----------------------------------------------------------------------------------
     def report(self, since: datetime | None = None, all_rule_ids: Iterable[str] = ()) -> dict:
-        """The committee report over calls made at or after `since` (all calls when None)."""
+        """The committee report over calls made at or after `since` (all calls when None), with what still
+        waits on this host's disk for the database (those calls are not counted yet)."""
         self._writer.flush(self._flush_timeout)
         with database_errors():
             self.ensure_schema()
             with self.engine.connect() as conn:
-                return build_report(conn, since, all_rule_ids)
+                report = build_report(conn, since, all_rule_ids)
+        report["backlog"] = self.backlog().as_dict()    # what the counts leave out
+        return report
 
     # --- lifecycle --------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
@@ -174,6 +182,10 @@ class Store:
     def queue_depth(self) -> int:
         """Audit entries this process has queued and not yet written (for /metrics)."""
         return self._writer.queue_depth
+
+    def backlog(self) -> SpoolBacklog:
+        """What waits on this host's disk for the database (every process's spool and journals)."""
+        return spool_backlog(self.spool.directory)
 
     def ensure_schema(self) -> None:
         """Run migrations once per Store; StoreUnavailable while the database is down."""

@@ -284,7 +284,9 @@ def statistics():
     except StoreUnavailable as err:
         return render_template("workbench/statistics.html", report=None, since=since_text, chart=None,
                                problem=f"{err}; try again later."), 503
+    from cds.store.report import not_counted
+
     return render_template("workbench/statistics.html", report=report, since=since_text, chart=stats.rule_chart(report),
-                           problem=None, outcomes=stats.OUTCOMES, bar_height=stats.BAR_HEIGHT,
+                           problem=None, not_counted=not_counted(report), outcomes=stats.OUTCOMES, bar_height=stats.BAR_HEIGHT,
                            label_width=stats.LABEL_WIDTH)
 
