@@ -13,19 +13,23 @@ from cds.engine import Evaluation, Match
 from cds.facts import GenomicResult
 from cds.genotype import Interpretation
 from cds.ids import new_uuid
-from cds.knowledge.models import Alternative
+from cds.knowledge.models import Alternative, Guideline
 
+from . import text
 from .model import OrderRef
 from .text import SMART_LINK_LABEL, sentences
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 OVERRIDE_SYSTEM = "urn:pgx-cds:override-reason"
 OVERRIDE_REASONS = [
-    {"system": OVERRIDE_SYSTEM, "code": "tolerated-before", "display": "Patient has taken this drug before without problems"},
+    {"system": OVERRIDE_SYSTEM, "code": "tolerated-before",
+     "display": "Patient has taken this drug before without problems"},
     {"system": OVERRIDE_SYSTEM, "code": "will-monitor", "display": "Will monitor response or drug levels"},
     {"system": OVERRIDE_SYSTEM, "code": "result-disputed", "display": "Genotype result disputed or outdated"},
-    {"system": OVERRIDE_SYSTEM, "code": "benefit-outweighs-risk", "display": "Benefit outweighs risk; no suitable alternative"},
-    {"system": OVERRIDE_SYSTEM, "code": "not-applicable", "display": "Recommendation does not apply to this indication"},
+    {"system": OVERRIDE_SYSTEM, "code": "benefit-outweighs-risk",
+     "display": "Benefit outweighs risk; no suitable alternative"},
+    {"system": OVERRIDE_SYSTEM, "code": "not-applicable",
+     "display": "Recommendation does not apply to this indication"},
 ]
 
 _DOSE = re.compile(r"\d\s*(mg|µg|μg|mcg|g)\b", re.IGNORECASE)
@@ -34,36 +38,53 @@ _DOSE = re.compile(r"\d\s*(mg|µg|μg|mcg|g)\b", re.IGNORECASE)
 def replace_suggestion(drug: str, alt: Alternative, order: OrderRef, patient_ref: str | None,
                        dose: str | None, whose: str | None) -> dict[str, Any]:
     resource = replacement_request(order.resource, alt.name, alt.rxnorm, patient_ref, dose)
-    create = {"type": "create", "resource": resource,
-              "description": f"Create a draft order for {alt.name}" +
-                             (f" with CPIC's dosing advice for this result: {dose}" if dose else "")}
+    create = {"type": "create", "resource": resource, "description": text.create_description(alt.name, dose)}
     # create before delete: the CDS Hooks sandbox (and clients built like it) stop applying a
     # suggestion's actions at the first delete; the specification allows either order.
-    actions = [create]
+    actions: list[dict[str, Any]] = [create]
     if order.order_id:
-        actions.append({"type": "delete", "description": f"Remove the draft order for {drug}",
-                        "resourceId": order.order_id})
-        label = f"Replace {drug} with {alt.name}"
-    else:
-        label = f"Order {alt.name} instead of {drug}"
-    if whose:
-        label += f" — advice for {whose}"
-    return {"label": label, "uuid": new_uuid(), "actions": actions}
+        actions.append({"type": "delete", "description": text.remove_description(drug), "resourceId": order.order_id})
+    return {"label": text.replace_label(drug, alt.name, bool(order.order_id), whose), "uuid": new_uuid(),
+            "actions": actions}
+
+
+def pretest_suggestion(test: str, draft: dict[str, Any] | None, patient_ref: str | None) -> dict[str, Any]:
+    """A pre-test alert's suggestion: a draft ServiceRequest for the test."""
+    service_request = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "order",
+        "code": {"text": test},
+        "subject": {"reference": subject(draft, patient_ref)},
+    }
+    return {"label": text.order_test_label(test), "uuid": new_uuid(),
+            "actions": [{"type": "create", "description": text.create_description(test), "resource": service_request}]}
+
+
+def guideline_links(guidelines: list[Guideline]) -> list[dict[str, Any]]:
+    """Each guideline a card rests on, and its PharmGKB annotation where that is another page."""
+    links = []
+    for g in guidelines:
+        links.append({"label": text.guideline_link(g), "url": g.url, "type": "absolute"})
+        if g.annotation_url and g.annotation_url != g.url:
+            links.append({"label": text.ANNOTATION_LINK, "url": g.annotation_url, "type": "absolute"})
+    return links
 
 
 def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, patient_ref: str | None,
                         dose_text: str | None = None) -> dict[str, Any]:
     """A draft MedicationRequest for an alternative ingredient, keeping the draft's subject and intent;
     `dose_text`: CPIC's dosing sentence for this patient, as the dosage instruction's text."""
+    given = draft or {}
     resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "status": "draft",
-        "intent": (draft or {}).get("intent") or "order",
+        "intent": given.get("intent") or "order",
         "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxnorm, "display": name}], "text": name},
         "subject": {"reference": subject(draft, patient_ref)},
     }
-    if isinstance((draft or {}).get("encounter"), dict):
-        resource["encounter"] = draft["encounter"]
+    if isinstance(given.get("encounter"), dict):
+        resource["encounter"] = given["encounter"]
     if dose_text:
         resource["dosageInstruction"] = [{"text": dose_text}]
     return resource
@@ -100,27 +121,31 @@ def app_context(interpretations: Mapping[str, list[Interpretation]], evidence: M
                 drug: str | None = None) -> str:
     """The SMART app's appContext: the patient's results as stated (so the page re-interprets them with
     the same knowledge), with date and laboratory, and the drug the card was about. No patient id."""
-    results = []
-    for gene, items in sorted(interpretations.items()):
-        for i in items:
-            found = next((evidence[s] for s in i.source_ids if s in evidence), None)
-            item: dict[str, Any] = {"gene": gene, "stated_as": i.stated_as, "phenotype": i.phenotype}
-            if i.stated_as == "diplotype" and i.diplotype:
-                item["value"] = i.diplotype
-            elif i.stated_as == "activity score" and i.activity_score:
-                item["value"] = f"score:{i.activity_score}"
-            elif i.stated_as == "allele status":
-                item["value"] = next(iter(i.lookup.values()))
-            else:
-                item["value"] = i.phenotype
-            if i.source_ids:
-                item["source"] = list(i.source_ids)
-            if found and found.effective:
-                item["date"] = found.effective.date().isoformat()
-            if found and getattr(found, "performer", None):
-                item["lab"] = found.performer
-            results.append(item)
+    results = [_context_result(gene, i, evidence) for gene, items in sorted(interpretations.items()) for i in items]
     body: dict[str, Any] = {"results": results}
     if drug:
         body["drug"] = drug
     return orjson.dumps(body).decode()    # compact, UTF-8 as is: what json.dumps(separators, ensure_ascii=False) gives
+
+
+def _context_result(gene: str, i: Interpretation, evidence: Mapping[str, GenomicResult]) -> dict[str, Any]:
+    item: dict[str, Any] = {"gene": gene, "stated_as": i.stated_as, "phenotype": i.phenotype, "value": _stated(i)}
+    if i.source_ids:
+        item["source"] = list(i.source_ids)
+    found = next((evidence[s] for s in i.source_ids if s in evidence), None)
+    if found and found.effective:
+        item["date"] = found.effective.date().isoformat()
+    if found and getattr(found, "performer", None):
+        item["lab"] = found.performer
+    return item
+
+
+def _stated(i: Interpretation) -> str:
+    """The result as the laboratory stated it, as the summary page reads it back (cds.genotype.interpret_value)."""
+    if i.stated_as == "diplotype" and i.diplotype:
+        return i.diplotype
+    if i.stated_as == "activity score" and i.activity_score:
+        return f"score:{i.activity_score}"
+    if i.stated_as == "allele status":
+        return next(iter(i.lookup.values()))
+    return i.phenotype

@@ -1,13 +1,15 @@
-"""What a card is made of, as plain data: the policy a rule gives a recommendation, the statements a
-card carries, the card as rendered with what it rested on, and the order it is about."""
+"""What a card is made of, as plain data decided before any text is written (cds.cards.text writes
+it): the policy a rule gives a recommendation, the statements a card carries and what tells them
+apart, its headline, the notices about the check itself, and the card as rendered with what it
+rested on."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 from cds.engine import Match
-from cds.knowledge.models import Recommendation
-from cds.populations import population_words
+from cds.genotype import Interpretation
+from cds.knowledge.models import Guideline, Recommendation
 
 TOPIC_SYSTEM = "urn:pgx-cds:rule"
 
@@ -22,8 +24,8 @@ class CardPolicy:
 @dataclass(frozen=True)
 class Statement:
     """One recommendation on a card with what tells it apart from the card's other statements. The
-    label is built from parts so that a further part (e.g. the source, once DPWG sits beside CPIC)
-    can be added without changing how the others read."""
+    label is built from parts (cds.cards.text.statement_label) so that a further part can be added
+    without changing how the others read."""
 
     match: Match
     policy: CardPolicy | None                # None: shown for completeness, raises no card by itself
@@ -36,20 +38,11 @@ class Statement:
     def recommendation(self) -> Recommendation:
         return self.match.recommendation
 
-    def label_parts(self) -> list[str]:
-        parts = []
-        if self.source:
-            parts.append(self.source)
-        if self.population:
-            parts.append(population_words(self.population))
-        if self.score is not None:
-            gene = f"{self.score_gene} " if self.score_gene else ""
-            parts.append(f"if the {gene}activity score is {self.score}")
-        return parts
-
     @property
     def label(self) -> str:
-        return " · ".join(self.label_parts())
+        from cds.cards.text import statement_label   # text imports this module: import when first asked
+
+        return statement_label(self)
 
 
 @dataclass(frozen=True)
@@ -93,21 +86,107 @@ class Headline:
     cut: bool = False                     # nothing fitted: the drug and first result, cut, then "see detail"
 
 
+@dataclass(frozen=True)
+class ActionableResult:
+    """A result of the patient's that CPIC files as a priority result (patient-view)."""
+
+    gene: str
+    interpretation: Interpretation
+    consultation: str | None                 # CPIC's post-test text for it
+    allele_status: bool                      # named as "HLA-B*57:01 positive", not "CYP2C19 Poor Metabolizer"
+
+
+@dataclass(frozen=True)
+class AffectedDrug:
+    """An active medication and the statements of the patient's results for it (patient-view)."""
+
+    drug: str
+    statements: tuple[Statement, ...]
+
+
+# --- notices: cards about the check itself, not about a guideline -------------------------------
+
+@dataclass(frozen=True)
+class Conflict:
+    """Current results for the same gene disagree."""
+
+    drug: str | None                         # None: said once for the patient (patient-view)
+    genes: tuple[str, ...]
+    results: tuple[str, ...]                 # the source ids of the results involved
+    code = "conflicting-results"
+    indicator = "warning"
+
+
+@dataclass(frozen=True)
+class Uninterpretable:
+    """A result on file could not be read or interpreted, and no usable result stands beside it."""
+
+    drug: str | None                         # None: said once for the patient (patient-view)
+    genes: tuple[str, ...]
+    results: tuple[str, ...]                 # each result involved with why ("Observation/x: …")
+    code = "result-not-interpretable"
+    indicator = "warning"
+
+
+@dataclass(frozen=True)
+class Unidentified:
+    """An order whose codes or names disagree, one of them a drug the knowledge base covers."""
+
+    drug: str                                # the first covered drug it may be
+    shown: str                               # what was ordered, as the order says it
+    codes: tuple[str, ...]
+    named: tuple[str, ...]                   # the drugs its codes name
+    code = "order-not-identified"
+    indicator = "warning"
+
+
+@dataclass(frozen=True)
+class NotRetrieved:
+    """The patient's pharmacogenomic results could not be retrieved."""
+
+    drug: str | None                         # None: the patient-view summary
+    reason: str
+    code = "check-incomplete"
+    indicator = "warning"
+
+
+@dataclass(frozen=True)
+class UnreachableKeys:
+    """A selected guideline has advice for a gene the patient has a result for, keyed in a way our gene
+    tables cannot reach, and none of its recommendations matched."""
+
+    drug: str
+    guideline: Guideline
+    genes: tuple[str, ...]
+    results: tuple[str, ...]                 # the patient's results for them ("CYP2C9 *1/*3")
+    reasons: tuple[str, ...]                 # why the keys cannot be reached
+    rule_id: str
+    indicator = "info"
+
+    @property
+    def code(self) -> str:
+        return f"{self.guideline.source.lower()}-key-unreachable"
+
+
+Notice = Union[Conflict, Uninterpretable, Unidentified, NotRetrieved, UnreachableKeys]
+
+
 @dataclass
 class RenderedCard:
-    """A card plus what it rested on, for audit and tests."""
+    """A card (the CDS Hooks JSON, as sent) plus what it rested on, as lists, for audit and tests."""
 
     card: dict[str, Any]
-    rule_id: str
+    rule_id: str                             # the governing rule, "patient-summary", or the notice's code
     drug: str
-    guideline_id: str | None
-    guideline_version: str | None
-    recommendation_id: str | None
+    guideline_ids: list[str] = field(default_factory=list)        # the guidelines it rests on
+    guideline_versions: list[str] = field(default_factory=list)   # their versions, each once
+    audited_recommendation_ids: list[str] = field(default_factory=list)  # what the audit records it rests on
     facts: list[dict[str, Any]] = field(default_factory=list)   # gene, phenotype, lookup key, source ids
     pretest: bool = False
     statements: list[Statement] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)            # guideline sources the card rests on (CPIC, DPWG)
     headline: Headline | None = None                            # a recommendation card's summary, as decided
+    notice: Notice | None = None                                # a notice card's notice, as decided
 
     @property
     def indicator(self) -> str:
@@ -120,6 +199,19 @@ class RenderedCard:
     @property
     def recommendation_ids(self) -> list[str]:
         return [s.recommendation.id for s in self.statements]
+
+    # The audit store and the screening report keep one text column each: several joined with " + ".
+    @property
+    def guideline_id(self) -> str | None:
+        return " + ".join(self.guideline_ids) or None
+
+    @property
+    def guideline_version(self) -> str | None:
+        return " + ".join(self.guideline_versions) or None
+
+    @property
+    def recommendation_id(self) -> str | None:
+        return " + ".join(self.audited_recommendation_ids) or None
 
 
 @dataclass

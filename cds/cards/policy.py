@@ -37,8 +37,14 @@ def is_actionable(rec: Recommendation, kb: KnowledgeBase | None = None) -> bool:
     flags = rec.flags
     if flags is not None:
         return flags.dosing_information or flags.alternate_drug_available or flags.other_prescribing_guidance
-    texts = [kb.genes[gene].result_text(value) for gene, value in rec.lookup.items() if kb and gene in kb.genes]
-    texts = [t for t in texts if t is not None]
+    return _priority_or_unknown(rec, kb)
+
+
+def _priority_or_unknown(rec: Recommendation, kb: KnowledgeBase | None) -> bool:
+    """A flagless recommendation: CPIC files one of its results as a priority result, or none of its
+    genes has a result text to ask."""
+    texts = [t for t in (kb.genes[gene].result_text(value) for gene, value in rec.lookup.items()
+                         if kb and gene in kb.genes) if t is not None]
     return not texts or any(t.is_priority for t in texts)
 
 
@@ -62,22 +68,20 @@ class PolicyBook:
 
     def _decide(self, rule: Rule, rec: Recommendation) -> CardPolicy | None:
         adj = self._adjustment(rule, rec)
-        show = adj.card if adj and adj.card is not None else (rule.cards_for == "all" or is_actionable(rec, self.kb))
-        if not show:
+        if not (adj.card if adj and adj.card is not None else rule.cards_for == "all" or is_actionable(rec, self.kb)):
             return None
-        suggest = adj.suggest_alternatives if adj and adj.suggest_alternatives is not None else \
-            bool(rule.alternatives) and (rec.flags is None or rec.flags.alternate_drug_available)
         return CardPolicy(
-            indicator=(adj.indicator if adj and adj.indicator else None) or rule.indicator or default_indicator(rec),
-            summary_template=(adj.summary if adj and adj.summary else None) or rule.summary,
-            suggest_alternatives=suggest,
+            indicator=(adj.indicator if adj else None) or rule.indicator or default_indicator(rec),
+            summary_template=(adj.summary if adj else None) or rule.summary,
+            suggest_alternatives=_suggests(adj, rule, rec),
         )
 
     def _adjustment(self, rule: Rule, rec: Recommendation) -> Adjustment | None:
         for adj in rule.adjustments:
             if rec.id in adj.recommendations:
                 return adj
-            if adj.when and all(self._value_matches(gene, rec.lookup.get(gene), wanted) for gene, wanted in adj.when.items()):
+            if adj.when and all(self._value_matches(gene, rec.lookup.get(gene), wanted)
+                                for gene, wanted in adj.when.items()):
                 return adj
         return None
 
@@ -85,3 +89,11 @@ class PolicyBook:
         if value is None:
             return False
         return value in wanted or self.kb.interpreters[gene].phenotype_of_key(value) in wanted
+
+
+def _suggests(adj: Adjustment | None, rule: Rule, rec: Recommendation) -> bool:
+    """The card suggests the rule's alternatives: as the adjustment says, else when the rule has some and
+    the curators flag an alternative drug (or the recommendation has no flags)."""
+    if adj and adj.suggest_alternatives is not None:
+        return adj.suggest_alternatives
+    return bool(rule.alternatives) and (rec.flags is None or rec.flags.alternate_drug_available)

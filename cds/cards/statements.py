@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
-from cds.engine import DrugEvaluation, Evaluation, Match
+from cds.engine import DrugEvaluation, Evaluation, Match, PreTestAlert
 from cds.facts import GenomicResult
 from cds.genotype import Interpretation
 from cds.knowledge.loader import KnowledgeBase
@@ -15,7 +15,7 @@ from cds.memo import Memo
 from cds.populations import GENERAL
 from cds.sources import of_sources, rule_sources
 
-from .model import Differences, Statement
+from .model import ActionableResult, AffectedDrug, Differences, Statement
 from .policy import PolicyBook
 
 MEMO_ENTRIES = 20_000   # per table: far more than the combinations a knowledge base has in practice
@@ -33,15 +33,17 @@ class Chooser:
         self._unreachable: Memo[tuple[list, tuple[str, ...]]] = Memo(MEMO_ENTRIES)
 
     def order_matches(self, drug: DrugEvaluation, rule: Rule, population: str | None, age: int | None,
-                      pretest_genes: set[str]) -> list[Match]:
+                      alerts: list[PreTestAlert]) -> list[Match]:
         """The matches an order card shows: per source the site chose, the population the request
         names (or the rule, or the patient's age), without the no-result advice a pre-test alert replaces."""
+        pretest_genes = {a.gene for a in alerts}
         matches: list[Match] = []
         for source in self.rule_sources(rule):  # the site's choice: CPIC, DPWG or both
             # populations are chosen per source: DPWG's advice has none, so CPIC's choice must not hide it
             chosen = choose_population(replace(drug, matches=of_sources(drug.matches, [source])),
                                        rule, population, age)
-            matches += [m for m in chosen if not any(m.recommendation.lookup.get(g) == NO_RESULT for g in pretest_genes)]
+            matches += [m for m in chosen
+                        if not any(m.recommendation.lookup.get(g) == NO_RESULT for g in pretest_genes)]
         return matches
 
     def statements(self, rule: Rule, matches: list[Match]) -> list[Statement]:
@@ -84,28 +86,57 @@ class Chooser:
                     facts.append(self._fact(evaluation, gene, value, evidence))
         return facts
 
-    def _fact(self, evaluation: Evaluation, gene: str, value: str, evidence: Mapping[str, GenomicResult]) -> dict[str, Any]:
+    def _fact(self, evaluation: Evaluation, gene: str, value: str,
+              evidence: Mapping[str, GenomicResult]) -> dict[str, Any]:
         if value == NO_RESULT:
             return {"gene": gene, "phenotype": NO_RESULT, "lookup_key": value, "source_ids": []}
         interp = interpretation_for(evaluation.interpretations.get(gene, []), value)
-        interpreter = self.kb.interpreters[gene]
-        if interpreter.kind == "allele-status":
-            phenotype = value
-        elif interp is None or interp.stated_as != "phenotype":
-            phenotype = interpreter.phenotype_of_key(value)
-        else:
-            phenotype = interp.phenotype
         sources = list(interp.source_ids) if interp else []
         result = next((evidence[s] for s in sources if s in evidence), None)
         return {
-            "gene": gene, "phenotype": phenotype, "lookup_key": value,
-            "diplotype": interp.diplotype if interp else None,
-            "activity_score": interp.activity_score if interp else None,
-            "stated_as": interp.stated_as if interp else None,
+            "gene": gene, "phenotype": self._phenotype(gene, value, interp), "lookup_key": value,
+            **_as_stated(interp),
             "source_ids": sources,
             "date": result.effective.date().isoformat() if result and result.effective else None,
             "lab": getattr(result, "performer", None) if result else None,
         }
+
+    def _phenotype(self, gene: str, value: str, interp: Interpretation | None) -> str:
+        """The phenotype a lookup value stands for; a reported phenotype as reported."""
+        interpreter = self.kb.interpreters[gene]
+        if interpreter.kind == "allele-status":
+            return value
+        if interp is None or interp.stated_as != "phenotype":
+            return interpreter.phenotype_of_key(value)
+        return interp.phenotype
+
+    # --- patient-view ---------------------------------------------------------------------------
+
+    def actionable_results(self, interpretations: Mapping[str, list[Interpretation]]) -> list[ActionableResult]:
+        """The patient's results CPIC files as priority results (its EHR priority), by gene."""
+        out = []
+        for gene, items in sorted(interpretations.items()):
+            table = self.kb.genes.get(gene)
+            for interp in items:
+                texts = [table.result_text(key) for key in interp.lookup.values()] if table else []
+                priority = next((t for t in texts if t and t.is_priority), None)
+                if priority is not None:
+                    allele_status = self.kb.interpreters[gene].kind == "allele-status"
+                    out.append(ActionableResult(gene, interp, priority.consultation, allele_status))
+        return out
+
+    def affected_drugs(self, evaluation: Evaluation | None, hook: str) -> list[AffectedDrug]:
+        """The active medications the patient's results raise a card for, with their statements."""
+        out = []
+        for drug in (evaluation.drugs if evaluation else []):
+            rule = drug.rules.get(hook) or drug.rules.get("order-sign")
+            if rule is None:
+                continue
+            statements = self.statements(rule, of_sources(choose_population(drug, rule, None, None),
+                                                          self.rule_sources(rule)))
+            if any(s.policy for s in statements):
+                out.append(AffectedDrug(drug.drug, tuple(statements)))
+        return out
 
 
 def choose_population(drug: DrugEvaluation, rule: Rule, population: str | None, age: int | None) -> list[Match]:
@@ -124,6 +155,12 @@ def age_population(age: int | None, populations: set[str]) -> str | None:
     if age < 18 and "pediatrics" in populations:
         return "pediatrics"
     return None
+
+
+def _as_stated(interp: Interpretation | None) -> dict[str, str | None]:
+    if interp is None:
+        return {"diplotype": None, "activity_score": None, "stated_as": None}
+    return {"diplotype": interp.diplotype, "activity_score": interp.activity_score, "stated_as": interp.stated_as}
 
 
 def interpretation_for(items: list[Interpretation], value: str) -> Interpretation | None:

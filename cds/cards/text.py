@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cds.knowledge.models import NO_RESULT, Flags, Guideline, Rule
 from cds.mdescape import md_data, md_text
-from cds.populations import population_dimension
+from cds.populations import population_dimension, population_words
 from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
 from cds.sources import KINDS, SOURCE_ORDER, disagreement, kind
 
-from .model import TOPIC_SYSTEM, Differences, Headline, Statement
+from .model import (TOPIC_SYSTEM, ActionableResult, AffectedDrug, Conflict, Differences, Headline, Notice, NotRetrieved,
+                    Statement, Unidentified, Uninterpretable, UnreachableKeys)
 from .policy import CAUTION
 from .statements import differences
 
@@ -80,7 +81,8 @@ _SEE_DETAIL = " — see detail"
 
 def _lead_order(s: Statement) -> tuple[int, int, int]:
     assert s.policy is not None
-    return CAUTION.get(s.policy.indicator, 0), KINDS[kind(s.recommendation)][0], -SOURCE_ORDER.get(s.match.guideline.source, 9)
+    return (CAUTION.get(s.policy.indicator, 0), KINDS[kind(s.recommendation)][0],
+            -SOURCE_ORDER.get(s.match.guideline.source, 9))
 
 
 def _templated(drug: str, lead: Statement, results: list[str]) -> Headline | None:
@@ -163,49 +165,9 @@ def detail(parts: DetailParts, facts: list[dict[str, Any]]) -> str:
 
 def detail_parts(statements: list[Statement], rule: Rule, has_app: bool, kb_version: str) -> DetailParts:
     """The parts of a detail that rest on the knowledge alone (everything but the result lines)."""
-    head: list[str] = []
-    differs = differences(statements)
     sources = sorted({s.match.guideline.source for s in statements}, key=lambda x: SOURCE_ORDER.get(x, 9))
-    if len(sources) > 1:
-        # how the sources compare, from the curators' flags (cds.sources), before their words
-        kinds: dict[str, str] = {}
-        for s in statements:
-            k = kind(s.recommendation, s.policy is not None)
-            if KINDS[k][0] >= KINDS[kinds.get(s.match.guideline.source, "none")][0]:
-                kinds[s.match.guideline.source] = k
-        differ = disagreement(kinds)
-        head += [f"**{' and '.join(sources)} disagree in kind** — {differ}. The indicator follows the more "
-                 "cautious advice." if differ else
-                 f"**{' and '.join(sources)} agree in kind** — {KINDS[next(iter(kinds.values()))][1]}.", ""]
-    lines: list[str] = []
-    if len(statements) == 1:
-        s = statements[0]
-        rec = s.recommendation
-        label = f" · {md_text(s.label)}" if s.label else ""
-        lines += [f"**{s.match.guideline.source} advice** · classification: {classification(s)}{label}", "",
-                  md_text(rec.recommendation, line_start=True)]
-    else:
-        also = " and ".join(difference_words(differs, score=False, source=False))
-        if differs.score:
-            lines.append("**The activity score decides** — the result gives the phenotype only, and the advice "
-                         "differs by score (most cautious first)" +
-                         (f"; it also differs by {also}, which the request does not say:" if also else ":"))
-        elif also:
-            lines.append(f"**The advice differs by {also}** — the request does not say which applies:")
-        else:
-            lines.append("**Each source's advice:**")
-        lines.append("")
-        for s in statements:
-            rec = s.recommendation
-            lines.append(f"- **{md_text(s.label)}** (classification: {classification(s)}): "
-                         f"{md_text(rec.recommendation, indent='  ')}")
-    if len(statements) == 1 and statements[0].match.matched_by == "phenotype" and statements[0].score is None:
-        lines += ["", "_Matched by the reported phenotype: every activity score of this phenotype has this advice._"]
-    guidelines = list({s.match.guideline.id: s.match.guideline for s in statements}.values())
-    lines += ["", ". ".join(f"{md_text(g.name)}: {cited(g)}; {md_text(g.version)}" for g in guidelines) + ". "
-                  f"{'Recommendations' if len(statements) > 1 else 'Recommendation'} "
-                  f"{', '.join(f'`{s.recommendation.id}`' for s in statements)}; rule `{rule.id}`; "
-                  f"knowledge base `{kb_version}`."]
+    head = _sources_compared(statements, sources) if len(sources) > 1 else []
+    lines = _advice(statements) + ["", _citation(statements, rule, kb_version)]
     found = implications(statements)
     pointer = ("Implications, comments and every drug these results affect: "
                f"*{SMART_LINK_LABEL}*." if has_app else "Implications and comments: see the guideline link.")
@@ -216,6 +178,57 @@ def detail_parts(statements: list[Statement], rule: Rule, has_app: bool, kb_vers
     return DetailParts(head, lines, implications_line, tail, count)
 
 
+def _sources_compared(statements: list[Statement], sources: Sequence[str]) -> list[str]:
+    """How the sources compare, from the curators' flags (cds.sources), before their words."""
+    kinds: dict[str, str] = {}
+    for s in statements:
+        k = kind(s.recommendation, s.policy is not None)
+        if KINDS[k][0] >= KINDS[kinds.get(s.match.guideline.source, "none")][0]:
+            kinds[s.match.guideline.source] = k
+    differ = disagreement(kinds)
+    names = " and ".join(sources)
+    if differ:
+        return [f"**{names} disagree in kind** — {differ}. The indicator follows the more cautious advice.", ""]
+    return [f"**{names} agree in kind** — {KINDS[next(iter(kinds.values()))][1]}.", ""]
+
+
+def _advice(statements: list[Statement]) -> list[str]:
+    """The advice: one statement as its source wrote it, or each labelled, after what tells them apart."""
+    if len(statements) == 1:
+        s = statements[0]
+        label = f" · {md_text(s.label)}" if s.label else ""
+        lines = [f"**{s.match.guideline.source} advice** · classification: {classification(s)}{label}", "",
+                 md_text(s.recommendation.recommendation, line_start=True)]
+        if s.match.matched_by == "phenotype" and s.score is None:
+            lines += ["", "_Matched by the reported phenotype: every activity score of this phenotype has this "
+                          "advice._"]
+        return lines
+    lines = [_what_decides(differences(statements)), ""]
+    for s in statements:
+        lines.append(f"- **{md_text(s.label)}** (classification: {classification(s)}): "
+                     f"{md_text(s.recommendation.recommendation, indent='  ')}")
+    return lines
+
+
+def _what_decides(differs: Differences) -> str:
+    also = " and ".join(difference_words(differs, score=False, source=False))
+    if differs.score:
+        return ("**The activity score decides** — the result gives the phenotype only, and the advice differs by "
+                "score (most cautious first)" + (f"; it also differs by {also}, which the request does not say:"
+                                                 if also else ":"))
+    if also:
+        return f"**The advice differs by {also}** — the request does not say which applies:"
+    return "**Each source's advice:**"
+
+
+def _citation(statements: list[Statement], rule: Rule, kb_version: str) -> str:
+    guidelines = list({s.match.guideline.id: s.match.guideline for s in statements}.values())
+    return (". ".join(f"{md_text(g.name)}: {cited(g)}; {md_text(g.version)}" for g in guidelines) + ". "
+            f"{'Recommendations' if len(statements) > 1 else 'Recommendation'} "
+            f"{', '.join(f'`{s.recommendation.id}`' for s in statements)}; rule `{rule.id}`; "
+            f"knowledge base `{kb_version}`.")
+
+
 def difference_words(differs: Differences, score: bool = True, source: bool = True) -> list[str]:
     """What the statements differ by, in words ("activity score", "age group", "source"); `score`,
     `source`: name those too."""
@@ -224,7 +237,7 @@ def difference_words(differs: Differences, score: bool = True, source: bool = Tr
     named = [("activity score", score and differs.score),
              (population_dimension(set(differs.populations)) if differs.populations else "", bool(differs.populations)),
              ("source", source and differs.source)]
-    return [words for words, shown in named if shown]
+    return [name for name, shown in named if shown]
 
 
 def implications(statements: list[Statement]) -> list[str]:
@@ -237,7 +250,7 @@ def implications(statements: list[Statement]) -> list[str]:
     return seen
 
 
-def card_source(guideline: Guideline, rule: Rule, sources: list[str] | None = None) -> dict[str, Any]:
+def card_source(guideline: Guideline, rule: Rule, sources: Sequence[str] = ()) -> dict[str, Any]:
     sources = sources or [guideline.source]
     return {
         "label": " and ".join(sources) + " via pgx-cds" + (
@@ -264,9 +277,10 @@ def cited(guideline: Guideline) -> str:
     return f"{c.year}, PMID {c.pmid}" if c.year else f"PMID {c.pmid}"
 
 
-def attribution(sources: list[str]) -> str:
+def attribution(sources: Sequence[str]) -> str:
     names = "; ".join(SOURCE_ATTRIBUTION.get(s, s) for s in sources)
-    return f"{names}; PharmGKB/ClinPGx annotations (CC BY-SA 4.0). Decision support, not a substitute for clinical judgement."
+    return (f"{names}; PharmGKB/ClinPGx annotations (CC BY-SA 4.0). Decision support, not a substitute for "
+            "clinical judgement.")
 
 
 def flag_action(flags: list[Flags | None]) -> str:
@@ -286,13 +300,207 @@ def result_line(f: dict[str, Any]) -> str:
         parts.append(f"(activity score {md_text(f['activity_score'])})")
     if f.get("stated_as") == "phenotype" and f["lookup_key"] != f["phenotype"]:
         parts.append("(reported as phenotype)")
+    return " ".join(parts + _provenance(f))
+
+
+def _provenance(f: dict[str, Any]) -> list[str]:
+    """Where a result comes from: its date, laboratory and source ids."""
+    parts = []
     if f.get("date"):
         parts.append(f"· {f['date']}")          # ISO date we formatted ourselves
     if f.get("lab"):
         parts.append(f"· {md_data(f['lab'])}")
     if f.get("source_ids"):
         parts.append("· " + ", ".join(md_data(s) for s in f["source_ids"]))
-    return " ".join(parts)
+    return parts
+
+
+def statement_label(s: Statement) -> str:
+    """What tells a statement apart from the card's others: "CPIC · Adults · if the CYP2D6 activity score is 1.0"."""
+    parts = []
+    if s.source:
+        parts.append(s.source)
+    if s.population:
+        parts.append(population_words(s.population))
+    if s.score is not None:
+        gene = f"{s.score_gene} " if s.score_gene else ""
+        parts.append(f"if the {gene}activity score is {s.score}")
+    return " · ".join(parts)
+
+
+# --- notices ----------------------------------------------------------------------------------
+
+def notice_words(notice: Notice, kb_version: str) -> tuple[str, str]:
+    """A notice's summary and detail. Whatever they quote from the request is escaped here."""
+    summary, detail = _NOTICE_WORDS[type(notice)](notice)
+    summary = " ".join(summary.split())
+    if len(summary) > SUMMARY_LIMIT:
+        drug = f"{notice.drug.capitalize()}: " if notice.drug else ""
+        summary = drug + "pharmacogenomic check incomplete — see detail"
+    return summary, f"{detail}\n\nKnowledge base version `{kb_version}`."
+
+
+def notice_source(code: str) -> dict[str, Any]:
+    return {"label": "pgx-cds", "topic": {"system": TOPIC_SYSTEM, "code": code, "display": code.replace("-", " ")}}
+
+
+def _conflict(n: Conflict) -> tuple[str, str]:
+    genes, involved = ", ".join(n.genes), ", ".join(md_data(r) for r in n.results)
+    if n.drug is None:
+        return (f"Conflicting pharmacogenomic results on file: {genes}",
+                "Current results for these genes disagree; no genotype-based advice is given for them until the "
+                f"laboratory confirms one. Results involved: {involved}")
+    return (f"{n.drug.capitalize()}: conflicting {genes} results on file — pharmacogenomic check not possible",
+            "Two current results for the same gene disagree, so no genotype-based advice is given for it. "
+            f"Results involved: {involved}. Ask the laboratory to confirm the result.")
+
+
+def _uninterpretable(n: Uninterpretable) -> tuple[str, str]:
+    genes, involved = ", ".join(n.genes), "; ".join(md_data(r) for r in n.results)
+    if n.drug is None:
+        return (f"Pharmacogenomic results on file could not be interpreted: {genes}",
+                "These results are on file but could not be read or interpreted, so no advice rests on them. "
+                f"Results involved: {involved}. Review them or ask the laboratory.")
+    return (f"{n.drug.capitalize()}: {genes} result on file could not be interpreted — review it before prescribing",
+            f"A {genes} result is on file for this patient but could not be interpreted, so no genotype-based "
+            f"advice is given and no new test is suggested. Results involved: {involved}. Review the result or ask "
+            "the laboratory before prescribing.")
+
+
+def _unidentified(n: Unidentified) -> tuple[str, str]:
+    named = " and ".join(n.named)
+    return (f"Order could not be identified: its codes name {named} — pharmacogenomic check not done",
+            f"The order \"{n.shown}\" ({', '.join(n.codes) or 'no code'}) names different drugs ({named}), so it "
+            "was not matched to either and no genotype-based advice was given. Check which drug is meant; "
+            "the pharmacogenomic check runs when the order names one.")
+
+
+def _not_retrieved(n: NotRetrieved) -> tuple[str, str]:
+    if n.drug is None:
+        return ("Pharmacogenomic summary could not be completed",
+                f"The patient's pharmacogenomic results could not be retrieved ({md_data(n.reason)}).")
+    return (f"{n.drug.capitalize()}: pharmacogenomic check could not be completed",
+            f"The patient's pharmacogenomic results could not be retrieved ({md_data(n.reason)}). "
+            "No genotype-based advice was given; check the results before prescribing.")
+
+
+def _unreachable(n: UnreachableKeys) -> tuple[str, str]:
+    g, results = n.guideline, "; ".join(n.results)
+    return (f"{n.drug.capitalize()}: {results} — {g.source} advice could not be matched to this result; see the "
+            "guideline",
+            f"The {g.source} guideline [{md_text(g.name)}]({g.url}) has advice for {n.drug} by {', '.join(n.genes)}, "
+            f"but none of it could be matched to this result ({md_data(results)}): some of its recommendations are "
+            "keyed in a way our gene tables cannot produce:\n\n" + "\n".join(f"- {md_text(r)}" for r in n.reasons)
+            + f"\n\nRead the guideline before prescribing. Rule `{n.rule_id}`.")
+
+
+_NOTICE_WORDS: dict[type, Callable[[Any], tuple[str, str]]] = {
+    Conflict: _conflict, Uninterpretable: _uninterpretable, Unidentified: _unidentified,
+    NotRetrieved: _not_retrieved, UnreachableKeys: _unreachable,
+}
+
+
+# --- patient-view -----------------------------------------------------------------------------
+
+def patient_summary_source() -> dict[str, Any]:
+    return {"label": "CPIC via pgx-cds", "url": "https://cpicpgx.org/guidelines/",
+            "topic": {"system": TOPIC_SYSTEM, "code": "patient-summary", "display": "Pharmacogenomic summary"}}
+
+
+def patient_summary(results: list[ActionableResult], drugs: list[str]) -> str:
+    """The actionable results, then the drugs they affect, as many as fit."""
+    names = [result_name(r.gene, r.interpretation.phenotype, r.allele_status) for r in results]
+    summary = fit_list("Pharmacogenomic results to act on: ", names) if names else \
+        "Active medications affected by pharmacogenomic results"
+    if not drugs:
+        return summary
+    longer = f"{summary}; affects {', '.join(drugs)}"
+    if len(longer) <= SUMMARY_LIMIT:
+        return longer
+    return fit_list(summary + "; affects ", drugs) if len(summary) + 20 <= SUMMARY_LIMIT else summary
+
+
+def patient_detail(results: list[ActionableResult], affected: list[AffectedDrug], kb_version: str) -> str:
+    lines = ["**Actionable pharmacogenomic results**", ""] + [line for r in results for line in _actionable_lines(r)]
+    if affected:
+        lines += ["", "**Active medications affected**", ""]
+        lines += [_affected_line(a.drug, s) for a in affected for s in a.statements if s.policy]
+    shown_sources = sorted({s.match.guideline.source for a in affected for s in a.statements} or {"CPIC"},
+                           key=lambda x: SOURCE_ORDER.get(x, 9))
+    lines += ["", f"Knowledge base version `{kb_version}`.", "", f"_{md_text(attribution(shown_sources))}_"]
+    return "\n".join(lines)
+
+
+def _actionable_lines(r: ActionableResult) -> list[str]:
+    interp = r.interpretation
+    diplotype = f"{md_data(interp.diplotype)} " if interp.diplotype else ""
+    lines = [f"- **{md_text(r.gene)}** {diplotype}— {md_text(interp.phenotype)}"]
+    if r.consultation:
+        lines.append(f"  - {md_text(r.consultation, indent='    ')}")
+    return lines
+
+
+def _affected_line(drug: str, s: Statement) -> str:
+    label = f" ({md_text(s.label)})" if s.label else ""
+    g = s.match.guideline
+    return (f"- **{md_text(drug)}**{label}: {md_text(s.recommendation.recommendation, indent='  ')} "
+            f"([{g.source}]({g.url}), {classification(s)})")
+
+
+# --- pre-test alerts --------------------------------------------------------------------------
+
+def genetic_test_name(gene: str, display: str | None) -> str:
+    return display or f"{gene} genotyping"
+
+
+def pretest_summary(drug: str, gene: str, test: str, template: str | None) -> str:
+    template = template or "{Drug}: no {gene} result on file — order {test} before prescribing"
+    summary = " ".join(template.format(Drug=drug.capitalize(), drug=drug, gene=gene, test=test).split())
+    if len(summary) > SUMMARY_LIMIT:
+        return f"{drug.capitalize()}: no {gene} result on file — test before prescribing"
+    return summary
+
+
+def pretest_detail(drug: str, gene: str, guideline: Guideline | None, rule_id: str, kb_version: str) -> str:
+    lines = [f"No {gene} result is on file for this patient. The drug label requires (or CPIC "
+             f"recommends) {gene} testing before {drug} is prescribed.", ""]
+    if guideline:
+        lines.append(f"**Guideline:** [{md_text(guideline.name)}]({guideline.url}).")
+    lines += [f"Rule `{rule_id}`; knowledge base version `{kb_version}`.", "", f"_{md_text(ATTRIBUTION)}_"]
+    return "\n".join(lines)
+
+
+def local_policy_source() -> dict[str, Any]:
+    return {"label": "pgx-cds local policy"}
+
+PRETEST_GUIDELINE_LINK = "CPIC guideline"
+
+
+# --- links and suggestions --------------------------------------------------------------------
+
+ANNOTATION_LINK = "PharmGKB guideline annotation"
+
+
+def guideline_link(g: Guideline) -> str:
+    return f"{g.source} guideline: {g.name.removeprefix(g.source + ' Guideline for ')}"
+
+
+def replace_label(drug: str, alternative: str, replaces: bool, whose: str | None) -> str:
+    """A suggestion's label; `whose`: the population whose advice it follows, when the statements differ by it."""
+    label = f"Replace {drug} with {alternative}" if replaces else f"Order {alternative} instead of {drug}"
+    return label + (f" — advice for {whose}" if whose else "")
+
+
+def create_description(name: str, dose: str | None = None) -> str:
+    return f"Create a draft order for {name}" + (f" with CPIC's dosing advice for this result: {dose}" if dose else "")
+
+
+def remove_description(drug: str) -> str:
+    return f"Remove the draft order for {drug}"
+
+
+def order_test_label(test: str) -> str:
+    return f"Order {test}"
 
 
 # --- CPIC's sentences -------------------------------------------------------------------------

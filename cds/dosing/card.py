@@ -36,5 +36,5 @@ def dose_card(kb: "KnowledgeBase", decision: DoseDecision, rule: "Rule | None") 
               "lookup_key": str(i.value) if i.value is not None else None,
               "source_ids": [s.strip() for s in (i.source or "").split(",") if s.strip()]}
              for i in decision.inputs if i.name in kb.genes]
-    return RenderedCard(card, rule.id if rule else "dosing", a.drug, a.guideline,
-                        guideline.version if guideline else None, a.id, facts, sources=["CPIC"])
+    return RenderedCard(card, rule.id if rule else "dosing", a.drug, [a.guideline],
+                        [guideline.version] if guideline else [], [a.id], facts, sources=["CPIC"])
