@@ -101,15 +101,15 @@ class Screener:
         self.priority_results = {(gene, r.result): r for gene, t in kb.genes.items() for r in t.results
                                  if r.is_priority}
 
-    def classification(self, recommendation_id: str) -> str:
-        """Each recommendation's grade, named by its source, in the order of `recommendation_id` (a
-        card resting on CPIC and DPWG joins its ids with " + "): "CPIC: Strong + DPWG: not graded".
+    def classification(self, recommendation_ids: list[str]) -> str:
+        """Each recommendation's grade, named by its source, in the order of `recommendation_ids` (a
+        card resting on CPIC and DPWG has both): "CPIC: Strong + DPWG: not graded".
         One row per card, not per source, so a row stays one card the service shows; the source
         prefix on every cell lets a pharmacist sort or filter the column without knowing which
         guideline each id belongs to. DPWG's export grades nothing in CPIC's terms ("N/A"); a
         population other than general is named by CPIC's code, as the card's statements are."""
         parts = []
-        for rid in recommendation_id.split(" + "):
+        for rid in recommendation_ids:
             rec, source = self.recommendations.get(rid), self.sources.get(rid, "")
             if rec is None:
                 parts.append(f"{rid}: not in this knowledge base")
@@ -267,7 +267,7 @@ class Screener:
                     actionable_genes.update(genes)
                     rows["actionable"].append([
                         label, card.drug, ";".join(genes), ";".join(str(f["phenotype"]) for f in card.facts),
-                        self.classification(card.recommendation_id) if card.recommendation_id not in self.dosing
+                        self.classification(card.audited_recommendation_ids) if card.recommendation_id not in self.dosing
                         else "CPIC: genotype-guided dose", card.recommendation_id, card.rule_id, card.indicator,
                         card.guideline_id or "", text, card.card["summary"]])
                     result.drugs[card.drug] += 1
