@@ -370,7 +370,8 @@ def _uninterpretable(n: Uninterpretable) -> tuple[str, str]:
 def _unidentified(n: Unidentified) -> tuple[str, str]:
     named = " and ".join(n.named)
     return (f"Order could not be identified: its codes name {named} — pharmacogenomic check not done",
-            f"The order \"{n.shown}\" ({', '.join(n.codes) or 'no code'}) names different drugs ({named}), so it "
+            f"The order \"{md_data(n.shown)}\" ({', '.join(md_data(c) for c in n.codes) or 'no code'}) names different "
+            f"drugs ({named}), so it "
             "was not matched to either and no genotype-based advice was given. Check which drug is meant; "
             "the pharmacogenomic check runs when the order names one.")
 

@@ -43,3 +43,23 @@ def test_conflicting_results_with_hostile_ids(service):
     for card in cards:
         assert not {"img", "script"} & set(elements(card["detail"]))
         assert "&lt;img src=x" in RAW_HTML_ON.render(card["detail"])
+
+
+def test_an_unidentified_orders_hostile_text_and_codes_stay_text(service):
+    """The order-not-identified notice quotes what was ordered (its text and codes) from the request."""
+    def notice_for(text: str) -> dict:
+        ambiguous = order("clopidogrel", mid="mr-ambiguous")
+        concept = ambiguous["medicationCodeableConcept"]
+        concept["coding"].append({"system": concept["coding"][0]["system"], "code": "36567", "display": "simvastatin"})
+        concept["coding"].append({"system": "urn:oid:1.2.3", "code": text})
+        concept["text"] = text
+        cards = service.call("pgx-order-sign", order_sign(ambiguous, genomics=[genotype("CYP2C19", "*2/*2")])).json()
+        (card,) = [c for c in cards["cards"] if c["source"].get("topic", {}).get("code") == "order-not-identified"]
+        return card
+
+    baseline = sorted(elements(notice_for("clopidogrel or simvastatin")["detail"]))
+    for hostile in HOSTILE:
+        card = notice_for(hostile)
+        html = RAW_HTML_ON.render(card["detail"])
+        assert sorted(elements(card["detail"])) == baseline, (hostile, html)
+        assert "evil.example" not in "".join(re.findall(r'href="([^"]+)"', html))
