@@ -10,7 +10,7 @@ PORT ?= 8080
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python -m compileall -q cds   # an editable install compiles nothing; an installed wheel is compiled
 	touch $@
 
@@ -30,7 +30,7 @@ bench: $(BIN)/.installed
 # exact version (the lock that `make`, Docker and CI install with).
 constraints:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet --upgrade pip && .venv-lock/bin/pip install --quiet '.[test]'
+	.venv-lock/bin/pip install --quiet --upgrade pip && .venv-lock/bin/pip install --quiet '.[test,bench,s3]'
 	{ echo "# Exact versions of every dependency (make constraints regenerates it from pyproject.toml)."; \
 	  .venv-lock/bin/pip freeze --all | grep -v -i '^pgx-cds'; } > constraints.txt
 	rm -rf .venv-lock

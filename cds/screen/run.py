@@ -141,7 +141,11 @@ class _DaskRunner:
     a shared filesystem, or object storage by URL."""
 
     def __init__(self, workers: int, address: str | None):
-        from distributed import Client, LocalCluster
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as err:    # the service installs without the dask extra
+            raise CdsError("--engine dask needs dask.distributed, which this installation lacks: "
+                           "pip install 'pgx-cds[dask]'") from err
 
         self.cluster = None
         if address:

@@ -122,3 +122,54 @@ def test_the_image_install_steps_work_in_a_clean_venv(tmp_path: Path) -> None:
     assert result.stdout.startswith("OK: "), result.stdout
     served = subprocess.run([str(tmp_path / "venv" / "bin" / "cds"), "--version"], capture_output=True, text=True)
     assert served.stdout.startswith("pgx-cds ")
+
+
+def test_every_module_the_package_imports_is_a_declared_dependency() -> None:
+    """An import that works only because another package happens to pull it in breaks the day that
+    package stops; every third-party module cds/ imports is declared (core, or the extra that needs it)."""
+    import ast
+    import importlib.metadata
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {_normal(d.partition("==")[0].split("[")[0]) for d in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {_normal(d.partition("==")[0].split("[")[0]) for d in extra}
+    distributions = importlib.metadata.packages_distributions()
+    undeclared = set()
+    for path in (REPO / "cds").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top == "cds":
+                    continue
+                if not any(_normal(d) in declared for d in distributions.get(top, [top])):
+                    undeclared.add(f"{top} ({path.relative_to(REPO)})")
+    assert not undeclared, f"imported but not declared in pyproject.toml: {sorted(undeclared)}"
+
+
+def test_python_dash_m_cds_is_the_command_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "cds", "--version"], capture_output=True, text=True,
+                            cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("pgx-cds ")
+
+
+def test_screening_on_dask_without_the_dask_extra_says_which_extra_to_install(tmp_path: Path) -> None:
+    """The service installs without dask; `--engine dask` there is a sentence, not a traceback.
+    (distributed is made unimportable in the child, as it is where the extra was not installed.)"""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "Patient.ndjson").write_text('{"resourceType": "Patient", "id": "p1"}\n')
+    code = ("import sys; sys.modules['distributed'] = None; from cds.cli import main; "
+            f"sys.exit(main(['screen', {str(tmp_path / 'in')!r}, '--out', {str(tmp_path / 'out')!r}, "
+            "'--engine', 'dask']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "pgx-cds[dask]" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
