@@ -29,7 +29,7 @@ def service_url(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fhir-e2e")
     store = Store.open(f"sqlite:///{root / 'audit.sqlite3'}", spool_dir=root / "spool", audit_key="k" * 32)
-    app = create_app(Settings(auth_mode="off", fhir_timeout=0.5, fhir_budget=1.0), store=store)
+    app = create_app(Settings(auth_mode="off", fhir_timeout=2.0, fhir_budget=4.0), store=store)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -104,7 +104,7 @@ def live(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fuzz")
     store = Store.open(f"sqlite:///{root / 'audit.sqlite3'}", spool_dir=root / "spool", audit_key="k" * 32)
-    server = LiveServer(create_app(Settings(auth_mode="off", fhir_timeout=0.5, fhir_budget=1.0), store=store))
+    server = LiveServer(create_app(Settings(auth_mode="off", fhir_timeout=2.0, fhir_budget=4.0), store=store))
     yield server
     server.stop()
     store.close()

@@ -40,7 +40,7 @@ def live(tmp_path_factory):
     root = tmp_path_factory.mktemp("issue10")
     url = f"sqlite:///{root / 'audit.sqlite3'}"
     store = Store.open(url, spool_dir=root / "spool", audit_key="k" * 32)
-    server = LiveServer(create_app(Settings(auth_mode="off", fhir_timeout=0.5, fhir_budget=1.0), store=store))
+    server = LiveServer(create_app(Settings(auth_mode="off", fhir_timeout=2.0, fhir_budget=4.0), store=store))
     server.db = create_engine(url)
     yield server
     server.stop()

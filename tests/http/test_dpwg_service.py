@@ -54,7 +54,7 @@ def both(tmp_path_factory):
         shutil.copytree(REPO / part, root / part)
     shutil.copy(REPO / "config" / "policy-examples" / "dpwg-beside-cpic.yaml", root / "rules" / "default.yaml")
     store = Store.open(f"sqlite:///{root / 'audit.sqlite3'}", spool_dir=root / "spool", audit_key="k" * 32)
-    app = create_app(Settings(auth_mode="off", knowledge_dir=root, fhir_timeout=0.5, fhir_budget=1.0), store=store)
+    app = create_app(Settings(auth_mode="off", knowledge_dir=root, fhir_timeout=2.0, fhir_budget=4.0), store=store)
     live = LiveServer(app)
     live.audit_db = root / "audit.sqlite3"
     live.store = store

@@ -277,9 +277,10 @@ def test_a_medication_reference_is_resolved_from_the_fhir_server(service, fhir_s
 
 # --- 6. bounded ---------------------------------------------------------------------------------
 
-def test_a_fhir_server_that_never_accepts_the_connection_is_bounded(service):
+def test_a_fhir_server_that_never_accepts_the_connection_is_bounded(budgeted_service):
     """A listening socket whose backlog is full: the kernel drops further SYNs, so connect() hangs (a
     black-holed host). The call is answered within the budget with the card that says so."""
+    service = budgeted_service
     import socket as sockets
 
     blackhole = sockets.socket()
@@ -310,8 +311,9 @@ def test_a_fhir_server_that_never_accepts_the_connection_is_bounded(service):
 # --- 7. size --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_a_huge_fhir_response_is_a_check_not_completed_within_the_budget(service, fhir_server, chunked):
+def test_a_huge_fhir_response_is_a_check_not_completed_within_the_budget(budgeted_service, fhir_server, chunked):
     """Issue 12 item 3: a 50 MB Bundle (declared, or streamed without a length) is abandoned at the limit."""
+    service = budgeted_service
     fhir_server.misbehave("huge", only="Observation", size=50 * 1024 * 1024, chunked=chunked)
     body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
     started = time.monotonic()
@@ -321,8 +323,9 @@ def test_a_huge_fhir_response_is_a_check_not_completed_within_the_budget(service
     assert any("byte limit" in e for e in audited_errors(service, body))
 
 
-def test_a_compressed_answer_is_limited_by_its_inflated_size(service, fhir_server):
+def test_a_compressed_answer_is_limited_by_its_inflated_size(budgeted_service, fhir_server):
     """A few hundred kB of gzip that inflate to 200 MB: the limit counts the bytes after decoding."""
+    service = budgeted_service
     fhir_server.misbehave("gzip-bomb", only="Observation", size=200 * 1024 * 1024)
     body = hook_request("order-sign", medication_request("clopidogrel"), fhirServer=fhir_server.url)
     started = time.monotonic()

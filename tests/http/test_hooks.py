@@ -126,7 +126,8 @@ def test_prefetch_null_means_no_data_not_an_error(service):
 
 
 @pytest.mark.parametrize("failure", ["timeout", "http-500"])
-def test_a_failing_fhir_server_degrades_the_answer_within_the_budget(service, fhir_server, failure):
+def test_a_failing_fhir_server_degrades_the_answer_within_the_budget(budgeted_service, fhir_server, failure):
+    service = budgeted_service
     if failure == "timeout":
         fhir_server.misbehave("delay", seconds=3.0)   # service: 0.5 s per request, 1.0 s budget
     else:
