@@ -14,23 +14,15 @@ from cds.facts import GenomicResult
 from cds.genotype import Interpretation
 from cds.ids import new_uuid
 from cds.knowledge.models import Alternative, Guideline
+from cds.override_reasons import OVERRIDE_REASONS, PRIVATE_SYSTEM
 
 from . import text
 from .model import OrderRef
 from .text import SMART_LINK_LABEL, sentences
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-OVERRIDE_SYSTEM = "urn:pgx-cds:override-reason"
-OVERRIDE_REASONS = [
-    {"system": OVERRIDE_SYSTEM, "code": "tolerated-before",
-     "display": "Patient has taken this drug before without problems"},
-    {"system": OVERRIDE_SYSTEM, "code": "will-monitor", "display": "Will monitor response or drug levels"},
-    {"system": OVERRIDE_SYSTEM, "code": "result-disputed", "display": "Genotype result disputed or outdated"},
-    {"system": OVERRIDE_SYSTEM, "code": "benefit-outweighs-risk",
-     "display": "Benefit outweighs risk; no suitable alternative"},
-    {"system": OVERRIDE_SYSTEM, "code": "not-applicable",
-     "display": "Recommendation does not apply to this indication"},
-]
+# The override reasons a card offers: ours and HL7's non-adherence reason codes (cds/override_reasons.py).
+OVERRIDE_SYSTEM = PRIVATE_SYSTEM
 
 _DOSE = re.compile(r"\d\s*(mg|µg|μg|mcg|g)\b", re.IGNORECASE)
 

@@ -6,6 +6,8 @@ The specification (https://cds-hooks.hl7.org/2.0/#feedback): the request body is
   outcome            REQUIRED  "accepted" or "overridden"
   acceptedSuggestions CONDITIONAL  [{ "id": suggestion uuid }], required for accepted outcomes
   overrideReason     OPTIONAL  { reason: Coding (code and system REQUIRED, display), userComment }
+                               (a code of our own system or of HL7's non-adherence reason codes must be
+                               one of that system's codes: cds/override_reasons.py; other systems as sent)
   outcomeTimestamp   REQUIRED  ISO timestamp in UTC when the action was taken
 A client may send feedback for the same card more than once; each item is kept.
 """
@@ -15,6 +17,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from cds.override_reasons import unknown_code_problem
 from cds.store.errors import InvalidFeedback
 from cds.store.records import ENTRY_VERSION, utc
 
@@ -75,6 +78,9 @@ def _entry(service_id: str, item: Any, where: str, received: str) -> dict:
             if not isinstance(reason_code, str) or not reason_code or not isinstance(reason_system, str) \
                     or not reason_system:
                 raise InvalidFeedback(f"{where}.overrideReason.reason needs both 'code' and 'system'")
+            unknown = unknown_code_problem(reason_system, reason_code)
+            if unknown:
+                raise InvalidFeedback(f"{where}.overrideReason.reason: {unknown}")
             display = reason.get("display")
             reason_display = display if isinstance(display, str) else None
         comment = override.get("userComment")

@@ -7,7 +7,9 @@ Counting rules (also in docs/governance.md):
     clients do not report ignored cards);
   - rates are over the cards issued: acceptance_rate = accepted / alerts, override_rate =
     overridden / alerts (None when a rule issued no card);
-  - top override reasons count overridden cards by their latest reason Coding (system, code);
+  - top override reasons count overridden cards by their latest reason Coding (system, code), each
+    with its counterpart in the other system (ours ↔ HL7 non-adherence reason codes, where one
+    matches); `override_reasons_hl7` counts them all by HL7 code, ours mapped (cds/override_reasons.py);
   - rules that never fired: every rule id the caller names that issued no card in the period;
   - orders we could not identify: each unresolved order of a call counts once under what was ordered
     (code and system, or the text alone) and why it stayed unresolved;
@@ -27,6 +29,7 @@ from sqlalchemy import Connection, func, select
 
 from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
 from cds.errors import CdsError
+from cds.override_reasons import HL7_CODES, HL7_SYSTEM, both_codes
 from cds.store.records import utc
 from cds.store.schema import call_table, card_table, feedback_table
 from cds.store.screening import recent_runs
@@ -60,16 +63,17 @@ def build_report(conn: Connection, since: datetime | None, all_rule_ids: Iterabl
             .where(*in_period).group_by(card_table.c.rule_id, latest.c.outcome)):
         outcomes.setdefault(rule_id, Counter())[outcome] = count
 
-    reasons = [
-        {"system": system, "code": code, "display": display if code else NO_REASON, "count": count}
+    all_reasons = [
+        {"system": system, "code": code, "display": display if code else NO_REASON, "count": count,
+         **_equivalents(system, code)}
         for system, code, display, count in conn.execute(
             select(latest.c.reason_system, latest.c.reason_code, func.max(latest.c.reason_display),
                    func.count().label("n"))
             .select_from(cards_with_outcome).where(*in_period, latest.c.outcome == "overridden")
             .group_by(latest.c.reason_system, latest.c.reason_code)
-            .order_by(func.count().desc(), latest.c.reason_system, latest.c.reason_code)
-            .limit(TOP_REASONS))
+            .order_by(func.count().desc(), latest.c.reason_system, latest.c.reason_code))
     ]
+    reasons = all_reasons[:TOP_REASONS]
 
     known_rules = set(all_rule_ids)
     rules = []
@@ -94,9 +98,33 @@ def build_report(conn: Connection, since: datetime | None, all_rule_ids: Iterabl
         "cards": sum(alerts.values()),
         "rules": rules,
         "top_override_reasons": reasons,
+        "override_reasons_hl7": _as_hl7(all_reasons),
         "never_fired": sorted(known_rules - set(alerts)),
         "screening_runs": recent_runs(conn, since),
     }
+
+
+def _equivalents(system: str | None, code: str | None) -> dict:
+    """A reason's code in the other of our two systems: ours (`private_code`) and HL7's non-adherence
+    reason code (`hl7_code`), None where the reason has none (cds/override_reasons.py)."""
+    both = both_codes(system, code)
+    return {"private_code": both.private if both else None, "hl7_code": both.hl7 if both else None}
+
+
+def _as_hl7(reasons: list[dict]) -> list[dict]:
+    """Overridden cards counted by HL7 non-adherence reason (ours mapped one to one where they match);
+    a reason without an HL7 counterpart counts under its own system and code."""
+    counts: Counter = Counter()
+    for r in reasons:
+        key = (HL7_SYSTEM, r["hl7_code"]) if r["hl7_code"] else (r["system"], r["code"])
+        counts[key] += r["count"]
+    out = []
+    for (system, code), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][0] or "", kv[0][1] or "")):
+        display = HL7_CODES[code] if system == HL7_SYSTEM else \
+            next((r["display"] for r in reasons if (r["system"], r["code"]) == (system, code)), None)
+        out.append({"system": system, "code": code, "display": display, "count": n,
+                    "standard": system == HL7_SYSTEM})
+    return out
 
 
 def _call_summary(conn: Connection, in_period: list) -> dict:
@@ -225,8 +253,13 @@ def _table(report: dict) -> str:
     lines += _grid(header, rows) if rows else ["no cards issued in this period"]
     lines += ["", "top override reasons:"]
     lines += [f"  {r['count']:>6}  {r['display'] or r['code']}"
-              + (f"  ({r['system']}|{r['code']})" if r["code"] else "")
+              + (f"  ({r['system']}|{r['code']})" if r["code"] else "") + _counterpart(r)
               for r in report["top_override_reasons"]] or ["  none"]
+    if any(r["code"] for r in report.get("override_reasons_hl7", [])):
+        lines += ["", "override reasons as HL7 non-adherence reasons (ours mapped where one matches):"]
+        lines += [f"  {r['count']:>6}  {r['display'] or r['code']}  "
+                  + (f"(HL7 {r['code']})" if r["standard"] else f"(no HL7 equivalent: {r['system']}|{r['code']})")
+                  for r in report["override_reasons_hl7"] if r["code"]]
     if report["top_unresolved_drugs"]:
         lines += ["", f"orders we could not identify, by code/system ({report.get('unresolved_orders', 0)} orders):"]
         lines += [f"  {d['count']:>6}  {d['drug']}" for d in report["top_unresolved_drugs"]]
@@ -248,6 +281,14 @@ def _table(report: dict) -> str:
     else:
         lines += ["  none"]
     return "\n".join(lines) + "\n"
+
+
+def _counterpart(reason: dict) -> str:
+    if reason.get("system") == HL7_SYSTEM and reason.get("private_code"):
+        return f"  = ours: {reason['private_code']}"
+    if reason.get("system") != HL7_SYSTEM and reason.get("hl7_code"):
+        return f"  = HL7: {reason['hl7_code']}"
+    return ""
 
 
 def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:

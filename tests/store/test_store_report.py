@@ -77,8 +77,10 @@ def test_report_counts_and_rates(report_store):
     assert by_rule["cpic-warfarin"]["alerts"] == 0 and by_rule["cpic-warfarin"]["acceptance_rate"] is None
     assert [r["rule_id"] for r in report["rules"]][:2] == ["cpic-clopidogrel", "cpic-codeine"]
     assert report["top_override_reasons"] == [
-        {"system": R1["system"], "code": "tolerated", "display": "Previously tolerated", "count": 2},
-        {"system": None, "code": None, "display": "(no reason given)", "count": 1},
+        {"system": R1["system"], "code": "tolerated", "display": "Previously tolerated", "count": 2,
+         "private_code": None, "hl7_code": None},
+        {"system": None, "code": None, "display": "(no reason given)", "count": 1,
+         "private_code": None, "hl7_code": None},
     ]
     assert report["never_fired"] == ["cpic-warfarin", "old-rule"]
 
