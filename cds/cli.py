@@ -44,9 +44,9 @@ def _load_engine(path: str | None):
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from cds.explain import explain, to_json, to_text
+    from cds.explain import drugs_with_advice, explain, pharmcat_text, to_json, to_text
 
-    if not args.drug:
+    if not args.drug and not args.pharmcat:
         raise CdsError("give at least one --drug")
     from cds.sources import parse_source_option
 
@@ -54,17 +54,33 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     sources = parse_source_option(args.source) if args.source else None
     engine = _load_engine(args.knowledge)
-    evaluation = explain(engine, args.genotype or [], args.drug, args.population, sources)
+    reading = _read_pharmcat(engine, args.pharmcat) if args.pharmcat else None
+    statements = reading.interpretations if reading else None
+    drugs = args.drug or drugs_with_advice(engine, statements or {})
+    evaluation = explain(engine, args.genotype or [], drugs, args.population, sources, statements)
     stated = StatedClinical(args.age, args.height, args.weight, args.race, args.medication)
     dose_decisions = doses(engine, evaluation, stated)
     if args.json:
         out = to_json(evaluation)
         if dose_decisions:
             out["doses"] = [dose_json(d) for d in dose_decisions]
+        if reading:
+            from cds.pharmcat.present import results_json
+            out["pharmcat"] = results_json(reading.results, reading.notes)
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
+        if reading:
+            from cds.pharmcat.present import calls_json
+            print(pharmcat_text(calls_json(reading.results), reading.results.method, reading.notes) + "\n")
         print("\n".join([to_text(evaluation), *[line for d in dose_decisions for line in dose_text(d)]]))
     return 0
+
+
+def _read_pharmcat(engine, path: str):
+    from cds.pharmcat.interpret import interpret_calls
+    from cds.pharmcat.read import read_pharmcat
+
+    return interpret_calls(engine.kb.interpreters, read_pharmcat(path))
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -161,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--genotype", action="append", metavar="GENE=VALUE",
                    help="a diplotype (CYP2C19='*2/*17'), phenotype ('Poor Metabolizer'), activity score "
                         "(CYP2D6=score:1.0) or HLA status (HLA-B='*57:01 positive'); repeatable")
+    p.add_argument("--pharmcat", metavar="FILE",
+                   help="PharmCAT's calls: a *.phenotype.json, *.report.json or outside-call TSV, read as PharmCAT "
+                        "called each gene (without --drug: every drug the called genes affect)")
     p.add_argument("--drug", action="append", help="drug ingredient name or RxNorm code; repeatable")
     p.add_argument("--population", help="guideline population, e.g. 'CVI ACS PCI' (default: all)")
     p.add_argument("--source", help="guideline source: cpic, dpwg or all (default: the sources the rules policy selects)")

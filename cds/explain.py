@@ -6,12 +6,12 @@ the drugs, and present the result as text or as the JSON shape documented in the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from cds.dosing.calculate import DoseDecision
 from cds.engine import Engine, Evaluation
 from cds.errors import CdsError
-from cds.genotype import Interpretation, interpret_value
+from cds.genotype import Interpretation, attribute_gene, interpret_value
 
 
 def parse_genotype_args(engine: Engine, statements: Iterable[str]) -> dict[str, list[Interpretation]]:
@@ -35,9 +35,22 @@ def _gene_name(engine: Engine, gene: str) -> str:
 
 
 def explain(engine: Engine, genotypes: Iterable[str], drugs: Iterable[str], population: str | None = None,
-            sources: Iterable[str] | None = None) -> Evaluation:
-    """`sources`: guideline sources to show (CPIC, DPWG); None: those the site's policy selects."""
-    return engine.evaluate(parse_genotype_args(engine, genotypes), list(drugs), population, sources=sources)
+            sources: Iterable[str] | None = None,
+            statements: Mapping[str, list[Interpretation]] | None = None) -> Evaluation:
+    """`sources`: guideline sources to show (CPIC, DPWG); None: those the site's policy selects.
+    `statements`: results already read (e.g. a PharmCAT file: cds.pharmcat), beside the typed ones."""
+    genes = parse_genotype_args(engine, genotypes)
+    for gene, items in (statements or {}).items():
+        genes.setdefault(gene, []).extend(items)
+    return engine.evaluate(genes, list(drugs), population, sources=sources)
+
+
+def drugs_with_advice(engine: Engine, genes: Iterable[str]) -> list[str]:
+    """Every drug of the knowledge base whose recommendations read one of `genes` (`--pharmcat` without
+    `--drug`: all the drugs a lab's results may affect)."""
+    wanted = set(genes)
+    return sorted({plan.drug for plan in engine.compiled.drugs.values()
+                   if plan.matches and any(attribute_gene(a) in wanted for a in plan.attributes)})
 
 
 @dataclass
@@ -149,6 +162,22 @@ def _conflict_message(gene: str) -> str:
 
 def _citation(guideline) -> str:
     return guideline.reference()
+
+
+def pharmcat_text(calls: list[dict[str, Any]], method: str, notes: list[str]) -> str:
+    """The calls of a PharmCAT file as PharmCAT made them (cds.pharmcat.present.calls_json), then what
+    was not used and why."""
+    lines = [f"PharmCAT calls ({method})"]
+    for c in calls:
+        said = c["activity_score"] and f"activity score {c['activity_score']}" or ", ".join(c["phenotypes"])
+        parts = [f"  {c['gene']:8}", c["diplotype"] or "—", f"[{c['call_source']}]", c["status"]]
+        if said and c["status"] == "called":
+            parts.append(f"→ {said}")
+        if c.get("reason"):
+            parts.append(f"— {c['reason']}")
+        lines.append(" ".join(parts))
+    lines += [f"  note: {n}" for n in notes]
+    return "\n".join(lines)
 
 
 def to_text(evaluation: Evaluation) -> str:

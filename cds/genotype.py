@@ -288,6 +288,11 @@ class GeneInterpreter:
         name = self._genotype_names.get(pair, pair)
         return Interpretation(self.gene, name, {self.gene: name}, diplotype=pair, source_ids=source_ids)
 
+    def indeterminate(self, reason: str, diplotype: str | None = None, source_ids: tuple[str, ...] = ()) -> Interpretation:
+        """A result this gene's table is given no phenotype for, with why (e.g. a caller that could not
+        decide between diplotypes): the lookup value CPIC keys such results by, as for any other."""
+        return self._indeterminate(diplotype, reason, source_ids)
+
     # --- helpers ----------------------------------------------------------------------------------
 
     def _split(self, text: str) -> tuple[list[str], str | None]:
