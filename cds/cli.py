@@ -58,6 +58,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     statements = reading.interpretations if reading else None
     drugs = args.drug or drugs_with_advice(engine, statements or {})
     evaluation = explain(engine, args.genotype or [], drugs, args.population, sources, statements)
+    if args.fhir:
+        from cds.fhir.interpretation import interpretation_resources
+
+        resources = interpretation_resources(engine.kb, evaluation, scope=args.patient or "explain",
+                                             patient_ref=f"Patient/{args.patient}" if args.patient else None,
+                                             as_bundle=True)
+        print(json.dumps(resources.bundle(), indent=2, ensure_ascii=False))
+        return 0
     stated = StatedClinical(args.age, args.height, args.weight, args.race, args.medication)
     dose_decisions = doses(engine, evaluation, stated)
     if args.json:
@@ -81,6 +89,21 @@ def _read_pharmcat(engine, path: str):
     from cds.pharmcat.read import read_pharmcat
 
     return interpret_calls(engine.kb.interpreters, read_pharmcat(path))
+
+
+def _cmd_convert_pharmcat(args: argparse.Namespace) -> int:
+    from cds.ndjson_out import write_ndjson
+    from cds.pharmcat.fhir import pharmcat_resources
+    from cds.pharmcat.read import read_pharmcat
+
+    if not args.patient.strip() or "/" in args.patient:
+        raise CdsError("--patient is the Patient's id on the FHIR server (e.g. 123), not a reference")
+    conversion = pharmcat_resources(read_pharmcat(args.file), args.patient.strip(), lab=args.lab)
+    count = write_ndjson(Path(args.out), conversion.resources)
+    print(f"wrote {count} Observation(s) for Patient/{args.patient.strip()} to {args.out}")
+    for line in conversion.not_written:
+        print(f"  not written: {line}")
+    return 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -184,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--population", help="guideline population, e.g. 'CVI ACS PCI' (default: all)")
     p.add_argument("--source", help="guideline source: cpic, dpwg or all (default: the sources the rules policy selects)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--fhir", action="store_true",
+                   help="print the interpretation as a FHIR R4 Bundle of HL7 Genomics Reporting (STU3) resources")
+    p.add_argument("--patient", metavar="ID", help="with --fhir: the resources' subject, Patient/ID")
     p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
     p.add_argument("--age", type=int, help="age in years, for a drug with a dosing algorithm (warfarin)")
     p.add_argument("--height", type=float, help="body height in cm")
@@ -216,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cds.store.cli import register as register_store_commands
     register_store_commands(sub)
+
+    p = sub.add_parser("convert", help="write a laboratory's results as FHIR (HL7 Genomics Reporting STU3) NDJSON")
+    csub = p.add_subparsers(dest="source", required=True)
+    c = csub.add_parser("pharmcat", help="PharmCAT's *.phenotype.json, *.report.json or outside-call TSV → "
+                                         "genotype Observations, as PharmCAT called each gene")
+    c.add_argument("file")
+    c.add_argument("--patient", required=True, metavar="ID", help="the Patient's id on the FHIR server (subject Patient/ID)")
+    c.add_argument("--out", required=True, metavar="FILE.ndjson", help="where to write the Observations, one per line")
+    c.add_argument("--lab", help="the performing laboratory's name (Observation.performer)")
+    c.set_defaults(func=_cmd_convert_pharmcat)
 
     p = sub.add_parser("import", help="generate guidelines/ YAML from an external source")
     isub = p.add_subparsers(dest="source", required=True)

@@ -28,7 +28,7 @@ _engine_ids = itertools.count(1)
 # crashes (double free) when the state of a session whose fact no rule matched is deleted, and never
 # frees that state otherwise; with the marker rule every fact is handled and its state can be deleted.
 _MARKER = ("pgx_fact", "drug-order")
-_STATED_ORDER = {"diplotype": 0, "activity score": 1, "allele status": 2, "phenotype": 3}
+STATED_ORDER = {"diplotype": 0, "activity score": 1, "allele status": 2, "phenotype": 3}   # most specific first
 
 
 def _ignore(_closure) -> None:
@@ -273,7 +273,7 @@ class Engine:
         conflicting = dict(conflicts or {})
         interpretations = {}
         for gene, items in genotypes.items():
-            items = sorted(items, key=lambda i: _STATED_ORDER.get(i.stated_as, 9))
+            items = sorted(items, key=lambda i: STATED_ORDER.get(i.stated_as, 9))
             if len(items) > 1 and disagree(items):
                 conflicting[gene] = [describe(i) for i in items]
             elif gene not in conflicting:

@@ -31,6 +31,7 @@ class GenomicResult:
     effective: datetime | None = None        # effective[x] or issued: decides which result is newest
     text: str | None = None                  # the original display/text, for cards and audit
     performer: str | None = None             # performing laboratory's name (Observation.performer), for cards
+    reason: str | None = None                # why its source calls it Indeterminate (phenotype "Indeterminate")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any, Iterable
 
 from cds.cards import CardRenderer, OrderRef, RenderedCard
-from cds.engine import Engine, Evaluation, withhold_conflicting
+from cds.engine import STATED_ORDER, Engine, Evaluation, withhold_conflicting
 from cds.errors import CdsError
 from cds.facts import GenomicResult, MedicationOrder
 from cds.fhir.genomics import read_genomic_results
@@ -69,6 +69,8 @@ def _interpret(engine: Engine, result: GenomicResult, problems: list[str] | None
             return interpreter.from_score(result.activity_score, ids)
         if result.allele and result.allele_present is not None:
             return interpreter.from_allele_status(result.allele, result.allele_present, ids)
+        if result.phenotype and result.reason:   # its source says why it is Indeterminate: keep the why
+            return interpreter.indeterminate(result.reason, result.text, ids)
         if result.phenotype:
             return interpreter.from_phenotype(result.phenotype, ids)
     except CdsError as err:
@@ -116,7 +118,9 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
             # e.g. a genotype of *1/*1 beside a reported "Poor Metabolizer": the lab contradicts itself
             facts.conflicts[gene] = sorted({s for i in interpretations for s in i.source_ids} or {"(no id)"})
             continue
-        facts.interpretations[gene] = interpretations
+        # the most specific statement first (a diplotype before a phenotype stated beside it), as the engine
+        # orders them, so whoever shows "the" result of a gene shows the same one whatever the input order
+        facts.interpretations[gene] = sorted(interpretations, key=lambda i: STATED_ORDER.get(i.stated_as, 9))
     return facts
 
 

@@ -345,12 +345,23 @@ class GenomicReader:
 
     def _read_one(self, obs: _Obs, observations: dict[int, _Obs], index: Index, report_dates, out, haplotypes) -> None:
         status = obs.res.get("status") if isinstance(obs.res.get("status"), str) else None
+        if obs.kind == "therapeutic-implication" and obs.gene is None and self._per_gene(obs, report_dates, out):
+            return
         if obs.kind in ("therapeutic-implication", "phenotype") and obs.gene is None and obs.gene_problem is None:
             self._gene_from_parents(obs, observations, index)
         if obs.gene is None:
             self._skip(out, f"{obs.rid}: {obs.gene_problem or 'no gene stated'}", obs)
             return
         gene = obs.gene
+        stated_indeterminate = _stated_indeterminate(obs.res)
+        if stated_indeterminate is not None:
+            # Its source says it is Indeterminate (interpretation IND) and why, in a note (what pgx-cds
+            # writes for a caller's ambiguous or combination call): that, not our reading of the value.
+            out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, phenotype="Indeterminate",
+                                             effective=self._effective(obs, report_dates, out),
+                                             text=next((t for _, t in self._candidates(obs.res)), None),
+                                             performer=performer_of(obs.res), reason=stated_indeterminate))
+            return
         if obs.kind == "haplotype":
             allele, text, problem = self._haplotype_value(obs)
             if problem:
@@ -365,7 +376,13 @@ class GenomicReader:
         elif obs.kind == "therapeutic-implication":
             parts = [c for c in as_list(obs.res.get("component"))
                      if isinstance(c, dict) and any(k in self.m.phenotype_components for k in concept_keys(c.get("code")))]
-            fact, text, problem = self._phenotype_value(parts + [obs.res], gene)
+            fact, text, problem = self._implied_status(parts[:1], gene) if gene in self.m.allele_status_genes \
+                else (None, None, "not an allele-status gene")
+            if fact is not None:                              # "HLA-B *57:01 positive", one result per allele
+                for part in parts[1:]:
+                    self._implication_status(obs, part, gene, status, report_dates, out)
+            else:
+                fact, text, problem = self._phenotype_value(parts + [obs.res], gene)
         else:
             fact, text, problem = self._lab_value(obs, gene)
         if problem:
@@ -384,6 +401,36 @@ class GenomicReader:
             return
         out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text,
                                          performer=performer_of(obs.res), **fact))
+
+    def _per_gene(self, obs: _Obs, report_dates, out: GenomicReading) -> bool:
+        """An implication over several genes whose phenotype components each begin with their gene
+        ("CYP2D6 Poor Metabolizer", "HLA-B *15:02 negative"): each read for its gene. False (nothing
+        read) unless there are several genes and every such component names exactly one and reads."""
+        parts = [c for c in as_list(obs.res.get("component"))
+                 if isinstance(c, dict) and any(k in self.m.phenotype_components for k in concept_keys(c.get("code")))]
+        read: list[tuple[str, dict, str]] = []
+        for part in parts:
+            texts = concept_texts(part.get("valueCodeableConcept"))
+            named = {self.m.gene_by_folded_symbol[m.group(1).casefold()]
+                     for t in texts if (m := self.m.gene_symbol_pattern.match(t))}
+            if len(named) != 1:
+                return False
+            gene = next(iter(named))
+            if gene in self.m.allele_status_genes:
+                fact, text, problem = self._implied_status([part], gene)
+            else:
+                fact, text, problem = self._phenotype_value([part], gene)
+            if problem or fact is None:
+                return False
+            read.append((gene, fact, text or ""))
+        if len({gene for gene, _, _ in read}) < 2:
+            return False          # one gene: read as any implication (its gene from what it derives from)
+        status = obs.res.get("status") if isinstance(obs.res.get("status"), str) else None
+        when = self._effective(obs, report_dates, out)
+        for gene, fact, text in read:
+            out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text,
+                                             performer=performer_of(obs.res), **fact))
+        return True
 
     def _gene_from_parents(self, obs: _Obs, observations: dict[int, _Obs], index: Index) -> None:
         """A therapeutic implication names no gene: take it from the results it is derived from, when
@@ -477,6 +524,29 @@ class GenomicReader:
                 problems.append(problem)
         fact, text, problem = self._one(readings, problems, "haplotype")
         return (fact["allele"], text, None) if fact else (None, None, problem)
+
+    def _implication_status(self, obs: _Obs, part: dict, gene: str, status: str | None, report_dates,
+                            out: GenomicReading) -> None:
+        """One more allele's status stated by an HLA gene's implication (each component its own result)."""
+        fact, text, problem = self._implied_status([part], gene)
+        if problem or fact is None:
+            self._skip(out, f"{obs.rid} ({gene} therapeutic-implication): {problem}", obs)
+            return
+        out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, text=text,
+                                         effective=self._effective(obs, report_dates, out),
+                                         performer=performer_of(obs.res), **fact))
+
+    def _implied_status(self, parts: list[dict], gene: str) -> tuple[dict | None, str | None, str | None]:
+        """An allele-status gene's implication states the allele's status as text ("HLA-B *57:01 positive")."""
+        readings, problems = [], []
+        for part in parts:
+            for text in concept_texts(part.get("valueCodeableConcept")):
+                fact, problem = self._hla_text(text, gene, None, single_means_present=False)
+                if fact and "allele_present" in fact:
+                    readings.append((fact, text))
+                else:
+                    problems.append(problem or "the value does not state an allele's presence")
+        return self._one(readings, problems, "allele status")
 
     def _phenotype_value(self, holders: list[dict], gene: str) -> tuple[dict | None, str | None, str | None]:
         """The phenotype in the values of `holders` (components, or the Observation itself)."""
@@ -757,6 +827,18 @@ def _date_of(obs: _Obs) -> datetime | None:
         if when is not None:
             break
     return when
+
+
+_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+def _stated_indeterminate(res: dict) -> str | None:
+    """Why an Observation's source calls it Indeterminate (interpretation v3 IND; its notes), or None."""
+    if not any((system, code) == (_INTERPRETATION, "IND")
+               for concept in as_list(res.get("interpretation")) for system, code, _ in codings(concept)):
+        return None
+    notes = [text_of(n.get("text")) for n in as_list(res.get("note")) if isinstance(n, dict)]
+    return "; ".join(n for n in notes if n) or "its source interprets it as Indeterminate"
 
 
 def _status(res: dict) -> str | None:

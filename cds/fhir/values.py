@@ -61,7 +61,10 @@ def _allele(part: str, gene: str, m: FhirMappings) -> tuple[str | None, str | No
         if not hla:
             return None, f"an allele is not a {gene} allele name"
         return "*" + hla.group(1), None
-    if m.gene_symbol_pattern.search(text) or '"' in text:
+    # Another gene's symbol inside is not an allele name; the gene's own may be (CPIC's CFTR allele
+    # "ivacaftor non-responsive CFTR sequence", as PharmCAT writes it)
+    named = {m.gene_by_folded_symbol[f.group(1).casefold()] for f in m.gene_symbol_pattern.finditer(text)}
+    if named - {gene} or '"' in text:
         return None, "an allele is not an allele name"
     if m.suballele_to_core:
         text = _SUBALLELE.sub(r"\1", text)

@@ -9,7 +9,8 @@ allele newer than its CPIC release) does not undo PharmCAT's call; the note says
 
 - *no result* (PharmCAT's "No Result"): no statement, a note — the gene has no result, as if absent.
 - *Indeterminate* (several diplotypes, a combination call): Indeterminate with PharmCAT's reason.
-- PharmCAT's phenotype "n/a" (it assigns none, e.g. an allele it gives no function): Indeterminate.
+- PharmCAT's phenotype "n/a" (it assigns none, e.g. an allele it gives no function): Indeterminate,
+  the reason naming the diplotype and its functions.
 - a result our table has no term for: the diplotype alone, noted; neither readable: Indeterminate.
 - a gene without a gene table here (CYP3A4, VKORC1…): not interpreted, noted.
 """
@@ -72,11 +73,14 @@ def interpret_call(interpreter: GeneInterpreter, call: GeneCall) -> tuple[list[I
         raise ValueError(f"no statements for a call of status {call.status!r}")
     called = call.diplotypes[0]
     if _not_assigned(called):
+        # PharmCAT's own answer is "no phenotype": Indeterminate, with the diplotype and its functions in
+        # the reason, so whoever reads it sees what PharmCAT did not assign (e.g. an outside call's allele
+        # spelled in a way PharmCAT did not recognise) rather than a bare "Indeterminate".
         functions = f" (allele function: {', '.join(called.functions)})" if called.functions else ""
         reason = f"PharmCAT assigns {called.text or 'this call'}{functions} no phenotype ({NOT_ASSIGNED})"
         return [interpreter.indeterminate(reason, called.text, ids)], []
-    stated, problem = _stated(interpreter, called, ids)
     read = _read_diplotype(interpreter, called.text, ids)
+    stated, problem = _stated(interpreter, called, ids)
     notes = []
     if stated:
         if read is not None and read.indeterminate:

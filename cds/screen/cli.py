@@ -56,6 +56,9 @@ def register(subparsers, func) -> None:
                    help="do not screen (and list) a patient whose resources add up to more than this "
                         "(default 32MiB); it also bounds the Medication resources every worker holds")
     p.add_argument("--raw-ids", action="store_true", help="write raw patient ids instead of the audit pseudonyms")
+    p.add_argument("--fhir-out", metavar="DIR", help="also write each patient's interpretation as HL7 Genomics "
+                   "Reporting resources, FHIR Bulk Data NDJSON (Observation, Task, DiagnosticReport) an EHR can "
+                   "import; patients as pseudonyms unless --raw-ids")
     p.add_argument("--require-consent", action="store_true", default=None,
                    help="use genomic data only under an active permitting Consent (default: $CDS_REQUIRE_CONSENT)")
     p.add_argument("--knowledge", help="knowledge root (default: $CDS_KNOWLEDGE_DIR or the bundled knowledge)")
@@ -123,7 +126,7 @@ def run_screen(args: argparse.Namespace) -> int:
                             workers=args.workers, engine=args.engine, scheduler=args.scheduler,
                             raw_ids=args.raw_ids, require_consent=require_consent,
                             knowledge_dir=Path(knowledge) if knowledge else None,
-                            work_dir=args.work_dir, progress=args.progress, **limits)
+                            work_dir=args.work_dir, progress=args.progress, fhir_out=args.fhir_out, **limits)
     backend = {name: getattr(args, name) or os.environ.get(env) or None for name, env in BACKEND_ENV.items()}
     if args.fhir:
         from cds.screen.bulk import DEFAULT_TYPES, BulkExportClient
@@ -155,6 +158,8 @@ def run_screen(args: argparse.Namespace) -> int:
           f"{c['patients_carriers']} carriers, {c['rows_testing']} pre-test, {c['rows_unreadable']} unreadable, "
           f"{c['patients_consent_withheld']} withheld by consent"
           + (f", {c['patients_over_limit']} over the size limit" if c["patients_over_limit"] else "") + f" → {out}/")
+    if args.fhir_out:
+        print(f"interpretations as FHIR Bulk Data NDJSON → {args.fhir_out}/")
     if not args.no_record:
         from cds.store.screening import record_screening_run
 

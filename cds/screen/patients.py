@@ -30,6 +30,7 @@ import orjson
 
 from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
 from cds.decision import PatientCase, decide
+from cds.screen.fhir_out import PartitionFhir
 from cds.populations import GENERAL
 from cds.screen import ndjson, storage
 from cds.screen.outputs import COLUMNS
@@ -54,6 +55,7 @@ class Settings:
     raw_ids: bool = False
     require_consent: bool = False
     max_patient_bytes: int = ndjson.MAX_PATIENT_BYTES
+    fhir_out: bool = False            # also write each patient's interpretation as FHIR (cds.screen.fhir_out)
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Screener:
         self.advisor = Advisor.build(engine)
         self.kb = kb
         self.hasher = PatientHasher(settings.audit_key)
+        self.fhir: PartitionFhir | None = None     # the part's FHIR resources, with --fhir-out
         self.recommendations = {r.id: r for g in kb.guidelines.values() for r in g.recommendations}
         self.dosing = {a.id for a in kb.dosing.values()}      # dose cards (warfarin) rest on a dosing file
         self.sources = {r.id: g.source for g in kb.guidelines.values() for r in g.recommendations}
@@ -167,6 +170,7 @@ class Screener:
         if depth == 0:
             result.records += sum(len(g) for g in groups.values()) + sum(n for _, n in over.values())
         rows: dict[str, list[list[Any]]] = {kind: [] for kind in COLUMNS}
+        self.fhir = PartitionFhir(self.kb, self.settings.raw_ids) if self.settings.fhir_out else None
         labelled = []
         for key in [*groups, *over]:
             pid = ndjson.patient_id(key)
@@ -183,6 +187,8 @@ class Screener:
             lines = groups.pop(key)
             lines.sort()
             self.screen_patient(pid, label, [orjson.loads(line) for line in lines], medications, rows, result)
+        if self.fhir is not None:
+            result.row_files += self.fhir.write(work, f"{partition:05d}{tag}")
         storage.makedirs(storage.join(work, "rows"))
         for kind, items in rows.items():
             name = f"{kind}-{partition:05d}{tag}.csv"
@@ -241,6 +247,7 @@ class Screener:
 
         facts = None
         actionable_genes: set[str] = set()
+        evaluated = []
         for drugs, bundle, text in cases:
             # The results are read once and handed to every case of the patient (they are the same
             # genomics each time); consent is still decided by decide(), per case, as the service does.
@@ -255,6 +262,7 @@ class Screener:
                 result.counts["patients_consent_withheld"] += 1
                 return
             facts = advice.facts
+            evaluated += [d for d in advice.evaluation.drugs if d.drug in drugs] if advice.evaluation else []
             for card in advice.cards:
                 if card.drug not in drugs:
                     continue
@@ -281,6 +289,8 @@ class Screener:
                 if drug in drugs:
                     rows["no_card"].append([label, drug, why or reason])
         assert facts is not None
+        if self.fhir is not None:
+            self.fhir.add_patient(label, facts.interpretations, evaluated, facts.conflicts, facts.results)
         if picked:
             result.counts["patients_on_screened_drugs"] += 1
         if actionable_genes:
@@ -354,7 +364,8 @@ def worker_screener(settings: Settings, kb: Any = None) -> Screener:
     if _screener is None or _screener.settings.kb_version != settings.kb_version \
             or _screener.settings.audit_key != settings.audit_key or _screener.settings.raw_ids != settings.raw_ids \
             or _screener.settings.require_consent != settings.require_consent \
-            or _screener.settings.max_patient_bytes != settings.max_patient_bytes:
+            or _screener.settings.max_patient_bytes != settings.max_patient_bytes \
+            or _screener.settings.fhir_out != settings.fhir_out:
         _screener = Screener(settings, kb)
     return _screener
 

@@ -46,6 +46,7 @@ class ScreenOptions:
     require_consent: bool = False
     knowledge_dir: os.PathLike | None = None
     work_dir: str | os.PathLike | None = None   # scratch for the partitions (default: inside a local OUT)
+    fhir_out: str | os.PathLike | None = None   # also write the interpretations as FHIR Bulk Data NDJSON here
     max_line_bytes: int = ndjson.MAX_LINE_BYTES
     max_patient_bytes: int = ndjson.MAX_PATIENT_BYTES
     progress: bool | None = None           # None: a bar when stderr is a terminal
@@ -240,7 +241,8 @@ def screen(options: ScreenOptions) -> ScreenResult:
         kb = load_knowledge(options.knowledge_dir)
         # dask workers build their own Screener from the pickled knowledge; embedded ones inherit the parent's.
         settings = Settings(pickle.dumps(kb) if options.engine == "dask" else None, kb.version, audit_key,
-                            options.raw_ids, options.require_consent, options.max_patient_bytes)
+                            options.raw_ids, options.require_consent, options.max_patient_bytes,
+                            fhir_out=options.fhir_out is not None)
         if options.engine == "embedded":
             # Built before phase two forks its workers: every child inherits the compiled engine (fork
             # copies the durable-rules state with the process; only pickling it fails).
@@ -270,6 +272,10 @@ def screen(options: ScreenOptions) -> ScreenResult:
         timings["decide_s"] = time.perf_counter() - t
         t = time.perf_counter()
         written, missing = _write_outputs(out, work, inputs, read, decided, options)
+        if options.fhir_out is not None:
+            from cds.screen.fhir_out import join_parts
+
+            join_parts(work, decided, storage.resolve(options.fhir_out))
         timings["write_s"] = time.perf_counter() - t
     finally:
         runner.close()
