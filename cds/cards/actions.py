@@ -11,6 +11,7 @@ import orjson
 
 from cds.engine import Evaluation, Match
 from cds.facts import GenomicResult
+from cds.fhir.valid import InvalidResource, validated
 from cds.genotype import Interpretation
 from cds.ids import new_uuid
 from cds.knowledge.models import Alternative, Guideline
@@ -41,14 +42,14 @@ def replace_suggestion(drug: str, alt: Alternative, order: OrderRef, patient_ref
 
 
 def pretest_suggestion(test: str, draft: dict[str, Any] | None, patient_ref: str | None) -> dict[str, Any]:
-    """A pre-test alert's suggestion: a draft ServiceRequest for the test."""
-    service_request = {
+    """A pre-test alert's suggestion: a draft ServiceRequest for the test (validated with fhir.resources)."""
+    service_request = validated({
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "order",
         "code": {"text": test},
         "subject": {"reference": subject(draft, patient_ref)},
-    }
+    })
     return {"label": text.order_test_label(test), "uuid": new_uuid(),
             "actions": [{"type": "create", "description": text.create_description(test), "resource": service_request}]}
 
@@ -66,20 +67,31 @@ def guideline_links(guidelines: list[Guideline]) -> list[dict[str, Any]]:
 def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, patient_ref: str | None,
                         dose_text: str | None = None) -> dict[str, Any]:
     """A draft MedicationRequest for an alternative ingredient, keeping the draft's subject and intent;
-    `dose_text`: CPIC's dosing sentence for this patient, as the dosage instruction's text."""
-    given = draft or {}
+    `dose_text`: CPIC's dosing sentence for this patient, as the dosage instruction's text. Validated
+    with fhir.resources, as every resource we write."""
     resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "status": "draft",
-        "intent": given.get("intent") or "order",
+        "intent": intent if (intent := (draft or {}).get("intent")) in _REQUEST_INTENTS else "order",
         "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxnorm, "display": name}], "text": name},
         "subject": {"reference": subject(draft, patient_ref)},
     }
-    if isinstance(given.get("encounter"), dict):
-        resource["encounter"] = given["encounter"]
     if dose_text:
         resource["dosageInstruction"] = [{"text": dose_text}]
-    return resource
+    # What is taken from the draft as the EHR sent it (its encounter, its intent) stays where it is valid FHIR.
+    tries = [{**resource, "encounter": draft["encounter"]}] if isinstance((draft or {}).get("encounter"), dict) else []
+    tries += [resource, {**resource, "intent": "order"}]
+    for candidate in tries[:-1]:
+        try:
+            return validated(candidate)
+        except InvalidResource:
+            continue
+    return validated(tries[-1])
+
+
+# MedicationRequest.intent, a required binding in R4 (fhir.resources checks types, not value sets)
+_REQUEST_INTENTS = frozenset({"proposal", "plan", "order", "original-order", "reflex-order", "filler-order",
+                              "instance-order", "option"})
 
 
 def subject(draft: dict[str, Any] | None, patient_ref: str | None) -> str:

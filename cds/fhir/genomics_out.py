@@ -19,10 +19,10 @@ bug, and raises.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Iterable
 
 from cds.fhir.mappings import FhirMappings, default_mappings
+from cds.fhir.valid import InvalidResource, validated  # noqa: F401  (part of this module's interface)
 
 IG = "http://hl7.org/fhir/uv/genomics-reporting"
 PROFILE_GENOTYPE = f"{IG}/StructureDefinition/genotype"
@@ -56,29 +56,6 @@ _IMPLICATION_COMPONENT = {"coding": [{"system": TBD_CODES, "code": "therapeutic-
 # LOINC answer list LL4049-4 ("Medication usage suggestion"), as the IG 3.0.0 examples use it.
 CONSIDER_ALTERNATIVE = {"system": LOINC, "code": "LA26421-0", "display": "Consider alternative medication"}
 INDETERMINATE = {"system": INTERPRETATION, "code": "IND", "display": "Indeterminate"}
-
-_MODELS: dict[str, Any] = {}
-
-
-class InvalidResource(Exception):
-    """A resource we built does not validate as FHIR R4: a bug here, never the user's input."""
-
-
-def validated(resource: dict[str, Any]) -> dict[str, Any]:
-    """`resource`, after fhir.resources (R4B) has validated it; InvalidResource with pydantic's message
-    otherwise."""
-    from pydantic import ValidationError
-
-    rtype = resource["resourceType"]
-    model = _MODELS.get(rtype)
-    if model is None:
-        model = _MODELS[rtype] = getattr(importlib.import_module(f"fhir.resources.R4B.{rtype.lower()}"), rtype)
-    try:
-        model.model_validate(resource)
-    except ValidationError as err:
-        raise InvalidResource(f"{rtype}/{resource.get('id')}: {err}") from None
-    return resource
-
 
 def gene_concept(gene: str, mappings: FhirMappings | None = None) -> dict[str, Any]:
     """A gene as the IG codes it: the HGNC id as code, the symbol as display (symbol only without an id)."""
