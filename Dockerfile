@@ -17,6 +17,10 @@ COPY . /src
 RUN sh /src/docker/install.sh /src /opt/venv
 
 FROM python:3.11-slim-bookworm
+# The patient summary PDF needs a Unicode TrueType font (cds/patient_summary/pdf.py: DejaVu Sans).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /srv/pgx-cds --shell /usr/sbin/nologin pgx \
  && mkdir -p /srv/pgx-cds/var \
  && chown pgx /srv/pgx-cds/var

@@ -58,6 +58,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     statements = reading.interpretations if reading else None
     drugs = args.drug or drugs_with_advice(engine, statements or {})
     evaluation = explain(engine, args.genotype or [], drugs, args.population, sources, statements)
+    if args.patient_summary:
+        _write_patient_summary(engine, args, reading, sources)
     if args.fhir:
         from cds.fhir.interpretation import interpretation_resources
 
@@ -82,6 +84,29 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             print(pharmcat_text(calls_json(reading.results), reading.results.method, reading.notes) + "\n")
         print("\n".join([to_text(evaluation), *[line for d in dose_decisions for line in dose_text(d)]]))
     return 0
+
+
+def _write_patient_summary(engine, args: argparse.Namespace, reading, sources) -> None:
+    """The patient's own summary as a PDF, over every drug of the knowledge base (not only --drug)."""
+    from cds.cards import CardRenderer
+    from cds.explain import explain
+    from cds.patient_summary.model import build_patient_summary, reported_from_evaluation
+    from cds.patient_summary.pdf import summary_pdf
+
+    statements = reading.interpretations if reading else None
+    everything = explain(engine, args.genotype or [], sorted(engine.compiled.drugs), args.population, sources, statements)
+    tested = args.tested or (reading.results.timestamp[:10] if reading and reading.results.timestamp else None)
+    not_interpreted = [(c.gene, c.diplotype or "", "no gene table in this knowledge base") for c in
+                       (reading.results.calls if reading else ()) if c.gene not in everything.interpretations
+                       and c.gene not in reading.no_result and c.gene not in everything.conflicts]
+    rows = reported_from_evaluation(everything, date=tested, lab=args.lab,
+                                    no_result=reading.no_result if reading else (), not_interpreted=not_interpreted)
+    summary = build_patient_summary(engine.kb, CardRenderer(engine.kb, engine), everything, rows)
+    try:
+        Path(args.patient_summary).write_bytes(summary_pdf(summary))
+    except OSError as err:
+        raise CdsError(f"cannot write {args.patient_summary}: {err.strerror}") from None
+    print(f"patient summary written to {args.patient_summary}", file=sys.stderr)
 
 
 def _read_pharmcat(engine, path: str):
@@ -210,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fhir", action="store_true",
                    help="print the interpretation as a FHIR R4 Bundle of HL7 Genomics Reporting (STU3) resources")
     p.add_argument("--patient", metavar="ID", help="with --fhir: the resources' subject, Patient/ID")
+    p.add_argument("--patient-summary", metavar="FILE.pdf",
+                   help="also write the patient's own summary (results in plain words, the drugs they affect, a "
+                        "wallet card with a QR code of the results) as a PDF")
+    p.add_argument("--lab", help="with --patient-summary: the laboratory that tested the patient")
+    p.add_argument("--tested", metavar="DATE", help="with --patient-summary: the date of the results "
+                                                    "(default: when PharmCAT wrote --pharmcat's file)")
     p.add_argument("--knowledge", help="knowledge root (default: the bundled knowledge)")
     p.add_argument("--age", type=int, help="age in years, for a drug with a dosing algorithm (warfarin)")
     p.add_argument("--height", type=float, help="body height in cm")

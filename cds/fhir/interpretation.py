@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, time, timezone
 from typing import Callable, Mapping
 
 from cds.engine import Evaluation, Match
@@ -125,7 +126,7 @@ def _genotype(w: _Writer, gene: str, interp: Interpretation) -> None:
         return
     obs = out.genotype_observation(
         rid, gene, interp.diplotype or "", subject=w.subject,
-        effective=found.effective.isoformat() if found and found.effective else None, issued=w.issued,
+        effective=fhir_datetime(found.effective) if found and found.effective else None, issued=w.issued,
         performer=found.performer if found else None,
         indeterminate=interp.reason if interp.indeterminate else None)
     w.add(obs)
@@ -211,6 +212,13 @@ def _sources(w: _Writer, genes: list[str]) -> list[dict]:
                     if part.startswith("Observation/") and {"reference": part} not in refs:
                         refs.append({"reference": part})
     return refs
+
+
+def fhir_datetime(when: datetime) -> str:
+    """A FHIR dateTime: with its zone; a date alone where a result gave only a date (read as midnight)."""
+    if when.tzinfo is None:
+        return when.date().isoformat() if when.time() == time() else when.replace(tzinfo=timezone.utc).isoformat()
+    return when.isoformat()
 
 
 def _evidence(w: _Writer, interp: Interpretation) -> GenomicResult | None:

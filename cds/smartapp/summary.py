@@ -46,6 +46,7 @@ class Summary:
     drugs: list[AffectedDrug]
     conflicts: dict[str, list[str]]
     focus: str | None = None           # the drug the card was about
+    evaluation: Any = None             # the engine's Evaluation the page rests on (downloads are made from it)
 
 
 def parse_app_context(text: str | None) -> dict[str, Any]:
@@ -105,4 +106,4 @@ def build_summary(engine, renderer: CardRenderer, context: dict[str, Any]) -> Su
     focus = context.get("drug") if isinstance(context.get("drug"), str) else None
     rank = {"critical": 0, "warning": 1, "info": 2}
     affected.sort(key=lambda d: (d.drug != focus, rank.get(d.indicator, 3), d.drug))
-    return Summary(rows, affected, dict(evaluation.conflicts), focus)
+    return Summary(rows, affected, dict(evaluation.conflicts), focus, evaluation)

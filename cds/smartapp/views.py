@@ -7,6 +7,8 @@
                                          or, without it, the patient's Observations read from {iss}
     GET /smart/launch?appContext=…       development mode only (CDS_AUTH=off): the card's appContext
                                          straight in the URL, for clients that open links directly
+    POST /smart/fhir                     the page's interpretation as a FHIR Bundle (Genomics Reporting STU3)
+    POST /smart/patient-summary[.pdf]    the patient's own summary: a page to print, or a PDF (downloads.py)
 
 Configuration: CDS_SMART_CLIENT_ID (default "pgx-cds"), CDS_SMART_ISSUERS (comma-separated FHIR base
 URLs allowed to launch us; any in development mode, none otherwise — we fetch from `iss`, so it must not
@@ -27,16 +29,20 @@ from urllib.parse import urlencode, urljoin, urlparse
 import requests
 from flask import Blueprint, current_app, redirect, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from markupsafe import Markup
 
 from cds.cards import app_context
 from cds.errors import CdsError
 from cds.pipeline import patient_facts
 from cds.populations import population_words
+from cds.patient_summary import words
+from cds.smartapp import downloads
 from cds.smartapp.summary import build_summary, parse_app_context
 
 log = logging.getLogger("cds.smartapp")
 
-smartapp = Blueprint("smartapp", __name__, url_prefix="/smart", template_folder="templates")
+smartapp = Blueprint("smartapp", __name__, url_prefix="/smart", template_folder="templates",
+                     static_folder="static", static_url_path="/static")
 EXTENSION = "pgx-cds-smartapp"
 COOKIE = "pgx_smart_launch"
 LAUNCH_SECONDS = 600          # a launch must come back from the authorization server within this
@@ -85,11 +91,73 @@ def _error(message: str, status: int = 400):
                            message=message), status
 
 
-def _page(context: dict, launched_from: str | None):
+def _page(context: dict, launched_from: str | None, patient: str | None = None):
     runtime = _runtime()
     summary = build_summary(runtime.engine, runtime.advisor.renderer, context)
+    signed = _config()["signer"].dumps({"context": context, "patient": patient})
     return render_template("smartapp/summary.html", summary=summary, kb_version=runtime.kb.version,
-                           launched_from=launched_from, development_mode=_development_mode())
+                           launched_from=launched_from, development_mode=_development_mode(), signed=signed)
+
+
+def _signed_summary():
+    """The page's results from its signed form field, and the patient (when the launch named one)."""
+    try:
+        body = _config()["signer"].loads(request.form.get("results", ""), max_age=downloads.DOWNLOAD_SECONDS)
+    except BadSignature:
+        raise LaunchError("these results are not from a summary page of this service, or the page is older than "
+                          "an hour: open the summary again from the card") from None
+    runtime = _runtime()
+    return build_summary(runtime.engine, runtime.advisor.renderer, body["context"]), body.get("patient")
+
+
+@smartapp.route("/fhir", methods=["POST"])
+def fhir_download():
+    """The page's interpretation as a FHIR Bundle of Genomics Reporting (STU3) resources, to download."""
+    from cds.fhir.interpretation import interpretation_resources
+
+    try:
+        summary, patient = _signed_summary()
+    except (LaunchError, CdsError) as err:
+        return _error(str(err))
+    runtime = _runtime()
+    made = interpretation_resources(runtime.kb, summary.evaluation, evidence=downloads.evidence(summary),
+                                    patient_ref=f"Patient/{patient}" if patient else None, scope=patient or "",
+                                    as_bundle=True)
+    response = current_app.response_class(json.dumps(made.bundle(), indent=2, ensure_ascii=False),
+                                          mimetype="application/fhir+json")
+    response.headers["Content-Disposition"] = 'attachment; filename="pharmacogenomic-results.fhir.json"'
+    return response
+
+
+@smartapp.route("/patient-summary", methods=["POST"])
+def patient_summary_page():
+    """The patient's own summary to print: results in plain words, the drugs they change, a wallet card."""
+    from cds.patient_summary.pdf import qr_code
+
+    try:
+        summary, _ = _signed_summary()
+    except (LaunchError, CdsError) as err:
+        return _error(str(err))
+    runtime = _runtime()
+    mine = downloads.patient_summary(runtime.kb, runtime.advisor.renderer, summary)
+    qr = qr_code(mine.qr_text).svg_inline(scale=1, omitsize=True, border=2)
+    return render_template("smartapp/patient_summary.html", summary=mine, qr_svg=Markup(qr), words=words,
+                           signed=request.form.get("results", ""))
+
+
+@smartapp.route("/patient-summary.pdf", methods=["POST"])
+def patient_summary_pdf():
+    from cds.patient_summary.pdf import summary_pdf
+
+    try:
+        summary, _ = _signed_summary()
+        runtime = _runtime()
+        body = summary_pdf(downloads.patient_summary(runtime.kb, runtime.advisor.renderer, summary))
+    except (LaunchError, CdsError) as err:
+        return _error(str(err))
+    response = current_app.response_class(body, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = 'attachment; filename="pharmacogenomic-summary.pdf"'
+    return response
 
 
 @smartapp.route("/launch")
@@ -165,7 +233,8 @@ def callback():
             context = parse_app_context(context_text)
         else:
             context = _context_from_fhir(state["iss"], token)
-        response = current_app.make_response(_page(context, state["iss"]))
+        patient = token.get("patient") if isinstance(token.get("patient"), str) else None
+        response = current_app.make_response(_page(context, state["iss"], patient))
         response.delete_cookie(COOKIE, path="/smart")
         return response
     except (LaunchError, CdsError) as err:
