@@ -40,6 +40,7 @@ class Trial:
     notes: list[str] = field(default_factory=list)          # what differs from a live call
     consent: str | None = None
     service_id: str | None = None
+    pharmcat: dict[str, Any] | None = None                  # an uploaded PharmCAT file: its calls as PharmCAT made them
 
 
 def split_drugs(text: str) -> list[str]:
@@ -50,15 +51,39 @@ def split_genotypes(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
+MAX_UPLOAD = 50_000_000        # bytes; PharmCAT's report.json for one sample is a few MB
+
+
+def from_pharmcat(runtime, raw: bytes, name: str, drugs: list[str], hook: str, population: str | None) -> Trial:
+    """Cards for a PharmCAT output file (phenotype.json, report.json or outside-call TSV), its calls read
+    as PharmCAT made them (cds.pharmcat), as `cds explain --pharmcat` reads them."""
+    from cds.pharmcat.interpret import interpret_calls
+    from cds.pharmcat.present import results_json
+    from cds.pharmcat.read import parse_pharmcat
+
+    if not raw:
+        raise CdsError("choose a PharmCAT file (*.phenotype.json, *.report.json or an outside-call TSV) first")
+    if len(raw) > MAX_UPLOAD:
+        raise CdsError(f"the file is {len(raw):,} bytes; the workbench reads at most {MAX_UPLOAD:,}")
+    reading = interpret_calls(runtime.engine.kb.interpreters, parse_pharmcat(raw, name or "the file"))
+    trial = from_results(runtime, [], drugs, hook, population, statements=reading.interpretations)
+    trial.pharmcat = results_json(reading.results, reading.notes)
+    return trial
+
+
 def from_results(runtime, genotype_lines: list[str], drugs: list[str], hook: str,
-                 population: str | None, clinical: dict[str, str] | None = None) -> Trial:
-    """Cards for results typed as `GENE=VALUE` lines (the syntax of `cds explain` and rule tests)."""
+                 population: str | None, clinical: dict[str, str] | None = None,
+                 statements: dict | None = None) -> Trial:
+    """Cards for results typed as `GENE=VALUE` lines (the syntax of `cds explain` and rule tests);
+    `statements`: results already read (a PharmCAT file), beside the typed ones."""
     if hook not in FORM_HOOKS:
         raise CdsError(f"hook must be one of {', '.join(FORM_HOOKS)}, not {hook!r}")
     engine, renderer = runtime.engine, runtime.advisor.renderer
     if not drugs and hook != "patient-view":
         raise CdsError("enter at least one drug (ingredient name or RxNorm ingredient code)")
     genotypes = parse_genotype_args(engine, genotype_lines)
+    for gene, items in (statements or {}).items():
+        genotypes.setdefault(gene, []).extend(items)
     plans = []
     for drug in drugs:
         plan = engine.drug_plan(drug)

@@ -225,6 +225,25 @@ def try_request():
 CLINICAL_FIELDS = ("age", "height", "weight", "race", "medications")   # a dosing algorithm's inputs (warfarin)
 
 
+@workbench.route("/try/pharmcat", methods=["GET", "POST"])
+def try_pharmcat():
+    """Cards for an uploaded PharmCAT output (phenotype.json, report.json or outside-call TSV)."""
+    runtime = _runtime()
+    values = request.form if request.method == "POST" else request.args
+    form = {"genotypes": "", "drugs": values.get("drugs", ""), "hook": values.get("hook", "order-sign"),
+            "population": values.get("population", "")} | {k: "" for k in CLINICAL_FIELDS}
+    result, error = None, None
+    if request.method == "POST":
+        upload = request.files.get("pharmcat")
+        try:
+            result = trial.from_pharmcat(runtime, upload.read(trial.MAX_UPLOAD + 1) if upload else b"",
+                                         upload.filename if upload else "", trial.split_drugs(form["drugs"]),
+                                         form["hook"], form["population"] or None)
+        except CdsError as err:
+            error = str(err)
+    return _try_page(form, result, error, pasted="", mode="pharmcat")
+
+
 def _try_page(form: dict, result, error: str | None, pasted: str, mode: str):
     catalogue = _catalogue()
     page = render_template("workbench/try.html", form=form, result=result, error=error, pasted=pasted, mode=mode,
