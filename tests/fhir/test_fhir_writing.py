@@ -122,3 +122,18 @@ def test_screen_fhir_out_is_bulk_ndjson_with_pseudonyms_unless_raw_ids(tmp_path)
                     assert not any(pid in line for pid in ids)          # no raw id, no link back to the source
         expected = ids if raw else {PatientHasher(key)(pid) for pid in ids}
         assert subjects and subjects <= expected
+
+
+def test_validation_remembered_by_shape_still_checks_each_resources_ids_and_values():
+    from cds.fhir.genomics_out import genotype_observation
+    from cds.fhir.valid import InvalidResource, validated
+
+    good = genotype_observation("a1", "CYP2C19", "*2/*2", subject={"reference": "Patient/1"})
+    validated(good)
+    validated({**good, "id": "b2", "subject": {"reference": "Patient/2"}})        # the same shape: fine
+    with pytest.raises(InvalidResource, match="id"):
+        validated({**good, "id": "not an id!"})                                     # same shape, bad id
+    with pytest.raises(InvalidResource, match="subject"):
+        validated({**good, "subject": {"reference": ""}})
+    with pytest.raises(InvalidResource, match="status"):
+        validated({**good, "status": 5})
