@@ -81,7 +81,8 @@ class _Writer:
         return resource
 
 
-def interpretation_resources(kb: KnowledgeBase, evaluation: Evaluation, *, evidence: Mapping[str, GenomicResult] | None = None,
+def interpretation_resources(kb: KnowledgeBase, evaluation: Evaluation, *,
+                             evidence: Mapping[str, GenomicResult] | None = None,
                              patient_ref: str | None = None, scope: str = "", issued: str | None = None,
                              as_bundle: bool = False, link_sources: bool = True) -> FhirInterpretation:
     """The resources for `evaluation`. `patient_ref` ("Patient/123", or a pseudonym's) is their subject;

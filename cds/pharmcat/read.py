@@ -71,7 +71,8 @@ def _read_json(text: str, name: str) -> PharmcatResults:
         raise CdsError(f"{name}: not a PharmCAT phenotype.json (no 'geneReports') or report.json "
                        "(no 'genes' and 'pharmcatVersion')")
     calls = tuple(_gene_call(gene, report, name) for gene, report in _gene_reports(reports, name).items())
-    matcher = doc.get("matcherMetadata") if isinstance(doc.get("matcherMetadata"), dict) else {}
+    found = doc.get("matcherMetadata")
+    matcher: dict = found if isinstance(found, dict) else {}
     data_version = _text(doc.get("dataVersion")) or next((c.phenotype_version for c in calls if c.phenotype_version), None)
     return PharmcatResults(kind, calls, pharmcat_version=_text(doc.get("pharmcatVersion")), data_version=data_version,
                            matcher_version=_text(matcher.get("namedAlleleMatcherVersion")),
@@ -107,7 +108,7 @@ def _gene_call(gene: str, report: dict, name: str) -> GeneCall:
     if not isinstance(raw, list):
         raise CdsError(f"{name}: {gene}: recommendationDiplotypes is not a list")
     diplotypes = tuple(_diplotype(d, f"{name}: {gene}: recommendationDiplotypes[{i}]") for i, d in enumerate(raw))
-    messages = tuple(_message(m) for m in report.get("messages") or [] if _message(m))
+    messages = tuple(m for m in (_message(x) for x in report.get("messages") or []) if m)
     shown = " or ".join(_text(d.get("label")) or "" for d in report.get("sourceDiplotypes") or [] if isinstance(d, dict))
     status, reason = _status(gene, source, diplotypes, report)
     return GeneCall(gene, source, status, diplotypes, reason, messages, shown or None,
@@ -117,16 +118,19 @@ def _gene_call(gene: str, report: dict, name: str) -> GeneCall:
 def _diplotype(d: Any, where: str) -> CalledDiplotype:
     if not isinstance(d, dict):
         raise CdsError(f"{where} is not an object")
-    names, functions = [], []
+    names: list[str] = []
+    functions: list[str] = []
     for key in ("allele1", "allele2"):
         allele = d.get(key)
         if allele is None:
             continue           # a haploid call (MT-RNR1) has no second allele
-        if not isinstance(allele, dict) or not _text(allele.get("name")):
+        name = _text(allele.get("name")) if isinstance(allele, dict) else None
+        if name is None:
             raise CdsError(f"{where}.{key} has no allele name")
-        names.append(_text(allele["name"]))
-        if _text(allele.get("function")):
-            functions.append(_text(allele["function"]))
+        names.append(name)
+        function = _text(allele.get("function"))
+        if function:
+            functions.append(function)
     if not names:
         raise CdsError(f"{where} names no allele")
     return CalledDiplotype("/".join(names), _text(d.get("label")) or "/".join(names),
