@@ -73,13 +73,16 @@ def test_each_call_gets_pharmcats_lookup_key_in_our_tables(name, kb):
             assert any(n.startswith(f"{gene}: ") for n in reading.notes), gene
             continue
         values = {v for i in reading.interpretations[gene] for v in i.lookup.values()}
-        if keys == ["n/a"]:
+        if not keys:          # PharmCAT gives the gene no phenotype (CYP4F2): its diplotype, read by our table
+            assert [i.stated_as for i in reading.interpretations[gene]] == ["diplotype"], gene
+        elif keys == ["n/a"]:
             assert [i.phenotype for i in reading.interpretations[gene]] == ["Indeterminate"]
             assert "no phenotype (n/a)" in reading.interpretations[gene][0].reason
         else:
             assert set(keys) == values, gene
         checked += 1
-    assert checked == 19
+    assert checked == len([g for g, r in reports.items() if g in kb.interpreters
+                           and r["recommendationDiplotypes"][0]["lookupKey"] != ["No Result"]]) >= 19
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
