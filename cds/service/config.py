@@ -8,7 +8,7 @@ from pathlib import Path
 from cds.errors import CdsError
 
 
-def _float(name: str, default: float) -> float:
+def env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -21,7 +21,7 @@ def _float(name: str, default: float) -> float:
     return value
 
 
-def _int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -91,18 +91,18 @@ class Settings:
             auth_mode=auth,
             base_url=(os.environ.get("CDS_BASE_URL") or None),
             database_url=os.environ.get("DATABASE_URL") or None,
-            fhir_timeout=_float("CDS_FHIR_TIMEOUT", 2.0),
-            fhir_budget=_float("CDS_FHIR_BUDGET", 4.0),
-            fhir_connect_timeout=_float("CDS_FHIR_CONNECT_TIMEOUT", 2.0),
-            fhir_max_bytes=_int("CDS_FHIR_MAX_BYTES", 8 * 1024 * 1024),
-            fhir_per_origin=_int("CDS_FHIR_MAX_PER_ORIGIN", 4),
+            fhir_timeout=env_float("CDS_FHIR_TIMEOUT", 2.0),
+            fhir_budget=env_float("CDS_FHIR_BUDGET", 4.0),
+            fhir_connect_timeout=env_float("CDS_FHIR_CONNECT_TIMEOUT", 2.0),
+            fhir_max_bytes=env_int("CDS_FHIR_MAX_BYTES", 8 * 1024 * 1024),
+            fhir_per_origin=env_int("CDS_FHIR_MAX_PER_ORIGIN", 4),
             require_consent=_flag("CDS_REQUIRE_CONSENT"),
             cors_origins=origins or ["*"],
             admin_token=os.environ.get("CDS_ADMIN_TOKEN") or None,
             audit=_flag("CDS_AUDIT", True),
-            max_body_bytes=_int("CDS_MAX_BODY_BYTES", 10 * 1024 * 1024),
+            max_body_bytes=env_int("CDS_MAX_BODY_BYTES", 10 * 1024 * 1024),
             fhir_private_networks=os.environ.get("CDS_FHIR_PRIVATE_NETWORKS", ""),
             local_state=os.environ.get("CDS_LOCAL_STATE") or None,
-            session_minutes=_float("CDS_SESSION_MINUTES", 60.0),
-            login_attempts=_int("CDS_LOGIN_ATTEMPTS", 5),
+            session_minutes=env_float("CDS_SESSION_MINUTES", 60.0),
+            login_attempts=env_int("CDS_LOGIN_ATTEMPTS", 5),
         )
