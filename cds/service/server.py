@@ -64,13 +64,20 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory()
     # Build the app once before forking: a broken knowledge base stops here with the validator's
     # messages instead of crash-looping workers; with preload_app the workers share the compiled rules.
-    _Gunicorn({
+    options = {
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        # One request per process by default (measured: threads contend for the GIL and double p99);
-        # CDS_THREADS > 1 lets a worker answer other calls while one waits on a slow FHIR server.
-        "worker_class": "gthread" if threads > 1 else "sync",
+        # One request at a time per process by default (measured: threads contend for the GIL and double
+        # p99); CDS_THREADS > 1 lets a worker answer other calls while one waits on a slow FHIR server.
+        # The worker's event loop reads each request whole before a thread takes it, so idle and slow
+        # clients never hold a thread (cds.service.worker; CDS_CLIENT_TIMEOUT bounds them).
+        "worker_class": "cds.service.worker.BufferedThreadWorker",
+        # Idle kept-alive connections cost a socket, not a thread; short, since an EHR that calls again
+        # within seconds gains from it and one that does not should not hold sockets.
+        "keepalive": 5,
+        # Every answer goes through the worker's buffer (cds.service.worker.AnswerBuffer), files too.
+        "sendfile": False,
         "preload_app": True,
         "post_fork": _post_fork,
         "child_exit": _child_exit,
@@ -82,6 +89,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
         # Large enough that an oversized Authorization header reaches the app, which answers it with a
         # JSON 401 (cds.service.auth.verifier.MAX_AUTHORIZATION_HEADER), instead of gunicorn's plain-text 400.
         "limit_request_field_size": 65536,
-    }).run()
+    }
+    _Gunicorn(options).run()
     if owns_metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
