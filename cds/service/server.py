@@ -53,6 +53,20 @@ def _metrics_directory() -> str:
     return tempfile.mkdtemp(prefix="pgx-cds-metrics-")
 
 
+def _control_socket() -> tuple[dict, str | None]:
+    """gunicorn's control socket settings, and a directory of ours to remove at exit. gunicorn's default
+    ($XDG_RUNTIME_DIR/gunicorn.ctl, else ~/.gunicorn/gunicorn.ctl) is one path for every instance of a
+    user, so a second `cds serve` took the first one's: each gets its own, CDS_CONTROL_SOCKET or a fresh
+    private directory; `off` turns it off."""
+    configured = os.environ.get("CDS_CONTROL_SOCKET", "").strip()
+    if configured.lower() == "off":
+        return {"control_socket_disable": True}, None
+    if configured:
+        return {"control_socket": configured}, None
+    directory = tempfile.mkdtemp(prefix="pgx-cds-control-")   # mode 0700: only this user may connect
+    return {"control_socket": str(Path(directory) / "gunicorn.ctl")}, directory
+
+
 def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None, threads: int | None = None) -> None:
     from cds.service import logs
 
@@ -62,6 +76,10 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
     # Before anything imports prometheus_client: it picks its multiprocess storage at import.
     owns_metrics_dir = not (os.environ.get("CDS_METRICS_DIR") or os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory()
+    control, control_dir = _control_socket()
+    if "control_socket" in control:
+        logging.getLogger("cds.service").info("gunicorn control socket: %s (gunicornc -s %s)",
+                                              control["control_socket"], control["control_socket"])
     # Build the app once before forking: a broken knowledge base stops here with the validator's
     # messages instead of crash-looping workers; with preload_app the workers share the compiled rules.
     options = {
@@ -89,7 +107,12 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
         # Large enough that an oversized Authorization header reaches the app, which answers it with a
         # JSON 401 (cds.service.auth.verifier.MAX_AUTHORIZATION_HEADER), instead of gunicorn's plain-text 400.
         "limit_request_field_size": 65536,
+        **control,
     }
-    _Gunicorn(options).run()
-    if owns_metrics_dir:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    try:
+        _Gunicorn(options).run()
+    finally:   # gunicorn's master ends in sys.exit
+        if owns_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if control_dir:
+            shutil.rmtree(control_dir, ignore_errors=True)
