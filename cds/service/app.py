@@ -241,7 +241,7 @@ def call_service(service_id: str):
     try:
         claims = _authenticate()
         hook_request = parse_hook_request(_json_body(), service)
-        from cds.store.records import scrubber
+        from cds.patient_ids import scrubber
 
         # Whatever is logged while this call runs loses the patient id (bare or as Patient/X).
         scrubbing = logs.current_scrubber.set(scrubber(hook_request.patient_id))

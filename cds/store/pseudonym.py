@@ -11,11 +11,11 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import secrets
 from pathlib import Path
 
 from cds.errors import CdsError
+from cds.patient_ids import normalised_patient_id
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +23,6 @@ KEY_ENV = "CDS_AUDIT_KEY"
 KEY_FILE_ENV = "CDS_AUDIT_KEY_FILE"
 DEFAULT_KEY_FILE = Path("var") / "audit-key"
 MIN_KEY_CHARS = 32  # 128 bits as hex; shorter secrets are guessable
-
-
-# `Patient/X`, `.../fhir/Patient/X` and `Patient/X/_history/2` all name patient X.
-_PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([^/\s]+)(?:/_history/[^/\s]+)?/?$")
-
-
-def normalised_patient_id(patient_id: str) -> str:
-    """The bare logical id, so that `X` and `Patient/X` get one pseudonym and are scrubbed alike."""
-    text = patient_id.strip()
-    match = _PATIENT_REFERENCE.search(text)
-    return match.group(1) if match else text
 
 
 class PatientHasher:

@@ -6,16 +6,14 @@ hashed and every free-text field scrubbed of it. Nothing else in this package se
 """
 from __future__ import annotations
 
-import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from cds.ids import new_uuid
-from cds.store.pseudonym import normalised_patient_id
+from cds.patient_ids import PATIENT_PLACEHOLDER, scrubber  # noqa: F401 - where the store always had them
 
 ENTRY_VERSION = 1              # bump when the entry layout changes; replay reads every version it knows
-PATIENT_PLACEHOLDER = "[patient]"
 
 
 @dataclass(frozen=True)
@@ -58,40 +56,6 @@ class CallRecord:
 def utc(moment: datetime) -> datetime:
     """An aware UTC datetime; a naive one is taken to be UTC already."""
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
-    """Replace the raw patient id wherever it appears in free text or ids, except inside a longer word.
-    The id is normalised first: for `Patient/X` the bare `X` goes too (and with it `Patient/X`)."""
-    if not patient_id:
-        return lambda text: text
-    patient_id = normalised_patient_id(patient_id)
-    if not patient_id:
-        return lambda text: text
-    width = len(patient_id)
-
-    def scrub(text: str | None) -> str | None:
-        if not text or patient_id not in text:  # the usual case
-            return text
-        # Not next to a letter or digit: "19" in "CYP2C19" is not the patient, but "pat1" in
-        # "Observation/pat1-cyp" is (servers build resource ids from patient ids). A scan, not a regex:
-        # a screening run scrubs for 100k different ids, and compiling a pattern for each was 2% of it.
-        parts, kept, at = [], 0, text.find(patient_id)
-        while at >= 0:
-            end = at + width
-            if (at == 0 or text[at - 1] not in _WORD) and (end == len(text) or text[end] not in _WORD):
-                parts += (text[kept:at], PATIENT_PLACEHOLDER)
-                kept = end
-                at = text.find(patient_id, end)
-            else:
-                at = text.find(patient_id, at + 1)
-        parts.append(text[kept:])
-        return "".join(parts)
-
-    return scrub
-
-
-_WORD = frozenset(string.ascii_letters + string.digits)   # ASCII only, as the rule has always been
 
 
 patient_scrubber = scrubber   # for other writers of de-identified text (screening outputs)

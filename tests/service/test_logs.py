@@ -11,7 +11,7 @@ import pytest
 
 from cds.errors import CdsError
 from cds.service import logs
-from cds.store.records import scrubber
+from cds.patient_ids import scrubber
 
 
 def _capture(fmt: str) -> tuple[logging.Logger, io.StringIO]:
