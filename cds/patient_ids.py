@@ -10,6 +10,7 @@ import string
 from collections.abc import Callable
 
 PATIENT_PLACEHOLDER = "[patient]"
+OTHER_PATIENT_PLACEHOLDER = "[other patient]"
 
 # `Patient/X`, `.../fhir/Patient/X` and `Patient/X/_history/2` all name patient X.
 _PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([^/\s]+)(?:/_history/[^/\s]+)?/?$")
@@ -22,7 +23,7 @@ def normalised_patient_id(patient_id: str) -> str:
     return match.group(1) if match else text
 
 
-def scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
+def scrubber(patient_id: str | None, placeholder: str = PATIENT_PLACEHOLDER) -> Callable[[str | None], str | None]:
     """Replace the raw patient id wherever it appears in free text or ids, except inside a longer word.
     The id is normalised first: for `Patient/X` the bare `X` goes too (and with it `Patient/X`)."""
     if not patient_id:
@@ -42,7 +43,7 @@ def scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
         while at >= 0:
             end = at + width
             if (at == 0 or text[at - 1] not in _WORD) and (end == len(text) or text[end] not in _WORD):
-                parts += (text[kept:at], PATIENT_PLACEHOLDER)
+                parts += (text[kept:at], placeholder)
                 kept = end
                 at = text.find(patient_id, end)
             else:
@@ -54,3 +55,10 @@ def scrubber(patient_id: str | None) -> Callable[[str | None], str | None]:
 
 
 _WORD = frozenset(string.ascii_letters + string.digits)   # ASCII only, as the rule has always been
+
+
+def other_patients_resource(name: str, other_patient: str | None) -> str:
+    """How we write a resource of another patient (its `Observation/<id>` or the like): without that
+    patient's id, which servers often build resource ids from ("Observation/<patient>-cyp2c19"). Only
+    the request's own patient id was scrubbed from what we write; this one must not be written at all."""
+    return scrubber(other_patient, OTHER_PATIENT_PLACEHOLDER)(name) or name

@@ -28,6 +28,7 @@ from cds.fhir.mappings import FhirMappings, LabCode, default_mappings
 from cds.fhir.resources import (Entry, Index, as_list, codings, collect, concept_keys, concept_texts,
                                 effective_of, is_concept, patient_key, r4b_problem, text_of, type_id_tail)
 from cds.memo import Memo
+from cds.patient_ids import other_patients_resource
 
 log = logging.getLogger("cds.fhir")
 
@@ -203,8 +204,8 @@ class GenomicReader:
                     key = "(not a Patient)"
             if key != wanted:
                 foreign.add(id(e))
-                self._skip(out, f"{e.key or e.type + ' (no id)'}: its subject is not the patient of this request; "
-                                "not used", None)
+                name = other_patients_resource(e.key or e.type + " (no id)", key)
+                self._skip(out, f"{name}: its subject is not the patient of this request; not used", None)
         return [e for e in entries if id(e) not in foreign]
 
     # --- classification and gene --------------------------------------------------------------------

@@ -37,6 +37,7 @@ from cds.fhir.mappings import FhirMappings, default_mappings
 from cds.fhir.resources import (Entry, Index, as_list, codings, collect, is_concept, patient_key, r4b_problem,
                                 text_of)
 from cds.memo import Memo
+from cds.patient_ids import other_patients_resource
 
 log = logging.getLogger("cds.fhir")
 
@@ -178,31 +179,40 @@ class MedicationResolver:
         for e in entries:
             if e.type not in ORDER_TYPES or e.container is not None:
                 continue
-            status = e.resource.get("status")
-            if isinstance(status, str) and status in self._skip_statuses:
-                log.info("%s: status %s, not read as an order", e.key, status)
-                continue
             try:
-                if wanted and not self._for_patient(e, index, wanted):
-                    orders.append(MedicationOrder(order_id=e.key, unresolved=True, resolution="not-this-patient",
-                                                  resource=e.resource))
-                    continue
-                orders.append(self._order(e, index))
+                orders += self._read_order(e, index, wanted)
             except Exception:  # a resolver bug must not sink the request: record the order as unresolved
                 log.exception("reading %s failed", e.key)
                 orders.append(MedicationOrder(order_id=e.key, unresolved=True, resolution="internal-error",
                                               resource=e.resource))
         return orders
 
+    def _read_order(self, e: Entry, index: Index, wanted: str | None) -> list[MedicationOrder]:
+        """The order `e` (none when its status says it is not an order); another patient's comes back
+        unresolved, named without that patient's id."""
+        other = self._other_patient(e, index, wanted) if wanted else None
+        name = e.key if other is None else other_patients_resource(e.key or e.type, other)
+        status = e.resource.get("status")
+        if isinstance(status, str) and status in self._skip_statuses:
+            log.info("%s: status %s, not read as an order", name, status)
+            return []
+        if other is not None:
+            return [MedicationOrder(order_id=name, unresolved=True, resolution="not-this-patient", resource=e.resource)]
+        return [self._order(e, index)]
+
     @staticmethod
-    def _for_patient(e: Entry, index: Index, wanted: str) -> bool:
-        """False only when the order names another patient (R4 `subject`, DSTU2 `patient`)."""
+    def _other_patient(e: Entry, index: Index, wanted: str) -> str | None:
+        """The patient the order names when that is another patient (R4 `subject`, DSTU2 `patient`), else
+        None; "" for another patient we cannot name."""
         subject = e.resource.get("subject", e.resource.get("patient"))
         ref = subject.get("reference") if isinstance(subject, dict) else None
         if not isinstance(ref, str) or not ref.strip() or ref.startswith(("urn:", "#")):
             target = index.resolve(subject, e) if isinstance(ref, str) and ref else None
-            return target is None or target.type != "Patient" or target.key == wanted
-        return patient_key(ref) == wanted
+            if target is None or target.type != "Patient" or target.key == wanted:
+                return None
+            return target.key or ""
+        key = patient_key(ref)
+        return None if key == wanted else (key or "")
 
     def _order(self, e: Entry, index: Index) -> MedicationOrder:
         res = e.resource
