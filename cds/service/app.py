@@ -103,9 +103,17 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
         pass
     from cds.smartapp import smartapp  # the SMART summary page the cards' smart links open
     app.register_blueprint(smartapp)
+    metrics.start(runtime.services, _configured_fhir_servers(verifier))
     log.info("pgx-cds ready: knowledge %s, %d services, %d drugs, audit %s", kb.version, len(kb.services),
              len(engine.compiled.drugs), "on" if store else "off")
     return app
+
+
+def _configured_fhir_servers(verifier: Any) -> list[str]:
+    """The FHIR servers the trusted issuers may name (none known in development mode)."""
+    if verifier is None:
+        return []
+    return sorted({base for issuer in verifier.config.issuers.values() for base in issuer.fhir_servers})
 
 
 # --- errors and CORS ---------------------------------------------------------------------------
@@ -156,11 +164,17 @@ def _register_errors(app: Flask) -> None:
         return _error(500, "internal error; the service log has the details", incident=incident)
 
 
+CORS_PATH = "/cds-services"
+
+
 def _register_cors(app: Flask, origins: list[str]) -> None:
-    # The public CDS Hooks sandbox calls services from the browser, so it needs CORS.
+    # The public CDS Hooks sandbox calls services from the browser, so they need CORS; nothing else
+    # does (the workbench, /admin, /metrics, the SMART page): another origin's script may not read them.
     @app.after_request
     def _cors(response):
         origin = request.headers.get("Origin")
+        if not (request.path == CORS_PATH or request.path.startswith(CORS_PATH + "/")):
+            return response
         if origin and ("*" in origins or origin in origins):
             response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
@@ -281,8 +295,7 @@ def _checked_fhir_server(runtime: Runtime, hook_request, claims: dict | None) ->
     except FhirServerRefused as err:
         log.warning("refused fhirServer for %s: %s", (claims or {}).get("iss", "development mode"), err)
         raise RequestError(str(err), status=err.status, field="fhirServer") from None
-    scheme, _, rest = base.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+    return metrics.fhir_origin(base)
 
 
 def _count(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, origin: str | None) -> None:
@@ -388,6 +401,10 @@ def ready():
 @admin.route("/metrics")
 def prometheus_metrics():
     runtime = _runtime()
+    token = runtime.settings.metrics_token
+    given = request.headers.get("Authorization", "")
+    if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise RequestError("/metrics needs 'Authorization: Bearer <CDS_METRICS_TOKEN>'", status=401)
     spool_dir = None
     if runtime.store is not None:
         metrics.AUDIT_QUEUE.set(runtime.store.queue_depth)

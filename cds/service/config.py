@@ -59,6 +59,7 @@ class Settings:
     require_consent: bool = False               # CDS_REQUIRE_CONSENT: use genomic data only under a permit
     cors_origins: list[str] = field(default_factory=lambda: ["*"])   # CDS_CORS_ORIGINS, comma-separated
     admin_token: str | None = None              # CDS_ADMIN_TOKEN: bearer token for /admin and /workbench
+    metrics_token: str | None = None            # CDS_METRICS_TOKEN: bearer token /metrics asks for, when set
     audit: bool = True                          # CDS_AUDIT: false disables the database (tests, benchmarks)
     max_body_bytes: int = 10 * 1024 * 1024      # CDS_MAX_BODY_BYTES: larger request bodies get 413
     fhir_private_networks: str = ""             # CDS_FHIR_PRIVATE_NETWORKS: CIDRs a fhirServer may resolve into
@@ -99,6 +100,7 @@ class Settings:
             require_consent=_flag("CDS_REQUIRE_CONSENT"),
             cors_origins=origins or ["*"],
             admin_token=os.environ.get("CDS_ADMIN_TOKEN") or None,
+            metrics_token=os.environ.get("CDS_METRICS_TOKEN") or None,
             audit=_flag("CDS_AUDIT", True),
             max_body_bytes=env_int("CDS_MAX_BODY_BYTES", 10 * 1024 * 1024),
             fhir_private_networks=os.environ.get("CDS_FHIR_PRIVATE_NETWORKS", ""),

@@ -12,6 +12,7 @@ origin is refused before it could become a label.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -31,6 +32,22 @@ UNRESOLVED_ORDERS = Counter("cds_unresolved_orders", "Draft orders whose drug co
                             ["service"], registry=REGISTRY)
 AUDIT_QUEUE = Gauge("cds_audit_queue_depth", "Audit entries waiting for the database writer (all workers)",
                     multiprocess_mode="livesum", registry=REGISTRY)
+
+
+def fhir_origin(base_url: str) -> str:
+    """The `origin` label of a FHIR server: scheme://host[:port] of its (normalised) base URL."""
+    scheme, _, rest = base_url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def start(service_ids: Iterable[str], fhir_servers: Iterable[str]) -> None:
+    """Every labelled counter the README documents, at 0 from the start for every label value known now
+    (the services; the FHIR servers the trusted issuers list), so a dashboard or an alert on absence
+    sees it before the first event. Called in the master before forking: its values file is summed too."""
+    for service_id in service_ids:
+        UNRESOLVED_ORDERS.labels(service_id)
+    for base in fhir_servers:
+        FHIR_FETCH_ERRORS.labels(fhir_origin(base))
 
 
 class _SpoolCollector:
