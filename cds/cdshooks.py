@@ -103,8 +103,12 @@ def parse_hook_request(body: Any, service: HookService) -> HookRequest:
     if not isinstance(prefetch, dict):
         raise RequestError("'prefetch' must be an object", field="prefetch")
     server = body.get("fhirServer")
-    if server is not None and (not isinstance(server, str) or not server.startswith(("http://", "https://"))):
-        raise RequestError("'fhirServer' must be an http(s) URL", field="fhirServer")
+    if server is not None:
+        # RFC 3986 §3.1: the scheme is case-insensitive ("HTTPS://ehr/fhir" names the same server)
+        scheme, separator, rest = server.partition("://") if isinstance(server, str) else ("", "", "")
+        if not separator or scheme.lower() not in ("http", "https"):
+            raise RequestError("'fhirServer' must be an http(s) URL", field="fhirServer")
+        server = f"{scheme.lower()}://{rest}"
     auth = body.get("fhirAuthorization")
     token = None
     if auth is not None:
