@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -378,24 +379,57 @@ def health():
     return jsonify(body)
 
 
+READY_SECONDS = 2.0   # /readyz answers within this, whatever a dependency does
+
+
 @admin.route("/readyz")
 def ready():
-    """Ready when the knowledge is loaded and the audit database answers now (not a cached flag)."""
+    """Ready when the knowledge is loaded and everything a call needs answers now (not a cached flag):
+    the audit database and the JWT replay store. Each check runs in a thread of its own, and /readyz
+    answers within READY_SECONDS: a dependency that hangs is "no answer", not a held worker."""
     runtime = _runtime()
-    checks: dict[str, str] = {}
     ok = runtime.kb is not None and runtime.engine is not None and bool(runtime.services)
-    checks["knowledge"] = runtime.kb.version if ok else "not loaded"
+    checks: dict[str, str] = {"knowledge": runtime.kb.version if ok else "not loaded"}
+    probes = {}
     if runtime.store is not None:
-        try:
-            with runtime.store.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "up"
-        except Exception as err:  # noqa: BLE001 - any failure means not ready; the reason is shown
-            ok = False
-            checks["database"] = f"unreachable ({type(err).__name__})"
+        probes["database"] = lambda: _database_answers(runtime.store.engine)
     else:
         checks["database"] = "not used (CDS_AUDIT=false)"
+    if runtime.verifier is not None:
+        probes["replay store"] = runtime.verifier.replay_cache.readiness
+    else:
+        checks["replay store"] = "not used (development mode)"
+    for name, outcome in _within(probes, READY_SECONDS).items():
+        checks[name] = outcome
+        ok = ok and (outcome == "up" or outcome.startswith("up ("))
     return jsonify({"status": "ready" if ok else "not ready", "checks": checks}), 200 if ok else 503
+
+
+def _database_answers(engine) -> str:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    return ""
+
+
+def _within(probes: dict[str, Any], seconds: float) -> dict[str, str]:
+    """Run each probe in its own daemon thread; "up" (and what it said) for those that returned within `seconds`, the
+    reason for the others (a probe still running goes on to its own timeout, unwaited for)."""
+    outcomes: dict[str, str] = {}
+
+    def run(name: str, probe) -> None:
+        try:
+            what = probe()
+            outcomes[name] = f"up ({what})" if what else "up"
+        except Exception as err:  # noqa: BLE001 - any failure means not ready; the reason is shown
+            outcomes[name] = f"unreachable ({type(err).__name__})"
+
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in probes.items()]
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return {name: outcomes.get(name, f"no answer within {seconds:g} s") for name in probes}
 
 
 @admin.route("/metrics")

@@ -70,6 +70,7 @@ def _postgresql_engine(url, timeout_s: float) -> Engine:
         url = url.set(drivername="postgresql+psycopg")  # psycopg 3 is the pinned driver
     timeout_ms = int(timeout_s * 1000)
     connect_args = {
+        # psycopg bounds the whole connection (TCP, TLS, start-up and authentication) by it
         "connect_timeout": max(1, round(timeout_s)),
         # A peer that vanishes without closing the socket must not hang the writer thread.
         "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
@@ -77,6 +78,12 @@ def _postgresql_engine(url, timeout_s: float) -> Engine:
     }
     engine = create_engine(url, connect_args=connect_args, hide_parameters=True, pool_pre_ping=True,
                            pool_timeout=timeout_s, pool_size=4, max_overflow=4, json_serializer=_json_text)
+
+    connection_class = _bounded_connection_class(timeout_s)
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect, _record, cargs, cparams):  # noqa: ANN001 - SQLAlchemy's hook
+        return connection_class.connect(*cargs, **cparams)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record):  # noqa: ANN001 - DB-API objects
@@ -86,3 +93,23 @@ def _postgresql_engine(url, timeout_s: float) -> Engine:
         dbapi_connection.commit()  # a SET inside the implicit transaction would be rolled back
 
     return engine
+
+
+def _bounded_connection_class(timeout_s: float):
+    """A psycopg connection whose every exchange with the server (statement, fetch, commit, rollback,
+    ping) ends within `timeout_s` however the peer behaves. The server's statement_timeout only helps
+    while the server answers; a peer that accepts and never answers (a hung server, a proxy or firewall
+    that stops forwarding) is acknowledged by TCP, so neither keepalives nor tcp_user_timeout fire.
+    Past the bound the connection is closed, so the pool drops it, and OperationalError is raised."""
+    import psycopg
+    from psycopg import errors
+
+    class BoundedConnection(psycopg.Connection):
+        def wait(self, gen, interval=0.1, timeout=None):  # noqa: ANN001 - psycopg's signature
+            try:
+                return super().wait(gen, interval=interval, timeout=timeout_s if timeout is None else timeout)
+            except errors._WaitTimeout:  # noqa: SLF001 - psycopg's own timeout signal for wait()
+                self.pgconn.finish()
+                raise psycopg.OperationalError(f"no answer from the database within {timeout_s:g} s") from None
+
+    return BoundedConnection

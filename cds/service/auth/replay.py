@@ -25,6 +25,10 @@ class ReplayCache(Protocol):
         Raises AuthError(status=503) if the cache cannot answer."""
         ...
 
+    def readiness(self) -> str:
+        """What it is, when it answers now ("redis", "local state file"); raises if it does not."""
+        ...
+
 
 def _replay_key(issuer: str, jti: str) -> str:
     # A digest keeps entries small and fixed-size whatever the token carries.
@@ -61,6 +65,9 @@ class InProcessReplayCache:
             self._expiry[key] = expires_at
             heapq.heappush(self._by_expiry, (expires_at, key))
             return True
+
+    def readiness(self) -> str:
+        return "in process"
 
     def _drop_expired(self, now: float) -> None:
         heap = self._by_expiry
@@ -118,6 +125,10 @@ class RedisReplayCache:
             raise AuthError("replay protection is unavailable; retry shortly", status=503) from None
         return bool(stored)
 
+    def readiness(self) -> str:
+        self.client.ping()       # within the client's socket timeout; a RedisError says why not
+        return "redis"
+
 
 class SqliteReplayCache:
     """A replay window shared by every worker process of this host: one row per token in the local
@@ -142,6 +153,10 @@ class SqliteReplayCache:
         except LocalStateUnavailable as err:
             log.error("replay check failed, local state file unavailable: %s", err)
             raise AuthError("replay protection is unavailable; retry shortly", status=503) from None
+
+    def readiness(self) -> str:
+        self.state.check()       # one short transaction on the file, within its busy timeout
+        return "local state file"
 
 
 def replay_cache_from_env(environ: dict[str, str] | None = None, local_state: str | None = None) -> ReplayCache:
