@@ -193,10 +193,11 @@ def _register_security_headers(app: Flask) -> None:
         # nothing is sniffed into another type.
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if response.mimetype == "text/html":
-            response.headers.setdefault("Content-Security-Policy",
-                                        "default-src 'self'; img-src 'self' data:; object-src 'none'; "
-                                        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-            response.headers.setdefault("X-Frame-Options", "DENY")
+            if "Content-Security-Policy" not in response.headers:   # a page with its own (the SMART page) frames itself
+                response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
+                                                               "object-src 'none'; base-uri 'none'; "
+                                                               "form-action 'self'; frame-ancestors 'none'")
+                response.headers.setdefault("X-Frame-Options", "DENY")
             response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 

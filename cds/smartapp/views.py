@@ -46,7 +46,7 @@ smartapp = Blueprint("smartapp", __name__, url_prefix="/smart", template_folder=
 EXTENSION = "pgx-cds-smartapp"
 COOKIE = "pgx_smart_launch"
 LAUNCH_SECONDS = 600          # a launch must come back from the authorization server within this
-SCOPE = "launch openid fhirUser patient/Observation.rs"
+SCOPE = "launch openid fhirUser patient/Observation.{}"   # .rs (SMART v2) or .read (v1), as the server offers
 FETCH_TIMEOUT = 5.0
 MAX_PAGES = 10
 
@@ -66,7 +66,40 @@ def _configure(state) -> None:
         "signer": URLSafeTimedSerializer(secret or secrets.token_hex(32), salt="pgx-cds smart launch"),
         "client_id": os.environ.get("CDS_SMART_CLIENT_ID", "pgx-cds"),
         "issuers": issuers,
+        "csp": page_policy(frame_ancestors(issuers, runtime.verifier)),
     }
+
+
+def frame_ancestors(smart_issuers: list[str], verifier) -> list[str]:
+    """The origins that may show this page in a frame (EHRs open SMART apps in one): CDS_SMART_FRAME_ANCESTORS,
+    else the origins of the SMART issuers and of the trusted CDS Hooks issuers (an EHR's `iss`)."""
+    configured = os.environ.get("CDS_SMART_FRAME_ANCESTORS", "")
+    urls = [u.strip() for u in configured.split(",") if u.strip()]
+    if not urls:
+        urls = smart_issuers + (sorted(verifier.config.issuers) if verifier is not None else [])
+    origins = []
+    for url in urls:
+        parts = urlparse(url)
+        if parts.scheme in ("http", "https") and parts.netloc and "'" not in parts.netloc and ";" not in parts.netloc:
+            origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return sorted(set(origins))
+
+
+def page_policy(ancestors: list[str]) -> str:
+    """The page's Content-Security-Policy: this origin's scripts and styles only (the stylesheet is a
+    file, so no inline style is needed or allowed), framed by this origin and `ancestors` only."""
+    sources = " ".join(["'self'", *ancestors])
+    return ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+            f"frame-ancestors {sources}")
+
+
+@smartapp.after_request
+def _headers(response):
+    # The app's default for HTML is frame-ancestors 'none' with X-Frame-Options: DENY; a page that sets its
+    # own policy sends no X-Frame-Options (it cannot name origins, and frame-ancestors supersedes it).
+    if response.mimetype == "text/html":
+        response.headers["Content-Security-Policy"] = _config()["csp"]
+    return response
 
 
 def _runtime():
@@ -186,17 +219,31 @@ def _start_launch(iss: str, launch_token: str):
     authorize, token = smart.get("authorization_endpoint"), smart.get("token_endpoint")
     if not isinstance(authorize, str) or not isinstance(token, str):
         raise LaunchError(f"{iss}/.well-known/smart-configuration names no authorization_endpoint and token_endpoint")
+    scope = SCOPE.format("rs" if offers_v2_scopes(smart) else "read")
     verifier = secrets.token_urlsafe(48)
     nonce = secrets.token_urlsafe(16)
     state = config["signer"].dumps({"iss": iss, "token": token, "nonce": nonce})
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     query = {"response_type": "code", "client_id": config["client_id"], "redirect_uri": _redirect_uri(),
-             "launch": launch_token, "scope": SCOPE, "state": state, "aud": iss,
+             "launch": launch_token, "scope": scope, "state": state, "aud": iss,
              "code_challenge": challenge, "code_challenge_method": "S256"}
     response = redirect(f"{authorize}{'&' if '?' in authorize else '?'}{urlencode(query)}")
+    # In an EHR's frame this page is a third party: over HTTPS the launch cookie is SameSite=None (else the
+    # browser would not send it back to the callback) and Partitioned (kept per embedding site, CHIPS).
+    framed = {"samesite": "None", "secure": True, "partitioned": True} if request.is_secure else {"samesite": "Lax"}
     response.set_cookie(COOKIE, config["signer"].dumps({"nonce": nonce, "verifier": verifier}), max_age=LAUNCH_SECONDS,
-                        path="/smart", httponly=True, samesite="Lax", secure=request.is_secure)
+                        path="/smart", httponly=True, **framed)
     return response
+
+
+def offers_v2_scopes(smart: dict) -> bool:
+    """SMART App Launch 2: a server that takes v2 scopes (`.rs`) says "permission-v2" in its capabilities, or
+    lists such scopes; one that does not (a v1 server) is asked for `.read`."""
+    capabilities = smart.get("capabilities")
+    if isinstance(capabilities, list) and "permission-v2" in capabilities:
+        return True
+    scopes = smart.get("scopes_supported")
+    return isinstance(scopes, list) and any(isinstance(s, str) and s.split(".")[-1] in ("rs", "cruds") for s in scopes)
 
 
 def _redirect_uri() -> str:

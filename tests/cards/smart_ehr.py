@@ -15,8 +15,10 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 
 class SmartEhr:
-    def __init__(self, launch: str = "launch-123", patient: str = "p1"):
+    def __init__(self, launch: str = "launch-123", patient: str = "p1",
+                 capabilities: tuple[str, ...] = ("launch-ehr", "context-ehr-patient")):
         self.launch, self.patient = launch, patient
+        self.capabilities = list(capabilities)      # add "permission-v2" for a SMART v2 server
         self.app_context: str | None = None
         self.observations: list[dict] = []
         self.requests: list[tuple[str, str]] = []
@@ -46,7 +48,7 @@ class SmartEhr:
                     return self._send(200, {"authorization_endpoint": f"{ehr.url}/auth/authorize",
                                             "token_endpoint": f"{ehr.url}/auth/token",
                                             "code_challenge_methods_supported": ["S256"],
-                                            "capabilities": ["launch-ehr", "context-ehr-patient"]})
+                                            "capabilities": ehr.capabilities})
                 if url.path == "/auth/authorize":
                     problems = [k for k, want in (("response_type", "code"), ("launch", ehr.launch),
                                                   ("code_challenge_method", "S256"), ("aud", f"{ehr.url}/fhir"))
