@@ -40,7 +40,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def genomic_consent(resources: Iterable[dict] | None, patient_ref: str, require_
     other than Consent are ignored. `require_consent` is the site setting: when true, genomic data is
     used only under an active Consent that permits it.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     patient = _patient_key(patient_ref)
     permit_id: str | None = None
     for consent in _consents(resources or ()):
@@ -189,9 +189,7 @@ def _applies(provision: dict, now: datetime) -> bool:
             return False
     if provision.get("purpose") and not _has_code(provision["purpose"], PURPOSE_SYSTEM, TREATMENT_PURPOSE):
         return False
-    if provision.get("action") and not _has_code(provision["action"], ACTION_SYSTEM, USE_ACTIONS):
-        return False
-    return True
+    return not provision.get("action") or _has_code(provision["action"], ACTION_SYSTEM, USE_ACTIONS)
 
 
 def _covers_genomic(provision: dict) -> bool:
@@ -211,7 +209,7 @@ def _instant(value: Any, *, upper: bool) -> datetime:
     if m:
         year, month, day = int(m[1]), int(m[2] or 1), int(m[3] or 1)
         try:
-            first = datetime.combine(date(year, month, day), time(), timezone.utc)
+            first = datetime.combine(date(year, month, day), time(), UTC)
         except ValueError as err:
             raise _Unreadable(f"period bound {value!r}") from err
         if not upper:
@@ -226,5 +224,5 @@ def _instant(value: Any, *, upper: bool) -> datetime:
     except ValueError as err:
         raise _Unreadable(f"period bound {value!r}") from err
     if parsed.tzinfo is None:  # FHIR requires a zone when time is given; read a missing one as UTC
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed

@@ -17,7 +17,8 @@ POPULATION_WORDS: dict[str, str] = {
     "pediatrics": "Children (pediatrics)",
     # cpic-clopidogrel-cyp2c19.yaml, comments of each population's recommendations
     "CVI ACS PCI": "Cardiovascular indications: acute coronary syndrome and/or percutaneous coronary intervention",
-    "CVI non-ACS non-PCI": "Cardiovascular indications other than acute coronary syndrome or percutaneous coronary intervention",
+    "CVI non-ACS non-PCI": ("Cardiovascular indications other than acute coronary syndrome or percutaneous "
+                            "coronary intervention"),
     "NVI": "Neurovascular indications",
     # cpic-carbamazepine-hla-a-hla-b.yaml, recommendation texts
     "CBZ naive": "Carbamazepine-naïve",

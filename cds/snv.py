@@ -32,7 +32,8 @@ class NotThisVariant(ValueError):
 _BASE_PAIR = re.compile(r"^([ACGT])\s*(?:/|\||,|\s)?\s*([ACGT])$", re.I)
 _CHANGE = re.compile(r"^([ACGT])\s*>\s*([ACGT])\s*(.*)$", re.I)
 _HET = re.compile(r"^(?:heterozygous|heterozygote|het)$", re.I)
-_HOM = re.compile(r"^(?:homozygous|homozygote|hom)(?:\s+(?:for\s+the\s+)?(variant|alternate|mutant|alt|reference|ref|wild[- ]?type))?$", re.I)
+_HOM = re.compile(r"^(?:homozygous|homozygote|hom)"
+                  r"(?:\s+(?:for\s+the\s+)?(variant|alternate|mutant|alt|reference|ref|wild[- ]?type))?$", re.I)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Spelling:
     rest: str            # what follows the variant's name
 
 
-def variant_count(text: str, variant: "SingleVariant") -> int:
+def variant_count(text: str, variant: SingleVariant) -> int:
     """How many variant alleles `text` states, read on the strand it names; NotThisVariant otherwise."""
     spelling = _name_of(text.strip(), variant)
     rest = spelling.rest.strip().strip(":=").strip()
@@ -62,7 +63,7 @@ def variant_count(text: str, variant: "SingleVariant") -> int:
     raise NotThisVariant(f"'{text}' is not a {variant.rsid} genotype this reader knows")
 
 
-def _name_of(text: str, variant: "SingleVariant") -> Spelling:
+def _name_of(text: str, variant: SingleVariant) -> Spelling:
     lowered = text.lower()
     if lowered.startswith(variant.rsid.lower()):
         return Spelling("either", text[len(variant.rsid):])
@@ -75,7 +76,7 @@ def _name_of(text: str, variant: "SingleVariant") -> Spelling:
     raise NotThisVariant(f"'{text}' does not name {variant.rsid} ({', '.join([variant.rsid, *variant.names])})")
 
 
-def _strand_of(bases: tuple[str, ...], strand: str, variant: "SingleVariant") -> str:
+def _strand_of(bases: tuple[str, ...], strand: str, variant: SingleVariant) -> str:
     genomic = {variant.genomic.reference, variant.genomic.variant}
     gene = {variant.gene_strand.reference, variant.gene_strand.variant}
     on = [name for name, allowed in (("genomic", genomic), ("gene", gene)) if set(bases) <= allowed]
@@ -89,13 +90,13 @@ def _strand_of(bases: tuple[str, ...], strand: str, variant: "SingleVariant") ->
     return on[0]
 
 
-def _count_from_bases(text: str, bases: tuple[str, str], strand: str, variant: "SingleVariant") -> int:
+def _count_from_bases(text: str, bases: tuple[str, str], strand: str, variant: SingleVariant) -> int:
     on = _strand_of(bases, strand, variant)
     alt = variant.genomic.variant if on == "genomic" else variant.gene_strand.variant
     return sum(1 for b in bases if b == alt)
 
 
-def _count_from_change(text: str, change: re.Match, strand: str, variant: "SingleVariant") -> int:
+def _count_from_change(text: str, change: re.Match, strand: str, variant: SingleVariant) -> int:
     ref, alt, rest = change.group(1).upper(), change.group(2).upper(), change.group(3).strip()
     on = _strand_of((ref, alt), strand, variant)
     bases = variant.genomic if on == "genomic" else variant.gene_strand

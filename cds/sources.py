@@ -11,7 +11,8 @@ other prescribing guidance beats no change. The kind is read from the flags, nev
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from cds.knowledge.models import Recommendation, Rule
 
@@ -35,18 +36,18 @@ ATTRIBUTION = {
 }
 
 
-def site_default(kb: "KnowledgeBase") -> tuple[str, ...]:
+def site_default(kb: KnowledgeBase) -> tuple[str, ...]:
     wildcard = next((r for r in kb.rules if r.drugs == "*"), None)
     return tuple(wildcard.sources) if wildcard and wildcard.sources else DEFAULT_SOURCES
 
 
-def rule_sources(kb: "KnowledgeBase", rule: Rule | None) -> tuple[str, ...]:
+def rule_sources(kb: KnowledgeBase, rule: Rule | None) -> tuple[str, ...]:
     """The guideline sources whose recommendations may raise this rule's cards, in display order."""
     chosen = tuple(rule.sources) if rule is not None and rule.sources else site_default(kb)
     return tuple(sorted(set(chosen), key=SOURCE_ORDER.get))
 
 
-def policy_sources(kb: "KnowledgeBase") -> tuple[str, ...]:
+def policy_sources(kb: KnowledgeBase) -> tuple[str, ...]:
     """Every source some rule of the policy selects (the engine evaluates these unless told otherwise)."""
     chosen = set(site_default(kb))
     for rule in kb.rules:
@@ -59,7 +60,8 @@ def parse_source_option(value: str) -> tuple[str, ...]:
     value = value.strip().lower()
     if value == "all":
         return tuple(SOURCE_ORDER)
-    names = tuple(sorted({v.strip().upper() for v in value.split(",") if v.strip()}, key=lambda s: SOURCE_ORDER.get(s, 9)))
+    given = {v.strip().upper() for v in value.split(",") if v.strip()}
+    names = tuple(sorted(given, key=lambda s: SOURCE_ORDER.get(s, 9)))
     unknown = [n for n in names if n not in SOURCE_ORDER]
     if unknown or not names:
         from cds.errors import CdsError
@@ -67,7 +69,7 @@ def parse_source_option(value: str) -> tuple[str, ...]:
     return names
 
 
-def of_sources(matches: Iterable["Match"], sources: Iterable[str]) -> list["Match"]:
+def of_sources(matches: Iterable[Match], sources: Iterable[str]) -> list[Match]:
     wanted = set(sources)
     return [m for m in matches if m.guideline.source in wanted]
 

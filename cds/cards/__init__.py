@@ -14,12 +14,32 @@ one place.
 from __future__ import annotations
 
 from .actions import OVERRIDE_REASONS, OVERRIDE_SYSTEM, RXNORM, app_context, replacement_request
-from .model import (TOPIC_SYSTEM, CardPolicy, Conflict, Differences, Headline, Notice, NotRetrieved, OrderRef,
-                    RenderedCard, Statement, Unidentified, Uninterpretable, UnreachableKeys)
+from .model import (
+    TOPIC_SYSTEM,
+    CardPolicy,
+    Conflict,
+    Differences,
+    Headline,
+    Notice,
+    NotRetrieved,
+    OrderRef,
+    RenderedCard,
+    Statement,
+    Unidentified,
+    Uninterpretable,
+    UnreachableKeys,
+)
 from .policy import default_indicator, is_actionable, most_cautious
 from .render import CardRenderer
-from .text import (ATTRIBUTION, DETAIL_WORD_BUDGET, GENERIC_ACTIONS, SMART_LINK_LABEL, SUMMARY_LIMIT, attribution,
-                   headline_text)
+from .text import (
+    ATTRIBUTION,
+    DETAIL_WORD_BUDGET,
+    GENERIC_ACTIONS,
+    SMART_LINK_LABEL,
+    SUMMARY_LIMIT,
+    attribution,
+    headline_text,
+)
 
 __all__ = [
     "ATTRIBUTION", "DETAIL_WORD_BUDGET", "GENERIC_ACTIONS", "OVERRIDE_REASONS", "OVERRIDE_SYSTEM", "RXNORM",

@@ -2,7 +2,7 @@
 card is, whose summary wording it takes and whether it suggests the rule's alternatives."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import Adjustment, Recommendation, Rule

@@ -29,13 +29,13 @@ class DoseRequest:
 
     drug: str
     hook: str
-    facts: "PatientFacts"
+    facts: PatientFacts
     clinical: ClinicalData
     today: date
 
 
-def dose_cards(advisor: "Advisor", hook: str, facts: "PatientFacts", orders: list["MedicationOrder"],
-               clinical: ClinicalData, today: date | None = None) -> tuple[list["RenderedCard"], list[str]]:
+def dose_cards(advisor: Advisor, hook: str, facts: PatientFacts, orders: list[MedicationOrder],
+               clinical: ClinicalData, today: date | None = None) -> tuple[list[RenderedCard], list[str]]:
     """Dose cards for the ordered drugs that have a dosing algorithm, and audit reasons for those that got none."""
     cards, reasons = [], []
     drugs, _, _ = advisor.drugs_of(orders)
@@ -56,7 +56,7 @@ def dose_cards(advisor: "Advisor", hook: str, facts: "PatientFacts", orders: lis
     return cards, reasons
 
 
-def dose_decision(advisor: "Advisor", request: DoseRequest) -> DoseDecision:
+def dose_decision(advisor: Advisor, request: DoseRequest) -> DoseDecision:
     algorithm = advisor.kb.dosing[request.drug]
     clinical_inputs, age = read_inputs(algorithm, request.clinical, request.today)
     genotypes, genes = genotype_inputs(algorithm, request.facts.interpretations, request.facts.unreadable_by_gene)
@@ -65,12 +65,12 @@ def dose_decision(advisor: "Advisor", request: DoseRequest) -> DoseDecision:
     return decide_dose(algorithm, inputs, genes, age)
 
 
-def _conflicted(gene: str, facts: "PatientFacts") -> InputValue:
+def _conflicted(gene: str, facts: PatientFacts) -> InputValue:
     why = f"the {gene} results on file disagree ({', '.join(facts.conflicts[gene])})"
     return InputValue(gene, None, why, missing=why)
 
 
-def _not_on_this_hook(advisor: "Advisor", drug: str, hook: str) -> str | None:
+def _not_on_this_hook(advisor: Advisor, drug: str, hook: str) -> str | None:
     plan = advisor.engine.drug_plan(drug)
     rule = plan.rules.get(hook) if plan else None
     if rule is None:
@@ -80,12 +80,12 @@ def _not_on_this_hook(advisor: "Advisor", drug: str, hook: str) -> str | None:
     return None
 
 
-def _has_a_result(genes: list[str], facts: "PatientFacts") -> bool:
+def _has_a_result(genes: list[str], facts: PatientFacts) -> bool:
     return any(g in facts.interpretations or g in facts.unreadable_by_gene or g in facts.conflicts for g in genes)
 
 
 def clinical_data(patient_ref: str, patient: dict[str, Any] | None, vitals: list[Any] | None,
-                  active: list["MedicationOrder"] | None, drafts: list["MedicationOrder"],
+                  active: list[MedicationOrder] | None, drafts: list[MedicationOrder],
                   problems: dict[str, str]) -> ClinicalData:
     """The clinical data of one case: the active medications together with the orders being placed (an
     amiodarone order signed with the warfarin counts)."""
@@ -93,7 +93,7 @@ def clinical_data(patient_ref: str, patient: dict[str, Any] | None, vitals: list
     return ClinicalData(patient_ref, patient, vitals, medications, problems)
 
 
-def dosing_keys_not_needed(advisor: "Advisor", request: Any) -> tuple[str, ...]:
+def dosing_keys_not_needed(advisor: Advisor, request: Any) -> tuple[str, ...]:
     """The clinical-input prefetch keys a hook call need not fetch from fhirServer: all of them unless an
     ordered drug has a dosing algorithm (so a clopidogrel order costs no vital-sign search)."""
     from cds.cdshooks import ACTIVE_MEDICATION_KEYS, VITALS_KEY, selected_orders
@@ -120,9 +120,9 @@ def stated_dose(kb: Any, drug: str, interpretations: dict[str, list[Any]], age: 
     return decide_dose(algorithm, clinical + genotypes, genes, years)
 
 
-def stated_dose_cards(advisor: "Advisor", evaluation: Any, hook: str, age: int | None, height_cm: float | None,
+def stated_dose_cards(advisor: Advisor, evaluation: Any, hook: str, age: int | None, height_cm: float | None,
                       weight_kg: float | None, race: str | None,
-                      medications: list[str] | None) -> list["RenderedCard"]:
+                      medications: list[str] | None) -> list[RenderedCard]:
     """Dose cards for typed results and stated clinical inputs (the workbench's try-a-patient), under the same
     conditions as a hook call: an ordered drug with a dosing algorithm, governed on this hook by a rule that
     selects CPIC, and a result on file for a gene the algorithm reads."""
@@ -135,7 +135,8 @@ def stated_dose_cards(advisor: "Advisor", evaluation: Any, hook: str, age: int |
         read = [t.input for t in algorithm.categorical if t.input in advisor.kb.genes] if algorithm else []
         if algorithm is None or _not_on_this_hook(advisor, drug, hook) or not _has_a_result(read, facts):
             continue
-        decision = stated_dose(advisor.kb, drug, evaluation.interpretations, age, height_cm, weight_kg, race, medications)
+        decision = stated_dose(advisor.kb, drug, evaluation.interpretations, age, height_cm, weight_kg, race,
+                               medications)
         plan = advisor.engine.drug_plan(drug)
         if decision is not None:
             cards.append(dose_card(advisor.kb, decision, plan.rules.get(hook) if plan else None))

@@ -7,8 +7,8 @@ a range, `caution` puts the guideline's statement beside it.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from cds.dosing.models import DosingAlgorithm, FlowStep
 
@@ -129,7 +129,4 @@ def _applies(step: FlowStep, values: dict[str, float | str], genes: PatientGenes
         return False
     if step.vkorc1 and values.get("VKORC1") not in step.vkorc1:
         return False
-    for gene, alleles in step.carries.items():
-        if not genes.alleles.get(gene, set()) & set(alleles):
-            return False
-    return True
+    return all(genes.alleles.get(gene, set()) & set(alleles) for gene, alleles in step.carries.items())

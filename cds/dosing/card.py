@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from cds.knowledge.models import Rule
 
 
-def dose_card(kb: "KnowledgeBase", decision: DoseDecision, rule: "Rule | None") -> RenderedCard:
+def dose_card(kb: KnowledgeBase, decision: DoseDecision, rule: Rule | None) -> RenderedCard:
     a = decision.algorithm
     guideline = kb.guidelines.get(a.guideline)
     warn = decision.weekly_mg is None or any(s.action == "caution" for s in decision.steps)

@@ -16,9 +16,10 @@ why it is missing. Nothing here fetches: the faces gather the resources.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Iterable
+from typing import Any
 
 from cds.dosing.calculate import InputValue, PatientGenes
 from cds.dosing.models import DosingAlgorithm
@@ -144,7 +145,8 @@ def _observations(resources: Iterable[Any], code: str, name: str,
         subject = (obs.get("subject") or {}).get("reference")
         if isinstance(subject, str) and not _same_patient(subject, patient_ref):
             continue      # another patient's measurement is never this patient's input
-        when = _date(obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start") or obs.get("issued"))
+        when = _date(obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start")
+                     or obs.get("issued"))
         quantity = obs.get("valueQuantity") or {}
         factor = _UNITS[name].get(str(quantity.get("code") or quantity.get("unit") or ""))
         if when is None or factor is None or not isinstance(quantity.get("value"), (int, float)):
@@ -159,13 +161,15 @@ def _race(data: ClinicalData) -> InputValue:
     if data.patient is None:
         why = "the Patient resource was not available, so the race group is not known"
         return InputValue("race", None, why, missing=why)
-    codes = sorted({c for ext in data.patient.get("extension") or [] if isinstance(ext, dict) and ext.get("url") == US_CORE_RACE
+    codes = sorted({c for ext in data.patient.get("extension") or []
+                    if isinstance(ext, dict) and ext.get("url") == US_CORE_RACE
                     for sub in ext.get("extension") or [] if isinstance(sub, dict) and sub.get("url") == "ombCategory"
                     for c in [(sub.get("valueCoding") or {}).get("code")] if isinstance(c, str)})
     groups = {OMB_RACE.get(c) for c in codes}
     if len(codes) == 1 and None not in groups:
         group = next(iter(groups))
-        return InputValue("race", group, f"{OMB_NAMES[codes[0]]} (US Core race, OMB {codes[0]})", source=_ref(data.patient))
+        return InputValue("race", group, f"{OMB_NAMES[codes[0]]} (US Core race, OMB {codes[0]})",
+                          source=_ref(data.patient))
     named = ", ".join(OMB_NAMES.get(c, c) for c in codes)
     why = (f"{named}: IWPC's 'missing or mixed' group" if codes else
            "no race on the Patient resource (US Core race extension): IWPC's 'missing or mixed' group")
@@ -177,7 +181,8 @@ def _medication_inputs(data: ClinicalData) -> list[InputValue]:
         why = data.problems.get("medications") or ("the active medications could not be read (none were gathered), so "
                                                   "amiodarone and enzyme-inducer use are not known")
         return [InputValue("amiodarone", None, why, missing=why), InputValue("enzyme_inducer", None, why, missing=why)]
-    unknown = [o for o in data.medications if o.resolution != "not-this-patient" and not _readable(o) and not o.ingredients]
+    unknown = [o for o in data.medications
+               if o.resolution != "not-this-patient" and not _readable(o) and not o.ingredients]
     if unknown:
         listed = ", ".join(o.order_id or ", ".join(o.codes) or "an order" for o in unknown)
         why = (f"an active medication names no drug we can read ({listed}), so amiodarone and enzyme-inducer use "
@@ -193,7 +198,8 @@ def _medication_input(name: str, drugs: tuple[str, ...], orders: list[Medication
             if d in {i.name.lower() for i in o.ingredients} or d in _names_of(o)]
     if hits:
         shown = "; ".join(f"{d} ({o.display or o.order_id or 'an order'})" for o, d in hits)
-        return InputValue(name, "yes", shown, source=", ".join(sorted({o.order_id for o, _ in hits if o.order_id})) or None)
+        sources = ", ".join(sorted({o.order_id for o, _ in hits if o.order_id}))
+        return InputValue(name, "yes", shown, source=sources or None)
     words = {"amiodarone": "no amiodarone", "enzyme_inducer": "no carbamazepine, phenytoin or rifampin"}[name]
     return InputValue(name, "no", f"{words} among {count} active medication(s) and orders read")
 
@@ -273,10 +279,12 @@ def stated_inputs(age: int | None, height_cm: float | None, weight_kg: float | N
                                                                         "'missing or mixed' group)")))
     if medications is None:
         why = "--medication not given, so amiodarone and enzyme-inducer use are not known (--medication none: none)"
-        inputs += [InputValue("amiodarone", None, why, missing=why), InputValue("enzyme_inducer", None, why, missing=why)]
+        inputs += [InputValue("amiodarone", None, why, missing=why),
+                   InputValue("enzyme_inducer", None, why, missing=why)]
     else:
         names = {m.strip().lower() for m in medications if m.strip().lower() != "none"}
         for name, drugs in (("amiodarone", AMIODARONE_NAMES), ("enzyme_inducer", INDUCER_NAMES)):
             hits = sorted(names & set(drugs))
-            inputs.append(InputValue(name, "yes" if hits else "no", ", ".join(hits) if hits else "not among --medication"))
+            inputs.append(InputValue(name, "yes" if hits else "no",
+                                     ", ".join(hits) if hits else "not among --medication"))
     return inputs, age

@@ -75,11 +75,12 @@ class FlowStep(Strict):
     factor: tuple[float, float] | None = None                     # adjust: low, high multipliers
 
     @model_validator(mode="after")
-    def _adjust_has_a_factor(self) -> "FlowStep":
+    def _adjust_has_a_factor(self) -> FlowStep:
         if (self.action == "adjust") != (self.factor is not None):
             raise ValueError("an `adjust` step needs `factor` (low, high), and only it")
         if not (self.race or self.cyp2c9_phenotypes or self.cyp2c9_diplotypes or self.vkorc1 or self.carries):
-            raise ValueError("a flow step needs a condition (race, cyp2c9_phenotypes, cyp2c9_diplotypes, vkorc1 or carries)")
+            raise ValueError("a flow step needs a condition "
+                             "(race, cyp2c9_phenotypes, cyp2c9_diplotypes, vkorc1 or carries)")
         return self
 
 
@@ -105,7 +106,7 @@ class DosingAlgorithm(Strict):
     notes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _inputs_once(self) -> "DosingAlgorithm":
+    def _inputs_once(self) -> DosingAlgorithm:
         names = [t.input for t in self.numeric] + [t.input for t in self.categorical]
         if len(names) != len(set(names)):
             raise ValueError(f"an input is named twice: {names}")

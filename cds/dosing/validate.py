@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from cds.knowledge.loader import KnowledgeBase
 
 
-def check_dosing(kb: "KnowledgeBase") -> list[Diagnostic]:
+def check_dosing(kb: KnowledgeBase) -> list[Diagnostic]:
     diags: list[Diagnostic] = []
     for algorithm in kb.dosing.values():
         diags += _check_links(kb, algorithm)
@@ -19,7 +19,7 @@ def check_dosing(kb: "KnowledgeBase") -> list[Diagnostic]:
     return diags
 
 
-def _check_links(kb: "KnowledgeBase", a: "DosingAlgorithm") -> list[Diagnostic]:
+def _check_links(kb: KnowledgeBase, a: DosingAlgorithm) -> list[Diagnostic]:
     out = []
     guideline = kb.guidelines.get(a.guideline)
     if guideline is None:
@@ -32,7 +32,7 @@ def _check_links(kb: "KnowledgeBase", a: "DosingAlgorithm") -> list[Diagnostic]:
     return out
 
 
-def _check_genotypes(kb: "KnowledgeBase", a: "DosingAlgorithm") -> list[Diagnostic]:
+def _check_genotypes(kb: KnowledgeBase, a: DosingAlgorithm) -> list[Diagnostic]:
     out = []
     for i, term in enumerate(a.categorical):
         if term.input not in kb.interpreters:
@@ -40,7 +40,7 @@ def _check_genotypes(kb: "KnowledgeBase", a: "DosingAlgorithm") -> list[Diagnost
         interp = kb.interpreters[term.input]
         for value in term.coefficients:
             reading = interp.from_diplotype(value)
-            if reading.indeterminate or reading.lookup_key != value and reading.diplotype != value:
+            if reading.indeterminate or (reading.lookup_key != value and reading.diplotype != value):
                 out.append(kb.diag(a, f"dosing {a.id}: the {term.input} table cannot produce '{value}'",
                                    "categorical", i, "coefficients", value))
     for i, step in enumerate(a.flow):

@@ -19,7 +19,8 @@ bug, and raises.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from cds.fhir.mappings import FhirMappings, default_mappings
 from cds.fhir.valid import InvalidResource, validated  # noqa: F401  (part of this module's interface)

@@ -24,9 +24,9 @@ no single gene studied, so a reader attributes its phenotypes through the genoty
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timezone
-from typing import Callable, Mapping
+from datetime import UTC, datetime, time
 
 from cds.engine import Evaluation, Match
 from cds.facts import GenomicResult
@@ -89,7 +89,7 @@ def interpretation_resources(kb: KnowledgeBase, evaluation: Evaluation, *,
     `scope` makes the ids (stable_id) differ per patient; `as_bundle`: references as urn:uuid;
     `link_sources`: refer to the FHIR Observations the results were read from (off for pseudonymous
     output, since their ids may carry the patient's)."""
-    from cds.cards import is_actionable   # the card policy's own test of "changes prescribing" without flags
+    from cds.cards import is_actionable  # the card policy's own test of "changes prescribing" without flags
 
     w = _Writer(kb, evaluation, evidence or {}, {"reference": patient_ref} if patient_ref else None,
                 scope or (patient_ref or ""), issued, as_bundle, is_actionable, link_sources)
@@ -218,7 +218,7 @@ def _sources(w: _Writer, genes: list[str]) -> list[dict]:
 def fhir_datetime(when: datetime) -> str:
     """A FHIR dateTime: with its zone; a date alone where a result gave only a date (read as midnight)."""
     if when.tzinfo is None:
-        return when.date().isoformat() if when.time() == time() else when.replace(tzinfo=timezone.utc).isoformat()
+        return when.date().isoformat() if when.time() == time() else when.replace(tzinfo=UTC).isoformat()
     return when.isoformat()
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,9 +27,9 @@ class Entry:
     resource: dict
     key: str | None                       # "Observation/abc" (or "DiagnosticReport/r#abc" if contained)
     full_url: str | None = None
-    container: "Entry | None" = None      # the resource that contains this one
+    container: Entry | None = None      # the resource that contains this one
     bundle: int | None = None             # id() of the innermost Bundle it came in (None: given alone)
-    reports: list["Entry"] = field(default_factory=list)   # DiagnosticReports this result belongs to
+    reports: list[Entry] = field(default_factory=list)   # DiagnosticReports this result belongs to
 
     @property
     def type(self) -> str:
@@ -88,7 +89,8 @@ def _collect_one(item: Any, full_url: str | None, bundle: int | None, where: str
     contained = item.get("contained")
     if isinstance(contained, list):
         for child in contained:
-            if isinstance(child, dict) and isinstance(child.get("resourceType"), str) and isinstance(child.get("id"), str):
+            if (isinstance(child, dict) and isinstance(child.get("resourceType"), str)
+                    and isinstance(child.get("id"), str)):
                 key = f"{entry.key}#{child['id']}" if entry.key else f"#{child['id']}"
                 out.append(Entry(child, key, None, container=entry, bundle=bundle))
 
@@ -228,11 +230,11 @@ def parse_datetime(value: Any) -> datetime | None:
     m = _PARTIAL.match(value)
     try:
         if m:
-            return datetime(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1), tzinfo=timezone.utc)
+            return datetime(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1), tzinfo=UTC)
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def effective_of(resource: dict) -> tuple[datetime | None, bool]:

@@ -25,10 +25,11 @@ The rule, in order:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable
+from typing import Any
 
 from cds.facts import GenomicResult
 from cds.fhir import values

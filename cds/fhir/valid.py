@@ -36,7 +36,7 @@ def validated(resource: dict[str, Any]) -> dict[str, Any]:
     otherwise."""
     text = orjson.dumps(resource)
     for field, value in _SET_ASIDE.findall(text):
-        if field == b"id" and not _ID.fullmatch(value.decode()) or field == b"reference" and not value.strip():
+        if (field == b"id" and not _ID.fullmatch(value.decode())) or (field == b"reference" and not value.strip()):
             _validate(resource)            # let fhir.resources say what is wrong
     # remembered by a digest of the shape: a resource may carry a patient's results, which a memo never holds
     shape = hashlib.blake2b(_SET_ASIDE.sub(rb'"\1":"x"', text), digest_size=16).digest()

@@ -82,7 +82,7 @@ def load_through_cache(key: str, load: Callable[[], T]) -> T:
         try:
             with open(path, "rb") as f, _collector_paused():
                 return pickle.load(f)
-        except Exception as err:  # noqa: BLE001 - a damaged entry is only a slower start
+        except Exception as err:
             log.warning("knowledge cache entry %s unreadable (%s); loading the knowledge files", path.name, err)
     value = load()
     if path is not None:
@@ -129,7 +129,7 @@ def _store(folder: Path, path: Path, value: object) -> None:
             Path(temporary).unlink(missing_ok=True)
             raise
         _remove_old_entries(folder)
-    except Exception as err:  # noqa: BLE001 - an unwritable cache only costs the time it would save
+    except Exception as err:
         log.info("knowledge cache not written to %s: %s", folder, err)
 
 

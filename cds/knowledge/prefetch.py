@@ -3,15 +3,16 @@
 `{{pgx.genomicCodes}}` becomes the Observation codes the FHIR reader reads (guidelines/fhir-mappings.yaml:
 `observation_kinds`, `lab_codes` and `text_coded_results`), comma-separated as FHIR token search ORs them (FHIR R4
 search.html#token, "system|code"); `{{pgx.reportCategories}}` and `{{pgx.reportCodes}}` become the
-categories and codes Genomics Reports are searched by (`genomic_report_categories`, `genomic_report_codes`). So the codes the EHR prefetches, the codes the service searches on
-its fhirServer and the codes the reader understands are one set: a site adds a laboratory code once,
-in the mappings. Discovery shows the expanded templates (CDS Hooks 2.0 knows only `{{context.*}}` and
-`{{userPractitionerId}}`-style tokens, so no `pgx.` token may reach an EHR).
+categories and codes Genomics Reports are searched by (`genomic_report_categories`, `genomic_report_codes`).
+So the codes the EHR prefetches, the codes the service searches on its fhirServer and the codes the reader
+understands are one set: a site adds a laboratory code once, in the mappings. Discovery shows the expanded
+templates (CDS Hooks 2.0 knows only `{{context.*}}` and `{{userPractitionerId}}`-style tokens, so no `pgx.`
+token may reach an EHR).
 """
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from cds.fhir.mappings import FhirMappings
 

@@ -62,19 +62,20 @@ def _build(node: Node, path: Path_, smap: SourceMap, problems: list[Diagnostic])
     if isinstance(node, ScalarNode):
         return _scalar(node)
     if isinstance(node, SequenceNode):
-        return [_build(item, path + (i,), smap, problems) for i, item in enumerate(node.value)]
+        return [_build(item, (*path, i), smap, problems) for i, item in enumerate(node.value)]
     if isinstance(node, MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode):
-                problems.append(Diagnostic(smap.file, key_node.start_mark.line + 1, "a mapping key must be a plain value"))
+                problems.append(Diagnostic(smap.file, key_node.start_mark.line + 1,
+                                           "a mapping key must be a plain value"))
                 continue
             key = _scalar(key_node)
             if key in result:
                 problems.append(Diagnostic(smap.file, key_node.start_mark.line + 1, f"duplicate key {key!r}"))
                 continue
-            smap.lines[path + (key,)] = key_node.start_mark.line + 1
-            result[key] = _build(value_node, path + (key,), smap, problems)
+            smap.lines[(*path, key)] = key_node.start_mark.line + 1
+            result[key] = _build(value_node, (*path, key), smap, problems)
         return result
     raise AssertionError(f"unexpected YAML node {node!r}")  # aliases are resolved by compose
 
@@ -104,7 +105,8 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
         data = _build(node, (), smap, problems)
     except yaml.constructor.ConstructorError as err:
         mark = err.problem_mark
-        raise YamlSourceError([Diagnostic(file, (mark.line + 1) if mark else 1, f"YAML value error: {err.problem}")]) from None
+        line = (mark.line + 1) if mark else 1
+        raise YamlSourceError([Diagnostic(file, line, f"YAML value error: {err.problem}")]) from None
     if problems:
         raise YamlSourceError(problems)
     return data, smap

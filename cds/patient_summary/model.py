@@ -10,8 +10,8 @@ the cards decide: the card policy's statements (`CardRenderer.statements`), neve
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from cds.engine import Evaluation
 from cds.genotype import attribute_gene

@@ -111,7 +111,8 @@ def _card(pdf: FPDF, summary: PatientSummary, x: float, y: float) -> None:
     # front: the results
     pdf.set_xy(x + 3, y + 3)
     pdf.set_font(FONT, "B", 7)
-    pdf.multi_cell(CARD_W - 6, 3.2, words.QR_TITLE + " — " + words.SHOW_PRESCRIBER, new_x="LEFT", new_y="NEXT", align="L")
+    pdf.multi_cell(CARD_W - 6, 3.2, words.QR_TITLE + " — " + words.SHOW_PRESCRIBER, new_x="LEFT", new_y="NEXT",
+                   align="L")
     texts = [words.result_line(line.result) for line in summary.lines]
     columns = 1 if len(texts) <= 11 else 2
     size = 5.2 if columns == 1 else 4.4

@@ -17,8 +17,8 @@ allele newer than its CPIC release) does not undo PharmCAT's call; the note says
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from cds.errors import CdsError
 from cds.genotype import GeneInterpreter, Interpretation, interpret_value

@@ -20,8 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from cds.errors import CdsError
-from cds.pharmcat.model import (CALLED, INDETERMINATE, MATCHER, NO_RESULT, NONE, OUTSIDE, OUTSIDE_CALL_TSV,
-                                PHENOTYPE_JSON, REPORT_JSON, CalledDiplotype, GeneCall, PharmcatResults)
+from cds.pharmcat.model import (
+    CALLED,
+    INDETERMINATE,
+    MATCHER,
+    NO_RESULT,
+    NONE,
+    OUTSIDE,
+    OUTSIDE_CALL_TSV,
+    PHENOTYPE_JSON,
+    REPORT_JSON,
+    CalledDiplotype,
+    GeneCall,
+    PharmcatResults,
+)
 
 _NO_RESULT_KEY = "No Result"
 _UNKNOWN_ALLELE = "Unknown"
@@ -73,7 +85,8 @@ def _read_json(text: str, name: str) -> PharmcatResults:
     calls = tuple(_gene_call(gene, report, name) for gene, report in _gene_reports(reports, name).items())
     found = doc.get("matcherMetadata")
     matcher: dict = found if isinstance(found, dict) else {}
-    data_version = _text(doc.get("dataVersion")) or next((c.phenotype_version for c in calls if c.phenotype_version), None)
+    data_version = (_text(doc.get("dataVersion"))
+                    or next((c.phenotype_version for c in calls if c.phenotype_version), None))
     return PharmcatResults(kind, calls, pharmcat_version=_text(doc.get("pharmcatVersion")), data_version=data_version,
                            matcher_version=_text(matcher.get("namedAlleleMatcherVersion")),
                            timestamp=_text(doc.get("timestamp")) or _text(matcher.get("timestamp")))
@@ -109,7 +122,8 @@ def _gene_call(gene: str, report: dict, name: str) -> GeneCall:
         raise CdsError(f"{name}: {gene}: recommendationDiplotypes is not a list")
     diplotypes = tuple(_diplotype(d, f"{name}: {gene}: recommendationDiplotypes[{i}]") for i, d in enumerate(raw))
     messages = tuple(m for m in (_message(x) for x in report.get("messages") or []) if m)
-    shown = " or ".join(_text(d.get("label")) or "" for d in report.get("sourceDiplotypes") or [] if isinstance(d, dict))
+    shown = " or ".join(_text(d.get("label")) or ""
+                        for d in report.get("sourceDiplotypes") or [] if isinstance(d, dict))
     status, reason = _status(gene, source, diplotypes, report)
     return GeneCall(gene, source, status, diplotypes, reason, messages, shown or None,
                     _text(report.get("phenotypeVersion")), _text(report.get("alleleDefinitionVersion")))
@@ -191,7 +205,7 @@ def read_outside_calls(text: str, name: str = "the file") -> PharmcatResults:
             continue
         fields = [f.strip() for f in line.split("\t")]
         gene = fields[0]
-        diplotype, phenotype, score = (fields[1:4] + ["", "", ""])[:3]
+        diplotype, phenotype, score = ([*fields[1:4], "", "", ""])[:3]
         if len(fields) > 4 and any(fields[4:]):
             raise CdsError(f"{name}:{number}: more than 4 tab-separated fields (gene, diplotype, phenotype, "
                            "activity score)")

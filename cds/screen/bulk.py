@@ -16,10 +16,11 @@ OperationOutcome's diagnostics when there is one). Entries of the manifest's `er
 """
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -72,7 +73,7 @@ def retry_after(value: str | None, now: float | None = None) -> float:
     except (TypeError, ValueError):
         return DEFAULT_WAIT
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     delay = when.timestamp() - (now if now is not None else time.time())
     return min(MAX_WAIT, max(MIN_WAIT, delay))
 
@@ -192,8 +193,7 @@ class BulkExportClient:
         manifest = self.wait(status_url, result)
         result.transaction_time = manifest.get("transactionTime")
         self.download(manifest, folder, result)
-        try:  # tell the server it may delete the files (Bulk Data: "client SHOULD" after download)
+        # tell the server it may delete the files (Bulk Data: "client SHOULD" after download)
+        with contextlib.suppress(CdsError):
             self._request("DELETE", status_url, "delete request", "application/json").close()
-        except CdsError:
-            pass
         return result

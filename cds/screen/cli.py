@@ -5,7 +5,7 @@ import argparse
 import os
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cds.errors import CdsError
@@ -29,19 +29,22 @@ def register(subparsers, func) -> None:
     p.add_argument("--token", help=f"bearer token for --fhir (default: ${TOKEN_ENV})")
     smart = p.add_argument_group("SMART Backend Services (for --fhir, instead of --token)")
     smart.add_argument("--client-id", help=f"this client's id at the EHR (default: ${BACKEND_ENV['client_id']})")
-    smart.add_argument("--private-key", metavar="PEM", help="file with the client's private key, RSA (RS384) or EC P-384 "
+    smart.add_argument("--private-key", metavar="PEM",
+                       help="file with the client's private key, RSA (RS384) or EC P-384 "
                        f"(ES384) (default: ${BACKEND_ENV['private_key']}; an encrypted key's passphrase in "
                        f"${PASSPHRASE_ENV})")
     smart.add_argument("--key-id", metavar="KID", help="the key's kid in the JWK Set registered at the EHR "
                        f"(default: ${BACKEND_ENV['key_id']})")
     smart.add_argument("--scope", help="scopes to ask for (default: "
                        f"${BACKEND_ENV['scope']}, else system/<type>.rs for each exported type)")
-    smart.add_argument("--token-endpoint", metavar="URL", help="skip discovery from [base]/.well-known/smart-configuration "
+    smart.add_argument("--token-endpoint", metavar="URL",
+                       help="skip discovery from [base]/.well-known/smart-configuration "
                        f"(default: ${BACKEND_ENV['token_endpoint']})")
     p.add_argument("--export-wait", type=float, default=3600.0, metavar="S",
                    help="give up on an export not complete after S seconds (default 3600)")
     p.add_argument("--out", required=True, help="output folder, or its fsspec URL (s3://bucket/screened)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: the core count)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (default: the core count)")
     p.add_argument("--engine", choices=("embedded", "dask"), default="embedded",
                    help="embedded: local worker processes (default); dask: a dask.distributed cluster")
     p.add_argument("--scheduler", metavar="ADDRESS",
@@ -163,7 +166,7 @@ def run_screen(args: argparse.Namespace) -> int:
     if not args.no_record:
         from cds.store.screening import record_screening_run
 
-        run_id = record_screening_run(s, args.database_url, datetime.now(timezone.utc))
+        run_id = record_screening_run(s, args.database_url, datetime.now(UTC))
         print(f"recorded as screening run {run_id}", file=sys.stderr)
     if incomplete:
         raise incomplete

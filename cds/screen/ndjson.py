@@ -22,8 +22,9 @@ import hashlib
 import os
 import stat
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import orjson
 
@@ -89,7 +90,8 @@ def input_files(folder: str) -> Inputs:
     each with why it is not read: another kind of file, a link out of the folder, a special file."""
     found = _remote_files(folder) if storage.is_url(folder) else _local_files(folder)
     if not found.files:
-        others = f" (found instead: {'; '.join(f'{n}: {why}' for n, why in found.not_read[:5])})" if found.not_read else ""
+        listed = "; ".join(f"{n}: {why}" for n, why in found.not_read[:5])
+        others = f" (found instead: {listed})" if found.not_read else ""
         raise CdsError(f"{folder}: no .ndjson or .ndjson.gz files (a FHIR Bulk Data export folder is expected){others}")
     return found
 
@@ -278,7 +280,7 @@ class _ObjectBuffer:
     task's files together hold more than REMOTE_BUFFER_BYTES, the largest is written out as an object
     of its own (`<task>-<n>.ndjson`), so a task's memory stays bounded however much it reads."""
 
-    def __init__(self, owner: "_PartitionWriter", folder: str):
+    def __init__(self, owner: _PartitionWriter, folder: str):
         self.owner, self.folder, self.data, self.parts = owner, folder, bytearray(), 0
 
     def write(self, data: bytes) -> None:
@@ -289,7 +291,8 @@ class _ObjectBuffer:
 
     def flush(self) -> None:
         if self.data:
-            with storage.open_file(storage.join(self.folder, f"{self.owner.task:06d}-{self.parts:04d}.ndjson"), "wb") as f:
+            name = f"{self.owner.task:06d}-{self.parts:04d}.ndjson"
+            with storage.open_file(storage.join(self.folder, name), "wb") as f:
                 f.write(bytes(self.data))
             self.owner.buffered -= len(self.data)
             self.parts += 1
@@ -315,7 +318,8 @@ class _PartitionWriter:
                 out = _ObjectBuffer(self, folder)
             else:
                 os.makedirs(folder, exist_ok=True)
-                out = open(os.path.join(folder, f"{self.task:06d}.ndjson"), "wb")
+                # kept open across calls, one file per target; closed by close()
+                out = open(os.path.join(folder, f"{self.task:06d}.ndjson"), "wb")  # noqa: SIM115
             self.files[target] = out
         return out
 
@@ -435,14 +439,14 @@ def split(files: list[str], folder: str, ways: int, key: bytes) -> tuple[list[Pa
     finally:
         for out in outputs:
             out.close()
-    return [Part(name, size, not mix) for name, size, mix in zip(names, sizes, mixed)], count
+    return [Part(name, size, not mix) for name, size, mix in zip(names, sizes, mixed, strict=True)], count
 
 
 def patient_id(key: bytes) -> str:
     return orjson.loads(key)
 
 
-_medications: tuple[str, "Medications"] | None = None
+_medications: tuple[str, Medications] | None = None
 
 
 @dataclass

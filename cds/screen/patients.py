@@ -23,16 +23,17 @@ import hashlib
 import io
 import pickle
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
 from cds.consent import DENIED, NOT_PERMITTED, UNREADABLE
 from cds.decision import PatientCase, decide
-from cds.screen.fhir_out import PartitionFhir
 from cds.populations import GENERAL
 from cds.screen import ndjson, storage
+from cds.screen.fhir_out import PartitionFhir
 from cds.screen.outputs import COLUMNS
 from cds.store.pseudonym import normalised_patient_id
 from cds.store.records import patient_scrubber
@@ -153,7 +154,8 @@ class Screener:
         return result
 
     def _screen_part(self, work: str, partition: int, tag: str, files: list[tuple[str, int]],
-                     medications: dict[str, dict], result: PartitionResult, depth: int, one_patient: bool = False) -> None:
+                     medications: dict[str, dict], result: PartitionResult, depth: int,
+                     one_patient: bool = False) -> None:
         cap = self.settings.max_patient_bytes
         total = sum(size for _, size in files)
         if total > 2 * cap and depth < MAX_SPLIT_DEPTH and not one_patient:
@@ -275,8 +277,9 @@ class Screener:
                     actionable_genes.update(genes)
                     rows["actionable"].append([
                         label, card.drug, ";".join(genes), ";".join(str(f["phenotype"]) for f in card.facts),
-                        self.classification(card.audited_recommendation_ids) if card.recommendation_id not in self.dosing
-                        else "CPIC: genotype-guided dose", card.recommendation_id, card.rule_id, card.indicator,
+                        self.classification(card.audited_recommendation_ids)
+                        if card.recommendation_id not in self.dosing else "CPIC: genotype-guided dose",
+                        card.recommendation_id, card.rule_id, card.indicator,
                         card.guideline_id or "", text, card.card["summary"]])
                     result.drugs[card.drug] += 1
                     for gene in genes:
@@ -331,7 +334,8 @@ def draft_orders(resource: dict, medications: dict[str, dict]) -> dict:
             if key in resource:
                 order[key] = resource[key]
     entries = [{"resource": order}]
-    ref = (order.get("medicationReference") or {}).get("reference") if isinstance(order.get("medicationReference"), dict) else None
+    reference = order.get("medicationReference")
+    ref = reference.get("reference") if isinstance(reference, dict) else None
     if isinstance(ref, str) and ref.startswith("Medication/") and ref[11:] in medications:
         entries.append({"resource": medications[ref[11:]]})
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}

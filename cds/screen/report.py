@@ -27,7 +27,8 @@ _TEMPLATE = """<!doctype html>
 <title>Pharmacogenomic screening — {{ s.started_at[:10] }}</title>
 <style>
  body { font-family: system-ui, sans-serif; margin: 2rem; max-width: 64rem; color: #222; }
- table { border-collapse: collapse; margin: .5rem 0 1.5rem; } td, th { padding: .2rem .8rem; border-bottom: 1px solid #ddd; text-align: left; }
+ table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
+ td, th { padding: .2rem .8rem; border-bottom: 1px solid #ddd; text-align: left; }
  td.n { text-align: right; font-variant-numeric: tabular-nums; } .note { color: #555; font-size: .9rem; }
  svg text { font-size: 12px; } svg rect { fill: #3a6ea5; } .lost { color: #a00; }
 </style></head><body>
@@ -52,7 +53,8 @@ withheld by consent), no_card.csv (active drugs without a card, and why), summar
 {% if chart.bars %}
 <svg role="img" aria-label="{{ chart.title }}" width="{{ chart.width }}" height="{{ chart.height }}" xmlns="http://www.w3.org/2000/svg">
 {% for b in chart.bars %}<text x="{{ chart.label_width - 6 }}" y="{{ b.y + 13 }}" text-anchor="end">{{ b.label }}</text>
-<rect x="{{ chart.label_width }}" y="{{ b.y + 2 }}" width="{{ b.width }}" height="{{ chart.bar_height }}"><title>{{ b.label }}: {{ b.value }}</title></rect>
+<rect x="{{ chart.label_width }}" y="{{ b.y + 2 }}" width="{{ b.width }}"
+ height="{{ chart.bar_height }}"><title>{{ b.label }}: {{ b.value }}</title></rect>
 <text x="{{ chart.label_width + b.width + 4 }}" y="{{ b.y + 13 }}">{{ b.value }}</text>
 {% endfor %}</svg>
 {% else %}<p class="note">none</p>{% endif %}
@@ -83,7 +85,8 @@ def write_report(path: str, summary: dict[str, Any]) -> str:
     charts = [
         bar_chart("Results by gene × phenotype", [(k.replace("|", " — "), v) for k, v in gene_phenotype[:40]]),
         bar_chart("Drugs affected (actionable rows per drug)", list(summary["actionable_by_drug"].items())[:30]),
-        bar_chart("Top drug–gene pairs", [(k.replace("|", " × "), v) for k, v in summary["top_drug_gene_pairs"].items()]),
+        bar_chart("Top drug–gene pairs",
+                  [(k.replace("|", " × "), v) for k, v in summary["top_drug_gene_pairs"].items()]),
     ]
     storage.write_text(path, env.from_string(_TEMPLATE).render(s=summary, rows=COUNT_ROWS, charts=charts))
     return path

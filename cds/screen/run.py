@@ -19,10 +19,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from cds.errors import CdsError
 from cds.screen import ndjson, storage
@@ -77,7 +78,7 @@ class _NoBar:
     def update(self, n: int = 1) -> None:
         pass
 
-    def __enter__(self) -> "_NoBar":
+    def __enter__(self) -> _NoBar:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -190,7 +191,8 @@ def _check(options: ScreenOptions) -> None:
         raise CdsError(f"--engine must be one of {', '.join(ENGINES)}, not {options.engine!r}")
     if options.workers < 1:
         raise CdsError("--workers must be at least 1")
-    for name, value in (("--max-line-bytes", options.max_line_bytes), ("--max-patient-bytes", options.max_patient_bytes)):
+    limits = (("--max-line-bytes", options.max_line_bytes), ("--max-patient-bytes", options.max_patient_bytes))
+    for name, value in limits:
         if value < MIN_LIMIT_BYTES:
             raise CdsError(f"{name} must be at least {MIN_LIMIT_BYTES} bytes, not {value}")
 
@@ -210,7 +212,7 @@ def screen(options: ScreenOptions) -> ScreenResult:
 
     _check(options)
     started = time.perf_counter()
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     input_dir, out = storage.resolve(options.input_dir), storage.resolve(options.out)
     inputs = ndjson.input_files(input_dir)
     files = inputs.files

@@ -10,6 +10,7 @@ loops write millions of lines); URLs through fsspec.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
@@ -125,10 +126,8 @@ def remove_tree(location: str) -> None:
         shutil.rmtree(location, ignore_errors=True)
         return
     fs, path = _filesystem(location)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        pass
 
 
 def scratch(parent: str) -> str:

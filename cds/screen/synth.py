@@ -15,12 +15,15 @@ contradicting results, products nobody can identify, stopped orders, Consents th
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
@@ -184,7 +187,8 @@ class CohortWriter:
                "code": {"coding": [{"system": LOINC, "code": "84413-4", "display": "Genotype display name"}]},
                "valueCodeableConcept": {"text": "/".join(f"{gene}{a}" if a.startswith("*") else a
                                                          for a in diplotype.split("/"))},
-               "component": [{"code": {"coding": [{"system": LOINC, "code": "48018-6", "display": "Gene studied [ID]"}]},
+               "component": [{"code": {"coding": [{"system": LOINC, "code": "48018-6",
+                                                   "display": "Gene studied [ID]"}]},
                               "valueCodeableConcept": {"coding": [{"system": HGNC, "code": self.vocab.hgnc[gene],
                                                                    "display": gene}]}}]}
         if ref is not None:
@@ -232,18 +236,15 @@ def write_cohort(kb: KnowledgeBase, patients: int, out: Path, seed: int = 1, gzi
     out.mkdir(parents=True, exist_ok=True)
     writer = CohortWriter(kb, seed)
     suffix = ".ndjson.gz" if gzip else ".ndjson"
-    files = {t: (gz.open(out / f"{t}{suffix}", "wb", compresslevel=1) if gzip else open(out / f"{t}{suffix}", "wb"))
-             for t in RESOURCE_TYPES}
     counts = dict.fromkeys(RESOURCE_TYPES, 0)
-    try:
+    with contextlib.ExitStack() as stack:
+        opener = functools.partial(gz.open, compresslevel=1) if gzip else open
+        files = {t: stack.enter_context(opener(out / f"{t}{suffix}", "wb")) for t in RESOURCE_TYPES}
         for n in range(1, patients + 1):
             for resource in writer.patient(n):
                 kind = resource["resourceType"]
                 files[kind].write(orjson.dumps(resource) + b"\n")
                 counts[kind] += 1
-    finally:
-        for f in files.values():
-            f.close()
     (out / "SYNTHETIC-README.txt").write_text(
         f"Synthetic FHIR Bulk Data cohort made by `cds synth --patients {patients} --seed {seed}`.\n"
         "NOT CLINICAL DATA: the frequencies are made up to exercise pgx-cds (cds/screen/synth.py);\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 
 from cds.errors import CdsError
 
@@ -48,11 +48,11 @@ def register(subparsers, rule_ids: RuleIds | None = None) -> None:
 def parse_since(value: str) -> datetime:
     try:
         if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), timezone.utc)
+            return datetime.combine(date.fromisoformat(value), time(), UTC)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def knowledge_rule_ids() -> list[str]:

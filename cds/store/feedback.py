@@ -14,7 +14,7 @@ A client may send feedback for the same card more than once; each item is kept.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cds.override_reasons import unknown_code_problem
@@ -33,7 +33,7 @@ def feedback_entries(service_id: str, items: Any, received_at: datetime | None =
         items = items["feedback"]
     if not isinstance(items, list) or not items:
         raise InvalidFeedback("'feedback' must be a non-empty array of Feedback objects")
-    received = utc(received_at or datetime.now(timezone.utc)).isoformat()
+    received = utc(received_at or datetime.now(UTC)).isoformat()
     return [_entry(service_id, item, f"feedback[{i}]", received) for i, item in enumerate(items)]
 
 

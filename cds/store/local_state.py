@@ -59,7 +59,7 @@ class LocalState:
         return conn
 
     class _Tx:
-        def __init__(self, state: "LocalState"):
+        def __init__(self, state: LocalState):
             self.state = state
 
         def __enter__(self) -> sqlite3.Connection:
@@ -80,7 +80,7 @@ class LocalState:
                 raise LocalStateUnavailable(f"{self.state.path}: {exc}") from None
             return False
 
-    def _transaction(self) -> "LocalState._Tx":
+    def _transaction(self) -> LocalState._Tx:
         return LocalState._Tx(self)
 
     # --- JWT replay window -----------------------------------------------------------------------

@@ -3,7 +3,7 @@ by the committee report. Counts only: no patient appears, not even as a pseudony
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -24,7 +24,7 @@ def record_screening_run(summary: dict[str, Any], url: str | None = None,
     row = {
         "run_id": run_id,
         "started_at": utc(datetime.fromisoformat(summary["started_at"])),
-        "finished_at": utc(finished_at or datetime.now(timezone.utc)),
+        "finished_at": utc(finished_at or datetime.now(UTC)),
         "run_by": str(summary.get("run_by") or "")[:200],
         "kb_version": summary["knowledge_version"],
         "input_digest": summary["input"]["digest"],

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 SPOOL_ENV = "CDS_SPOOL_DIR"
 DEFAULT_SPOOL_DIR = Path("var") / "spool"
-_open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+_open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 def spool_directory(directory: str | os.PathLike | None = None) -> Path:
@@ -71,7 +71,7 @@ class Store:
     @classmethod
     def open(cls, url: str | None = None, spool_dir: str | os.PathLike | None = None,
              audit_key: bytes | str | None = None, *, queue_size: int = 10_000, retry_interval: float = 5.0,
-             db_timeout: float = 3.0, flush_timeout: float = 5.0) -> "Store":
+             db_timeout: float = 3.0, flush_timeout: float = 5.0) -> Store:
         """Connect, migrate and replay the spool. If the database is down the store still opens:
         audit entries are spooled and the schema is brought up when the database returns.
         Configuration errors (bad URL, short audit key) raise CdsError."""
@@ -99,13 +99,13 @@ class Store:
             with self._unconfirmed_lock:
                 for card in entry["cards"]:
                     self._unconfirmed[card["uuid"]] = entry["call_id"]
-        except Exception:  # noqa: BLE001 - an audit failure must never fail the CDS response
+        except Exception:
             log.exception("audit of call %s could not be prepared", getattr(record, "call_id", "?"))
             return
         generation = None
         try:
             generation = self._journal.append(entry)   # before the response leaves: a dying worker loses nothing
-        except Exception:  # noqa: BLE001 - still queued; only a crash before its commit would lose it
+        except Exception:
             log.exception("audit journal write failed for call %s", entry["call_id"])
         self._writer.submit(entry, generation)
 
@@ -208,7 +208,7 @@ class Store:
         self.engine.dispose()
         _open_stores.discard(self)
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -257,5 +257,5 @@ def _close_open_stores() -> None:
     for store in list(_open_stores):
         try:
             store.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: report and go on
+        except Exception:
             log.exception("closing the audit store at exit failed")

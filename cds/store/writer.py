@@ -156,7 +156,7 @@ class AuditWriter:
                     waiter.set()
                 if stopping or gathered.replay_waiters or time.monotonic() >= self._next_replay:
                     self._replay()
-            except Exception:  # noqa: BLE001 - this thread must outlive any one bad batch
+            except Exception:
                 log.exception("audit writer failed on a batch of %d entries", len(gathered.batch))
             finally:
                 for waiter in (*gathered.waiters, *gathered.replay_waiters):
@@ -206,7 +206,7 @@ class AuditWriter:
         except StoreUnavailable as err:
             self._went_down(err)
             return self._spool_or_lose(batch, "database write failed")
-        except Exception:  # noqa: BLE001 - refused (DatabaseRefused, or a malformed entry): find which
+        except Exception:
             return self._write_one_by_one(batch, spool_on_outage=True)
         self._on_stored(batch)
         return True
@@ -222,7 +222,7 @@ class AuditWriter:
                     raise
                 self._went_down(err)
                 return self._spool_or_lose(batch[position:], "database write failed")
-            except Exception as err:  # noqa: BLE001 - refused for good: set aside, go on
+            except Exception as err:
                 self._reject(entry, err)
                 continue
             self._on_stored([entry])
@@ -241,7 +241,7 @@ class AuditWriter:
         except StoreUnavailable as err:
             self._went_down(err)
             return
-        except Exception:  # noqa: BLE001 - this thread must outlive a replay that fails
+        except Exception:
             log.exception("audit spool replay failed")
             return
         self._spills_drained = spills
@@ -259,7 +259,7 @@ class AuditWriter:
                 insert_entries(conn, entries)
         except StoreUnavailable:
             raise
-        except Exception:  # noqa: BLE001 - refused (DatabaseRefused, or a malformed entry): find which
+        except Exception:
             self._write_one_by_one(entries, spool_on_outage=False)
             return
         self._on_stored(entries)
