@@ -152,9 +152,18 @@ def _cmd_test(args: argparse.Namespace) -> int:
     from cds.ruletests import format_report, run_rule_tests
 
     engine = _load_engine(args.path)
-    report = run_rule_tests(engine, CardRenderer(engine.kb, engine), args.rule or None)
+    report = run_rule_tests(engine, CardRenderer(engine.kb, engine), args.rule or None, args.as_of)
     print(format_report(report))
     return 1 if report.failed or report.rules_without_tests else 0
+
+
+def _iso_date(value: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -254,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="run the test cases written next to each rule, and report coverage")
     p.add_argument("path", nargs="?", help="knowledge root (default: the bundled knowledge)")
     p.add_argument("--rule", action="append", help="only this rule id; repeatable")
+    p.add_argument("--as-of", type=_iso_date, metavar="DATE",
+                   help="run the cases as on this day (YYYY-MM-DD): the rules in force then (effective_from/until)")
     p.set_defaults(func=_cmd_test)
 
     p = sub.add_parser("version", help="the knowledge base version and the source version of every guideline")

@@ -47,8 +47,26 @@ class DrugPlan:
     attributes: dict[str, str] = field(default_factory=dict)  # attribute → gene
     matches: list[MatchPlan] = field(default_factory=list)
     pretests: list[PreTestPlan] = field(default_factory=list)
-    rules: dict[str, Rule] = field(default_factory=dict)      # hook → the CDS rule that governs it
+    # The rules that may govern the drug, in the order they are tried: the rules naming it, then the
+    # `drugs: '*'` rule. Which one governs depends on the day (effective_from/until), so it is decided
+    # at call time (`rules_on`), never frozen at start-up.
+    candidates: list[Rule] = field(default_factory=list)
     populations: set[str] = field(default_factory=set)
+
+    def rules_on(self, day: date | None = None) -> dict[str, Rule]:
+        """Hook → the CDS rule that governs the drug on `day` (default: today)."""
+        day = day or date.today()
+        out = {}
+        for hook in HOOKS:
+            rule = governing_rule(self.candidates, hook, day)
+            if rule is not None:
+                out[hook] = rule
+        return out
+
+    @property
+    def rules(self) -> dict[str, Rule]:
+        """Hook → the CDS rule that governs the drug today."""
+        return self.rules_on()
 
 
 @dataclass
@@ -68,20 +86,36 @@ def _attribute_values(interp: GeneInterpreter, gene: str, value: str, drug_allel
     return {allele_attribute(gene, allele): value}
 
 
-def _in_effect(rule: Rule, today: date) -> bool:
-    return (rule.effective_from is None or rule.effective_from <= today) and \
-        (rule.effective_until is None or today <= rule.effective_until)
+HOOKS = ("order-select", "order-sign", "patient-view")
 
 
-def _rule_for(kb: KnowledgeBase, drug: str, hook: str, today: date) -> Rule | None:
-    """The rule that governs a drug on a hook: a rule naming the drug beats the wildcard rule; a
-    switched-off rule naming the drug silences it (it does not fall back to the wildcard)."""
+def in_effect(rule: Rule, day: date) -> bool:
+    """Whether the rule is in force on `day` (its effective_from/effective_until, both inclusive)."""
+    return (rule.effective_from is None or rule.effective_from <= day) and \
+        (rule.effective_until is None or day <= rule.effective_until)
+
+
+def scheduled(rule: Rule, day: date | None = None) -> bool:
+    """A rule whose effective_from is still ahead: written, not yet in force."""
+    return rule.effective_from is not None and (day or date.today()) < rule.effective_from
+
+
+def candidate_rules(kb: KnowledgeBase, drug: str) -> list[Rule]:
+    """The rules that may govern a drug: those naming it, then the `drugs: '*'` rule."""
     naming = [r for r in kb.rules if r.drugs != "*" and drug in r.drugs]
+    return naming + [r for r in kb.rules if r.drugs == "*"]
+
+
+def governing_rule(candidates: list[Rule], hook: str, day: date) -> Rule | None:
+    """The rule that governs on a hook and day. The rules naming the drug that are in force that day
+    take it over: the one listing the hook governs, and on other hooks, or when switched off
+    (`enabled: false`), the drug is silent. When none naming it is in force (none, or scheduled, or
+    expired), the `drugs: '*'` rule governs, if it is in force and lists the hook."""
+    naming = [r for r in candidates if r.drugs != "*" and in_effect(r, day)]
     if naming:
-        active = [r for r in naming if r.enabled and hook in r.hooks and _in_effect(r, today)]
-        return active[0] if active else None
-    wildcard = [r for r in kb.rules if r.enabled and r.drugs == "*" and hook in r.hooks and _in_effect(r, today)]
-    return wildcard[0] if wildcard else None
+        return next((r for r in naming if r.enabled and hook in r.hooks), None)
+    return next((r for r in candidates if r.drugs == "*" and r.enabled and hook in r.hooks and in_effect(r, day)),
+                None)
 
 
 def _phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
@@ -126,8 +160,7 @@ def _score_order(score: str) -> tuple:
     return parsed if parsed is not None else (Decimal("Infinity"), True)
 
 
-def compile_knowledge(kb: KnowledgeBase, today: date | None = None) -> CompiledKnowledge:
-    today = today or date.today()
+def compile_knowledge(kb: KnowledgeBase) -> CompiledKnowledge:
     plans: dict[str, DrugPlan] = {}
     for guideline in kb.guidelines.values():
         for drug in guideline.drugs:
@@ -156,11 +189,10 @@ def compile_knowledge(kb: KnowledgeBase, today: date | None = None) -> CompiledK
                     plan.populations.add(rec.population)
     for plan in plans.values():
         plan.matches.extend(_phenotype_aliases(plan, kb))
-        for hook in ("order-select", "order-sign", "patient-view"):
-            rule = _rule_for(kb, plan.drug, hook, today)
-            if rule:
-                plan.rules[hook] = rule
-        for rule in {id(r): r for r in plan.rules.values()}.values():
+        plan.candidates = candidate_rules(kb, plan.drug)
+        for rule in plan.candidates:  # every rule that may govern on some day: the day picks its alerts
+            if not rule.enabled:
+                continue
             for gene in (rule.pretest.genes if rule.pretest else []):
                 interp = kb.interpreters[gene]
                 attrs = [a for a, g in plan.attributes.items() if g == gene]

@@ -11,6 +11,7 @@ import itertools
 import os
 import threading
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Iterable, Mapping
 
 import orjson
@@ -261,7 +262,7 @@ class Engine:
 
     def evaluate(self, genotypes: Mapping[str, Iterable[Interpretation]], drugs: Iterable[str],
                  population: str | None = None, conflicts: Mapping[str, list[str]] | None = None,
-                 sources: Iterable[str] | None = None) -> Evaluation:
+                 sources: Iterable[str] | None = None, day: date | None = None) -> Evaluation:
         """Match the patient's interpreted results against the recommendations for each drug.
 
         `genotypes`: gene → its interpretations (several may agree, e.g. HLA alleles or a diplotype and
@@ -269,6 +270,7 @@ class Engine:
         FHIR pipeline makes) are a conflict: the gene counts as "No Result", its recommendations and
         pre-test alerts are withheld, and `Evaluation.conflicts` names it, as it does the genes in
         `conflicts` (found earlier, e.g. by the FHIR pipeline; gene → the results involved).
+        `day`: the date whose rules are in force (effective_from/until; default today).
         Unknown drugs raise CdsError."""
         conflicting = dict(conflicts or {})
         interpretations = {}
@@ -284,17 +286,20 @@ class Engine:
                 patient.update(interp.lookup)
         results = []
         wanted_sources = set(self.sources if sources is None else sources)
+        day = day or date.today()
         for drug in drugs:
             plan = self.drug_plan(drug)
             if plan is None:
                 raise CdsError(f"unknown drug '{drug}': no guideline in the knowledge base covers it")
             facts = {attr: patient.get(attr, NO_RESULT) for attr in plan.attributes}
             fired = self._assert(plan, facts)
-            evaluation = DrugEvaluation(plan.drug, plan.rxnorm, facts, rules=dict(plan.rules))
+            evaluation = DrugEvaluation(plan.drug, plan.rxnorm, facts, rules=plan.rules_on(day))
+            governing = {id(r) for r in evaluation.rules.values()}
             wanted = population if population in plan.populations else None
             for target in fired:
                 if isinstance(target, PreTestPlan):
-                    evaluation.pretests.append(PreTestAlert(plan.drug, target.gene, target.rule))
+                    if id(target.rule) in governing:
+                        evaluation.pretests.append(PreTestAlert(plan.drug, target.gene, target.rule))
                 elif target.guideline.source not in wanted_sources:
                     continue
                 elif wanted is None or target.recommendation.population == wanted or target.guideline.source == "DPWG":

@@ -4,6 +4,7 @@ the service uses, report pass/fail with the difference, and report coverage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 from cds.cards import CardRenderer, RenderedCard
 from cds.engine import Engine
@@ -35,11 +36,13 @@ class TestReport:
         return [r for r in self.results if not r.passed]
 
 
-def run_case(engine: Engine, renderer: CardRenderer, rule: Rule, case: RuleTestCase) -> CaseResult:
+def run_case(engine: Engine, renderer: CardRenderer, rule: Rule, case: RuleTestCase,
+             day: date | None = None) -> CaseResult:
+    """Run one test case; `day`: the date whose rules are in force (default today, `cds test --as-of`)."""
     result = CaseResult(rule, case)
     try:
         genotypes = parse_genotype_args(engine, [f"{g}={v}" for g, v in case.genotypes.items()])
-        evaluation = engine.evaluate(genotypes, case.drugs, case.population)
+        evaluation = engine.evaluate(genotypes, case.drugs, case.population, day=day)
     except CdsError as err:
         result.problems.append(f"could not evaluate: {err}")
         return result
@@ -73,19 +76,24 @@ def _mismatches(rendered: RenderedCard, expected: CaseExpectation) -> list[str]:
     offered = {a["resource"].get("medicationCodeableConcept", {}).get("text", "").lower()
                for s in card.get("suggestions", []) for a in s["actions"]
                if a["type"] == "create" and a["resource"].get("resourceType") == "MedicationRequest"}
+    if expected.suggests is None:
+        return out
+    if not expected.suggests and offered:
+        out.append(f"expected no suggestion, offered: {', '.join(sorted(offered))}")
     for name in expected.suggests:
         if name.lower() not in offered:
             out.append(f"no suggestion of {name} (offered: {', '.join(sorted(offered)) or 'none'})")
     return out
 
 
-def run_rule_tests(engine: Engine, renderer: CardRenderer, rule_ids: list[str] | None = None) -> TestReport:
+def run_rule_tests(engine: Engine, renderer: CardRenderer, rule_ids: list[str] | None = None,
+                   day: date | None = None) -> TestReport:
     rules = [r for r in engine.kb.rules if not rule_ids or r.id in rule_ids]
     if rule_ids:
         unknown = set(rule_ids) - {r.id for r in rules}
         if unknown:
             raise CdsError(f"unknown rule(s): {', '.join(sorted(unknown))}")
-    results = [run_case(engine, renderer, rule, case) for rule in rules for case in rule.tests]
+    results = [run_case(engine, renderer, rule, case, day) for rule in rules for case in rule.tests]
     return TestReport(results, [r.id for r in rules if not r.tests], coverage(engine, rules))
 
 

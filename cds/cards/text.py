@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from cds.knowledge.models import NO_RESULT, Flags, Guideline, Rule
+from cds.knowledge.models import NO_RESULT, Flags, Guideline, Recommendation, Rule
 from cds.mdescape import md_data, md_text
 from cds.populations import population_dimension, population_words
 from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
@@ -90,11 +90,9 @@ def _templated(drug: str, lead: Statement, results: list[str]) -> Headline | Non
     template = lead.policy.summary_template if lead.policy else None
     if not template:
         return None
-    rec = lead.recommendation
-    text = " ".join(template.format(
-        Drug=drug.capitalize(), drug=drug, results="; ".join(results) or "no result on file",
-        action=first_sentence(rec.recommendation), population=rec.population,
-        classification=rec.classification or "").split())
+    text = template_summary(template, drug, lead.recommendation, "; ".join(results) or "no result on file")
+    # `cds validate` refuses a template whose filling would not fit, so this falls back only for results
+    # no recommendation of the rule names (e.g. several genes' results together)
     return Headline(drug, tuple(results), template=text) if len(text) <= SUMMARY_LIMIT else None
 
 
@@ -454,9 +452,14 @@ def genetic_test_name(gene: str, display: str | None) -> str:
     return display or f"{gene} genotyping"
 
 
-def pretest_summary(drug: str, gene: str, test: str, template: str | None) -> str:
+def pretest_filled(drug: str, gene: str, test: str, template: str | None) -> str:
+    """A pre-test summary template filled in (`cds validate` checks every filling fits)."""
     template = template or "{Drug}: no {gene} result on file — order {test} before prescribing"
-    summary = " ".join(template.format(Drug=drug.capitalize(), drug=drug, gene=gene, test=test).split())
+    return " ".join(template.format(Drug=drug.capitalize(), drug=drug, gene=gene, test=test).split())
+
+
+def pretest_summary(drug: str, gene: str, test: str, template: str | None) -> str:
+    summary = pretest_filled(drug, gene, test, template)
     if len(summary) > SUMMARY_LIMIT:
         return f"{drug.capitalize()}: no {gene} result on file — test before prescribing"
     return summary
@@ -507,6 +510,13 @@ def order_test_label(test: str) -> str:
 # --- CPIC's sentences -------------------------------------------------------------------------
 
 _SENTENCE = re.compile(r"(?<=[.;])\s+(?=[A-Z(])")
+
+
+def template_summary(template: str, drug: str, rec: Recommendation, results: str) -> str:
+    """A rule's summary template filled in for one recommendation and the results it rests on."""
+    return " ".join(template.format(Drug=drug.capitalize(), drug=drug, results=results,
+                                    action=first_sentence(rec.recommendation), population=rec.population,
+                                    classification=rec.classification or "").split())
 
 
 def sentences(text: str) -> list[str]:

@@ -67,11 +67,77 @@ def _check_summaries(kb: "KnowledgeBase") -> list[Diagnostic]:
                       for j, adj in enumerate(rule.adjustments)]
         if rule.pretest:
             templates.append((rule.pretest.summary, PRETEST_PLACEHOLDERS, ("pretest", "summary")))
+        malformed = False
         for template, allowed, where in templates:
             problem = template and _template_problem(template, allowed)
             if problem:
+                malformed = True
                 diags.append(kb.diag(rule, f"rule {rule.id}: {problem}", *where))
+        if not malformed:
+            diags += _overlong_summaries(kb, rule)
     return diags
+
+
+def _overlong_summaries(kb: "KnowledgeBase", rule) -> list[Diagnostic]:
+    """A summary template that, filled in for a recommendation the rule cards, is longer than a CDS
+    Hooks summary may be: the card would fall back to the default wording, so it is refused here,
+    with the longest filling as the example."""
+    from cds.cards import SUMMARY_LIMIT, CardRenderer
+    from cds.cards.text import genetic_test_name, pretest_filled, template_summary
+
+    renderer = CardRenderer(kb)
+    longest: dict[tuple, tuple[int, str, str]] = {}     # template location → (length, text, recommendation)
+    for drug in _governed_drugs(kb, rule):
+        for guideline in kb.drugs().get(drug, []):
+            if rule.guideline and guideline.id != rule.guideline:
+                continue
+            for rec in (r for r in guideline.recommendations if r.drug == drug):
+                policy = renderer.policy(rule, rec)
+                if policy is None or not policy.summary_template:
+                    continue
+                text = template_summary(policy.summary_template, drug, rec, _summary_results(kb, rec))
+                where = _template_location(rule, policy.summary_template)
+                if len(text) > longest.get(where, (SUMMARY_LIMIT, "", ""))[0]:
+                    longest[where] = (len(text), text, rec.id)
+        if rule.pretest and rule.pretest.summary:
+            for gene in rule.pretest.genes:
+                text = pretest_filled(drug, gene, genetic_test_name(gene, rule.pretest.test_display), rule.pretest.summary)
+                if len(text) > longest.get(("pretest", "summary"), (SUMMARY_LIMIT, "", ""))[0]:
+                    longest[("pretest", "summary")] = (len(text), text, f"{drug}, no {gene} result")
+    return [kb.diag(rule, f"rule {rule.id}: summary template gives {length} characters for {example} "
+                          f"(a card summary has at most {SUMMARY_LIMIT}): {text!r}", *where)
+            for where, (length, text, example) in longest.items()]
+
+
+def _governed_drugs(kb: "KnowledgeBase", rule) -> list[str]:
+    """The drugs whose cards a rule may word: those it names, or for `drugs: '*'` every drug no other rule names."""
+    if rule.drugs != "*":
+        return [d for d in rule.drugs if d in kb.drugs()]
+    named = {d for r in kb.rules if r.drugs != "*" for d in r.drugs}
+    return sorted(d for d in kb.drugs() if d not in named)
+
+
+def _template_location(rule, template: str) -> tuple:
+    for j, adj in enumerate(rule.adjustments):
+        if adj.summary == template:
+            return ("adjustments", j, "summary")
+    return ("summary",)
+
+
+def _summary_results(kb: "KnowledgeBase", rec) -> str:
+    """The `{results}` of a card for this recommendation, as the renderer words them."""
+    from cds.cards.text import result_name
+
+    parts = []
+    for gene, value in rec.lookup.items():
+        if value == NO_RESULT or gene not in kb.interpreters:
+            continue
+        interpreter = kb.interpreters[gene]
+        allele_status = interpreter.kind == "allele-status"
+        text = result_name(gene, value if allele_status else interpreter.phenotype_of_key(value), allele_status)
+        if text not in parts:
+            parts.append(text)
+    return "; ".join(parts) or "no result on file"
 
 
 def notices(kb: "KnowledgeBase") -> list[Diagnostic]:

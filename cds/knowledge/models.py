@@ -284,7 +284,9 @@ class PreTest(Strict):
 class CaseExpectation(Strict):
     indicator: Indicator | None = None
     summary_contains: list[str] = Field(default_factory=list)
-    suggests: list[str] = Field(default_factory=list)    # alternative drug names offered
+    # Alternative drug names offered as suggestions, each of them; `[]`: no suggestion at all;
+    # omitted: suggestions are not checked.
+    suggests: list[str] | None = None
     pretest: bool = False
     sources: list[GuidelineSource] = Field(default_factory=list)  # the guideline sources the card rests on, exactly
 

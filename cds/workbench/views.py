@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -56,6 +56,7 @@ def _http_url(url: str | None) -> str | None:
 def _globals():
     runtime = _runtime()
     return {"kb_version": runtime.kb.version, "development_mode": access.development_mode(runtime),
+            "today": date.today(),
             "classification_label": classification_label, "card_json": trial.card_json,
             "rule_ids": _catalogue().rule_sources}   # membership: which card rule ids are rules
 

@@ -364,3 +364,26 @@ def test_validation_of_a_folder_that_is_gone(tmp_path):
     shutil.rmtree(root / "guidelines")
     response = client.get("/workbench/validation")
     assert response.status_code == 200 and "no guidelines/ folder here" in text(response)
+
+
+def test_rules_list_says_scheduled_for_a_rule_not_yet_in_force(tmp_path):
+    from datetime import date, timedelta
+
+    root = copy_knowledge(tmp_path / "knowledge")
+    start = date.today() + timedelta(days=3)
+    path = root / "rules/local-overrides.yaml"
+    path.write_text(path.read_text().replace("    hooks: [order-sign]\n    indicator: info\n",
+                                             f"    hooks: [order-sign]\n    indicator: info\n    effective_from: {start}\n", 1))
+    client = build_app(knowledge_dir=root).test_client()
+    page = text(client.get("/workbench/rules"))
+    row = page[page.index('href="/workbench/rules/ondansetron-cyp2d6"'):]
+    row = row[:row.index("</tr>")]
+    assert "scheduled" in row and f"in force from {start}" in row
+    detail = text(client.get("/workbench/rules/ondansetron-cyp2d6"))
+    assert "scheduled" in detail and f"not in force until {start}" in detail
+
+
+def test_rule_page_states_the_suggest_alternatives_default(client):
+    page = text(client.get("/workbench/rules/clopidogrel-cyp2c19"))
+    assert "suggest_alternatives</code> default" in page and "alternative drug available" in page
+    assert "none: the rule lists no alternatives" in text(client.get("/workbench/rules/default"))
