@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cds.store.cli import register as register_store_commands
     register_store_commands(sub)
+    from cds.policy.cli import register as register_policy_commands
+    register_policy_commands(sub)
 
     p = sub.add_parser("convert", help="write a laboratory's results as FHIR (HL7 Genomics Reporting STU3) NDJSON")
     csub = p.add_subparsers(dest="source", required=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Iterable, Mapping
 
+import durable_rules_engine
 import orjson
 from durable import engine as durable_engine
 
@@ -25,6 +26,10 @@ from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
 from cds.memo import Memo
 
 _engine_ids = itertools.count(1)
+# durable-rules' C core keeps its rulesets in process-wide tables: registering, asserting into and
+# deleting rulesets are serialised across every Engine of the process, so a new policy's engine can be
+# built and warmed in a background thread while requests evaluate on the engine it replaces.
+_DURABLE = threading.Lock()
 # Every fact carries this marker and every ruleset has a rule that matches it. durable-rules 2.0.28
 # crashes (double free) when the state of a session whose fact no rule matched is deleted, and never
 # frees that state otherwise; with the marker rule every fact is handled and its state can be deleted.
@@ -160,7 +165,8 @@ class Engine:
     def __init__(self, compiled: CompiledKnowledge):
         self.compiled = compiled
         self.kb = compiled.kb
-        self._lock = threading.Lock()
+        self._lock = _DURABLE
+        self._closed = False
         self._fired: list[object] = []
         self._session_ids = itertools.count(1)
         self._memo: Memo[tuple] | None = None      # see memoize()
@@ -175,7 +181,8 @@ class Engine:
             name = prefix + plan.ruleset
             self._ruleset_names[plan.drug] = name
             definitions[name] = self._ruleset(plan)
-        self._host.register_rulesets(definitions)
+        with self._lock:
+            self._host.register_rulesets(definitions)
         self._warm_up()
         from cds.sources import policy_sources
         # Guideline sources whose matches evaluate() returns unless told otherwise: every source some rule of
@@ -213,6 +220,21 @@ class Engine:
         # so touch every ruleset once before serving.
         for plan in self.compiled.drugs.values():
             self._assert(plan, {attr: NO_RESULT for attr in plan.attributes})
+
+    def close(self) -> None:
+        """Free this engine's rulesets in durable-rules (an engine replaced by a newer policy, once no call
+        can still be using it). The engine must not be evaluated afterwards."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for name in self._ruleset_names.values():
+                ruleset = self._host._ruleset_directory.pop(name, None)   # durable-rules has no public delete
+                if ruleset is not None:
+                    durable_rules_engine.delete_ruleset(ruleset._handle)
+            self._ruleset_names.clear()
+            if self._memo is not None:
+                self._memo = Memo(1)
 
     def memoize(self, max_entries: int = 100_000) -> None:
         """Remember what fired for each (drug, asserted values). The values are the knowledge base's own

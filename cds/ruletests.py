@@ -30,16 +30,32 @@ class TestReport:
     results: list[CaseResult]
     rules_without_tests: list[str]
     coverage: dict[str, dict[str, tuple[set[str], set[str]]]]   # drug → gene → (tested, all phenotypes)
+    day: date | None = None                                     # `--as-of`: every case ran as on this day
 
     @property
     def failed(self) -> list[CaseResult]:
         return [r for r in self.results if not r.passed]
 
 
+def case_day(rule: Rule, day: date | None = None) -> date:
+    """The day a rule's cases run on: `day` when given (`cds test --as-of`); else today, or, for a rule not
+    in force today, the first day it is in force (a scheduled rule) or its last (an expired one), so a
+    rule dated for next month is tested as it will be, and does not hold up today's policy."""
+    if day is not None:
+        return day
+    today = date.today()
+    if rule.effective_from is not None and today < rule.effective_from:
+        return rule.effective_from
+    if rule.effective_until is not None and rule.effective_until < today:
+        return rule.effective_until
+    return today
+
+
 def run_case(engine: Engine, renderer: CardRenderer, rule: Rule, case: RuleTestCase,
              day: date | None = None) -> CaseResult:
-    """Run one test case; `day`: the date whose rules are in force (default today, `cds test --as-of`)."""
+    """Run one test case; `day`: the date whose rules are in force (default: see `case_day`)."""
     result = CaseResult(rule, case)
+    day = case_day(rule, day)
     try:
         genotypes = parse_genotype_args(engine, [f"{g}={v}" for g, v in case.genotypes.items()])
         evaluation = engine.evaluate(genotypes, case.drugs, case.population, day=day)
@@ -94,7 +110,7 @@ def run_rule_tests(engine: Engine, renderer: CardRenderer, rule_ids: list[str] |
         if unknown:
             raise CdsError(f"unknown rule(s): {', '.join(sorted(unknown))}")
     results = [run_case(engine, renderer, rule, case, day) for rule in rules for case in rule.tests]
-    return TestReport(results, [r.id for r in rules if not r.tests], coverage(engine, rules))
+    return TestReport(results, [r.id for r in rules if not r.tests], coverage(engine, rules), day)
 
 
 def coverage(engine: Engine, rules: list[Rule]) -> dict[str, dict[str, tuple[set[str], set[str]]]]:
@@ -139,7 +155,8 @@ def format_report(report: TestReport) -> str:
     lines = []
     for r in report.results:
         mark = "PASS" if r.passed else "FAIL"
-        lines.append(f"{mark}  {r.rule.id}: {r.case.name}")
+        on = case_day(r.rule, report.day)
+        lines.append(f"{mark}  {r.rule.id}: {r.case.name}" + (f"  (as of {on})" if on != date.today() else ""))
         for p in r.problems:
             lines.append(f"        - {p}")
     lines.append("")

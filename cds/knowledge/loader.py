@@ -23,7 +23,7 @@ from cds.dosing.models import DosingAlgorithm
 from cds.errors import CdsError, Diagnostic, KnowledgeError
 from cds.genotype import GeneInterpreter
 from cds.knowledge.models import GeneTable, Guideline, HookFile, HookService, Recommendation, Rule, RuleFile
-from cds.knowledge.yamlsrc import SourceMap, YamlSourceError, load_yaml_file
+from cds.knowledge.yamlsrc import SourceMap, YamlSourceError, load_yaml_file, load_yaml_text
 
 DEFAULT_ROOT = bundled_root()
 
@@ -52,6 +52,9 @@ class KnowledgeBase:
     interpreters: dict[str, GeneInterpreter] = field(default_factory=dict, repr=False)
     dosing: dict[str, DosingAlgorithm] = field(default_factory=dict)   # drug → its dosing algorithm
     notices: list[Diagnostic] = field(default_factory=list, repr=False)  # valid, but said by `cds validate`
+    # (kind, file, SHA-256 of its bytes) in load order: what `version` is the digest of
+    file_digests: list[tuple[str, str, str]] = field(default_factory=list, repr=False)
+    rule_texts: dict[str, str] = field(default_factory=dict, repr=False)  # rules/*.yaml → its text as loaded
 
     def __getstate__(self) -> dict:
         # `origins` is keyed by id(), which means nothing in another process (an unpickled copy, the
@@ -90,6 +93,9 @@ class KnowledgeBase:
 
     def recommendation_index(self) -> dict[str, tuple[Guideline, Recommendation]]:
         return {r.id: (g, r) for g in self.guidelines.values() for r in g.recommendations}
+
+
+_KINDS = ("gene", "guideline", "dosing", "rules", "hooks")     # the load order of _files
 
 
 def _files(root: Path) -> dict[str, list[Path]]:
@@ -172,11 +178,78 @@ def load_knowledge(root: Path | None = None, *, cross_link: bool = True, use_cac
     return load_through_cache(cache_key(root, (MAPPINGS,)), lambda: _load_files(root, cross_link=True))
 
 
+def knowledge_version(file_digests: list[tuple[str, str, str]]) -> str:
+    """The knowledge-base version: a digest of every file's name and content digest, in load order."""
+    digest = hashlib.sha256()
+    for _kind, name, sha in file_digests:
+        digest.update(f"{name}\0{sha}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def rules_files(root: Path) -> dict[str, str]:
+    """The local policy on disk: rules/*.yaml → text."""
+    return {path.relative_to(root).as_posix(): path.read_text(encoding="utf-8") for path in _files(root)["rules"]}
+
+
+def _rule_models(name: str, text: str, sources: dict[str, SourceMap], diags: list[Diagnostic]) -> RuleFile | None:
+    try:
+        data, smap = load_yaml_text(text, name)
+    except YamlSourceError as err:
+        diags.extend(err.diagnostics)
+        return None
+    sources[name] = smap
+    return _validate(RuleFile, data, smap, diags)
+
+
+def with_rules(kb: KnowledgeBase, files: dict[str, str]) -> KnowledgeBase:
+    """The same knowledge with its local policy replaced by `files` (rules/NAME.yaml → YAML text): the
+    gene tables, guidelines and hooks are shared, the rules read, validated and cross-linked as
+    `load_knowledge` does. Raises KnowledgeError listing every fault, with file and line."""
+    diags: list[Diagnostic] = []
+    for name in files:
+        if not (name.startswith("rules/") and name.endswith(".yaml") and "/" not in name[len("rules/"):]):
+            diags.append(Diagnostic(name, 1, "a policy file is rules/NAME.yaml"))
+    if diags:
+        raise KnowledgeError(diags)
+    sources = {name: smap for name, smap in kb.sources.items() if not name.startswith("rules/")}
+    origins = {key: origin for key, origin in kb.origins.items() if not origin.file.startswith("rules/")}
+    rules: list[Rule] = []
+    first_seen: dict[str, tuple[str, int]] = {}
+    for name in sorted(files):
+        model = _rule_models(name, files[name], sources, diags)
+        for i, rule in enumerate(model.rules if model else []):
+            line = sources[name].line(("rules", i, "id"))
+            if rule.id in first_seen:
+                f0, l0 = first_seen[rule.id]
+                diags.append(Diagnostic(name, line, f"duplicate rule id '{rule.id}' (first defined in {f0}:{l0})"))
+                continue
+            first_seen[rule.id] = (name, line)
+            rules.append(rule)
+            origins[id(rule)] = Origin(name, ("rules", i))
+    digests = []                         # in load order, the rules' own in the place of the files'
+    for kind in _KINDS:
+        if kind == "rules":
+            digests += [("rules", name, hashlib.sha256(files[name].encode()).hexdigest()) for name in sorted(files)]
+        else:
+            digests += [d for d in kb.file_digests if d[0] == kind]
+    new = KnowledgeBase(root=kb.root, version=knowledge_version(digests), genes=kb.genes, guidelines=kb.guidelines,
+                        rules=rules, services=kb.services, sources=sources, origins=origins, dosing=kb.dosing,
+                        interpreters=kb.interpreters, file_digests=digests, rule_texts=dict(files))
+    if not diags:
+        from cds.knowledge.crosslink import cross_link as check, notices
+        diags.extend(check(new))
+        new.notices = notices(new)
+    if diags:
+        raise KnowledgeError(diags)
+    return new
+
+
 def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
     diags: list[Diagnostic] = []
     sources: dict[str, SourceMap] = {}
     origins: dict[int, Origin] = {}
-    digest = hashlib.sha256()
+    file_digests: list[tuple[str, str, str]] = []
+    rule_texts: dict[str, str] = {}
     genes: dict[str, GeneTable] = {}
     guidelines: dict[str, Guideline] = {}
     rules: list[Rule] = []
@@ -198,7 +271,10 @@ def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
     for kind, paths in _files(root).items():
         for path in paths:
             name = path.relative_to(root).as_posix()
-            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+            content = path.read_bytes()
+            file_digests.append((kind, name, hashlib.sha256(content).hexdigest()))
+            if kind == "rules":
+                rule_texts[name] = content.decode("utf-8", errors="replace")
             try:
                 data, smap = load_yaml_file(path, name)
             except YamlSourceError as err:
@@ -241,8 +317,9 @@ def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
                         services.append(service)
                         origins[id(service)] = Origin(name, ("services", i))
 
-    kb = KnowledgeBase(root=root, version=digest.hexdigest()[:12], genes=genes, guidelines=guidelines,
-                       rules=rules, services=services, sources=sources, origins=origins, dosing=dosing)
+    kb = KnowledgeBase(root=root, version=knowledge_version(file_digests), genes=genes, guidelines=guidelines,
+                       rules=rules, services=services, sources=sources, origins=origins, dosing=dosing,
+                       file_digests=file_digests, rule_texts=rule_texts)
     kb.interpreters = {name: GeneInterpreter(table) for name, table in genes.items()}
     # Cross-file checks only make sense once every file reads: a gene table with a syntax error
     # would otherwise show up as hundreds of "unknown gene" errors in the guidelines.

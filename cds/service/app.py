@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, has_request_context, jsonify, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
@@ -31,6 +31,8 @@ from cds.errors import CdsError
 from cds.knowledge.loader import KnowledgeBase, load_knowledge
 from cds.knowledge.models import HookService
 from cds.pipeline import Advice, Advisor
+from cds.policy.active import PolicyHolder, Snapshot, database_mode
+from cds.policy.store import PolicyStore
 from cds.service import logs, metrics
 from cds.service.config import Settings
 from cds.service.fhir_servers import FhirServerPolicy, FhirServerRefused, parse_networks
@@ -46,15 +48,36 @@ class Runtime:
     """What every request shares; built once by create_app."""
 
     settings: Settings
-    kb: KnowledgeBase
-    engine: Engine
-    advisor: Advisor
+    policy: PolicyHolder       # the local policy served now (cds.policy.active): knowledge, engine, advisor
     fetcher: FhirFetcher
     services: dict[str, HookService]
     store: Any = None          # cds.store.Store, or None when auditing is off
     verifier: Any = None       # cds.service.auth.JwtVerifier, or None in development mode
     fhir_policy: FhirServerPolicy | None = None
     local_state: Any = None    # cds.store.local_state.LocalState: sessions, login throttling
+
+    # A request takes the policy snapshot current when it first asks and keeps it to its end, so a call
+    # in flight finishes on the version it started with while a newer one is swapped in.
+    @property
+    def snapshot(self) -> Snapshot:
+        if not has_request_context():
+            return self.policy.current()
+        pinned = g.get("pgx_policy")
+        if pinned is None:
+            pinned = g.pgx_policy = self.policy.current()
+        return pinned
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        return self.snapshot.kb
+
+    @property
+    def engine(self) -> Engine:
+        return self.snapshot.engine
+
+    @property
+    def advisor(self) -> Advisor:
+        return self.snapshot.advisor
 
 
 def _runtime() -> Runtime:
@@ -65,13 +88,12 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
     """Build the service. Raises KnowledgeError (with the validator's messages) if the knowledge is broken."""
     settings = settings or Settings.from_env()
     kb = load_knowledge(settings.knowledge_dir)
-    engine = Engine.from_knowledge(kb)
-    advisor = Advisor.build(engine)
     fetcher = FhirFetcher.from_settings(settings)
     if store is None and settings.audit:
         from cds.store import Store
 
         store = Store.open(settings.database_url)
+    policy = PolicyHolder.start_up(kb, PolicyStore(store.engine) if store is not None and database_mode() else None)
     verifier = None
     development = settings.auth_mode == "off"
     if development:
@@ -83,15 +105,16 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
         verifier = JwtVerifier(AuthConfig.from_env(), replay_cache_from_env(local_state=settings.local_state))
     from cds.store.local_state import LocalState
 
-    policy = FhirServerPolicy(parse_networks(settings.fhir_private_networks), development=development)
-    runtime = Runtime(settings, kb, engine, advisor, fetcher, {s.id: s for s in kb.services}, store, verifier,
-                      policy, LocalState(settings.local_state))
+    fhir_policy = FhirServerPolicy(parse_networks(settings.fhir_private_networks), development=development)
+    runtime = Runtime(settings, policy, fetcher, {s.id: s for s in kb.services}, store, verifier,
+                      fhir_policy, LocalState(settings.local_state))
 
     app = Flask("pgx-cds")
     app.json = OrjsonProvider(app)
     # Werkzeug refuses a longer body with 413 as soon as it is read (answered as JSON below).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["pgx-cds"] = runtime
+    app.before_request(runtime.policy.ensure_watching)   # in whichever process serves (not gunicorn's master)
     app.register_blueprint(hooks)
     app.register_blueprint(admin)
     _register_errors(app)
@@ -105,8 +128,9 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
     from cds.smartapp import smartapp  # the SMART summary page the cards' smart links open
     app.register_blueprint(smartapp)
     metrics.start(runtime.services, _configured_fhir_servers(verifier))
-    log.info("pgx-cds ready: knowledge %s, %d services, %d drugs, audit %s", kb.version, len(kb.services),
-             len(engine.compiled.drugs), "on" if store else "off")
+    log.info("pgx-cds ready: knowledge %s, policy version %s, %d services, %d drugs, audit %s", runtime.kb.version,
+             policy.version or "rules/ files", len(kb.services), len(runtime.engine.compiled.drugs),
+             "on" if store else "off")
     return app
 
 
@@ -330,8 +354,9 @@ def _audit(runtime: Runtime, hook_request, advice: Advice, gathered: Gathered, s
             facts.append(FactRecord(gene, i.phenotype, i.lookup_key, list(i.source_ids)))
     for gene, ids in advice.facts.conflicts.items():
         facts.append(FactRecord(gene, "conflicting results", None, list(ids)))
+    version = runtime.snapshot.version
     cards = [CardRecord(c.uuid, c.rule_id, c.guideline_id, c.guideline_version, c.indicator, c.card["summary"],
-                        "+".join(c.sources) or None)
+                        "+".join(c.sources) or None, version)
              for c in advice.cards]
     runtime.store.record_call(CallRecord(
         service_id=hook_request.service.id, hook=hook_request.hook, hook_instance=hook_request.hook_instance,
@@ -372,7 +397,7 @@ admin = Blueprint("admin", __name__)
 @admin.route("/healthz")
 def health():
     runtime = _runtime()
-    body = {"status": "ok", "knowledge_version": runtime.kb.version,
+    body = {"status": "ok", "knowledge_version": runtime.kb.version, "policy_version": runtime.snapshot.version,
             "authentication": "off" if runtime.verifier is None else "required"}
     if runtime.store is not None:
         body["database"] = "up" if runtime.store.database_up else "down (audit is spooled)"

@@ -32,6 +32,7 @@ def _post_fork(server, worker) -> None:
     runtime = server.app.application.extensions["pgx-cds"]
     if runtime.store is not None:
         runtime.store.after_fork()
+    runtime.policy.after_fork()     # catch up with the active policy version before the first call
 
 
 def _child_exit(server, worker) -> None:

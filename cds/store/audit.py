@@ -86,7 +86,7 @@ def _call_row(entry: dict) -> dict:
 def _card_rows(entry: dict) -> list[dict]:
     return [{"card_uuid": c["uuid"], "call_id": entry["call_id"], "position": i, "rule_id": c["rule_id"],
               "guideline_id": c.get("guideline_id"), "guideline_version": c.get("guideline_version"),
-              "source": c.get("source"),
+              "source": c.get("source"), "policy_version": c.get("policy_version"),
               "indicator": c["indicator"], "summary": c["summary"]}
              for i, c in enumerate(entry.get("cards") or [])]
 

@@ -25,6 +25,7 @@ class CardRecord:
     indicator: str             # info | warning | critical
     summary: str
     source: str | None = None  # guideline source(s) the card rests on: CPIC, DPWG or CPIC+DPWG
+    policy_version: int | None = None  # the local policy version that worded it (None: rules/ files)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def audit_entry(record: CallRecord, hash_patient: Callable[[str], str]) -> dict:
         "reasons": [scrub(r) for r in record.reasons],
         "cards": [
             {"uuid": str(c.uuid), "rule_id": c.rule_id, "guideline_id": c.guideline_id,
-             "guideline_version": c.guideline_version, "source": c.source, "indicator": c.indicator,
+             "guideline_version": c.guideline_version, "source": c.source, "policy_version": c.policy_version,
+             "indicator": c.indicator,
              "summary": scrub(c.summary)}
             for c in record.cards
         ],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -49,6 +49,7 @@ class Card(Base):
     guideline_id: Mapped[str | None] = mapped_column(String(200))
     guideline_version: Mapped[str | None] = mapped_column(Text)  # knowledge YAML `version`: free text
     source: Mapped[str | None] = mapped_column(String(32))       # CPIC, DPWG or CPIC+DPWG; NULL before 0004 (CPIC)
+    policy_version: Mapped[int | None] = mapped_column(Integer)  # the local policy version that worded it (0006)
     indicator: Mapped[str] = mapped_column(String(16))
     summary: Mapped[str] = mapped_column(Text)
 
@@ -111,3 +112,87 @@ card_table = Card.__table__
 fact_table = Fact.__table__
 feedback_table = Feedback.__table__
 screening_run_table = ScreeningRun.__table__
+
+
+# --- governance of the local policy (issue 22; cds/policy, migration 0006) -------------------------
+
+class PolicyVersion(Base):
+    """One version of the local CDS policy: every rules/*.yaml file as it stands in that version.
+    Written once when proposed; what happens to it afterwards is in cds_governance_event."""
+
+    __tablename__ = "cds_policy_version"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    base_version: Mapped[int | None] = mapped_column(Integer)      # the active version it was proposed against
+    files: Mapped[dict] = mapped_column(JSON)                      # rules/NAME.yaml → YAML text
+    digest: Mapped[str] = mapped_column(String(64))                # SHA-256 over the files
+    author: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    proposed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GovernanceEvent(Base):
+    """Who did what, when: proposals, approvals, rejections, activations, rollbacks, account changes,
+    logins. Append-only. The active policy is the version of the latest activating event
+    (action `activate`) whose `effective_at` has come."""
+
+    __tablename__ = "cds_governance_event"
+
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    policy_version: Mapped[int | None] = mapped_column(ForeignKey("cds_policy_version.version"), index=True)
+    effective_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    subject: Mapped[str | None] = mapped_column(String(200))       # the account an account event is about
+    comment: Mapped[str | None] = mapped_column(Text)
+
+
+class Account(Base):
+    """A workbench user: a local account with an Argon2id password hash, or one signed in through the
+    hospital's OpenID Connect provider (issuer and subject)."""
+
+    __tablename__ = "cds_account"
+
+    username: Mapped[str] = mapped_column(String(200), primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))                  # viewer | author | approver | admin
+    password_hash: Mapped[str | None] = mapped_column(Text)        # argon2id PHC string; never the password
+    oidc_issuer: Mapped[str | None] = mapped_column(String(500))
+    oidc_subject: Mapped[str | None] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_cds_account_oidc", "oidc_issuer", "oidc_subject", unique=True),)
+
+
+class WorkbenchSession(Base):
+    """A signed-in workbench session, shared by every worker and replica. The cookie holds a random id;
+    only its SHA-256 is stored, so the table alone opens no session."""
+
+    __tablename__ = "cds_workbench_session"
+
+    sid_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(ForeignKey("cds_account.username"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))            # the forms' synchronizer token
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class OidcLogin(Base):
+    """A single sign-on under way: what the callback must check (state, nonce, PKCE verifier)."""
+
+    __tablename__ = "cds_oidc_login"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_url: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+policy_version_table = PolicyVersion.__table__
+governance_event_table = GovernanceEvent.__table__
+account_table = Account.__table__
+session_table = WorkbenchSession.__table__
+oidc_login_table = OidcLogin.__table__

@@ -68,11 +68,20 @@ def test_a_rule_dated_for_tomorrow_governs_from_tomorrow_in_the_same_engine(know
 
 def test_cds_test_as_of_runs_the_cases_on_that_day(knowledge):
     (knowledge / "rules/citalopram.yaml").write_text(DATED_RULE)
-    today = _cds("test", str(knowledge), "--rule", "citalopram-from-tomorrow")
+    today = _cds("test", str(knowledge), "--rule", "citalopram-from-tomorrow", "--as-of", date.today().isoformat())
     assert today.returncode == 1 and "FAIL  citalopram-from-tomorrow" in today.stdout
     later = _cds("test", str(knowledge), "--rule", "citalopram-from-tomorrow", "--as-of", TOMORROW.isoformat())
     assert later.returncode == 0, later.stdout + later.stderr
     assert "PASS  citalopram-from-tomorrow" in later.stdout
+
+
+def test_a_scheduled_rules_cases_run_as_of_its_first_day(knowledge):
+    """Without --as-of, a rule not yet in force is tested as it will be on its first day, so a rule dated
+    for next month neither fails today's tests nor holds up today's policy."""
+    (knowledge / "rules/citalopram.yaml").write_text(DATED_RULE)
+    result = _cds("test", str(knowledge), "--rule", "citalopram-from-tomorrow")
+    assert result.returncode == 0, result.stdout
+    assert f"PASS  citalopram-from-tomorrow: the local wording, once in force  (as of {TOMORROW})" in result.stdout
     bad = _cds("test", str(knowledge), "--as-of", "tomorrow")
     assert bad.returncode == 2 and "not a date" in bad.stderr
 
