@@ -9,6 +9,12 @@ session): HttpOnly, SameSite=Strict, limited to /workbench. A cookie is accepted
 signature and age check out and its id is still open. Failed logins are counted per client address
 and refused for a while after CDS_LOGIN_ATTEMPTS of them. Scripts may send
 `Authorization: Bearer <token>` instead, as for /admin.
+
+People who change the policy sign in to their own account (cds.policy.accounts: password or the
+hospital's single sign-on); the admin token opens the read-only pages only. Every form that posts
+carries a token the server checks (CSRF): the account session's own token, or, before signing in, a
+random token in a SameSite=Strict cookie that the form repeats (double submit); a post whose Origin is
+another site is refused as well.
 """
 from __future__ import annotations
 
@@ -18,7 +24,11 @@ import secrets
 from flask import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-COOKIE = "pgx_workbench"
+COOKIE = "pgx_workbench"                  # a session opened with the admin token (read-only access)
+SESSION_COOKIE = "pgx_session"            # a signed-in account's session (cds.policy.accounts)
+CSRF_COOKIE = "pgx_csrf"                  # the forms' token for a browser without an account session
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
 _SALT = "pgx-cds workbench session v2"
 LOGIN_WINDOW = 300.0                  # seconds over which failed logins are counted
 
@@ -89,3 +99,19 @@ def login_failed(runtime, client: str) -> None:
 
 def login_succeeded(runtime, client: str) -> None:
     runtime.local_state.clear_login_failures(client)
+
+
+def csrf_matches(expected: str | None, given: str | None) -> bool:
+    return bool(expected) and given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+def same_origin(request: Request) -> bool:
+    """A browser's post names the page's origin; one from another site is refused (with the token check)."""
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return origin is None
+    return origin.rstrip("/") == request.host_url.rstrip("/")
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)

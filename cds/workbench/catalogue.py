@@ -120,7 +120,8 @@ def _rule_sources(kb: KnowledgeBase) -> dict[str, RuleSource]:
         by_file.setdefault(file, []).append((line, rule))
     out: dict[str, RuleSource] = {}
     for file, located in by_file.items():
-        lines = (Path(kb.root) / file).read_text(encoding="utf-8").splitlines()
+        text = kb.rule_texts.get(file)       # the policy as loaded (a database version is not on disk)
+        lines = (text if text is not None else (Path(kb.root) / file).read_text(encoding="utf-8")).splitlines()
         located.sort(key=lambda item: item[0])
         # the first rule of a file takes the file's opening comment too: it states the site's reasons
         starts = [1] + [_comment_start(lines, line) for line, _ in located[1:]]

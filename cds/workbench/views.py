@@ -1,7 +1,8 @@
 """The pharmacist's workbench: server-rendered pages under /workbench (see docs/workbench.md).
 
-Read-only: no page changes the knowledge or the audit trail. Every page shows the knowledge the
-service is running, except the validation page, which re-reads the files on disk.
+The knowledge pages read: each shows the knowledge and policy version the service is running, except
+the validation page, which re-reads the files on disk. Changing the policy (propose, impact, approve,
+roll back) and accounts are in cds/workbench/governance.py, on the same blueprint.
 """
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
 from cds.errors import CdsError, KnowledgeError
 from cds.knowledge.loader import load_knowledge
 from cds.ruletests import run_case
-from cds.workbench import access, markdown, stats, trial
+from cds.workbench import access, governance, markdown, stats, trial
 from cds.workbench.catalogue import HOOKS, Catalogue, build_catalogue, classification_label
 
 log = logging.getLogger("cds.workbench")
@@ -28,9 +29,12 @@ EXTENSION = "pgx-cds-workbench"
 
 @workbench.record_once
 def _build_catalogue(state) -> None:
-    # Start-up work: the app factory has built the runtime before it registers this blueprint.
-    runtime = state.app.extensions["pgx-cds"]
-    state.app.extensions[EXTENSION] = build_catalogue(runtime.kb, runtime.engine)
+    # Start-up work for the policy served now; a newer policy version builds its own on first use.
+    _catalogue_of(state.app.extensions["pgx-cds"].policy.current())
+
+
+def _catalogue_of(snapshot) -> Catalogue:
+    return snapshot.view(EXTENSION, lambda s: build_catalogue(s.kb, s.engine))
 
 
 def _runtime():
@@ -38,7 +42,7 @@ def _runtime():
 
 
 def _catalogue() -> Catalogue:
-    return current_app.extensions[EXTENSION]
+    return _catalogue_of(_runtime().snapshot)
 
 
 @workbench.app_template_filter("markdown")
@@ -55,50 +59,108 @@ def _http_url(url: str | None) -> str | None:
 @workbench.context_processor
 def _globals():
     runtime = _runtime()
+    session = g.get("wb_session")
     return {"kb_version": runtime.kb.version, "development_mode": access.development_mode(runtime),
-            "today": date.today(),
+            "policy_version": runtime.snapshot.version, "account": session.account if session else None,
+            "governance_on": governance.enabled(), "csrf_token": csrf_token, "today": date.today(),
             "classification_label": classification_label, "card_json": trial.card_json,
             "rule_ids": _catalogue().rule_sources}   # membership: which card rule ids are rules
 
 
 # --- access ---------------------------------------------------------------------------------------
 
+_OPEN_ENDPOINTS = ("workbench.login", "workbench.static", "workbench.sso_start", "workbench.sso_callback")
+
+
 @workbench.before_request
 def _require_access():
-    if request.endpoint in ("workbench.login", "workbench.static"):
-        return None
     runtime = _runtime()
-    if access.is_allowed(runtime, request):
+    g.wb_session = governance.account_session(request)
+    if request.endpoint in _OPEN_ENDPOINTS:
+        return _check_csrf()
+    if g.wb_session is None and not access.is_allowed(runtime, request):
+        if not runtime.settings.admin_token and not governance.enabled():
+            return render_template("workbench/message.html", title="Workbench unavailable",
+                                   message="The workbench needs the admin token: set CDS_ADMIN_TOKEN (or run in "
+                                           "development mode, CDS_AUTH=off, on a machine without patient data)."), 503
+        return _login_page(request.full_path.rstrip("?"), status=401)
+    return _check_csrf()
+
+
+def _check_csrf():
+    """Every post carries the form's token; a post from another site's page is refused."""
+    if request.method != "POST":
         return None
-    if not runtime.settings.admin_token:
-        return render_template("workbench/message.html", title="Workbench unavailable",
-                               message="The workbench needs the admin token: set CDS_ADMIN_TOKEN (or run in "
-                                       "development mode, CDS_AUTH=off, on a machine without patient data)."), 503
-    return render_template("workbench/login.html", next=request.full_path.rstrip("?"), failed=False), 401, _CHALLENGE
+    given = request.form.get(access.CSRF_FIELD) or request.headers.get(access.CSRF_HEADER)
+    origins_ok = access.same_origin(request) or request.headers.get("Origin", "").rstrip("/") == \
+        (_runtime().settings.base_url or "").rstrip("/")
+    if origins_ok and access.csrf_matches(_expected_csrf(), given):
+        return None
+    log.warning("workbench post to %s refused: CSRF token or origin does not match", request.path)
+    return render_template("workbench/message.html", title="Form expired",
+                           message="This form could not be accepted: it expired, or it was sent from another "
+                                   "site. Go back, reload the page and send it again."), 403
+
+
+def _expected_csrf() -> str | None:
+    session = g.get("wb_session")
+    return session.csrf_token if session is not None else request.cookies.get(access.CSRF_COOKIE)
+
+
+def csrf_token() -> str:
+    """The token this page's forms carry (templates: {{ csrf_token() }})."""
+    session = g.get("wb_session")
+    if session is not None:
+        return session.csrf_token
+    token = request.cookies.get(access.CSRF_COOKIE) or g.get("wb_new_csrf")
+    if not token:
+        token = g.wb_new_csrf = access.new_csrf_token()
+    return token
+
+
+@workbench.after_request
+def _set_csrf_cookie(response):
+    token = g.get("wb_new_csrf")
+    if token:
+        response.set_cookie(access.CSRF_COOKIE, token, path="/workbench", httponly=True, samesite="Strict",
+                            secure=request.is_secure)
+    response.headers.setdefault("Cache-Control", "no-store")   # pages show who is signed in and their tokens
+    return response
 
 
 # RFC 9110 §11.6.1: a 401 names how to authenticate (scripts: the admin token as a bearer token).
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pgx-cds workbench"'}
 
 
+def _login_page(target: str, status: int = 200, **flags):
+    page = render_template("workbench/login.html", next=target, failed=flags.pop("failed", False),
+                           token_login=bool(_runtime().settings.admin_token), accounts=governance.enabled(),
+                           sso=governance.sso_label(), **flags)
+    return (page, status, _CHALLENGE) if status == 401 else (page, status)
+
+
+def _safe_target(target: str | None) -> str:
+    if not target or not target.startswith("/workbench") or target.startswith("//"):
+        return url_for("workbench.matrix")   # never redirect off the workbench
+    return target
+
+
 @workbench.route("/login", methods=["GET", "POST"])
 def login():
     runtime = _runtime()
-    target = request.values.get("next") or url_for("workbench.matrix")
-    if not target.startswith("/workbench"):
-        target = url_for("workbench.matrix")   # never redirect off the workbench
+    target = _safe_target(request.values.get("next"))
     if request.method == "GET":
-        return render_template("workbench/login.html", next=target, failed=False)
-    token = runtime.settings.admin_token
+        return _login_page(target)
     client = request.remote_addr or "unknown"
     if access.login_refused(runtime, client):
         minutes = round(access.LOGIN_WINDOW / 60)
-        response = render_template("workbench/login.html", next=target, failed=False,
-                                   throttled=minutes), 429
-        return (*response, {"Retry-After": str(int(access.LOGIN_WINDOW))})
-    if not access.token_matches(token, request.form.get("token")):
+        page, status = _login_page(target, status=429, throttled=minutes)
+        return page, status, {"Retry-After": str(int(access.LOGIN_WINDOW))}
+    if "username" in request.form:
+        return governance.password_login(client, target)
+    if not access.token_matches(runtime.settings.admin_token, request.form.get("token")):
         access.login_failed(runtime, client)
-        return render_template("workbench/login.html", next=target, failed=True), 401, _CHALLENGE
+        return _login_page(target, status=401, failed=True)
     access.login_succeeded(runtime, client)
     response = redirect(target)
     response.set_cookie(access.COOKIE, access.open_session(runtime), max_age=int(access.session_lifetime(runtime)),
@@ -109,8 +171,10 @@ def login():
 @workbench.route("/logout", methods=["POST"])
 def logout():
     access.close_session(_runtime(), request)     # the old cookie is worthless from now on
+    governance.close_account_session(request)
     response = redirect(url_for("workbench.login"))
     response.delete_cookie(access.COOKIE, path="/workbench")
+    response.delete_cookie(access.SESSION_COOKIE, path="/workbench")
     return response
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from workbench_live import build_app
+from workbench_live import build_app, post_form
 
 TOKEN = "workbench-admin-token-0123456789"
 
@@ -53,20 +53,20 @@ def test_bearer_header(guarded):
 
 def test_login_sets_a_cookie_that_is_not_the_token(guarded):
     client = guarded.test_client()
-    wrong = client.post("/workbench/login", data={"token": "nope", "next": "/workbench/rules"})
+    wrong = post_form(client, "/workbench/login", {"token": "nope", "next": "/workbench/rules"})
     assert wrong.status_code == 401 and "not right" in wrong.get_data(as_text=True)
-    response = client.post("/workbench/login", data={"token": TOKEN, "next": "/workbench/rules"})
+    response = post_form(client, "/workbench/login", {"token": TOKEN, "next": "/workbench/rules"})
     assert response.status_code == 302 and response.headers["Location"] == "/workbench/rules"
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/workbench" in cookie
     assert TOKEN not in cookie
     assert client.get("/workbench/rules").status_code == 200
-    client.post("/workbench/logout")
+    post_form(client, "/workbench/logout")
     assert client.get("/workbench/rules").status_code == 401
 
 
 def test_login_never_redirects_off_the_workbench(guarded):
-    response = guarded.test_client().post("/workbench/login", data={"token": TOKEN, "next": "https://evil.example/"})
+    response = post_form(guarded.test_client(), "/workbench/login", {"token": TOKEN, "next": "https://evil.example/"})
     assert response.headers["Location"] == "/workbench/"
 
 
@@ -85,14 +85,14 @@ def test_each_login_opens_a_new_session_and_logout_ends_it_for_good(guarded):
     from cds.workbench.access import COOKIE
 
     def login(client):
-        response = client.post("/workbench/login", data={"token": TOKEN})
+        response = post_form(client, "/workbench/login", {"token": TOKEN})
         assert response.status_code == 302
         return client.get_cookie(COOKIE, path="/workbench").value
 
     first_client, second_client = guarded.test_client(), guarded.test_client()
     first, second = login(first_client), login(second_client)
     assert first != second
-    first_client.post("/workbench/logout")
+    post_form(first_client, "/workbench/logout")
     replay = guarded.test_client()
     replay.set_cookie(COOKIE, first, path="/workbench")      # the old cookie, kept by an attacker
     assert replay.get("/workbench/").status_code == 401
@@ -105,7 +105,7 @@ def test_a_session_expires_server_side():
     app = _guarded()
     app.extensions["pgx-cds"].settings.session_minutes = 1 / 60     # one second
     client = app.test_client()
-    assert client.post("/workbench/login", data={"token": TOKEN}).status_code == 302
+    assert post_form(client, "/workbench/login", {"token": TOKEN}).status_code == 302
     cookie = client.get_cookie(COOKIE, path="/workbench").value
     assert client.get("/workbench/").status_code == 200
     import time
@@ -120,8 +120,8 @@ def test_failed_logins_are_throttled():
     client = app.test_client()
     attempts = app.extensions["pgx-cds"].settings.login_attempts
     for _ in range(attempts):
-        assert client.post("/workbench/login", data={"token": "guess"}).status_code == 401
-    refused = client.post("/workbench/login", data={"token": TOKEN})   # even the right token, for a while
+        assert post_form(client, "/workbench/login", {"token": "guess"}).status_code == 401
+    refused = post_form(client, "/workbench/login", {"token": TOKEN})   # even the right token, for a while
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert "Too many failed attempts" in refused.get_data(as_text=True)
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from workbench_live import build_app, copy_knowledge
+from workbench_live import build_app, copy_knowledge, post_form
 
 EXAMPLE = "cds/workbench/examples/order-select-clopidogrel-cyp2c19.json"
 
@@ -122,7 +122,7 @@ def test_rule_list_and_unknown_rule(client, kb):
     assert response.status_code == 404 and "No such rule" in text(response)
 
 
-def test_rule_page_shows_a_failing_case_with_the_difference(tmp_path):
+def test_a_failing_case_stops_the_policy_with_the_difference(tmp_path):
     root = copy_knowledge(tmp_path)
     rules = root / "rules" / "antiplatelets.yaml"
     source = rules.read_text(encoding="utf-8")
@@ -131,9 +131,15 @@ def test_rule_page_shows_a_failing_case_with_the_difference(tmp_path):
                             "          - indicator: warning\n            summary_contains: [Clopidogrel, CYP2C19 Poor")
     assert broken != source
     rules.write_text(broken, encoding="utf-8")
-    page = text(build_app(knowledge_dir=root).test_client().get("/workbench/rules/clopidogrel-cyp2c19"))
-    assert "3 of 4 pass" in page and page.count(">FAIL<") == 1
-    assert "expected card 1 not found: indicator is critical, expected warning" in page
+    # A failing test case stops that policy going live (issue 22): the service does not start on it, and
+    # says which case fails, where, and how; the workbench shows such a failure on a proposal instead.
+    from cds.errors import KnowledgeError
+
+    with pytest.raises(KnowledgeError) as refused:
+        build_app(knowledge_dir=root)
+    line = broken.splitlines().index("      - name: poor metabolizer gets a critical card with both alternatives") + 1
+    assert f"rules/antiplatelets.yaml:{line}:" in str(refused.value)
+    assert "expected card 1 not found: indicator is critical, expected warning" in str(refused.value)
 
 
 # --- try a patient ------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def test_try_escapes_what_was_typed(client):
 # --- paste a CDS Hooks request ----------------------------------------------------------------------
 
 def test_pasted_example_request(client):
-    response = client.post("/workbench/try/request", data={"request": json.dumps(example_request())})
+    response = post_form(client, "/workbench/try/request", {"request": json.dumps(example_request())}, page="/workbench/try/request")
     assert response.status_code == 200
     assert indicators(response) == ["critical"]
     assert summaries(response)[0].startswith("Clopidogrel: CYP2C19 Poor Metabolizer")
@@ -243,7 +249,7 @@ def test_pasted_request_gives_what_the_service_gives(client):
     body["hook"] = "order-sign"
     del body["context"]["selections"]
     served = client.post("/cds-services/pgx-order-sign", json=body).get_json()["cards"]
-    shown = client.post("/workbench/try/request", data={"request": json.dumps(body)})
+    shown = post_form(client, "/workbench/try/request", {"request": json.dumps(body)}, page="/workbench/try/request")
     assert summaries(shown) == [c["summary"] for c in served]
     assert indicators(shown) == [c["indicator"] for c in served]
     assert [s["label"] for s in served[0]["suggestions"]] == ["Replace clopidogrel with prasugrel",
@@ -285,7 +291,7 @@ def test_pasted_request_without_genomics_never_fetches(client):
         body["fhirServer"] = fhir.url
         body["fhirAuthorization"] = {"access_token": "secret-token-123", "token_type": "Bearer",
                                      "expires_in": 300, "scope": "patient/*.read", "subject": "cds"}
-        response = client.post("/workbench/try/request", data={"request": json.dumps(body)})
+        response = post_form(client, "/workbench/try/request", {"request": json.dumps(body)}, page="/workbench/try/request")
     finally:
         fhir.stop()
     assert response.status_code == 200 and fhir.requests == 0
@@ -303,14 +309,14 @@ def test_pasted_request_without_genomics_never_fetches(client):
     ('{"hook": "order-sign", "context": {}}', "the service would answer HTTP 400: 'hookInstance' is required"),
 ])
 def test_pasted_bad_input_is_a_message(client, pasted, message):
-    response = client.post("/workbench/try/request", data={"request": pasted})
+    response = post_form(client, "/workbench/try/request", {"request": pasted}, page="/workbench/try/request")
     assert response.status_code == 400 and message in error_of(response)
 
 
 def test_pasted_request_missing_prefetch_without_fhir_server_is_the_services_412(client):
     body = example_request()
     del body["prefetch"]
-    response = client.post("/workbench/try/request", data={"request": json.dumps(body)})
+    response = post_form(client, "/workbench/try/request", {"request": json.dumps(body)}, page="/workbench/try/request")
     assert response.status_code == 400
     assert error_of(response) == ("the service would answer HTTP 412: prefetch key(s) genomics missing and no "
                                   "fhirServer to fetch them from")

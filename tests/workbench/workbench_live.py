@@ -27,3 +27,17 @@ def copy_knowledge(target: Path) -> Path:
     for name in ("guidelines", "rules", "hooks"):
         shutil.copytree(REPO / name, target / name)
     return target
+
+
+def form_token(client, page: str = "/workbench/login") -> str:
+    """The CSRF token a browser would find in a form of `page` (its cookie lands in the client's jar)."""
+    import re
+
+    found = re.search(r'name="csrf_token" value="([^"]+)"', client.get(page).get_data(as_text=True))
+    assert found, f"no form token on {page}"
+    return found.group(1)
+
+
+def post_form(client, path: str, data: dict | None = None, page: str = "/workbench/login", **kwargs):
+    """Post as a browser posts a form: with the token from the page that holds it."""
+    return client.post(path, data={**(data or {}), "csrf_token": form_token(client, page)}, **kwargs)

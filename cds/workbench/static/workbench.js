@@ -33,4 +33,41 @@ document.addEventListener("DOMContentLoaded", () => {
   if (load && example && box) {
     load.addEventListener("click", () => { box.value = example.content.textContent.trim(); box.focus(); });
   }
+
+  // A select that opens what it names as soon as it changes.
+  for (const select of document.querySelectorAll("select[data-autosubmit]")) {
+    select.addEventListener("change", () => select.form.submit());
+  }
+
+  // Proposing a policy change: the validator's messages (file:line) as the author types.
+  const form = document.getElementById("propose-form");
+  const text = document.getElementById("policy-text");
+  const live = document.getElementById("live-problems");
+  if (form && text && live) {
+    let timer = null;
+    text.addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(async () => {
+        const body = new FormData();
+        body.append("file", form.elements.file.value);
+        body.append("text", text.value);
+        body.append("csrf_token", form.elements.csrf_token.value);
+        try {
+          const response = await fetch(form.dataset.check, { method: "POST", body, credentials: "same-origin" });
+          if (!response.ok) return;
+          const result = await response.json();
+          live.replaceChildren();
+          live.className = result.valid ? "ok" : "error";
+          if (result.valid) { live.textContent = "Valid as typed (Check also runs the test cases)."; return; }
+          const list = document.createElement("ul");
+          for (const p of result.problems) {
+            const item = document.createElement("li");
+            item.textContent = `${p.file}:${p.line}: ${p.message}`;
+            list.append(item);
+          }
+          live.append(list);
+        } catch (err) { /* offline or the session ended: Check still works */ }
+      }, 400);
+    });
+  }
 });
