@@ -14,7 +14,9 @@ Counting rules (also in docs/governance.md):
   - orders we could not identify: each unresolved order of a call counts once under what was ordered
     (code and system, or the text alone) and why it stayed unresolved;
   - reasons: results and orders on file that were not used (unreadable, another patient's), counted
-    per call and by kind (the reason's text after the resource id).
+    per call and by kind (the reason's text after the resource id);
+  - per rule and policy version: the same counts for each (rule, policy version) pair that issued cards,
+    so a policy change can be judged after the fact (cards without a version: the rules/ files).
 """
 from __future__ import annotations
 
@@ -93,6 +95,7 @@ def build_report(conn: Connection, since: datetime | None, all_rule_ids: Iterabl
 
     return {
         "generated_at": utc(now or datetime.now(timezone.utc)).isoformat(),
+        "rule_versions": _rule_versions(conn, in_period, latest),
         "since": since.isoformat() if since is not None else None,
         **summary,
         "cards": sum(alerts.values()),
@@ -125,6 +128,29 @@ def _as_hl7(reasons: list[dict]) -> list[dict]:
         out.append({"system": system, "code": code, "display": display, "count": n,
                     "standard": system == HL7_SYSTEM})
     return out
+
+
+def _rule_versions(conn: Connection, in_period: list, latest) -> list[dict]:
+    """Per rule and policy version (cds_card.policy_version; none: cards from before governance, or a
+    service serving the rules/ files), the same counts as per rule: whether a change was for the better."""
+    cards = card_table.join(call_table, card_table.c.call_id == call_table.c.call_id)
+    key = (card_table.c.rule_id, card_table.c.policy_version)
+    alerts = {(rule, version): n for rule, version, n in conn.execute(
+        select(*key, func.count()).select_from(cards).where(*in_period).group_by(*key))}
+    outcomes: dict[tuple, Counter] = {}
+    for rule, version, outcome, n in conn.execute(
+            select(*key, latest.c.outcome, func.count())
+            .select_from(cards.join(latest, latest.c.card_uuid == card_table.c.card_uuid))
+            .where(*in_period).group_by(*key, latest.c.outcome)):
+        outcomes.setdefault((rule, version), Counter())[outcome] = n
+    rows = []
+    for (rule, version), issued in sorted(alerts.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        counted = outcomes.get((rule, version), Counter())
+        accepted, overridden = counted["accepted"], counted["overridden"]
+        rows.append({"rule_id": rule, "policy_version": version, "alerts": issued, "accepted": accepted,
+                     "overridden": overridden, "no_feedback": issued - accepted - overridden,
+                     "acceptance_rate": accepted / issued, "override_rate": overridden / issued})
+    return rows
 
 
 def _call_summary(conn: Connection, in_period: list) -> dict:
@@ -251,6 +277,14 @@ def _table(report: dict) -> str:
              _percent(r["acceptance_rate"]), _percent(r["override_rate"]))
             for r in report["rules"] if r["alerts"]]
     lines += _grid(header, rows) if rows else ["no cards issued in this period"]
+    versions = report.get("rule_versions") or []
+    if versions:
+        lines += ["", "per rule and policy version (a change judged after the fact):"]
+        lines += ["  " + line for line in _grid(
+            ("rule", "policy version", "alerts", "accepted", "overridden", "accept %", "override %"),
+            [(r["rule_id"], "rules/ files" if r["policy_version"] is None else str(r["policy_version"]),
+              str(r["alerts"]), str(r["accepted"]), str(r["overridden"]), _percent(r["acceptance_rate"]),
+              _percent(r["override_rate"])) for r in versions])]
     lines += ["", "top override reasons:"]
     lines += [f"  {r['count']:>6}  {r['display'] or r['code']}"
               + (f"  ({r['system']}|{r['code']})" if r["code"] else "") + _counterpart(r)

@@ -189,12 +189,13 @@ class SqliteBackend:
 
 def call_record(patient_id: str = "pat-4711", *, rule_id: str = "cpic-clopidogrel", cards: int = 1,
                 service_id: str = "pgx-order-select", time: datetime | None = None, consent: str | None = None,
-                unresolved: list[str] | None = None, fhir_errors: list[str] | None = None) -> CallRecord:
+                unresolved: list[str] | None = None, fhir_errors: list[str] | None = None,
+                policy_version: int | None = None) -> CallRecord:
     return CallRecord(
         service_id=service_id, hook="order-select", hook_instance=str(uuid.uuid4()), patient_id=patient_id,
         kb_version="kb-0123abcd",
         cards=[CardRecord(str(uuid.uuid4()), rule_id, "cpic-cyp2c19-clopidogrel", "2022-01", "warning",
-                          "CYP2C19 poor metabolizer: avoid clopidogrel") for _ in range(cards)],
+                          "CYP2C19 poor metabolizer: avoid clopidogrel", None, policy_version) for _ in range(cards)],
         facts=[FactRecord("CYP2C19", "Poor Metabolizer", "Poor Metabolizer", ["Observation/cyp2c19-obs"])],
         unresolved_drugs=unresolved or [], fhir_errors=fhir_errors or [], consent=consent, latency_ms=12.5,
         **({"time": time} if time else {}),

@@ -113,3 +113,25 @@ def test_report_formats(report_store):
 
     with pytest.raises(CdsError, match="report format must be one of"):
         format_report(report, "xml")
+
+
+def test_report_per_rule_and_policy_version(open_store):
+    """The committee judges a policy change after the fact: the same rule's cards under version 1
+    (mostly overridden) and version 2 (accepted), counted apart; cards from the rules/ files too."""
+    store = open_store()
+    before = call_record("pat-1", cards=4, time=at(1), policy_version=1)
+    after = call_record("pat-2", cards=2, time=at(5), policy_version=2)
+    files = call_record("pat-3", cards=1, time=at(6))
+    for record in (before, after, files):
+        store.record_call(record)
+    store.record_feedback("pgx-order-select",
+                          [fb(c.uuid, "overridden", "2026-03-01T12:05:00Z", reason=R1) for c in before.cards[:3]]
+                          + [fb(c.uuid, "accepted", "2026-03-05T12:05:00Z") for c in after.cards])
+    report = store.report(SINCE, RULES)
+    rows = {r["policy_version"]: r for r in report["rule_versions"] if r["rule_id"] == "cpic-clopidogrel"}
+    assert rows[1] == {"rule_id": "cpic-clopidogrel", "policy_version": 1, "alerts": 4, "accepted": 0,
+                       "overridden": 3, "no_feedback": 1, "acceptance_rate": 0.0, "override_rate": 0.75}
+    assert (rows[2]["alerts"], rows[2]["accepted"], rows[2]["acceptance_rate"]) == (2, 2, 1.0)
+    assert (rows[None]["alerts"], rows[None]["no_feedback"]) == (1, 1)
+    table = format_report(report, "table")
+    assert "per rule and policy version" in table and "rules/ files" in table
