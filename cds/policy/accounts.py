@@ -247,4 +247,4 @@ def _checked_password(password: str | None) -> str:
 
 def same_token(expected: str, given: str | None) -> bool:
     """Constant-time comparison of a CSRF token."""
-    return bool(given) and hmac.compare_digest(expected.encode(), given.encode())
+    return given is not None and bool(given) and hmac.compare_digest(expected.encode(), given.encode())

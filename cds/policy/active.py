@@ -109,9 +109,11 @@ class PolicyHolder:
         return holder
 
     def _last_good(self, kb: KnowledgeBase) -> Snapshot:
+        store = self.store
+        assert store is not None
         disk = rules_files(kb.root)
-        for newest, activation in enumerate(self.store.activations()):   # newest first
-            version = self.store.version(activation.version)
+        for newest, activation in enumerate(store.activations()):   # newest first
+            version = store.version(activation.version)
             try:
                 if version.digest == files_digest(disk):
                     compiled = compile_policy(kb)       # the files as loaded: same text, and their cache
@@ -154,6 +156,7 @@ class PolicyHolder:
             return self._take_up(active.version)
 
     def _take_up(self, number: int) -> bool:
+        assert self.store is not None
         version = self.store.version(number)
         if (number, version.digest) in self._refused:
             return False

@@ -76,16 +76,14 @@ class ActiveVersion:
     event_id: int
 
 
-def _aware(moment: datetime | None) -> datetime | None:
+def _aware(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes for timezone-aware columns; they were written in UTC
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def _event(row) -> Event:
-    return Event(row.event_id, _aware(row.at), row.actor, row.action, row.policy_version, _aware(row.effective_at),
-                 row.subject, row.comment)
+    return Event(row.event_id, _aware(row.at), row.actor, row.action, row.policy_version,
+                 _aware(row.effective_at) if row.effective_at is not None else None, row.subject, row.comment)
 
 
 class PolicyStore:

@@ -8,8 +8,9 @@ the two.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -191,8 +192,8 @@ class OidcLogin(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-policy_version_table = PolicyVersion.__table__
-governance_event_table = GovernanceEvent.__table__
-account_table = Account.__table__
-session_table = WorkbenchSession.__table__
-oidc_login_table = OidcLogin.__table__
+policy_version_table = cast(Table, PolicyVersion.__table__)
+governance_event_table = cast(Table, GovernanceEvent.__table__)
+account_table = cast(Table, Account.__table__)
+session_table = cast(Table, WorkbenchSession.__table__)
+oidc_login_table = cast(Table, OidcLogin.__table__)

@@ -36,6 +36,14 @@ def workflow() -> Governance | None:
     return app.extensions[_GOVERNANCE]
 
 
+def required() -> Governance:
+    """The workflow, where a view has checked there is one (cds.workbench.governance_views.requires)."""
+    gov = workflow()
+    if gov is None:
+        raise RuntimeError("governance needs the service's database")
+    return gov
+
+
 def enabled() -> bool:
     return workflow() is not None
 
@@ -77,7 +85,7 @@ def close_account_session(req) -> None:
 
 def signed_in(target: str, account):
     """Open a session for `account` (a new id every login) and go to `target`."""
-    sid = workflow().accounts.open_session(account, session_lifetime())
+    sid = required().accounts.open_session(account, session_lifetime())
     response = redirect(target)
     response.set_cookie(access.SESSION_COOKIE, sid, max_age=int(session_lifetime().total_seconds()),
                         path="/workbench", httponly=True, samesite="Strict", secure=request.is_secure)

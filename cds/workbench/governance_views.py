@@ -17,7 +17,7 @@ from cds.policy.review import PolicyRefused, compile_policy, validate_files
 from cds.policy.store import diff
 from cds.policy.workflow import impact as version_impact
 from cds.workbench import access
-from cds.workbench.governance import current_session, signed_in, sso, workflow
+from cds.workbench.governance import current_session, required, signed_in, sso, workflow
 from cds.workbench.views import workbench
 
 log = logging.getLogger("cds.workbench")
@@ -79,7 +79,7 @@ def sso_start():
         log.warning("single sign-on could not start: %s", err)
         return _message("Sign-in unavailable", "The hospital sign-in service did not answer; try again later, or "
                                                "sign in with a workbench password.", 503)
-    workflow().accounts.begin_oidc(started["state"], started["nonce"], started["code_verifier"], target,
+    required().accounts.begin_oidc(started["state"], started["nonce"], started["code_verifier"], target,
                                    lifetime=_LOGIN_WINDOW)
     response = redirect(started["url"])
     # Lax, not Strict: the provider sends the browser back to us from its own site
@@ -96,7 +96,7 @@ def sso_callback():
     state = request.args.get("state", "")
     if request.args.get("error"):
         return _message("Sign-in refused", f"The hospital sign-in said: {request.args.get('error')}.", 401)
-    pending = workflow().accounts.finish_oidc(state) if state else None
+    pending = required().accounts.finish_oidc(state) if state else None
     if pending is None or not access.csrf_matches(request.cookies.get(STATE_COOKIE), state):
         return _message("Sign-in expired", "This sign-in was not started from this browser, or took too long. "
                                            "Start again from the login page.", 400, url_for("workbench.login"))
@@ -108,7 +108,7 @@ def sso_callback():
         return _message("Sign-in failed", "The sign-in could not be verified; start again.", 401,
                         url_for("workbench.login"))
     try:
-        account = workflow().accounts.for_oidc(identity.issuer, identity.subject, identity.username, identity.role,
+        account = required().accounts.for_oidc(identity.issuer, identity.subject, identity.username, identity.role,
                                                identity.display_name)
     except CdsError as err:
         return _message("No workbench account", str(err), 403)
@@ -141,7 +141,7 @@ def policy():
 
 
 def _active_files() -> dict[str, str]:
-    return workflow().active().files
+    return required().active().files
 
 
 @workbench.route("/policy/propose", methods=["GET", "POST"])
@@ -161,7 +161,7 @@ def propose():
     proposed = {**files, name: text}
     if action == "propose":
         try:
-            number = workflow().propose({name: text}, _actor(), reason)
+            number = required().propose({name: text}, _actor(), reason)
         except PolicyRefused as err:
             context.update(problems=_located(err, proposed), checked=True)
             return render_template("workbench/propose.html", **context), 400
@@ -170,7 +170,7 @@ def propose():
             return render_template("workbench/propose.html", **context), 400
         return redirect(url_for("workbench.policy_version", number=number))
     try:
-        candidate = compile_policy(workflow().base, proposed)     # validation, then every test case
+        candidate = compile_policy(required().base, proposed)     # validation, then every test case
     except PolicyRefused as err:
         context.update(problems=_located(err, proposed), checked=True)
         return render_template("workbench/propose.html", **context), 400
@@ -184,7 +184,7 @@ def propose():
 
 
 def _impact_against_active(candidate):
-    gov = workflow()
+    gov = required()
     active = compile_policy(gov.base, gov.active().files)
     try:
         name, cohort = impact_core.cohort_for(gov.base, gov.store.engine, IMPACT_PATIENTS)
@@ -210,7 +210,7 @@ def check():
     name = request.form.get("file", "")
     files = {**_active_files(), name: request.form.get("text", "")}
     try:
-        validate_files(workflow().base, files)
+        validate_files(required().base, files)
     except PolicyRefused as err:
         return jsonify({"valid": False, "problems": _located(err, files)})
     return jsonify({"valid": True, "problems": []})
@@ -264,13 +264,13 @@ def approve(number: int):
     when = _parse_moment(request.form.get("activate_at", ""))
     if when is False:
         return _message("Not done", "The activation time is not a date and time (2027-03-01T08:00).", 400)
-    return _decide(number, lambda: workflow().approve(number, _actor(), request.form.get("comment") or None, when))
+    return _decide(number, lambda: required().approve(number, _actor(), request.form.get("comment") or None, when))
 
 
 @workbench.route("/policy/versions/<int:number>/reject", methods=["POST"])
 @requires("approver")
 def reject(number: int):
-    return _decide(number, lambda: workflow().reject(number, _actor(), request.form.get("comment", "")))
+    return _decide(number, lambda: required().reject(number, _actor(), request.form.get("comment", "")))
 
 
 @workbench.route("/policy/rollback", methods=["POST"])
@@ -279,7 +279,7 @@ def rollback():
     raw = request.form.get("version", "").strip()
     target = int(raw) if raw.isdigit() else None
     try:
-        number = workflow().rollback(_actor(), request.form.get("reason", ""), target)
+        number = required().rollback(_actor(), request.form.get("reason", ""), target)
     except PolicyRefused as err:
         return _message("Policy refused", str(err), 400, url_for("workbench.policy"))
     except CdsError as err:
@@ -303,7 +303,7 @@ def _parse_moment(text: str):
 @workbench.route("/accounts", methods=["GET", "POST"])
 @requires("admin")
 def accounts():
-    gov = workflow()
+    gov = required()
     error = None
     if request.method == "POST":
         form = request.form
@@ -323,7 +323,7 @@ def accounts():
 @workbench.route("/accounts/<username>", methods=["POST"])
 @requires("admin")
 def account(username: str):
-    gov = workflow()
+    gov = required()
     change = request.form.get("change")
     try:
         if change == "role":
