@@ -85,6 +85,7 @@ class PolicyHolder:
         self.base = snapshot.kb
         self.interval = interval
         self._refused: set[tuple[int, str]] = set()       # (version, digest) that failed here: not retried
+        self._unreachable = False                          # the database failed at the last poll
         self._retired: list[tuple[float, Snapshot]] = []
         self._refresh_lock = threading.Lock()
         self._watch_lock = threading.Lock()
@@ -148,9 +149,14 @@ class PolicyHolder:
             try:
                 active = self.store.active()
             except Exception as err:  # noqa: BLE001 - database down: keep serving what we have
-                log.warning("cannot read the active policy version (%s); still serving version %s",
-                            type(err).__name__, self._snapshot.version)
+                if not self._unreachable:      # once per outage, not at every poll
+                    log.warning("cannot read the active policy version (%s); still serving version %s",
+                                type(err).__name__, self._snapshot.version)
+                self._unreachable = True
                 return False
+            if self._unreachable:
+                log.info("policy database reachable again")
+                self._unreachable = False
             if active is None or active.version == self._snapshot.version:
                 return False
             return self._take_up(active.version)

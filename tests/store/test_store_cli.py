@@ -26,10 +26,10 @@ def run(argv: list[str]) -> int:
 def test_db_upgrade_creates_the_schema_and_says_so(backend, db, capsys):
     from cds.store.migrate import head_revision
 
-    assert head_revision() == "0005"
+    assert head_revision() == "0006"
     assert run(["db", "upgrade", "--database-url", backend.direct_url]) == 0
-    assert "schema revision 0005" in capsys.readouterr().out
-    assert db.scalar("SELECT version_num FROM alembic_version") == "0005"
+    assert "schema revision 0006" in capsys.readouterr().out
+    assert db.scalar("SELECT version_num FROM alembic_version") == "0006"
     assert run(["db", "upgrade", "--database-url", backend.direct_url]) == 0  # idempotent
 
 

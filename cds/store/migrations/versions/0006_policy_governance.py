@@ -1,6 +1,8 @@
-"""Governance of the local policy (issue 22): policy versions in the database, who did what
-(proposals, approvals, activations, rollbacks, account changes, logins), workbench accounts and
-sessions, single sign-on logins under way; and on each card, the policy version that worded it.
+"""Governance of the local policy (issue 22): policy versions, events, accounts, sessions.
+
+Policy versions in the database, who did what (proposals, approvals, activations, rollbacks, account
+changes, logins), workbench accounts and sessions, single sign-on logins under way; and on each card,
+the policy version that worded it. (The first line alone: Alembic logs it as the migration's name.)
 
 Cards written before this revision carry no policy version (NULL): they were worded by the rules/
 files the service was started with.
