@@ -124,3 +124,18 @@ def test_impact_counts_changed_cards_per_drug_and_rule(backend, tmp_path):
     assert old in example["before"]["summary"] and "avoid the standard dose" in example["after"]["summary"]
     assert "Intermediate Metabolizer" in example["results"]
     assert impact["total"] == {"added": 0, "removed": 0, "changed": changed[0]["count"]}
+
+
+def test_approval_at_a_stated_time_takes_effect_then(backend, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    url = backend.direct_url
+    add_people(url, ("alice", "bob"))
+    edited = antiplatelets(tmp_path / "edit", expect="prefer prasugrel")
+    number = json.loads(cds(url, "policy", "propose", str(edited), "--author", "alice", "--reason", "r", "--json").stdout)["id"]
+    when = datetime.now(timezone.utc) + timedelta(days=1)
+    assert cds(url, "policy", "approve", str(number), "--approver", "bob", "--at", when.isoformat()).returncode == 0
+    history = json.loads(cds(url, "policy", "history", "--json").stdout)
+    assert history["active_version"] == 1                        # not yet
+    latest = history["versions"][0]
+    assert latest["status"] == "approved" and datetime.fromisoformat(latest["effective_at"]) == when

@@ -15,7 +15,7 @@ import requests
 from live_service import ServeProcess
 from pgx_paths import REPO
 from policy_support import NEW_WORDING, OLD_WORDING, add_people, antiplatelets, cds
-from store_fixtures import backend, db  # noqa: F401 - pytest fixtures
+from store_fixtures import backend, db, open_store  # noqa: F401 - pytest fixtures
 
 EXAMPLE = json.loads((REPO / "cds/workbench/examples/order-select-clopidogrel-cyp2c19.json").read_text())
 DEADLINE = 10.0
@@ -108,3 +108,27 @@ def test_a_refused_version_leaves_the_worker_on_the_last_good_one(backend, tmp_p
         store.engine.dispose()
     finally:
         service.stop()
+
+
+def test_a_service_starts_on_the_last_good_version(open_store, tmp_path, caplog):
+    """The active version no longer passes here (e.g. the knowledge moved on under it): the service
+    starts, on the version active before it, and says so, instead of failing to start."""
+    from cds.policy.store import PolicyStore
+    from cds.service.app import create_app
+    from cds.service.config import Settings
+
+    store = open_store()
+    policy = PolicyStore(store.engine)
+    policy.seed({name: (REPO / name).read_text() for name in
+                 (f"rules/{p.name}" for p in sorted((REPO / "rules").glob("*.yaml")))})
+    good = policy.version(1).files
+    broken = {**good, "rules/antiplatelets.yaml": good["rules/antiplatelets.yaml"].replace(
+        "summary_contains: [Clopidogrel, CYP2C19 Poor Metabolizer, prasugrel or ticagrelor]",
+        "summary_contains: [Clopidogrel, CYP2C19 Poor Metabolizer, warfarin]")}
+    number = policy.add_version(broken, "alice", "written elsewhere", 1)
+    policy.record("bob", "activate", number, effective_at=datetime.now(timezone.utc))
+    app = create_app(Settings(auth_mode="off", audit=True, local_state=str(tmp_path / "state.sqlite3")), store=store)
+    runtime = app.extensions["pgx-cds"]
+    assert runtime.policy.version == 1
+    assert f"policy version {number} refused at start-up" in caplog.text
+    assert app.test_client().get("/healthz").get_json()["policy_version"] == 1
