@@ -7,13 +7,16 @@ import io
 import re
 
 from pgx_paths import SHARED
+from workbench_live import form_token
 
 PHENOTYPE = SHARED / "pharmcat" / "pharmcat.example.phenotype.json"
 
 
 def upload(client, content: bytes, name: str, drugs: str = "codeine, abacavir", hook: str = "order-sign"):
+    # as a browser sends the form: with the CSRF token of the page that holds it
     return client.post("/workbench/try/pharmcat", content_type="multipart/form-data",
-                       data={"pharmcat": (io.BytesIO(content), name), "drugs": drugs, "hook": hook})
+                       data={"pharmcat": (io.BytesIO(content), name), "drugs": drugs, "hook": hook,
+                             "csrf_token": form_token(client, "/workbench/try/pharmcat")})
 
 
 def test_a_phenotype_json_upload_shows_pharmcats_calls_and_the_cards(client):
