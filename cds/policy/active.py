@@ -93,7 +93,7 @@ class PolicyHolder:
         self._stop = threading.Event()
 
     @classmethod
-    def start_up(cls, kb: KnowledgeBase, store: PolicyStore | None) -> "PolicyHolder":
+    def start_up(cls, kb: KnowledgeBase, store: PolicyStore | None) -> PolicyHolder:
         """At service start: without a store, the files; with one, the active version (the repository's
         rules/ seed version 1 of a new database), else the newest earlier active version that passes,
         else the files."""
@@ -103,7 +103,7 @@ class PolicyHolder:
         try:
             store.seed(rules_files(kb.root))
             holder._snapshot = holder._last_good(kb)
-        except Exception as err:  # noqa: BLE001 - a database down at start-up: serve the files, keep asking
+        except Exception as err:
             log.error("policy database unavailable at start-up (%s); serving the rules/ files until it answers",
                       type(err).__name__)
             holder._snapshot = snapshot_of_files(kb)
@@ -148,7 +148,7 @@ class PolicyHolder:
         with self._refresh_lock:
             try:
                 active = self.store.active()
-            except Exception as err:  # noqa: BLE001 - database down: keep serving what we have
+            except Exception as err:
                 if not self._unreachable:      # once per outage, not at every poll
                     log.warning("cannot read the active policy version (%s); still serving version %s",
                                 type(err).__name__, self._snapshot.version)
@@ -218,7 +218,7 @@ class PolicyHolder:
         while not self._stop.wait(self.interval):
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one failure
+            except Exception:
                 log.exception("policy refresh failed; still serving version %s", self._snapshot.version)
 
 

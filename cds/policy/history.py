@@ -42,7 +42,8 @@ def history_text(data: dict[str, Any]) -> str:
             if e["action"] == "propose":
                 continue
             extra = f" (from {e['effective_at']})" if e["action"] == ACTIVATE and e["effective_at"] else ""
-            lines.append(f"  {e['at']}  {e['action']} by {e['actor']}{extra}" + (f": {e['comment']}" if e["comment"] else ""))
+            said = f": {e['comment']}" if e["comment"] else ""
+            lines.append(f"  {e['at']}  {e['action']} by {e['actor']}{extra}{said}")
         if v["diff"]:
             lines += ["  " + line for line in v["diff"].splitlines()]
         lines.append("")

@@ -144,7 +144,7 @@ def screening_input(folder: Path, patients: int = DEFAULT_PATIENTS) -> list[list
     grouped: dict[str, list[dict]] = {}
     for path in sorted(p for p in folder.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz"))):
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as lines:   # type: ignore[operator]
+        with opener(path, "rt", encoding="utf-8") as lines:
             for line in lines:
                 resource = _resource(line)
                 pid = _patient_of(resource) if resource else None
@@ -179,7 +179,7 @@ def latest_screening_folder(engine) -> Path | None:
     try:
         with engine.connect() as conn:
             runs = recent_runs(conn, limit=1)
-    except Exception:  # noqa: BLE001 - no screening table or no database: fall back to the synthetic cohort
+    except Exception:
         log.info("no screening run to take the impact cohort from", exc_info=True)
         return None
     source = runs[0].get("source") if runs else None

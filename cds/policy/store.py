@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +24,7 @@ SYSTEM = "repository"            # the actor of version 1, the repository's rule
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def files_digest(files: dict[str, str]) -> str:
@@ -78,7 +78,7 @@ class ActiveVersion:
 
 def _aware(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes for timezone-aware columns; they were written in UTC
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _event(row) -> Event:
@@ -209,7 +209,8 @@ def diff(old: dict[str, str], new: dict[str, str]) -> str:
         before, after = old.get(name), new.get(name)
         if before == after:
             continue
-        out.extend(difflib.unified_diff((before or "").splitlines(keepends=True), (after or "").splitlines(keepends=True),
+        out.extend(difflib.unified_diff((before or "").splitlines(keepends=True),
+                                        (after or "").splitlines(keepends=True),
                                         fromfile=f"a/{name}" if before is not None else "/dev/null",
                                         tofile=f"b/{name}" if after is not None else "/dev/null"))
     return "".join(line if line.endswith("\n") else line + "\n" for line in out)

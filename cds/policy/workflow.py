@@ -30,7 +30,7 @@ class Governance:
 
     @classmethod
     def open(cls, database_url: str | None = None, knowledge_dir: Path | None = None,
-             base: KnowledgeBase | None = None) -> "Governance":
+             base: KnowledgeBase | None = None) -> Governance:
         """Connect (DATABASE_URL), migrate, and make the repository's rules/ version 1 of a new database."""
         from cds.store import migrate
         from cds.store.engine import make_engine

@@ -72,7 +72,7 @@ def account_session(req) -> Session | None:
         return None
     try:
         return gov.accounts.session(sid)
-    except Exception:  # noqa: BLE001 - database down: not signed in (read pages may still open)
+    except Exception:
         log.warning("workbench session could not be read (database unavailable?)")
         return None
 

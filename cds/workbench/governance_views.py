@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import abort, jsonify, redirect, render_template, request, url_for
 
@@ -75,7 +76,7 @@ def sso_start():
     redirect_url = client.redirect_url(_base_url())
     try:
         started = client.start(redirect_url)
-    except Exception as err:  # noqa: BLE001 - the provider is down or misconfigured: say so
+    except Exception as err:
         log.warning("single sign-on could not start: %s", err)
         return _message("Sign-in unavailable", "The hospital sign-in service did not answer; try again later, or "
                                                "sign in with a workbench password.", 503)
@@ -103,7 +104,7 @@ def sso_callback():
     nonce, verifier, target = pending
     try:
         identity = client.finish(request.args.get("code", ""), client.redirect_url(_base_url()), nonce, verifier)
-    except Exception as err:  # noqa: BLE001 - any failure of the exchange or of the token: not signed in
+    except Exception as err:
         log.warning("single sign-on failed: %s", type(err).__name__)
         return _message("Sign-in failed", "The sign-in could not be verified; start again.", 401,
                         url_for("workbench.login"))
@@ -153,7 +154,7 @@ def propose():
         name = sorted(files)[0]
     text = request.form.get("text", files.get(name, ""))
     reason = request.form.get("reason", "")
-    context = {"files": sorted(files), "file": name, "text": text, "reason": reason, "problems": None,
+    context: dict[str, Any] = {"files": sorted(files), "file": name, "text": text, "reason": reason, "problems": None,
                "checked": False, "impact": None, "error": None}
     action = request.form.get("action")
     if request.method == "GET" or action is None:
@@ -295,7 +296,7 @@ def _parse_moment(text: str):
         moment = datetime.fromisoformat(text)
     except ValueError:
         return False
-    return moment if moment.tzinfo else moment.astimezone(timezone.utc)   # a browser's local time
+    return moment if moment.tzinfo else moment.astimezone(UTC)   # a browser's local time
 
 
 # --- accounts (admin) -----------------------------------------------------------------------------

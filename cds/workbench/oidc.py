@@ -61,7 +61,7 @@ class OidcConfig:
     label: str = "Sign in with the hospital account"
 
     @classmethod
-    def from_env(cls) -> "OidcConfig | None":
+    def from_env(cls) -> OidcConfig | None:
         issuer = os.environ.get("CDS_OIDC_ISSUER", "").strip()
         if not issuer:
             return None
