@@ -101,6 +101,8 @@ class Evaluation:
     population: str | None = None
     # gene → the results that disagree (described, or their source ids): no genotype-based advice for it
     conflicts: dict[str, list[str]] = field(default_factory=dict)
+    # gene → why its results could not be read (cds.genotype.Interpretation.unreadable): no advice for it
+    unreadable: dict[str, list[str]] = field(default_factory=dict)
 
     def undecided_scores(self, drug: DrugEvaluation) -> dict[str, list[str]]:
         """Genes reported as a phenotype only whose activity score decides between the drug's
@@ -296,16 +298,20 @@ class Engine:
         Unknown drugs raise CdsError."""
         conflicting = dict(conflicts or {})
         interpretations = {}
+        unreadable: dict[str, list[str]] = {}
         for gene, items in genotypes.items():
             items = sorted(items, key=lambda i: STATED_ORDER.get(i.stated_as, 9))
             if len(items) > 1 and disagree(items):
                 conflicting[gene] = [describe(i) for i in items]
             elif gene not in conflicting:
                 interpretations[gene] = items
+                if all(i.unreadable for i in items):
+                    unreadable[gene] = [i.reason or "not a result CPIC's tables define" for i in items]
         patient: dict[str, str] = {}
         for items in interpretations.values():
             for interp in reversed(items):  # the most specific statement wins
-                patient.update(interp.lookup)
+                if not interp.unreadable:   # a result we could not read is no CPIC key: no advice rests on it
+                    patient.update(interp.lookup)
         results = []
         wanted_sources = set(self.sources if sources is None else sources)
         day = day or date.today()
@@ -329,7 +335,8 @@ class Engine:
                                                     target.matched_by, target.score, target.score_gene))
             evaluation.matches.sort(key=_match_order)
             results.append(evaluation)
-        outcome = Evaluation(interpretations, results, population, conflicting)
-        if conflicting:
-            withhold_conflicting(outcome, conflicting)
+        outcome = Evaluation(interpretations, results, population, conflicting, unreadable)
+        if conflicting or unreadable:
+            # a result is on file: neither "no result" advice nor a test-first alert for these genes
+            withhold_conflicting(outcome, set(conflicting) | set(unreadable))
         return outcome

@@ -134,14 +134,27 @@ def to_json(evaluation: Evaluation) -> dict[str, Any]:
                   "drugs": [d.drug for d in evaluation.drugs if gene in _conflicting_genes(evaluation, d)],
                   "message": _conflict_message(gene)}
                  for gene, statements in evaluation.conflicts.items()]
+    unreadable = [{"gene": gene, "reasons": list(reasons),
+                   "drugs": [d.drug for d in evaluation.drugs if gene in _genes_of(d, evaluation.unreadable)],
+                   "message": _unreadable_message(gene)}
+                  for gene, reasons in evaluation.unreadable.items()]
     return {"phenotypes": phenotypes, "recommendations": recommendations,
-            "score_decides": undecided, "conflicts": conflicts}
+            "score_decides": undecided, "conflicts": conflicts, "unreadable": unreadable}
+
+
+def _genes_of(drug, genes) -> list[str]:
+    """Those of `genes` this drug's recommendations look up (attributes are a gene, or a gene and an
+    allele of interest such as "HLA-B *57:01")."""
+    return [g for g in genes if any(a == g or a.startswith(g + " ") for a in drug.facts)]
 
 
 def _conflicting_genes(evaluation: Evaluation, drug) -> list[str]:
-    """The conflicting genes this drug's recommendations look up (attributes are a gene, or a gene and
-    an allele of interest such as "HLA-B *57:01")."""
-    return [g for g in evaluation.conflicts if any(a == g or a.startswith(g + " ") for a in drug.facts)]
+    return _genes_of(drug, evaluation.conflicts)
+
+
+def _unreadable_message(gene: str) -> str:
+    return (f"The {gene} result could not be interpreted in CPIC's terms, so no genotype-based recommendation "
+            f"is given for {gene}. Review the result or ask the laboratory.")
 
 
 def _phenotype(evaluation: Evaluation, gene: str) -> str:
@@ -189,7 +202,7 @@ def to_text(evaluation: Evaluation) -> str:
                 parts = [f"  {gene:8}", i.diplotype or f"(stated {i.stated_as})", "→", i.phenotype]
                 if i.activity_score:
                     parts.append(f"(activity score {i.activity_score})")
-                parts.append(f"[lookup: {i.lookup_key or '—'}]")
+                parts.append("[lookup: none — not a CPIC key]" if i.unreadable else f"[lookup: {i.lookup_key or '—'}]")
                 if i.reason:
                     parts.append(f"— {i.reason}")
                 lines.append(" ".join(parts))
@@ -205,10 +218,14 @@ def to_text(evaluation: Evaluation) -> str:
         for gene, scores in evaluation.undecided_scores(drug).items():
             lines.append(f"  {_undecided_message(gene, _phenotype(evaluation, gene), scores)}")
         conflicting = _conflicting_genes(evaluation, drug)
+        unread = _genes_of(drug, evaluation.unreadable)
         if conflicting:
             lines.append(f"  no genotype-based recommendation for {', '.join(conflicting)}: its results conflict "
                          "(see Conflicts)")
-        elif not drug.matches:
+        if unread:
+            lines.append(f"  no genotype-based recommendation for {', '.join(unread)}: its result could not be "
+                         "interpreted (see Phenotypes)")
+        if not drug.matches and not conflicting and not unread:
             lines.append("  no recommendation matches these results")
         for m in drug.matches:
             rec = m.recommendation

@@ -57,6 +57,11 @@ class Interpretation:
     reason: str | None = None                      # why the result is Indeterminate
     source_ids: tuple[str, ...] = ()
     stated_as: str = "diplotype"                   # diplotype | phenotype | activity score | allele status
+    # True: the result is not one CPIC's tables define (an allele the table does not know, a function
+    # pair CPIC has no rule for, a score no CPIC key covers): `reason` says why, and no advice rests on
+    # it. False for CPIC's own Indeterminate and "n/a" (an uncertain-function allele, an allele without
+    # an activity value): CPIC keys recommendations by those, so they go through the engine as any key.
+    unreadable: bool = False
 
     @property
     def indeterminate(self) -> bool:
@@ -204,7 +209,8 @@ class GeneInterpreter:
             if phenotype is None:
                 return self._indeterminate(shown, f"no CPIC phenotype rule for {' + '.join(functions)}", source_ids)
             if phenotype == INDETERMINATE:  # CPIC's own rule: say which pair, so the answer is never bare
-                return self._indeterminate(shown, f"CPIC reads {' + '.join(functions)} as Indeterminate", source_ids)
+                return self._indeterminate(shown, f"CPIC reads {' + '.join(functions)} as Indeterminate", source_ids,
+                                           unreadable=False)
         return Interpretation(self.gene, phenotype, {self.gene: phenotype}, diplotype=shown, source_ids=source_ids)
 
     def _from_activity(self, alleles: list[str], shown: str, source_ids, exception) -> Interpretation:
@@ -222,9 +228,10 @@ class GeneInterpreter:
         score = format_score(total, at_least)
         phenotype = exception or self.phenotype_for_score(score)
         key = score if phenotype != INDETERMINATE else SCORE_NA
+        outside = phenotype == INDETERMINATE and not exception   # a sum in no CPIC range: no CPIC key covers it
         return Interpretation(self.gene, phenotype, {self.gene: key}, diplotype=shown, activity_score=score,
-                              source_ids=source_ids,
-                              reason=None if phenotype != INDETERMINATE else f"score {score} is in no CPIC range")
+                              source_ids=source_ids, unreadable=outside,
+                              reason=f"score {score} is in no CPIC range" if outside else None)
 
     def from_phenotype(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
         if self.kind == "genotype":      # a genotype gene has no phenotypes: what is stated is the genotype
@@ -254,7 +261,7 @@ class GeneInterpreter:
             reason = (f"score {score} is in no CPIC range" if phenotype == INDETERMINATE else
                       f"score {score} is no sum of two CPIC {self.gene} activity values, so no CPIC lookup key covers it")
             return Interpretation(self.gene, INDETERMINATE, {self.gene: SCORE_NA}, activity_score=score,
-                                  source_ids=source_ids, stated_as="activity score", reason=reason)
+                                  source_ids=source_ids, stated_as="activity score", reason=reason, unreadable=True)
         return Interpretation(self.gene, phenotype, {self.gene: key}, activity_score=score,
                               source_ids=source_ids, stated_as="activity score")
 
@@ -317,11 +324,12 @@ class GeneInterpreter:
             return None
         return "a single allele was given where CPIC reads two"
 
-    def _indeterminate(self, diplotype: str | None, reason: str, source_ids) -> Interpretation:
+    def _indeterminate(self, diplotype: str | None, reason: str, source_ids, unreadable: bool = True) -> Interpretation:
+        """Indeterminate with its reason; `unreadable` unless CPIC's own table reads the result so."""
         key = SCORE_NA if self.kind == "activity-score" else INDETERMINATE
         return Interpretation(self.gene, INDETERMINATE, {self.gene: key}, diplotype=diplotype,
                               activity_score=SCORE_NA if self.kind == "activity-score" else None,
-                              reason=reason, source_ids=source_ids)
+                              reason=reason, source_ids=source_ids, unreadable=unreadable)
 
     def _hla_from_typing(self, text: str, source_ids) -> Interpretation:
         """'*57:01/*08:01' (or with gene prefixes) → status of every allele of interest."""
@@ -344,7 +352,7 @@ class GeneInterpreter:
                 reasons.append(f"{allele}: typing '{text}' is not two alleles at two-field resolution")
         if not lookup:
             return Interpretation(self.gene, INDETERMINATE, {}, diplotype=text, reason="; ".join(reasons),
-                                  source_ids=source_ids)
+                                  source_ids=source_ids, unreadable=True)
         phenotype = "; ".join(lookup.values())
         return Interpretation(self.gene, phenotype, lookup, diplotype="/".join(typed),
                               reason="; ".join(reasons) or None, source_ids=source_ids)

@@ -107,7 +107,9 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
         problems: list[str] = []
         interpretations = [i for i in (_interpret(engine, r, problems) for r in results) if i is not None]
         for i in interpretations:
-            if i.indeterminate and i.reason:      # e.g. an allele the CPIC table does not know
+            # e.g. an allele the CPIC table does not know; never CPIC's own Indeterminate or "n/a", which CPIC
+            # keys recommendations by (CYP2C19 *1/*12, CYP2D6 *1/*22): those go through the engine as any key
+            if i.unreadable:
                 problems.append(f"{', '.join(i.source_ids) or 'a result'}: {i.reason}")
         if problems:
             facts.unreadable_by_gene.setdefault(gene, []).extend(problems)
@@ -282,12 +284,13 @@ def withhold_unreadable_alleles(facts: PatientFacts, evaluation: Evaluation,
 
 def uninterpretable_genes(facts: PatientFacts, evaluation: Evaluation) -> dict[str, list[str]]:
     """Genes with a result on file that could not be read or interpreted and no usable result beside it
-    (an Indeterminate interpretation is not a usable result), minus genes already in conflict."""
+    (an unreadable interpretation is not a usable result; CPIC's own Indeterminate is), minus genes
+    already in conflict."""
     out = {}
     for gene, reasons in facts.unreadable_by_gene.items():
         if gene in facts.conflicts or gene in evaluation.conflicts:
             continue
-        if any(not i.indeterminate for i in facts.interpretations.get(gene, [])):
+        if any(not i.unreadable for i in facts.interpretations.get(gene, [])):
             continue
         out[gene] = reasons
     return out

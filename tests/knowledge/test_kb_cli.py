@@ -18,7 +18,7 @@ def test_explain_json_shape_for_two_genes():
     result = cds("explain", "--genotype", "CYP2C19=*2/*17", "--genotype", "CYP2D6=*1/*4", "--drug", "clopidogrel", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert set(out) == {"phenotypes", "recommendations", "score_decides", "conflicts"}
+    assert set(out) == {"phenotypes", "recommendations", "score_decides", "conflicts", "unreadable"}
     assert out["score_decides"] == [] and out["conflicts"] == []
     # CPIC: *2 no function + *17 increased function → Intermediate Metabolizer; CYP2D6 *1 (1.0) + *4 (0.0) → 1.0
     assert out["phenotypes"]["CYP2C19"] == {"diplotype": "*2/*17", "phenotype": "Intermediate Metabolizer",
@@ -46,10 +46,12 @@ def test_explain_accepts_phenotype_score_and_hla_status():
 
 
 def test_explain_text_and_unknown_allele_is_indeterminate():
+    """An allele no CPIC table knows is no CPIC key (not CPIC's own Indeterminate): no advice rests on it."""
     result = cds("explain", "--genotype", "CYP2C19=*1/*99", "--drug", "clopidogrel", "--population", "CVI ACS PCI")
     assert result.returncode == 0
     assert "Indeterminate" in result.stdout and "allele *99 is not in the CYP2C19 table" in result.stdout
-    assert "No Recommendation" in result.stdout
+    assert "[lookup: none — not a CPIC key]" in result.stdout
+    assert "no genotype-based recommendation for CYP2C19: its result could not be interpreted" in result.stdout
 
 
 def test_explain_errors_are_sentences_not_tracebacks():
