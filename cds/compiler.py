@@ -11,11 +11,12 @@ patient's lookup value or CPIC's "No Result" when nothing is on file.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 
-from cds.genotype import INDETERMINATE, SCORE_NA, GeneInterpreter, allele_attribute, parse_score
+from cds.genotype import (INDETERMINATE, OTHER_GENOTYPE, SCORE_NA, GeneInterpreter, allele_attribute, genotype_attribute,
+                          parse_score)
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
 
@@ -27,7 +28,9 @@ class MatchPlan:
     guideline: Guideline
     recommendation: Recommendation
     conditions: dict[str, str]
-    matched_by: str = "lookup"       # "lookup": CPIC's own key; "phenotype": a phenotype-only result (see below)
+    # "lookup": the source's own key; "phenotype": a phenotype-only result (_phenotype_aliases);
+    # "implied phenotype": an activity score whose phenotype the source keys by (_implied_phenotype_aliases)
+    matched_by: str = "lookup"
     score: str | None = None         # phenotype-only: the activity score this recommendation is CPIC's advice for
     score_gene: str | None = None    # … and the gene it is a score of
 
@@ -52,6 +55,9 @@ class DrugPlan:
     # at call time (`rules_on`), never frozen at start-up.
     candidates: list[Rule] = field(default_factory=list)
     populations: set[str] = field(default_factory=set)
+    # genotype attribute (cds.genotype.genotype_attribute) → the genotypes some recommendation is keyed by;
+    # the engine asserts the patient's genotype when it is one of them, else OTHER_GENOTYPE
+    genotype_keys: dict[str, set[str]] = field(default_factory=dict)
 
     def rules_on(self, day: date | None = None) -> dict[str, Rule]:
         """Hook → the CDS rule that governs the drug on `day` (default: today)."""
@@ -78,6 +84,9 @@ class CompiledKnowledge:
 
 def _attribute_values(interp: GeneInterpreter, gene: str, value: str, drug_alleles: list[str]) -> dict[str, str]:
     """Engine conditions for one (gene, lookup value) of a recommendation."""
+    genotype = interp.genotype_of_key(value) if value != NO_RESULT else None
+    if genotype is not None:       # keyed by genotype (DPWG's allele counts), not by what it means
+        return {genotype_attribute(gene): genotype}
     if interp.kind != "allele-status":
         return {gene: value}
     if value == NO_RESULT:
@@ -155,6 +164,39 @@ def _phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
     return aliases
 
 
+def _restrict_to_other_genotypes(plan: DrugPlan) -> None:
+    """A guideline that keys a gene by genotype for some results and by phenotype for the rest (DPWG:
+    siponimod CYP2C9 *2/*2 "no action", Intermediate Metabolizer "50% of the dose") means its genotype
+    keys to win: its phenotype-keyed advice applies to genotypes it does not name (and to a result stated
+    as a phenotype), never beside the genotype's own advice."""
+    keyed = {(m.guideline.id, attr) for m in plan.matches for attr in m.conditions if attr in plan.genotype_keys}
+    restricted = []
+    for m in plan.matches:
+        extra = {attr: OTHER_GENOTYPE for attr in plan.genotype_keys
+                 if (m.guideline.id, attr) in keyed and attr not in m.conditions
+                 and any(plan.attributes.get(a) == plan.attributes[attr] for a in m.conditions)}
+        restricted.append(replace(m, conditions={**m.conditions, **extra}) if extra else m)
+    plan.matches = restricted
+
+
+def _implied_phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
+    """Conditions for recommendations keyed by a phenotype of an activity-score gene (DPWG keys CYP2C9 so:
+    siponimod "Poor Metabolizer"): a diplotype or score result is asserted as its activity score, so each
+    score CPIC's ranges give that phenotype selects the recommendation too."""
+    aliases = []
+    for m in plan.matches:
+        if m.matched_by != "lookup":
+            continue
+        for gene, value in m.conditions.items():
+            interp = kb.interpreters.get(gene)
+            if interp is None or interp.kind != "activity-score" or value not in interp.phenotypes or value == INDETERMINATE:
+                continue
+            for score in sorted(interp.scores_for_phenotype(value), key=_score_order):
+                aliases.append(MatchPlan(m.guideline, m.recommendation, {**m.conditions, gene: score},
+                                         matched_by="implied phenotype"))
+    return aliases
+
+
 def _score_order(score: str) -> tuple:
     parsed = parse_score(score)
     return parsed if parsed is not None else (Decimal("Infinity"), True)
@@ -182,20 +224,24 @@ def compile_knowledge(kb: KnowledgeBase) -> CompiledKnowledge:
                 for gene, value in rec.lookup.items():
                     gene_conditions = _attribute_values(kb.interpreters[gene], gene, value, alleles[gene])
                     conditions.update(gene_conditions)
-                    for attribute in gene_conditions:
+                    for attribute, condition in gene_conditions.items():
                         plan.attributes[attribute] = gene
+                        if attribute == genotype_attribute(gene):
+                            plan.genotype_keys.setdefault(attribute, set()).add(condition)
                 plan.matches.append(MatchPlan(guideline, rec, conditions))
                 if guideline.source != "DPWG":  # DPWG names no populations (null in the export): it applies to any
                     plan.populations.add(rec.population)
     for plan in plans.values():
+        _restrict_to_other_genotypes(plan)
         plan.matches.extend(_phenotype_aliases(plan, kb))
+        plan.matches.extend(_implied_phenotype_aliases(plan, kb))
         plan.candidates = candidate_rules(kb, plan.drug)
         for rule in plan.candidates:  # every rule that may govern on some day: the day picks its alerts
             if not rule.enabled:
                 continue
             for gene in (rule.pretest.genes if rule.pretest else []):
                 interp = kb.interpreters[gene]
-                attrs = [a for a, g in plan.attributes.items() if g == gene]
+                attrs = [a for a, g in plan.attributes.items() if g == gene and a not in plan.genotype_keys]
                 if not attrs:
                     attrs = ([allele_attribute(gene, a) for a in interp.alleles_of_interest]
                              if interp.kind == "allele-status" else [gene])

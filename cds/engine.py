@@ -20,7 +20,7 @@ from durable import engine as durable_engine
 
 from cds.compiler import CompiledKnowledge, DrugPlan, MatchPlan, PreTestPlan, compile_knowledge
 from cds.errors import CdsError
-from cds.genotype import Interpretation, describe, disagree, parse_score
+from cds.genotype import OTHER_GENOTYPE, Interpretation, describe, disagree, genotype_key, parse_score
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
 from cds.memo import Memo
@@ -312,6 +312,9 @@ class Engine:
             for interp in reversed(items):  # the most specific statement wins
                 if not interp.unreadable:   # a result we could not read is no CPIC key: no advice rests on it
                     patient.update(interp.lookup)
+        # each gene's genotype, for recommendations keyed by genotype (the first diplotype statement)
+        genotypes = {gene: genotype_key(next(i.alleles for i in items if i.alleles and not i.unreadable))
+                     for gene, items in interpretations.items() if any(i.alleles and not i.unreadable for i in items)}
         results = []
         wanted_sources = set(self.sources if sources is None else sources)
         day = day or date.today()
@@ -320,6 +323,9 @@ class Engine:
             if plan is None:
                 raise CdsError(f"unknown drug '{drug}': no guideline in the knowledge base covers it")
             facts = {attr: patient.get(attr, NO_RESULT) for attr in plan.attributes}
+            for attr, keyed in plan.genotype_keys.items():
+                genotype = genotypes.get(plan.attributes[attr])
+                facts[attr] = genotype if genotype in keyed else OTHER_GENOTYPE
             fired = self._assert(plan, facts)
             evaluation = DrugEvaluation(plan.drug, plan.rxnorm, facts, rules=plan.rules_on(day))
             governing = {id(r) for r in evaluation.rules.values()}

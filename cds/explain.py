@@ -235,7 +235,9 @@ def to_text(evaluation: Evaluation) -> str:
             lines.append(f"  {m.guideline.source} [{rec.population}]{label} {graded}: {text}")
             for gene, text in rec.implications.items():
                 lines.append(f"      {gene}: " + text.replace("\n", "\n        "))
-            if m.matched_by != "phenotype":
+            if m.matched_by == "implied phenotype":
+                via = " (matched by the phenotype the result's activity score implies)"
+            elif m.matched_by != "phenotype":
                 via = ""
             elif m.score is None:
                 via = " (matched by phenotype: every activity score of it has this recommendation)"

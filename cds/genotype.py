@@ -62,6 +62,9 @@ class Interpretation:
     # it. False for CPIC's own Indeterminate and "n/a" (an uncertain-function allele, an allele without
     # an activity value): CPIC keys recommendations by those, so they go through the engine as any key.
     unreadable: bool = False
+    # A diplotype's two alleles as the gene table names them (a diplotype statement read through the
+    # table; else empty): what a guideline keyed by genotype (DPWG: CYP2C9 *1/*3) is matched on.
+    alleles: tuple[str, ...] = ()
 
     @property
     def indeterminate(self) -> bool:
@@ -79,8 +82,28 @@ def allele_attribute(gene: str, allele: str) -> str:
 
 
 def attribute_gene(attribute: str) -> str:
-    """The gene of an engine attribute: the attribute itself, or the gene of an allele_attribute."""
+    """The gene of an engine attribute: the attribute itself, or the gene of an allele_attribute or a
+    genotype_attribute."""
     return attribute.split(" ", 1)[0]
+
+
+GENOTYPE = "genotype"
+OTHER_GENOTYPE = "other"   # a genotype attribute's value when the patient's is none the drug's keys name
+
+
+def genotype_attribute(gene: str) -> str:
+    """Engine attribute for a gene's genotype, for recommendations keyed by genotype (DPWG's allele
+    counts: CYP2C9 {'*1': 1, '*3': 1}, UGT1A1 {'*28': 2})."""
+    return f"{gene} {GENOTYPE}"
+
+
+def genotype_key(alleles) -> str:
+    """A genotype as one text whatever order the alleles come in: '*3/*1' and '*1/*3' → '*1/*3'."""
+    return "/".join(sorted(alleles, key=_natural))
+
+
+def _natural(name: str) -> tuple:
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
 
 
 _REMEMBERED_DIPLOTYPES = 50_000   # per gene: the diplotypes CPIC's tables allow are a few thousand
@@ -169,12 +192,25 @@ class GeneInterpreter:
         return INDETERMINATE
 
     def phenotype_of_key(self, key: str) -> str:
-        """The phenotype a lookup value stands for ('1.5' → 'Normal Metabolizer' for CYP2D6)."""
+        """The phenotype a lookup value stands for ('1.5' → 'Normal Metabolizer' for CYP2D6; a genotype
+        key '*1/*3' → the phenotype of that diplotype)."""
         if self.kind == "activity-score" and parse_score(key) is not None:
             return self.phenotype_for_score(key)
         if self.kind == "activity-score" and key == SCORE_NA:
             return INDETERMINATE
+        if self.genotype_of_key(key) is not None:
+            return self.from_diplotype(key).phenotype
         return key
+
+    def genotype_of_key(self, value: str) -> str | None:
+        """A lookup value that names a genotype of two alleles of this table ('*1/*3', '*80+*28/*80+*28'),
+        as genotype_key spells it; None for anything else (a phenotype, a score, an allele status)."""
+        if self.kind == "allele-status" or value in self._phenotypes_folded.values():
+            return None
+        alleles, problem = self._split(value.strip())
+        if problem or len(alleles) != 2 or any(a not in self._alleles for a in alleles):
+            return None
+        return genotype_key(alleles)
 
     def scores_for_phenotype(self, phenotype: str) -> set[str]:
         return {s for s in self.possible_scores() if self.phenotype_for_score(s) == phenotype}
@@ -211,7 +247,8 @@ class GeneInterpreter:
             if phenotype == INDETERMINATE:  # CPIC's own rule: say which pair, so the answer is never bare
                 return self._indeterminate(shown, f"CPIC reads {' + '.join(functions)} as Indeterminate", source_ids,
                                            unreadable=False)
-        return Interpretation(self.gene, phenotype, {self.gene: phenotype}, diplotype=shown, source_ids=source_ids)
+        return Interpretation(self.gene, phenotype, {self.gene: phenotype}, diplotype=shown, source_ids=source_ids,
+                              alleles=tuple(alleles) if len(alleles) == 2 else ())
 
     def _from_activity(self, alleles: list[str], shown: str, source_ids, exception) -> Interpretation:
         total, at_least = Decimal(0), False
@@ -220,7 +257,8 @@ class GeneInterpreter:
             if parsed is None:
                 return Interpretation(self.gene, INDETERMINATE, {self.gene: SCORE_NA}, diplotype=shown,
                                       activity_score=SCORE_NA, source_ids=source_ids,
-                                      reason=f"{a} has no CPIC activity value")
+                                      reason=f"{a} has no CPIC activity value",
+                                      alleles=tuple(alleles) if len(alleles) == 2 else ())
             total += parsed[0]
             at_least = at_least or parsed[1]
         if len(alleles) != 2:
@@ -230,7 +268,7 @@ class GeneInterpreter:
         key = score if phenotype != INDETERMINATE else SCORE_NA
         outside = phenotype == INDETERMINATE and not exception   # a sum in no CPIC range: no CPIC key covers it
         return Interpretation(self.gene, phenotype, {self.gene: key}, diplotype=shown, activity_score=score,
-                              source_ids=source_ids, unreadable=outside,
+                              source_ids=source_ids, unreadable=outside, alleles=tuple(alleles),
                               reason=f"score {score} is in no CPIC range" if outside else None)
 
     def from_phenotype(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:

@@ -196,7 +196,11 @@ def _check_guidelines(kb: "KnowledgeBase") -> list[Diagnostic]:
                 producible = producible_values(kb, gene)
                 if g.source == "DPWG":  # DPWG keys CYP2C9 by phenotype: a result reported as one matches it
                     producible = producible | set(kb.interpreters[gene].phenotypes)
-                if value not in producible:
+                genotype = kb.interpreters[gene].genotype_of_key(value) if value not in producible else None
+                if genotype is not None and genotype != value:
+                    diags.append(kb.diag(rec, f"recommendation {rec.id}: write the {gene} genotype '{value}' as "
+                                              f"'{genotype}' (alleles in table order)", "lookup", gene))
+                elif value not in producible and genotype is None:
                     diags.append(kb.diag(rec, f"recommendation {rec.id}: the {gene} gene table cannot produce "
                                               f"'{value}'{_hint(kb, gene)}", "lookup", gene))
             key = (g.source, rec.drug, rec.population, frozenset(rec.lookup.items()))  # CPIC and DPWG may both advise

@@ -10,9 +10,12 @@ Policy (why the YAML looks the way it does):
   produces is used as is; a DPYD key "1.0 (Intermediate Metabolizer)" is the activity score 1.0 when our
   table gives that score that phenotype. A phenotype key of an activity-score gene (CYP2C9) matches a
   result reported as that phenotype.
+- A genotype key (allele counts: CYP2C9 {"*1": 1, "*3": 1}, UGT1A1 {"*80+*28": 2}) whose alleles our
+  table names is written as that genotype ('*1/*3') and matched on the patient's diplotype (the engine's
+  genotype attribute); the guideline's phenotype keys for that gene then apply to the other genotypes.
 - Nothing is guessed: a key that needs a gene, phenotype, genotype or allele our tables cannot produce
-  (VKORC1, CYP3A4, genotype-keyed CYP2C9/UGT1A1 advice, DPD phenotyping, HLA-B*15:11) goes to the
-  guideline's `unreachable` list with the reason; `cds validate` lists them with file and line.
+  (VKORC1, CYP3A4, DPD phenotyping, HLA-B*15:11) goes to the guideline's `unreachable` list with the
+  reason; `cds validate` lists them with file and line.
 - DPWG's classification in the export is "N/A" (not graded like CPIC's Strong/Moderate) or "No
   recommendation"; "N/A" is written as no classification.
 - Output is sorted and stable, so a new export shows up as a reviewable diff.
@@ -103,10 +106,8 @@ def map_key(gene: str, value: Any, interpreters: dict[str, GeneInterpreter]) -> 
     interp = interpreters.get(gene)
     if interp is None:
         return None, f"no {gene} gene table in guidelines/genes (CPIC publishes none); DPWG keys this by {gene} '{_key_text(value)}'"
-    if isinstance(value, dict):
-        reads = {"activity-score": "activity scores", "function-pair": "phenotypes"}.get(interp.kind, "allele status")
-        return None, (f"keyed by the {gene} genotype {_key_text(value)}; the engine matches {gene} by {reads}, "
-                      "not by genotype")
+    if isinstance(value, dict) or (interp.kind != "allele-status" and "/" in value):
+        return _genotype_key(gene, _key_text(value), interp)
     if interp.kind == "allele-status":
         m = re.match(r"^(\*\S+) (positive|negative)$", value)
         if not m:
@@ -131,6 +132,17 @@ def map_key(gene: str, value: Any, interpreters: dict[str, GeneInterpreter]) -> 
     if value in interp.phenotypes:
         return value, None
     return None, f"our {gene} table produces no phenotype '{value}' (it produces: {', '.join(interp.phenotypes)})"
+
+
+def _genotype_key(gene: str, text: str, interp: GeneInterpreter) -> tuple[str | None, str | None]:
+    """A genotype key ({"*1": 1, "*3": 1}, written '*1/*3'): matched as that genotype when our table
+    names both alleles."""
+    key = interp.genotype_of_key(text)
+    if key is None:
+        unknown = [a for a in text.split("/") if interp.genotype_of_key(f"{a}/{a}") is None]
+        return None, (f"keyed by the {gene} genotype {text}; our {gene} table has no allele "
+                      f"{', '.join(unknown) or text}")
+    return key, None
 
 
 def _score_key(gene: str, score: str, interp: GeneInterpreter, phenotype: str | None) -> tuple[str | None, str | None]:
@@ -225,10 +237,16 @@ def build_guideline(path: Path, data: dict[str, Any], interpreters: dict[str, Ge
     if not citations:
         notes.append("The PharmGKB annotation lists no publication; cards cite the annotation itself (url).")
     score_genes = {gene for r in recs for gene, v in r["lookup"].items()
-                   if interpreters[gene].kind == "activity-score" and parse_score(v) is None}
+                   if interpreters[gene].kind == "activity-score" and parse_score(v) is None
+                   and interpreters[gene].genotype_of_key(v) is None}
     for gene in sorted(score_genes):
         notes.append(f"DPWG keys {gene} by phenotype here; such advice matches a {gene} result reported as that "
-                     "phenotype (a diplotype is read as an activity score).")
+                     "phenotype, or a diplotype or activity score whose activity score CPIC's ranges give that "
+                     "phenotype.")
+    genotype_genes = {gene for r in recs for gene, v in r["lookup"].items() if interpreters[gene].genotype_of_key(v)}
+    for gene in sorted(genotype_genes):
+        notes.append(f"DPWG keys {gene} by genotype here; such advice matches a {gene} diplotype of those two "
+                     "alleles (either order), and the phenotype keys match every other one.")
     if notes:
         out["notes"] = notes
     return out

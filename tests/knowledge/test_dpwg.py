@@ -91,9 +91,27 @@ def test_unreachable_ones_say_why_and_are_reached_by_nothing(kb, engine):
     reasons = {row["reason"] for row in rows.values()}
     assert any("no CYP3A4 gene table" in r for r in reasons)
     assert any("phenotyping" in r for r in reasons)
-    # a genotype-keyed CYP2C9 statement (warfarin *1/*3) reaches no DPWG advice: the engine reads the score
-    evaluation = engine.evaluate(parse_genotype_args(engine, ["CYP2C9=*1/*3"]), ["warfarin"], sources=["DPWG"])
-    assert not {m.recommendation.id for m in evaluation.drugs[0].matches} & set(rows)
+    # only what no table of ours can produce is left: no gene table, enzyme phenotyping, an allele the HLA-B
+    # table does not type, a drug without an RxNorm code; never a genotype of two alleles our tables name
+    assert not any("keyed by the" in r and "genotype" in r for r in reasons)
+    assert all(re.search(r"no \S+ gene table|phenotyping|HLA-B|no RxNorm", r) for r in reasons), reasons
+
+
+@pytest.mark.parametrize("drug,diplotype,expected", [
+    # DPWG keys these by genotype (allele counts, ../shared/cpic/dpwg/DPWG_*_and_CYP2C9.json) and its
+    # genotype wins over the phenotype the diplotype implies (*2/*2: activity score 1.0, an Intermediate
+    # Metabolizer by CPIC's ranges, for which DPWG's siponimod advice differs)
+    ("siponimod", "*3/*3", "PA166299159"), ("siponimod", "*2/*2", "PA166299157"), ("siponimod", "*3/*1", "PA166299156"),
+    ("warfarin", "*1/*3", "PA166299070"), ("phenytoin", "*2/*3", "PA166299255"),
+    ("irinotecan", "*28/*28", "PA166303201"), ("irinotecan", "*80+*28/*1", "PA166313042"),
+    # a genotype DPWG does not name gets the advice for the phenotype it implies (CYP2C9 *1/*8: score 1.5,
+    # Intermediate Metabolizer; UGT1A1 *6/*6: Poor Metabolizer), as DPWG's phenotype keys say
+    ("siponimod", "*1/*8", "PA166299153"), ("warfarin", "*1/*1", "PA166299075"), ("irinotecan", "*6/*6", "PA166299191"),
+])
+def test_a_diplotype_reaches_dpwgs_genotype_key_else_the_phenotype_it_implies(engine, drug, diplotype, expected):
+    gene = "UGT1A1" if drug == "irinotecan" else "CYP2C9"
+    evaluation = engine.evaluate(parse_genotype_args(engine, [f"{gene}={diplotype}"]), [drug], sources=["DPWG"])
+    assert [m.recommendation.id for m in evaluation.drugs[0].matches] == [f"dpwg-{expected}"]
 
 
 def test_validate_lists_unreachable_keys_with_file_and_line(kb):
