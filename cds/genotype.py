@@ -7,6 +7,7 @@ does not know, an allele CPIC assigns no function, a function pair with no CPIC 
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -117,6 +118,9 @@ class GeneInterpreter:
         self.kind = table.kind
         self._alleles = {name: a for name, a in table.alleles.items()}
         self._alleles_folded = _allele_index(table.alleles)
+        # names CPIC's change log renamed or folded into another allele (each alias cites its row)
+        for name, alias in table.aliases.items():
+            self._alleles_folded.setdefault(_fold(name), alias.allele)
         self._pair_rules = {tuple(sorted(r.functions)): r.phenotype for r in table.phenotype_rules}
         self._exceptions = {}
         for diplotype, phenotype in table.diplotype_exceptions.items():
@@ -207,9 +211,10 @@ class GeneInterpreter:
         as genotype_key spells it; None for anything else (a phenotype, a score, an allele status)."""
         if self.kind == "allele-status" or value in self._phenotypes_folded.values():
             return None
-        alleles, problem = self._split(value.strip())
-        if problem or len(alleles) != 2 or any(a not in self._alleles for a in alleles):
-            return None
+        options, problem = self._split(value.strip())
+        alleles = [o[0] for o in options if len(o) == 1]
+        if problem or len(alleles) != 2 or len(options) != 2 or not set(alleles) <= set(value.strip().split("/")):
+            return None    # a key names the table's alleles as they are (no alias, suballele or copy bin)
         return genotype_key(alleles)
 
     def scores_for_phenotype(self, phenotype: str) -> set[str]:
@@ -227,10 +232,22 @@ class GeneInterpreter:
         if self.kind == "genotype":
             return self._genotype(text, source_ids)
         cleaned = self._prefix.sub("", text.strip()).strip()
-        alleles, problem = self._split(cleaned)
-        shown = "/".join(alleles) if alleles else cleaned
+        if "[" in cleaned:
+            # PharmCAT's combination call ('[*2 + *3]/*1'): variants of several alleles seen together whose
+            # arrangement the caller could not resolve; no CPIC allele, so no CPIC key, and no guess
+            return self._indeterminate(cleaned, "a combination call ([… + …]: alleles found together whose "
+                                       "arrangement was not resolved) names no CPIC allele", source_ids)
+        options, problem = self._split(cleaned)
+        shown = "/".join(o[0] if len(o) == 1 else self._unresolved_name(o) for o in options) if options else cleaned
         if problem:
             return self._indeterminate(shown, problem, source_ids)
+        readings = [self._read_alleles(list(alleles), source_ids) for alleles in itertools.product(*options)]
+        if len(readings) == 1:
+            return readings[0]
+        return self._one_of(readings, shown, source_ids)
+
+    def _read_alleles(self, alleles: list[str], source_ids) -> Interpretation:
+        shown = "/".join(alleles)
         exception = self._exceptions.get(shown) or (len(alleles) == 2 and self._exceptions.get(f"{alleles[1]}/{alleles[0]}"))
         if self.kind == "activity-score":
             return self._from_activity(alleles, shown, source_ids, exception)
@@ -249,6 +266,26 @@ class GeneInterpreter:
                                            unreadable=False)
         return Interpretation(self.gene, phenotype, {self.gene: phenotype}, diplotype=shown, source_ids=source_ids,
                               alleles=tuple(alleles) if len(alleles) == 2 else ())
+
+    @staticmethod
+    def _unresolved_name(candidates: tuple[str, ...]) -> str:
+        """'*2xN' for the candidates *2x2, *2x≥3 (the copy number not stated)."""
+        return candidates[0].rsplit("x", 1)[0] + "xN"
+
+    def _one_of(self, readings: list[Interpretation], shown: str, source_ids) -> Interpretation:
+        """A diplotype that stands for several of the table's (a copy number not stated: '*2xN'): its reading
+        when all agree on the CPIC key; its phenotype, as a phenotype-only result, when they agree on that
+        (CPIC's advice for each of its scores, the score deciding); else no CPIC key, with the reason."""
+        listed = "; ".join(f"{r.diplotype} is {r.phenotype} ({r.lookup_key})" for r in readings)
+        if any(r.unreadable for r in readings) or len({r.phenotype for r in readings}) > 1:
+            return self._indeterminate(shown, f"the copy number is not stated and CPIC's readings differ: {listed}; "
+                                       "ask the laboratory for the copy number", source_ids)
+        first = readings[0]
+        if len({r.lookup_key for r in readings}) == 1:
+            return replace(first, diplotype=shown, alleles=())
+        return Interpretation(self.gene, first.phenotype, {self.gene: first.phenotype}, diplotype=shown,
+                              source_ids=source_ids, stated_as="phenotype",
+                              reason=f"the copy number is not stated: {listed}")
 
     def _from_activity(self, alleles: list[str], shown: str, source_ids, exception) -> Interpretation:
         total, at_least = Decimal(0), False
@@ -274,7 +311,7 @@ class GeneInterpreter:
     def from_phenotype(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
         if self.kind == "genotype":      # a genotype gene has no phenotypes: what is stated is the genotype
             return self.from_diplotype(text, source_ids)
-        phenotype = self._phenotypes_folded.get(" ".join(text.split()).casefold())
+        phenotype = phenotype_spelling(self._prefix.sub("", text.strip()), self._phenotypes_folded.values())
         if phenotype is None:
             raise CdsError(f"{self.gene}: '{text}' is not a phenotype of the gene table "
                            f"(one of: {', '.join(self.phenotypes)})")
@@ -304,9 +341,10 @@ class GeneInterpreter:
                               source_ids=source_ids, stated_as="activity score")
 
     def from_allele_status(self, allele: str, present: bool, source_ids: tuple[str, ...] = ()) -> Interpretation:
-        allele = self._prefix.sub("", allele.strip()).strip()
-        if not allele.startswith("*"):
-            allele = "*" + allele
+        name, problem = hla_allele(allele, self.gene)
+        if name is None:
+            raise CdsError(f"{self.gene}: '{allele}' {problem}")
+        allele = name
         match = next((a for a in self.alleles_of_interest if _same_allele(allele, a)), None)
         if self.kind != "allele-status" or match is None:
             raise CdsError(f"{self.gene}: {allele} is not an allele of interest "
@@ -319,7 +357,10 @@ class GeneInterpreter:
         """A genotype gene's result: two table alleles, or (a single-variant gene) any spelling of the
         variant cds/snv.py reads on its own strand; named by genotype_names where a guideline keys so."""
         cleaned = self._prefix.sub("", text.strip()).strip()
-        alleles, problem = self._split(cleaned)
+        options, problem = self._split(cleaned)
+        alleles = [o[0] for o in options]
+        if not problem and any(len(o) != 1 for o in options):
+            problem = "a copy number not stated is not read for a genotype gene"
         if problem and self._variant is not None:
             try:
                 count = variant_count(cleaned, self._variant)
@@ -340,22 +381,54 @@ class GeneInterpreter:
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _split(self, text: str) -> tuple[list[str], str | None]:
-        """Split 'A/B' into known alleles, trying every '/' (allele names may contain one)."""
-        if _fold(text) in self._alleles_folded:
-            return [self._alleles_folded[_fold(text)]], self._haploid_problem()
+    def _split(self, text: str) -> tuple[list[tuple[str, ...]], str | None]:
+        """Split 'A/B' into the table alleles each side stands for, trying every '/' (allele names may
+        contain one). A side stands for several alleles only when it leaves the copy number open ('*2xN')."""
+        whole = self._resolve(text)
+        if whole:
+            return [whole], self._haploid_problem()
         positions = [i for i, ch in enumerate(text) if ch == "/"]
         if not positions:
-            return [text], f"'{text}' is not an allele of the {self.gene} table"
+            return [(text,)], f"'{text}' is not an allele of the {self.gene} table"
         first_unknown = None
         for i in positions:
             left, right = text[:i].strip(), text[i + 1:].strip()
-            known = [self._alleles_folded.get(_fold(x)) for x in (left, right)]
+            known = [self._resolve(x) for x in (left, right)]
             if all(known):
                 return known, None
             if first_unknown is None:
                 first_unknown = next(x for x, k in zip((left, right), known) if not k)
-        return text.split("/"), f"allele {first_unknown} is not in the {self.gene} table"
+        return [(part,) for part in text.split("/")], f"allele {first_unknown} is not in the {self.gene} table"
+
+    def _resolve(self, name: str) -> tuple[str, ...]:
+        """The table allele(s) a written allele name stands for, by the conventions of laboratories and of
+        PharmCAT's outside calls (docs/using/Outside-Call-Format.md of PharmGKB/PharmCAT): the name itself
+        or a former name the change log gives (table aliases); a structural variant written with spaces
+        ('*36 + *10' is *36+*10); a PharmVar suballele as its core allele ('*4.024' is *4); a copy number
+        as CPIC bins it ('*1x3', '*1x5' are *1x≥3; '>=' is '≥'); an unstated one ('*2xN') as every copy
+        number the table has for that allele. () when none."""
+        found = self._alleles_folded.get(_fold(name))
+        if found:
+            return (found,)
+        written = _HYBRID_SPACES.sub("+", name.strip()).replace(">=", "≥")
+        for form in dict.fromkeys((written, _SUBALLELE.sub(r"\1", written))):
+            found = self._alleles_folded.get(_fold(form))
+            if found:
+                return (found,)
+            copies = _COPIES.match(form)
+            if copies:
+                return self._copies(copies.group("base"), copies.group("n"))
+        return ()
+
+    def _copies(self, base: str, n: str) -> tuple[str, ...]:
+        binned = [name for name in self._alleles if name.startswith(base + "x≥")]
+        if n.upper() == "N":
+            counted = [name for name in self._alleles if re.fullmatch(re.escape(base) + r"x≥?\d+", name)]
+            return tuple(sorted(counted, key=_natural))
+        for name in sorted(binned, key=_natural, reverse=True):   # the tightest bin the count reaches
+            if int(n) >= int(name.rsplit("≥", 1)[1]):
+                return (name,)
+        return ()
 
     def _haploid_problem(self) -> str | None:
         if any(len(k) == 1 for k in self._pair_rules):
@@ -370,22 +443,33 @@ class GeneInterpreter:
                               reason=reason, source_ids=source_ids, unreadable=unreadable)
 
     def _hla_from_typing(self, text: str, source_ids) -> Interpretation:
-        """'*57:01/*08:01' (or with gene prefixes) → status of every allele of interest."""
-        cleaned = self._prefix.sub("", text.strip())
-        status_words = re.match(r"^\s*(\*?[\d:]+)\s+(positive|negative|detected|not detected|present|absent)\s*$",
-                                cleaned, re.I)
+        """A typing ('*57:01/*08:01', 'B*57:01/B*07:02', 'HLA-B*57:01:01/HLA-B*44:02', 'B*5701/B*0702') or a
+        status ('HLA-B*57:01 positive') → the status of every allele of interest. Every face reads HLA
+        through here (FHIR values, `cds explain`, the workbench, screening)."""
+        status_words = _HLA_STATUS.match(" ".join(text.split()))
         if status_words:
-            present = status_words.group(2).lower() in ("positive", "detected", "present")
-            return self.from_allele_status(status_words.group(1), present, source_ids)
-        typed = [a.strip() for a in re.split(r"[/,+]", cleaned) if a.strip()]
-        typed = [a if a.startswith("*") else "*" + a for a in typed]
+            present = status_words.group("word").lower() in ("positive", "detected", "present")
+            return self.from_allele_status(status_words.group("allele"), present, source_ids)
+        typed: list[str] = []
+        problems: list[str] = []
+        for part in (p for p in re.split(r"[/,+]", text) if p.strip()):
+            name, problem = hla_allele(part, self.gene)
+            if name is None:
+                problems.append(f"'{part.strip()}' {problem}")
+            else:
+                typed.append(name)
+        if problems:
+            return Interpretation(self.gene, INDETERMINATE, {}, diplotype=text, reason="; ".join(problems),
+                                  source_ids=source_ids, unreadable=True)
         lookup: dict[str, str] = {}
         reasons = []
         for allele in self.alleles_of_interest:
-            if any(_same_allele(t, allele) for t in typed):
-                lookup[allele_attribute(self.gene, allele)] = f"{allele} positive"
-            elif len(typed) == 2 and all(t.count(":") >= 1 for t in typed):
-                lookup[allele_attribute(self.gene, allele)] = f"{allele} negative"
+            status = _hla_status(typed, allele)
+            if status is not None:
+                lookup[allele_attribute(self.gene, allele)] = f"{allele} {status}"
+            elif any(_fields(t)[:2] == _fields(allele) for t in typed):
+                reasons.append(f"{allele}: typing '{text}' names it with an expression suffix (e.g. N, null); "
+                               "not read as positive or negative")
             else:
                 reasons.append(f"{allele}: typing '{text}' is not two alleles at two-field resolution")
         if not lookup:
@@ -402,8 +486,83 @@ def _ordered_pair(alleles: list[str], order: list[str]) -> str:
     return "/".join(sorted(alleles, key=lambda a: rank.get(a, len(rank))))
 
 
+# HLA allele names as laboratories and tools write them (WHO nomenclature, hla.alleles.org/nomenclature/
+# naming.html): 'HLA-B*57:01:01:02', 'B*57:01', '*57:01', '57:01', and before April 2010 'B*5701' (a
+# two-field name as four digits; a five-digit one may be a third field or a three-digit second field, so
+# only four digits are read). Fields after the second (PharmCAT: 'HLA-B *07:02:01:127' is *07:02) and an
+# expression suffix letter are kept: an allele of interest is matched on its first two fields.
+_HLA_NAME = re.compile(r"^(?:HLA-)?(?P<locus>[A-Z][A-Z0-9]*)?\*?(?P<fields>\d{2,4}(?::\d{2,4}){0,3})(?P<suffix>[A-Z]?)$",
+                       re.IGNORECASE)
+_HLA_STATUS = re.compile(r"^(?P<allele>.+?)\s+(?P<word>positive|negative|not detected|detected|present|absent)$",
+                         re.IGNORECASE)
+
+
+def hla_allele(text: str, gene: str) -> tuple[str | None, str | None]:
+    """One HLA allele as written → ('*57:01[:…][suffix]', None), or (None, why not). The reason names no
+    value (it may be audited)."""
+    m = _HLA_NAME.match("".join(text.split()))
+    if not m:
+        return None, f"is not an {gene} allele name"
+    locus = (m.group("locus") or "").upper()
+    if locus and locus != gene.upper().removeprefix("HLA-"):
+        return None, f"names HLA-{locus}, not {gene}"
+    fields = m.group("fields")
+    if ":" not in fields:
+        if len(fields) != 4 and len(fields) != 2:
+            return None, f"is not an {gene} allele name (only a four-digit name without colons is unambiguous)"
+        fields = f"{fields[:2]}:{fields[2:]}" if len(fields) == 4 else fields
+    return "*" + fields + m.group("suffix").upper(), None
+
+
+def _fields(name: str) -> tuple[str, ...]:
+    return tuple(name.lstrip("*").rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ").split(":"))
+
+
+def _hla_status(typed: list[str], allele_of_interest: str) -> str | None:
+    """'positive' when a typed allele is the allele of interest (its first two fields, no expression suffix),
+    'negative' when two alleles are typed at two-field resolution or better and neither is it, else None."""
+    wanted = _fields(allele_of_interest)
+    if any(_fields(t)[:len(wanted)] == wanted and not t[-1].isalpha() for t in typed):
+        return "positive"
+    if len(typed) == 2 and all(len(_fields(t)) >= 2 for t in typed) and \
+            not any(_fields(t)[:len(wanted)] == wanted for t in typed):
+        return "negative"
+    return None
+
+
 def _fold(name: str) -> str:
     return " ".join(name.split()).casefold()
+
+
+_HYBRID_SPACES = re.compile(r"\s*\+\s*")
+_SUBALLELE = re.compile(r"(\*\d+)\.\d{3}(?!\d)")            # PharmVar suballele *4.024 → core allele *4
+_COPIES = re.compile(r"^(?P<base>\*[^x\s]+)x(?P<n>\d+|[Nn])$")   # '*1x3', '*2xN' (PharmVar notation)
+_METABOLISER = re.compile(r"(?i)metaboli[sz]ers?\b")
+_EXTENSIVE = re.compile(r"(?i)\bextensive metabolizer\b")
+_TRAILING_ABBREVIATION = re.compile(r"\s*\(\s*[A-Za-z]{2,3}\s*\)$")
+
+
+def phenotype_spelling(text: str, terms) -> str | None:
+    """CPIC's term among `terms` for a phenotype as laboratories and PharmCAT's outside calls write it
+    (PharmCAT docs/using/Outside-Call-Format.md, "Phenotypes"): any capitalisation and spacing, British
+    "Metaboliser" and plurals, a trailing abbreviation in parentheses ("Ultrarapid Metabolizers (UM)"),
+    an abbreviation alone — the initials of the term (PM, IM, NM, UM; RM for Rapid Metabolizer, where
+    the gene has it) —, and "EM"/"Extensive Metabolizer", CPIC's former name of Normal Metabolizer.
+    None when it is none of them."""
+    by_fold = {_fold(t): t for t in terms}
+    cleaned = _TRAILING_ABBREVIATION.sub("", _METABOLISER.sub("Metabolizer", " ".join(text.split())))
+    cleaned = _EXTENSIVE.sub("Normal Metabolizer", cleaned)
+    found = by_fold.get(_fold(cleaned))
+    if found:
+        return found
+    initials: dict[str, list[str]] = {}
+    for term in terms:
+        if term.endswith("Metabolizer"):
+            initials.setdefault("".join(w[0] for w in term.split()).casefold(), []).append(term)
+    if "normal metabolizer" in by_fold:
+        initials.setdefault("em", [by_fold["normal metabolizer"]])
+    matches = initials.get(cleaned.casefold(), [])
+    return matches[0] if len(matches) == 1 else None
 
 
 _PARENTHESISED = re.compile(r"^(?P<main>.+?)\s*\((?P<alias>[^()]+)\)$")
@@ -430,7 +589,8 @@ def _allele_index(names) -> dict[str, str]:
 
 def _same_allele(typed: str, allele_of_interest: str) -> bool:
     """HLA alleles match when the typed allele equals the allele of interest in its first fields."""
-    return typed == allele_of_interest or typed.startswith(allele_of_interest + ":")
+    wanted = _fields(allele_of_interest)
+    return _fields(typed)[:len(wanted)] == wanted
 
 
 def disagree(interpretations: list[Interpretation]) -> bool:

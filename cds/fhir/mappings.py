@@ -180,6 +180,7 @@ class FhirMappings:
     phenotype_components: frozenset[tuple[str, str]]
     phenotype_answers: dict[tuple[str, str], str | None]   # None: deliberately not a CPIC phenotype
     phenotype_by_text: dict[str, str]                      # folded text -> CPIC term
+    phenotype_terms: frozenset[str]                        # every CPIC phenotype term
     present_words: tuple[str, ...]
     absent_words: tuple[str, ...]
     presence_answers: dict[tuple[str, str], bool]
@@ -328,6 +329,7 @@ def _compile(data: _File) -> FhirMappings:
         phenotype_components=frozenset((c.system, c.code) for c in data.phenotype_components),
         phenotype_answers={(a.system, a.code): a.phenotype for a in data.phenotype_answers},
         phenotype_by_text=phenotype_by_text,
+        phenotype_terms=frozenset(data.phenotype_terms.terms),
         # longest first, so "not detected" wins over "detected"
         present_words=tuple(sorted((fold(w) for w in data.allele_presence.present_words), key=len, reverse=True)),
         absent_words=tuple(sorted((fold(w) for w in data.allele_presence.absent_words), key=len, reverse=True)),

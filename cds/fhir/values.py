@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 
 from cds.fhir.mappings import FhirMappings, fold
+from cds.genotype import hla_allele, phenotype_spelling
 
 _SUBALLELE = re.compile(r"^(\*\d+)\.\d{3}$")
-_HLA_FIELDS = re.compile(r"^\*?(\d{2,4}(?::\d{2,4}){0,3}[A-Z]?)$")
 _SEPARATOR = re.compile(r"^[\s_]*")
 
 
@@ -57,10 +57,9 @@ def _allele(part: str, gene: str, m: FhirMappings) -> tuple[str | None, str | No
     if not text:
         return None, "an allele is empty"
     if gene in m.allele_status_genes:
-        hla = _HLA_FIELDS.match(text)
-        if not hla:
-            return None, f"an allele is not a {gene} allele name"
-        return "*" + hla.group(1), None
+        # the decision core's one reading of HLA names (cds.genotype.hla_allele), as every face reads them
+        name, problem = hla_allele(text, gene)
+        return (name, None) if name else (None, f"an allele {problem}")
     # Another gene's symbol inside is not an allele name; the gene's own may be (CPIC's CFTR allele
     # "ivacaftor non-responsive CFTR sequence", as PharmCAT writes it)
     named = {m.gene_by_folded_symbol[f.group(1).casefold()] for f in m.gene_symbol_pattern.finditer(text)}
@@ -143,8 +142,12 @@ def phenotype_term(text: str, gene: str | None, m: FhirMappings) -> str | None:
     if found:
         return found
     if gene and folded.startswith(gene.casefold()):
-        return m.phenotype_by_text.get(folded[len(gene):].lstrip(" :-"))
-    return None
+        text = " ".join(text.split())[len(gene):].lstrip(" :-")
+        found = m.phenotype_by_text.get(fold(text))
+        if found:
+            return found
+    # the decision core's reading of lab and PharmCAT spellings ("PM", "Metaboliser", "… (UM)"), as every face's
+    return phenotype_spelling(text, m.phenotype_terms)
 
 
 def same_diplotype(a: str, b: str) -> bool:

@@ -273,12 +273,15 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
                          "of the diplotype table: diplotypes with it are Indeterminate until CPIC publishes one.")
     for name, note in sorted(removed.items(), key=lambda kv: _allele_sort_key(kv[0])):
         notes.append(f"{name} left the table: {note}")
+    aliases = _renamed_in_changelog(release, gene, alleles)
     table: dict[str, Any] = {
         "gene": gene,
         "kind": "activity-score" if activity_gene else "function-pair",
         "sources": _gene_sources(legacy, release, activity_gene),
         "alleles": alleles,
     }
+    if aliases:
+        table["aliases"] = aliases
     if rules:
         table["phenotype_rules"] = rules
     if ranges:
@@ -308,6 +311,31 @@ def _removal_in_changelog(release: Release | None, gene: str, allele: str) -> st
         if row["Subject"] == gene and re.search(r"(?i)delet|remov|chang", note) and named.search(note):
             return f"{release.name} change log, {row['Date of Change']} ({row['Type of Data']}): {' '.join(note.split())}"
     return None
+
+
+# How CPIC's change log says an allele took another name: 'Change "Telti/Kobe" to "Telti, Kobe" …' (G6PD),
+# 'Changed m.930A>G to m.930G>A and added rsID' (MT-RNR1), '*2 has become a sub-allele of *3' (NUDT15).
+_RENAMES = [
+    re.compile(r'\bChanged? "(?P<old>[^"]+)" to "(?P<new>[^"]+)"'),
+    re.compile(r'\bChanged? (?P<old>[^\s"]+) to (?P<new>[^\s";,]+)'),
+    re.compile(r'(?P<old>\*\w+) has become a sub-allele of (?P<new>\*\w+)'),
+]
+
+
+def _renamed_in_changelog(release: Release | None, gene: str, alleles: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Former name → {allele, source}: every change-log row of `gene` saying an allele the table no longer
+    has took the name of one it has, cited by date, kind and text (newest row first)."""
+    out: dict[str, dict[str, str]] = {}
+    for row in release.changelog if release else []:
+        if row["Subject"] != gene:
+            continue
+        note = " ".join(row["Note of Change"].split())
+        for pattern in _RENAMES:
+            m = pattern.search(note)
+            if m and m.group("old") not in alleles and m.group("new") in alleles and m.group("old") not in out:
+                out[m.group("old")] = {"allele": m.group("new"), "source": (
+                    f"{release.name} change log, {row['Date of Change']} ({row['Type of Data']}): {note}")}
+    return dict(sorted(out.items(), key=lambda kv: _allele_sort_key(kv[0])))
 
 
 _DEFINITION = re.compile(r"This result signifies that the patient has (?P<body>.+?)\.(?:\s|$)")

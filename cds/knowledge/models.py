@@ -38,6 +38,14 @@ class AlleleDef(Strict):
         return v
 
 
+class AlleleAlias(Strict):
+    """A name CPIC's change log renamed or folded into another allele (NUDT15 *2 → *3, G6PD "Telti/Kobe" →
+    "Telti, Kobe"): a result naming it is read as `allele`, and `source` cites the change-log row."""
+
+    allele: str
+    source: str
+
+
 class PhenotypeRule(Strict):
     """Allele function(s) → phenotype. Two functions for a diploid pair (order irrelevant), one for a
     haploid result (G6PD in males, mitochondrial MT-RNR1)."""
@@ -122,6 +130,7 @@ class GeneTable(Strict):
     kind: Literal["function-pair", "activity-score", "allele-status", "genotype"]
     sources: list[Source] = Field(min_length=1)
     alleles: dict[str, AlleleDef] = Field(default_factory=dict)
+    aliases: dict[str, AlleleAlias] = Field(default_factory=dict)        # former name → current allele
     phenotype_rules: list[PhenotypeRule] = Field(default_factory=list)
     score_ranges: list[ScoreRange] = Field(default_factory=list)
     diplotype_exceptions: dict[str, str] = Field(default_factory=dict)  # "*1/*2" → phenotype
@@ -135,6 +144,15 @@ class GeneTable(Strict):
     def result_text(self, key: str) -> GeneResultText | None:
         """CPIC's interpretation of one lookup value (phenotype, activity score or allele status)."""
         return next((r for r in self.results if r.result == key), None)
+
+    @model_validator(mode="after")
+    def _aliases_name_alleles(self) -> "GeneTable":
+        for name, alias in self.aliases.items():
+            if alias.allele not in self.alleles:
+                raise ValueError(f"alias {name!r} names {alias.allele!r}, which is not an allele of the table")
+            if name in self.alleles:
+                raise ValueError(f"alias {name!r} is an allele of the table itself")
+        return self
 
     @model_validator(mode="after")
     def _kind_has_what_it_needs(self) -> "GeneTable":
