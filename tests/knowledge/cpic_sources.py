@@ -71,22 +71,25 @@ def read_release(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
-def errata() -> dict[tuple[str, str, str], tuple[str, str]]:
-    """Our list of CPIC's typos (guidelines/errata/cpic.tsv): (table, id, field) → (original, corrected)."""
+def errata() -> dict[tuple[str, str, str], list[tuple[str, str]]]:
+    """Our list of CPIC's typos (guidelines/errata/cpic.tsv): (table, id, field) → [(original, corrected), …]
+    (a field may have several, applied in order)."""
     from pgx_paths import REPO
 
     lines = [line for line in (REPO / "guidelines" / "errata" / "cpic.tsv").read_text(encoding="utf-8").splitlines()
              if line and not line.startswith("#")]
-    return {(r["table"], r["id"], r["field"]): (r["original"], r["corrected"]) for r in csv.DictReader(lines, delimiter="\t")}
+    out: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    for r in csv.DictReader(lines, delimiter="\t"):
+        out.setdefault((r["table"], r["id"], r["field"]), []).append((r["original"], r["corrected"]))
+    return out
 
 
 def corrected(table: str, row: dict[str, str], field: str) -> str:
-    """A field of a release row with its erratum applied (the original must be in the source)."""
+    """A field of a release row with its errata applied (each original must be in the source once)."""
     value = row[field]
-    fix = errata().get((table, row["id"], field))
-    if fix:
-        assert value.count(fix[0]) == 1, (table, row["id"], field, fix[0])
-        value = value.replace(*fix)
+    for original, fix in errata().get((table, row["id"], field), []):
+        assert value.count(original) == 1, (table, row["id"], field, original)
+        value = value.replace(original, fix)
     return value
 
 
