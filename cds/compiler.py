@@ -29,10 +29,15 @@ class MatchPlan:
     recommendation: Recommendation
     conditions: dict[str, str]
     # "lookup": the source's own key; "phenotype": a phenotype-only result (_phenotype_aliases);
-    # "implied phenotype": an activity score whose phenotype the source keys by (_implied_phenotype_aliases)
+    # "implied phenotype": an activity score whose phenotype the source keys by (_implied_phenotype_aliases);
+    # "missing result": a gene of the key has no result on file (_missing_partner_aliases)
     matched_by: str = "lookup"
     score: str | None = None         # phenotype-only: the activity score this recommendation is CPIC's advice for
     score_gene: str | None = None    # … and the gene it is a score of
+    # a gene the lookup needs with no result on file, where the source has no "No Result" key for it: the
+    # value of that gene this recommendation is the advice for (_missing_partner_aliases)
+    missing_gene: str | None = None
+    missing_value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,41 @@ def _implied_phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchP
     return aliases
 
 
+def _missing_partner_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
+    """Conditions for a recommendation keyed by several genes when one of them has no result on file.
+
+    CPIC keys thiopurines by TPMT and NUDT15 and has no "No Result" key for either, so TPMT *1/*3A alone
+    (the most common thiopurine report) matched nothing. Where a recommendation's key needs a gene the
+    patient has no result for and the source has no "No Result" key for that gene beside the same values
+    of the others (same guideline and population), that gene's "No Result" selects the source's advice for
+    every value the gene can take, each labelled with it (`missing_gene`, `missing_value`): the clinician
+    sees every answer a result for that gene could give, most cautious first, and that the result decides.
+    Where the source has the "No Result" key (amitriptyline: CYP2D6 without CYP2C19), that key answers."""
+    aliases: list[MatchPlan] = []
+    lookups = [m for m in plan.matches if m.matched_by == "lookup" and len(m.recommendation.lookup) > 1]
+    for gene in sorted({g for m in lookups for g in m.recommendation.lookup}):
+        attrs = sorted({a for m in lookups for a in m.conditions if plan.attributes.get(a) == gene})
+        groups: dict[tuple, list[MatchPlan]] = defaultdict(list)
+        answered: set[tuple] = set()
+        for m in lookups:
+            others = tuple(sorted((a, v) for a, v in m.conditions.items() if plan.attributes.get(a) != gene))
+            if any(v == NO_RESULT for _, v in others):
+                continue      # another gene is missing too: a result for one of them alone would not decide
+            key = (m.guideline.id, m.recommendation.population, others)
+            if m.recommendation.lookup.get(gene) == NO_RESULT:
+                answered.add(key)
+            else:
+                groups[key].append(m)
+        for key, members in groups.items():
+            if key in answered:
+                continue
+            conditions = {**dict(key[2]), **{a: NO_RESULT for a in attrs}}
+            for m in members:
+                aliases.append(MatchPlan(m.guideline, m.recommendation, conditions, matched_by="missing result",
+                                         missing_gene=gene, missing_value=m.recommendation.lookup[gene]))
+    return aliases
+
+
 def _score_order(score: str) -> tuple:
     parsed = parse_score(score)
     return parsed if parsed is not None else (Decimal("Infinity"), True)
@@ -235,6 +275,7 @@ def compile_knowledge(kb: KnowledgeBase) -> CompiledKnowledge:
         _restrict_to_other_genotypes(plan)
         plan.matches.extend(_phenotype_aliases(plan, kb))
         plan.matches.extend(_implied_phenotype_aliases(plan, kb))
+        plan.matches.extend(_missing_partner_aliases(plan, kb))
         plan.candidates = candidate_rules(kb, plan.drug)
         for rule in plan.candidates:  # every rule that may govern on some day: the day picks its alerts
             if not rule.enabled:

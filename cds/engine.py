@@ -69,12 +69,17 @@ class Match:
     drug: str
     guideline: Guideline
     recommendation: Recommendation
-    matched_by: str                       # "lookup" or "phenotype" (see cds.compiler._phenotype_aliases)
+    matched_by: str                       # "lookup", "phenotype", "implied phenotype", "missing result" (cds.compiler)
     # A phenotype reported without its activity score, where CPIC's advice differs between the scores
     # of that phenotype: the score (of `score_gene`) this recommendation is CPIC's advice for. The
     # drug then has one such match per score, most cautious first (see `caution_order`).
     score: str | None = None
     score_gene: str | None = None
+    # A gene the recommendation's key needs has no result on file and the source has no "No Result" key for
+    # it: the value of that gene this recommendation is the advice for. The drug then has one match per
+    # value, most cautious first, and a result for that gene decides (cds.compiler._missing_partner_aliases).
+    missing_gene: str | None = None
+    missing_value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,15 @@ class Evaluation:
                 out[m.score_gene].append(m.score)
         return out
 
+    def missing_results(self, drug: DrugEvaluation) -> dict[str, list[str]]:
+        """Genes with no result on file whose value decides between the drug's recommendations (the
+        source has no "No Result" key for them): gene → the values shown, in the order of the matches."""
+        out: dict[str, list[str]] = {}
+        for m in drug.matches:
+            if m.missing_gene is not None and m.missing_value not in out.setdefault(m.missing_gene, []):
+                out[m.missing_gene].append(m.missing_value)
+        return out
+
 
 _CLASSIFICATION_RANK = {"Strong": 0, "Moderate": 1, "Optional": 2, "No Recommendation": 3}
 
@@ -141,23 +155,40 @@ def caution_order(match: Match) -> tuple:
         tier = 5
     score = parse_score(match.score) if match.score is not None else None
     return (tier, _CLASSIFICATION_RANK.get(rec.classification or "", 4),
-            score if score is not None else (0, False))
+            score if score is not None else (0, False), value_caution(match.missing_value))
+
+
+# Between statements for a missing gene's values that the flags and classification do not order: the
+# value furthest from normal function first (CPIC's phenotype terms: poor/deficient, then likely poor,
+# intermediate/decreased, possible/likely intermediate, … normal, rapid/increased, ultrarapid), so equally
+# flagged advice reads from the most to the least affected; Indeterminate last.
+_VALUE_WORDS = [("indeterminate", 9), ("ultrarapid", 8), ("rapid", 7), ("increased", 7), ("normal", 6),
+                ("possible", 3), ("likely intermediate", 3), ("likely poor", 1), ("intermediate", 2),
+                ("decreased", 2), ("poor", 0), ("deficient", 0), ("positive", 0), ("negative", 6)]
+
+
+def value_caution(value: str | None) -> int:
+    if value is None:
+        return 0
+    folded = value.casefold()
+    return next((rank for word, rank in _VALUE_WORDS if word in folded), 5)
 
 
 def _match_order(match: Match) -> tuple:
     rec = match.recommendation
-    if match.score is None:
+    if match.score is None and match.missing_gene is None:
         return (rec.population, 0, (), rec.id)
     return (rec.population, 1, caution_order(match), rec.id)
 
 
 def withhold_conflicting(evaluation: Evaluation, genes) -> None:
-    """No genotype-based advice for a gene whose results conflict: neither its recommendations (the
-    engine saw it as "No Result") nor a pre-test alert for it."""
+    """No genotype-based advice for a gene whose results conflict (or could not be read): neither its
+    "No Result" recommendations nor the advice for each value a missing result could have (the engine saw
+    it as "No Result", but a result is on file), nor a pre-test alert for it."""
     genes = set(genes)
     for drug in evaluation.drugs:
-        drug.matches = [m for m in drug.matches
-                        if not any(g in genes and v == NO_RESULT for g, v in m.recommendation.lookup.items())]
+        drug.matches = [m for m in drug.matches if m.missing_gene not in genes
+                        and not any(g in genes and v == NO_RESULT for g, v in m.recommendation.lookup.items())]
         drug.pretests = [p for p in drug.pretests if p.gene not in genes]
 
 
@@ -338,7 +369,8 @@ class Engine:
                     continue
                 elif wanted is None or target.recommendation.population == wanted or target.guideline.source == "DPWG":
                     evaluation.matches.append(Match(plan.drug, target.guideline, target.recommendation,
-                                                    target.matched_by, target.score, target.score_gene))
+                                                    target.matched_by, target.score, target.score_gene,
+                                                    target.missing_gene, target.missing_value))
             evaluation.matches.sort(key=_match_order)
             results.append(evaluation)
         outcome = Evaluation(interpretations, results, population, conflicting, unreadable)

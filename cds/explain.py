@@ -125,6 +125,7 @@ def to_json(evaluation: Evaluation) -> dict[str, Any]:
                 "id": rec.id,
                 "matched_by": m.matched_by,
                 "score": m.score,
+                "missing_result": {m.missing_gene: m.missing_value} if m.missing_gene else None,
                 "citation": _citation(m.guideline),
             })
     undecided = [{"drug": drug.drug, "gene": gene, "phenotype": _phenotype(evaluation, gene), "scores": scores,
@@ -138,8 +139,11 @@ def to_json(evaluation: Evaluation) -> dict[str, Any]:
                    "drugs": [d.drug for d in evaluation.drugs if gene in _genes_of(d, evaluation.unreadable)],
                    "message": _unreadable_message(gene)}
                   for gene, reasons in evaluation.unreadable.items()]
+    result_decides = [{"drug": drug.drug, "gene": gene, "values": values, "message": _missing_message(gene, values)}
+                      for drug in evaluation.drugs for gene, values in evaluation.missing_results(drug).items()]
     return {"phenotypes": phenotypes, "recommendations": recommendations,
-            "score_decides": undecided, "conflicts": conflicts, "unreadable": unreadable}
+            "score_decides": undecided, "result_decides": result_decides, "conflicts": conflicts,
+            "unreadable": unreadable}
 
 
 def _genes_of(drug, genes) -> list[str]:
@@ -166,6 +170,12 @@ def _undecided_message(gene: str, phenotype: str, scores: list[str]) -> str:
     return (f"{gene} was reported as {phenotype} without its activity score. CPIC's advice differs between the "
             f"activity scores of a {gene} {phenotype} ({', '.join(scores)}), so the advice for each is shown, "
             f"most cautious first. The activity score decides which one applies: ask the laboratory for it.")
+
+
+def _missing_message(gene: str, values: list[str]) -> str:
+    return (f"No {gene} result is on file, and the source gives no advice for a missing {gene} result here: its "
+            f"advice for each {gene} result ({', '.join(values)}) is shown, most cautious first. A {gene} result "
+            f"decides which one applies: order {gene} genotyping.")
 
 
 def _conflict_message(gene: str) -> str:
@@ -217,6 +227,8 @@ def to_text(evaluation: Evaluation) -> str:
         lines.append(f"{drug.drug} (RxNorm {drug.rxnorm})")
         for gene, scores in evaluation.undecided_scores(drug).items():
             lines.append(f"  {_undecided_message(gene, _phenotype(evaluation, gene), scores)}")
+        for gene, values in evaluation.missing_results(drug).items():
+            lines.append(f"  {_missing_message(gene, values)}")
         conflicting = _conflicting_genes(evaluation, drug)
         unread = _genes_of(drug, evaluation.unreadable)
         if conflicting:
@@ -230,6 +242,7 @@ def to_text(evaluation: Evaluation) -> str:
         for m in drug.matches:
             rec = m.recommendation
             label = f" {m.score_gene} activity score {m.score} —" if m.score is not None else ""
+            label += f" if {m.missing_gene} is {m.missing_value} —" if m.missing_gene else ""
             graded = rec.classification or ("not graded" if m.guideline.source == "DPWG" else "no classification")
             text = rec.recommendation.replace("\n", "\n    ")  # the source's own line breaks, indented under the entry
             lines.append(f"  {m.guideline.source} [{rec.population}]{label} {graded}: {text}")

@@ -277,7 +277,8 @@ def withhold_unreadable_alleles(facts: PatientFacts, evaluation: Evaluation,
             if gene in uninterpretable or gene in facts.conflicts or gene in evaluation.conflicts:
                 continue      # already said for the whole gene
             drug.pretests = [p for p in drug.pretests if p.gene != gene]
-            drug.matches = [m for m in drug.matches if m.recommendation.lookup.get(attribute) != NO_RESULT]
+            drug.matches = [m for m in drug.matches if m.recommendation.lookup.get(attribute) != NO_RESULT
+                            and m.missing_gene != gene]
             out.setdefault(drug.drug, {}).setdefault(gene, []).extend(reasons)
     return out
 

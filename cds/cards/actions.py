@@ -64,6 +64,15 @@ def guideline_links(guidelines: list[Guideline]) -> list[dict[str, Any]]:
     return links
 
 
+def order_test_suggestion(gene: str, order: OrderRef, patient_ref: str | None) -> dict[str, Any]:
+    """Order the test whose result decides between a card's statements (a gene with no result on file)."""
+    test = f"{gene} genotyping"
+    request = {"resourceType": "ServiceRequest", "status": "draft", "intent": "order", "code": {"text": test},
+               "subject": {"reference": subject(order.resource, patient_ref)}}
+    return {"label": f"Order {test} — the result decides which advice applies", "uuid": new_uuid(),
+            "actions": [{"type": "create", "description": f"Create a draft order for {test}", "resource": request}]}
+
+
 def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, patient_ref: str | None,
                         dose_text: str | None = None) -> dict[str, Any]:
     """A draft MedicationRequest for an alternative ingredient, keeping the draft's subject and intent;

@@ -33,6 +33,8 @@ class Statement:
     score: str | None = None                 # the activity score this statement is for
     score_gene: str | None = None            # whose activity score
     source: str | None = None                # "CPIC", "DPWG": when the card has several sources
+    missing_gene: str | None = None          # a gene with no result on file whose value decides …
+    missing_value: str | None = None         # … and the value this statement is the advice for
 
     @property
     def recommendation(self) -> Recommendation:
@@ -55,19 +57,22 @@ class Differences:
     score: bool = False                         # the statements are for different activity scores
     populations: frozenset[str] = frozenset()   # the populations of a source that has several
     source: bool = False                        # the statements come from several sources
+    # genes with no result on file whose value the statements differ by (a result for them decides)
+    missing: tuple[str, ...] = ()
 
     @property
     def unnamed(self) -> bool:
-        return self.several and not (self.score or self.populations or self.source)
+        return self.several and not (self.score or self.populations or self.source or self.missing)
 
     @property
     def besides_source(self) -> bool:
-        """They differ by something other than their source (a score, a population, or unnamed)."""
-        return self.score or self.beyond_score
+        """They differ by something other than their source (a score, a missing result, a population, or
+        unnamed)."""
+        return self.score or bool(self.missing) or self.beyond_score
 
     @property
     def beyond_score(self) -> bool:
-        """They differ by something other than score and source (a population, or unnamed)."""
+        """They differ by something other than score, missing result and source (a population, or unnamed)."""
         return bool(self.populations) or self.unnamed
 
 

@@ -125,17 +125,20 @@ class CardRenderer:
 
     def _suggestions(self, drug: DrugEvaluation, statements: list[Statement], rule: Rule, evaluation: Evaluation,
                      order: OrderRef, patient_ref: str | None) -> list[dict[str, Any]]:
-        """The rule's alternatives, each replacing the draft order, when a statement's policy suggests them."""
+        """The rule's alternatives, each replacing the draft order, when a statement's policy suggests them;
+        the test for a gene with no result on file whose value decides between the statements."""
+        tests = [actions.order_test_suggestion(gene, order, patient_ref)
+                 for gene in sorted({s.missing_gene for s in statements if s.missing_gene})]
         suggesting = [s for s in statements if s.policy and s.policy.suggest_alternatives]
         if not suggesting or not rule.alternatives:
-            return []
+            return tests
         # When the statements differ by population, a suggestion says whose advice it follows
         # (prasugrel is CPIC's advice for ACS/PCI, not for a patient with a stroke).
         lead = suggesting[0].population
         whose = population_words(lead) if lead and differences(statements).beyond_score else None
         doses = self.dose_advices(evaluation, [alt.name for alt in rule.alternatives])
         return [actions.replace_suggestion(drug.drug, alt, order, patient_ref, doses[alt.name], whose)
-                for alt in rule.alternatives]
+                for alt in rule.alternatives] + tests
 
     # --- suggestions and links ---------------------------------------------------------------
 

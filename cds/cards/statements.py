@@ -42,8 +42,8 @@ class Chooser:
             # populations are chosen per source: DPWG's advice has none, so CPIC's choice must not hide it
             chosen = choose_population(replace(drug, matches=of_sources(drug.matches, [source])),
                                        rule, population, age)
-            matches += [m for m in chosen
-                        if not any(m.recommendation.lookup.get(g) == NO_RESULT for g in pretest_genes)]
+            matches += [m for m in chosen if m.missing_gene not in pretest_genes
+                        and not any(m.recommendation.lookup.get(g) == NO_RESULT for g in pretest_genes)]
         return matches
 
     def statements(self, rule: Rule, matches: list[Match]) -> list[Statement]:
@@ -58,7 +58,8 @@ class Chooser:
                 m, self.policies.policy(rule, m.recommendation),
                 # a population is named where it is not "general", or where one source has several
                 population=pop if pop != GENERAL or len(populations[m.guideline.source]) > 1 else None,
-                score=m.score, score_gene=m.score_gene, source=m.guideline.source if len(sources) > 1 else None))
+                score=m.score, score_gene=m.score_gene, source=m.guideline.source if len(sources) > 1 else None,
+                missing_gene=m.missing_gene, missing_value=m.missing_value))
         return out
 
     def rule_sources(self, rule: Rule) -> tuple[str, ...]:
@@ -81,6 +82,8 @@ class Chooser:
         seen: set[tuple[str, str]] = set()
         for statement in statements:
             for gene, value in statement.recommendation.lookup.items():
+                if gene == statement.missing_gene:
+                    value = NO_RESULT    # the value this statement is for is not the patient's: none is on file
                 if (gene, value) not in seen:
                     seen.add((gene, value))
                     facts.append(self._fact(evaluation, gene, value, evidence))
@@ -178,15 +181,18 @@ def differences(statements: list[Statement]) -> Differences:
     for s in statements:
         by_source.setdefault(s.match.guideline.source, set()).add(s.recommendation.population)
     several = [p for p in by_source.values() if len(p) > 1]   # populations differ within one source
+    missing = tuple(sorted({s.missing_gene for s in statements if s.missing_gene})) \
+        if len({s.missing_value for s in statements}) > 1 else ()
     return Differences(several=True, score=len({s.score for s in statements}) > 1,
-                       populations=frozenset(set().union(*several)), source=len({s.source for s in statements}) > 1)
+                       populations=frozenset(set().union(*several)), source=len({s.source for s in statements}) > 1,
+                       missing=missing)
 
 
 def statement_key(s: Statement) -> tuple:
     """What a statement's rendering rests on, by name: the recommendation (unique in its guideline),
     how it matched, its policy and its label."""
     return (s.match.guideline.id, s.recommendation.id, s.match.matched_by, s.policy, s.population, s.score,
-            s.score_gene, s.source)
+            s.score_gene, s.source, s.missing_gene, s.missing_value)
 
 
 def interpretations_key(interpretations: Mapping[str, Iterable[Interpretation]]) -> tuple:

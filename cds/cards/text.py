@@ -209,7 +209,12 @@ def _advice(statements: list[Statement]) -> list[str]:
 
 
 def _what_decides(differs: Differences) -> str:
-    also = " and ".join(difference_words(differs, score=False, source=False))
+    also = " and ".join(difference_words(differs, score=False, source=False, missing=False))
+    if differs.missing:
+        gene = " and ".join(differs.missing)
+        return (f"**A {gene} result decides** — no {gene} result is on file, and the advice differs by it: the "
+                f"advice for each {gene} result, most cautious first; order {gene} genotyping" +
+                (f". It also differs by {also}, which the request does not say:" if also else ":"))
     if differs.score:
         return ("**The activity score decides** — the result gives the phenotype only, and the advice differs by "
                 "score (most cautious first)" + (f"; it also differs by {also}, which the request does not say:"
@@ -227,12 +232,14 @@ def _citation(statements: list[Statement], rule: Rule, kb_version: str) -> str:
             f"knowledge base `{kb_version}`.")
 
 
-def difference_words(differs: Differences, score: bool = True, source: bool = True) -> list[str]:
-    """What the statements differ by, in words ("activity score", "age group", "source"); `score`,
-    `source`: name those too."""
+def difference_words(differs: Differences, score: bool = True, source: bool = True,
+                     missing: bool = True) -> list[str]:
+    """What the statements differ by, in words ("activity score", "NUDT15 result", "age group", "source");
+    `score`, `source`, `missing`: name those too."""
     if differs.unnamed:
         return ["recommendation"]
     named = [("activity score", score and differs.score),
+             (" and ".join(differs.missing) + " result", missing and bool(differs.missing)),
              (population_dimension(set(differs.populations)) if differs.populations else "", bool(differs.populations)),
              ("source", source and differs.source)]
     return [name for name, shown in named if shown]
@@ -323,6 +330,8 @@ def statement_label(s: Statement) -> str:
     if s.score is not None:
         gene = f"{s.score_gene} " if s.score_gene else ""
         parts.append(f"if the {gene}activity score is {s.score}")
+    if s.missing_gene is not None:
+        parts.append(f"if {s.missing_gene} is {s.missing_value}")
     return " · ".join(parts)
 
 

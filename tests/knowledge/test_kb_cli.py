@@ -18,7 +18,7 @@ def test_explain_json_shape_for_two_genes():
     result = cds("explain", "--genotype", "CYP2C19=*2/*17", "--genotype", "CYP2D6=*1/*4", "--drug", "clopidogrel", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert set(out) == {"phenotypes", "recommendations", "score_decides", "conflicts", "unreadable"}
+    assert set(out) == {"phenotypes", "recommendations", "score_decides", "result_decides", "conflicts", "unreadable"}
     assert out["score_decides"] == [] and out["conflicts"] == []
     # CPIC: *2 no function + *17 increased function → Intermediate Metabolizer; CYP2D6 *1 (1.0) + *4 (0.0) → 1.0
     assert out["phenotypes"]["CYP2C19"] == {"diplotype": "*2/*17", "phenotype": "Intermediate Metabolizer",

@@ -15,7 +15,7 @@ import pytest
 
 from ndjson_data import resources_by_patient
 
-RECOMMENDATION = re.compile(r"Recommendation `([^`]+)`")
+RECOMMENDATION = re.compile(r"Recommendations? `([^`]+)`")   # the first, as screening records it
 
 
 def hook_call(patient: list[dict], order: dict) -> dict:
@@ -38,12 +38,12 @@ def hook_call(patient: list[dict], order: dict) -> dict:
 
 def classify(card: dict) -> tuple[str, tuple]:
     rule = card["source"].get("topic", {}).get("code")
+    found = RECOMMENDATION.search(card["detail"])
+    if found:   # a recommendation card, even one that also offers a test (a partner gene with no result)
+        return "actionable", (rule, found.group(1), card["indicator"], card["summary"])
     actions = [a for s in card.get("suggestions") or [] for a in s["actions"]]
     if any(a.get("resource", {}).get("resourceType") == "ServiceRequest" for a in actions):
         return "testing", (rule, card["indicator"], card["summary"])
-    found = RECOMMENDATION.search(card["detail"])
-    if found:
-        return "actionable", (rule, found.group(1), card["indicator"], card["summary"])
     return "notice", (rule, card["summary"])
 
 
