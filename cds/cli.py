@@ -31,8 +31,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"  {note}")
     for g in sorted(kb.guidelines.values(), key=lambda g: g.id):
         for i, drug in enumerate(g.drugs):
-            if drug.unavailable:
-                print(f"  {kb.diag(g, f'drug {drug.name} left out: {drug.unavailable}', 'drugs', i)}")
+            if drug.no_rxnorm:
+                print(f"  {kb.diag(g, f'drug {drug.name} has no RxNorm code, matched by name: {drug.no_rxnorm}', 'drugs', i)}")
     return 0
 
 

@@ -10,6 +10,7 @@ patient's lookup value or CPIC's "No Result" when nothing is on file.
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -50,7 +51,7 @@ class PreTestPlan:
 @dataclass
 class DrugPlan:
     drug: str
-    rxnorm: str
+    rxnorm: str | None                                      # None: the sources give none; found by name
     ruleset: str                                            # durable-rules ruleset name
     attributes: dict[str, str] = field(default_factory=dict)  # attribute → gene
     matches: list[MatchPlan] = field(default_factory=list)
@@ -246,11 +247,11 @@ def compile_knowledge(kb: KnowledgeBase) -> CompiledKnowledge:
     plans: dict[str, DrugPlan] = {}
     for guideline in kb.guidelines.values():
         for drug in guideline.drugs:
-            if not drug.rxnorm:
-                continue
             plan = plans.get(drug.name)
             if plan is None:
-                plan = plans[drug.name] = DrugPlan(drug.name, drug.rxnorm, ruleset=f"drug_{drug.rxnorm}")
+                # a drug the sources give no RxNorm code is found by its name (orders, explain, workbench)
+                ruleset = f"drug_{drug.rxnorm}" if drug.rxnorm else "drug_" + re.sub(r"[^a-z0-9]+", "_", drug.name.lower())
+                plan = plans[drug.name] = DrugPlan(drug.name, drug.rxnorm, ruleset=ruleset)
             recs = [r for r in guideline.recommendations if r.drug == drug.name]
             alleles: dict[str, list[str]] = defaultdict(list)
             for rec in recs:
@@ -289,4 +290,4 @@ def compile_knowledge(kb: KnowledgeBase) -> CompiledKnowledge:
                 for a in attrs:
                     plan.attributes.setdefault(a, gene)
                 plan.pretests.append(PreTestPlan(rule, gene, {a: NO_RESULT for a in attrs}))
-    return CompiledKnowledge(kb, plans, {p.rxnorm: p for p in plans.values()})
+    return CompiledKnowledge(kb, plans, {p.rxnorm: p for p in plans.values() if p.rxnorm})

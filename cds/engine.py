@@ -92,7 +92,7 @@ class PreTestAlert:
 @dataclass
 class DrugEvaluation:
     drug: str
-    rxnorm: str
+    rxnorm: str | None                                  # None: the sources give none (matched by name)
     facts: dict[str, str]                               # the fact asserted: attribute → lookup value
     matches: list[Match] = field(default_factory=list)
     pretests: list[PreTestAlert] = field(default_factory=list)

@@ -224,7 +224,8 @@ def to_text(evaluation: Evaluation) -> str:
             lines.append(f"  {gene:8} {'; '.join(statements)} — {_conflict_message(gene)}")
     for drug in evaluation.drugs:
         lines.append("")
-        lines.append(f"{drug.drug} (RxNorm {drug.rxnorm})")
+        lines.append(f"{drug.drug} (RxNorm {drug.rxnorm})" if drug.rxnorm else
+                     f"{drug.drug} (no RxNorm code in the sources: matched by name)")
         for gene, scores in evaluation.undecided_scores(drug).items():
             lines.append(f"  {_undecided_message(gene, _phenotype(evaluation, gene), scores)}")
         for gene, values in evaluation.missing_results(drug).items():

@@ -149,8 +149,10 @@ class Advisor:
 
     @classmethod
     def build(cls, engine: Engine) -> "Advisor":
-        ingredients = {d.name.lower(): d.rxnorm for gs in engine.kb.drugs().values() for g in gs
-                       for d in g.drugs if d.rxnorm}
+        # a drug the sources give no RxNorm code (flucloxacillin) is matched by its name: the resolver keys
+        # ingredients by code, so it gets a name key no RxNorm code can equal
+        ingredients = {d.name.lower(): d.rxnorm or f"name:{d.name.lower()}" for gs in engine.kb.drugs().values()
+                       for g in gs for d in g.drugs}
         # Orders are read from their JSON; validating each against fhir.resources only adds a log line
         # (0.15 ms per order on the request path), so it is left to the genomic reader's skip reasons.
         return cls(engine, CardRenderer(engine.kb, engine), MedicationResolver(ingredients, validate=False))

@@ -177,11 +177,12 @@ def _check_guidelines(kb: "KnowledgeBase") -> list[Diagnostic]:
             if gene not in kb.genes and gene in keyed_genes:
                 diags.append(kb.diag(g, f"unknown gene '{gene}': no gene table guidelines/genes/{gene}.yaml", "genes", i))
         for i, drug in enumerate(g.drugs):
-            if not drug.rxnorm and drug.unavailable:
-                continue  # left out with its reason (cds validate lists it)
+            if not drug.rxnorm and drug.no_rxnorm:
+                continue  # matched by name, with the reason the sources give no code (cds validate lists it)
             if not drug.rxnorm:
-                diags.append(kb.diag(g, f"drug '{drug.name}' has no RxNorm ingredient code (rxnorm); orders cannot "
-                                        "be matched to it. Add the code with its source, or remove the drug.", "drugs", i))
+                diags.append(kb.diag(g, f"drug '{drug.name}' has no RxNorm ingredient code (rxnorm); add the code with "
+                                        "its source, or say why there is none (no_rxnorm: orders then match its name)",
+                                     "drugs", i))
             elif not _RXCUI.match(drug.rxnorm):
                 diags.append(kb.diag(g, f"drug '{drug.name}': RxNorm code '{drug.rxnorm}' is not a number", "drugs", i, "rxnorm"))
         for rec in g.recommendations:

@@ -59,7 +59,7 @@ class DpwgImportReport:
                  f"recommendations: {self.recommendations}, of which our gene tables cannot reach {len(self.unreachable)}:"]
         lines += [f"  {n} × {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
         if self.drugs_without_rxnorm:
-            lines.append(f"drugs without an RxNorm code in the sources (left out): {', '.join(self.drugs_without_rxnorm)}")
+            lines.append(f"drugs without an RxNorm code in the sources (matched by name): {', '.join(self.drugs_without_rxnorm)}")
         return "\n".join(lines)
 
 
@@ -167,16 +167,15 @@ def build_guideline(path: Path, data: dict[str, Any], interpreters: dict[str, Ge
     gid = _guideline_id(path)
     version = f"{DPWG_EXPORT} {data['version']}, annotation version {g['version']}"
     release = f"{SOURCE_PREFIX} guideline, {DPWG_EXPORT} {data['version']}"
-    drugs, unavailable = [], {}
+    drugs = []
     for chem in sorted(g["relatedChemicals"], key=lambda c: c["name"]):
         drug: dict[str, Any] = {"name": chem["name"], "pharmgkb": chem["id"]}
         code = rxnorm.get(chem["id"])
         if code:
             drug["rxnorm"], drug["rxnorm_source"] = code
         else:
-            unavailable[chem["name"]] = ("no RxNorm ingredient code in the sources (drugs.tsv, CPIC release drug "
-                                         "table): orders cannot be matched to it")
-            drug["unavailable"] = unavailable[chem["name"]]
+            drug["no_rxnorm"] = ("no RxNorm ingredient code in the sources (drugs.tsv, CPIC release drug table): "
+                                 "orders are matched by the ingredient's name")
             report.drugs_without_rxnorm.append(chem["name"])
         drugs.append(drug)
     recs, unreachable = [], []
@@ -184,7 +183,7 @@ def build_guideline(path: Path, data: dict[str, Any], interpreters: dict[str, Ge
         report.recommendations += 1
         (chem,) = rec["relatedChemicals"]
         lookup: dict[str, str] = {}
-        reasons = [unavailable[chem["name"]]] if chem["name"] in unavailable else []
+        reasons = []
         for gene, value in sorted(rec["lookupKey"].items()):
             ours, reason = map_key(gene, value, interpreters)
             if reason:

@@ -44,6 +44,7 @@ class ImportReport:
     recommendations_changed: int = 0                             # newer release text/classification differs
     recommendations_dropped: list[str] = field(default_factory=list)
     drugs_left_out: list[str] = field(default_factory=list)
+    drugs_by_name: list[str] = field(default_factory=list)
     errata_applied: list[str] = field(default_factory=list)
     alleles_removed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -62,6 +63,9 @@ class ImportReport:
         lines += [f"  {e}" for e in self.errata_applied]
         if self.drugs_left_out:
             lines.append(f"drugs left out ({len(self.drugs_left_out)}): " + "; ".join(self.drugs_left_out))
+        if self.drugs_by_name:
+            lines.append(f"drugs without an RxNorm code, matched by name ({len(self.drugs_by_name)}): "
+                         + "; ".join(self.drugs_by_name))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -632,9 +636,8 @@ def build_release_guideline(drug: str, release: Release, citations_by_pmid: dict
         report.drugs_left_out.append(f"{drug}: no guideline of the release's guideline table covers it with {', '.join(genes)}")
         return None
     if not rxnorm.isdigit():
-        report.drugs_left_out.append(f"{drug}: the release's drug table gives no RxNorm code ({info.get('drugid') or 'no row'}), "
-                                     "so no order could be matched to it")
-        return None
+        report.drugs_by_name.append(f"{drug}: the release's drug table gives no RxNorm code "
+                                    f"({info.get('drugid') or 'no row'}); orders are matched by its name")
     pmids = sorted({p for gene in genes for p in release.pair_pmids.get((gene, drug), [])})
     citations = []
     for pmid in pmids:
@@ -661,7 +664,10 @@ def build_release_guideline(drug: str, release: Release, citations_by_pmid: dict
         "version": f"{release.name} (recommendations, guideline and gene-drug pair tables)",
         "genes": genes,
         "drugs": [{"name": drug, "pharmgkb": info["pharmgkbid"], "rxnorm": rxnorm,
-                   "rxnorm_source": f"{release.name}, cpic_drugs table ({info['drugid']})"}],
+                   "rxnorm_source": f"{release.name}, cpic_drugs table ({info['drugid']})"} if rxnorm.isdigit() else
+                  {"name": drug, "pharmgkb": info.get("pharmgkbid"),
+                   "no_rxnorm": f"{release.name}'s drug table gives no RxNorm code ({info.get('drugid') or 'no row'}): "
+                                "orders are matched by the ingredient's name"}],
         "recommendations": recs,
         "notes": notes,
     }

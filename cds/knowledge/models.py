@@ -193,7 +193,9 @@ class Drug(Strict):
     rxnorm: str | None = None             # RxNorm ingredient (TTY=IN) code
     rxnorm_source: str | None = None
     pharmgkb: str | None = None
-    unavailable: str | None = None        # why orders cannot be matched to it (e.g. no citable RxNorm code)
+    # why the sources give it no RxNorm code (ribostamycin, flucloxacillin, flucytosine): orders, `cds explain`
+    # and the workbench find it by its ingredient name instead
+    no_rxnorm: str | None = None
 
 
 class Flags(Strict):
