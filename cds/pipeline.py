@@ -39,6 +39,9 @@ class PatientFacts:
     unreadable_by_gene: dict[str, list[str]] = field(default_factory=dict)
     # allele-status attribute ("HLA-B *57:01") → why, for unreadable results whose code names that allele
     unreadable_by_allele: dict[str, list[str]] = field(default_factory=dict)
+    # drug → why, for unreadable results whose gene could not be told but that assess that drug (a
+    # therapeutic implication naming its medication, derived from a genotype that is not here)
+    unreadable_by_drug: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +98,8 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
             facts.unreadable_by_gene.setdefault(item.gene, []).append(item.reason)
             if item.allele:
                 facts.unreadable_by_allele.setdefault(allele_attribute(item.gene, item.allele), []).append(item.reason)
+        for drug in {p.drug for p in (engine.drug_plan(d) for d in item.drugs) if p is not None}:
+            facts.unreadable_by_drug.setdefault(drug, []).append(item.reason)
     for gene, older in current.superseded_by_unreadable.items():
         # the card that says the newer result could not be read names the older ones it replaced
         facts.unreadable_by_gene.setdefault(gene, []).extend(older)
@@ -197,6 +202,7 @@ class Advisor:
         cards += notices.uninterpretable_cards(hook, evaluation, uninterpretable)
         for drug, genes in by_allele.items():
             cards += notices.uninterpretable_cards(hook, evaluation, genes, only_drug=drug)
+        cards += notices.assessed_uninterpretable_cards(hook, evaluation, facts.unreadable_by_drug)
         cards += notices.unidentified_cards(hook, orders)
         advice = Advice(cards, facts, orders, unresolved, evaluation)
         advice.decisions = no_card_reasons(hook, evaluation, cards)

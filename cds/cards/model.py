@@ -134,6 +134,17 @@ class Uninterpretable:
 
 
 @dataclass(frozen=True)
+class AssessedUninterpretable:
+    """A result on file assesses this drug, but the gene it is about could not be told (a therapeutic
+    implication naming the drug, derived from a genotype that is not here), and no advice was given."""
+
+    drug: str
+    results: tuple[str, ...]                 # each result involved with why ("Observation/x: …")
+    code = "result-not-interpretable"
+    indicator = "warning"
+
+
+@dataclass(frozen=True)
 class Unidentified:
     """An order whose codes or names disagree, one of them a drug the knowledge base covers."""
 
@@ -173,7 +184,7 @@ class UnreachableKeys:
         return f"{self.guideline.source.lower()}-key-unreachable"
 
 
-Notice = Union[Conflict, Uninterpretable, Unidentified, NotRetrieved, UnreachableKeys]
+Notice = Union[Conflict, Uninterpretable, AssessedUninterpretable, Unidentified, NotRetrieved, UnreachableKeys]
 
 
 @dataclass

@@ -14,7 +14,8 @@ from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import Guideline, Rule
 
 from . import text
-from .model import Conflict, Notice, NotRetrieved, RenderedCard, Unidentified, Uninterpretable, UnreachableKeys
+from .model import (AssessedUninterpretable, Conflict, Notice, NotRetrieved, RenderedCard, Unidentified, Uninterpretable,
+                    UnreachableKeys)
 from .statements import Chooser
 
 
@@ -74,6 +75,14 @@ class Notices:
             if mine:
                 notices.append(Uninterpretable(drug.drug, mine, tuple(r for g in mine for r in genes[g])))
         return self.cards(notices)
+
+    def assessed_uninterpretable_cards(self, hook: str, evaluation: Evaluation,
+                                       by_drug: dict[str, list[str]]) -> list[RenderedCard]:
+        """A card per ordered drug (governed on this hook, no advice given) that a result on file assesses
+        but whose gene could not be told (a therapeutic implication naming the drug, derived from a genotype
+        that is not here): the result is on file, so never silence."""
+        return self.cards([AssessedUninterpretable(drug.drug, tuple(by_drug[drug.drug])) for drug in evaluation.drugs
+                           if by_drug.get(drug.drug) and hook in drug.rules and not drug.matches])
 
     def unidentified_cards(self, hook: str, orders: list[MedicationOrder]) -> list[RenderedCard]:
         """A card for an order we could not identify only when it may be a drug the knowledge base covers

@@ -15,8 +15,8 @@ from cds.populations import population_dimension, population_words
 from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
 from cds.sources import KINDS, SOURCE_ORDER, disagreement, kind
 
-from .model import (TOPIC_SYSTEM, ActionableResult, AffectedDrug, Conflict, Differences, Headline, Notice, NotRetrieved,
-                    Statement, Unidentified, Uninterpretable, UnreachableKeys)
+from .model import (TOPIC_SYSTEM, ActionableResult, AffectedDrug, AssessedUninterpretable, Conflict, Differences,
+                    Headline, Notice, NotRetrieved, Statement, Unidentified, Uninterpretable, UnreachableKeys)
 from .policy import CAUTION
 from .statements import differences
 
@@ -374,6 +374,15 @@ def _uninterpretable(n: Uninterpretable) -> tuple[str, str]:
             "the laboratory before prescribing.")
 
 
+def _assessed(n: AssessedUninterpretable) -> tuple[str, str]:
+    return (f"{n.drug.capitalize()}: a pharmacogenomic result on file about it could not be interpreted — review "
+            "it before prescribing",
+            f"A result on file assesses {md_text(n.drug)}, but the gene it is about could not be told (it names none, "
+            "and the result it is derived from is not available), so no genotype-based advice rests on it. Results "
+            f"involved: {'; '.join(md_data(r) for r in n.results)}. Review the result or ask the laboratory before "
+            "prescribing.")
+
+
 def _unidentified(n: Unidentified) -> tuple[str, str]:
     named = " and ".join(n.named)
     return (f"Order could not be identified: its codes name {named} — pharmacogenomic check not done",
@@ -403,7 +412,8 @@ def _unreachable(n: UnreachableKeys) -> tuple[str, str]:
 
 
 _NOTICE_WORDS: dict[type, Callable[[Any], tuple[str, str]]] = {
-    Conflict: _conflict, Uninterpretable: _uninterpretable, Unidentified: _unidentified,
+    Conflict: _conflict, Uninterpretable: _uninterpretable, AssessedUninterpretable: _assessed,
+    Unidentified: _unidentified,
     NotRetrieved: _not_retrieved, UnreachableKeys: _unreachable,
 }
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -54,6 +54,8 @@ class Unreadable:
     status: str | None = None
     effective: datetime | None = None
     allele: str | None = None
+    # no gene could be told: the medications it assesses (RxNorm codes, names), so a card for those says it
+    drugs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -99,9 +101,13 @@ class _Obs:
     gene: str | None = None
     gene_problem: str | None = None
 
+    # several genes studied (CYP2C9 and VKORC1 components): read per gene its value names
+    genes_stated: tuple[str, ...] = ()
+
     @property
     def rid(self) -> str:
-        return self.entry.key or "Observation (no id)"
+        # a resource without id (a transaction Bundle's urn:uuid entry) is named by its fullUrl
+        return self.entry.key or self.entry.full_url or "Observation (no id)"
 
     @property
     def res(self) -> dict:
@@ -165,7 +171,44 @@ class GenomicReader:
                 if problem:
                     self._warn(out, f"{obs.rid} does not validate as FHIR R4 ({problem}); read from its JSON")
         self._pair(haplotypes, observations, index, report_dates, out)
+        self._unrecognised_results(observations, out)
+        self._reports_read_as_nothing(entries, observations, out)
         return out
+
+    def _unrecognised_results(self, observations: dict[int, "_Obs"], out: GenomicReading) -> None:
+        """A result of a kind the reader does not read (a variant call, a phase relation) is the evidence
+        under a genotype: passed over where a result of its gene was read, said where none was."""
+        read = {r.gene for r in out.results}
+        for obs in observations.values():
+            if obs.kind != "unrecognised":
+                continue
+            if obs.gene in read:
+                self._note(out, f"{obs.rid} ({obs.gene}): not read on its own (e.g. a variant call); a {obs.gene} "
+                                "result was read beside it")
+            else:
+                self._skip(out, f"{obs.rid}{f' ({obs.gene})' if obs.gene else ''}: {self._unrecognised(obs)}", obs)
+
+    def _reports_read_as_nothing(self, entries: list[Entry], observations: dict[int, "_Obs"], out: GenomicReading) -> None:
+        """A Genomics Report none of whose results is one the reader reads (the IG STU3 Bundle-bundle-CYP2C19:
+        variant calls 69548-6 and a phase relation 82120-7 only) is said, never read as nothing."""
+        members: dict[int, list[Entry]] = {}
+        for e in entries:
+            for dr in e.reports:
+                members.setdefault(id(dr), []).append(e)
+        for dr in (e for e in entries if e.type == "DiagnosticReport"):
+            if not self._is_genomic_report(dr.resource):
+                continue
+            held = members.get(id(dr), [])
+            if held and not any(id(m) in observations and observations[id(m)].kind != "unrecognised" for m in held):
+                name = dr.key or dr.full_url or "DiagnosticReport (no id)"
+                self._note(out, f"{name}: none of its {len(held)} results is a genotype, haplotype or phenotype the "
+                                "reader reads (e.g. variant calls, a phase relation); no pharmacogenomic result read from it")
+
+    def _is_genomic_report(self, res: dict) -> bool:
+        keys = set(concept_keys(res.get("code")))
+        for category in as_list(res.get("category")):
+            keys |= set(concept_keys(category))
+        return bool(keys & (set(self.m.genomic_report_codes) | set(self.m.genomic_report_categories)))
 
     def is_genomic(self, resource: Any) -> bool:
         """Whether the reader takes `resource` for a pharmacogenomic result (an Observation whose code
@@ -223,7 +266,16 @@ class GenomicReader:
                 return _Obs(e, "lab", lab)
         if self._symbols(concept_texts(code)):
             return _Obs(e, "lab", LabCode(gene="", states="any", allele=None))
+        if self._states_a_gene(e.resource):
+            # a genomic result of a kind the reader does not read (a variant call, a phase relation, the R4
+            # core haplotype examples' 55233-1): read with a stated reason, never passed over in silence
+            return _Obs(e, "unrecognised")
         return None
+
+    def _states_a_gene(self, res: dict) -> bool:
+        return any(isinstance(c, dict) and any(k in self.m.gene_studied_components for k in concept_keys(c.get("code")))
+                   for c in as_list(res.get("component"))) or \
+            any(isinstance(x, dict) and x.get("url") in self.m.gene_extensions for x in as_list(res.get("extension")))
 
     def _symbols(self, texts: list[str]) -> set[str]:
         found = set()
@@ -287,6 +339,7 @@ class GenomicReader:
             obs.gene_problem = problems[0]
         elif len(found) > 1:
             obs.gene_problem = "gene stated as " + " and ".join(f"{g} ({w})" for g, w in sorted(found.items()))
+            obs.genes_stated = tuple(sorted(found))
         elif found:
             obs.gene = next(iter(found))
 
@@ -350,6 +403,15 @@ class GenomicReader:
             return
         if obs.kind in ("therapeutic-implication", "phenotype") and obs.gene is None and obs.gene_problem is None:
             self._gene_from_parents(obs, observations, index)
+            if obs.gene is None and (obs.gene_problem or "").startswith("no gene stated"):
+                # the lab's own statement names the gene ("CYP2C19 Rapid Metabolizer", genomics-operations'
+                # implications): read it, though the genotype it is derived from is not here
+                obs.gene = self._gene_in_phenotype(obs) or None
+        if obs.kind == "unrecognised":
+            return      # said after the others are read, where nothing else of its gene is (_unrecognised_results)
+        if obs.gene is None and obs.genes_stated:
+            self._read_per_gene(obs, observations, index, report_dates, out, haplotypes)
+            return
         if obs.gene is None:
             self._skip(out, f"{obs.rid}: {obs.gene_problem or 'no gene stated'}", obs)
             return
@@ -432,6 +494,36 @@ class GenomicReader:
             out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text,
                                              performer=performer_of(obs.res), **fact))
         return True
+
+    def _gene_in_phenotype(self, obs: _Obs) -> str | None:
+        """The one gene a phenotype component's text names before a phenotype term of it ("CYP2C19 Rapid
+        Metabolizer"), else None."""
+        texts = [t for c in as_list(obs.res.get("component")) if isinstance(c, dict)
+                 and any(k in self.m.phenotype_components for k in concept_keys(c.get("code")))
+                 for t in concept_texts(c.get("valueCodeableConcept")) + [text_of(c.get("valueString")) or ""] if t]
+        named = {g for t in texts for g in self._symbols([t]) if values.phenotype_term(t, g, self.m)}
+        return next(iter(named)) if len(named) == 1 else None
+
+    def _read_per_gene(self, obs: _Obs, observations, index: Index, report_dates, out, haplotypes) -> None:
+        """A result stating several genes studied (the Genomics Reporting IG's genotype-1a: CYP2C9 and VKORC1
+        components, value "CYP2C9 *2/*5"): each gene its value names is read from it; a gene it does not
+        name is noted (audited), since the value states nothing about it."""
+        texts = [t for _, t in self._candidates(obs.res)]
+        named = [g for g in obs.genes_stated if self._symbols(texts) & {g}]
+        if not named:
+            self._skip(out, f"{obs.rid}: {obs.gene_problem}; its value names none of them", obs)
+            return
+        for gene in named:
+            self._read_one(replace(obs, gene=gene, gene_problem=None, genes_stated=()), observations, index,
+                           report_dates, out, haplotypes)
+        for gene in obs.genes_stated:
+            if gene not in named:
+                self._note(out, f"{obs.rid}: states {gene} as a gene studied, but its value gives no {gene} result")
+
+    def _unrecognised(self, obs: _Obs) -> str:
+        code = next((f"{c} {d}" if d else c for _, c, d in codings(obs.res.get("code")) if c), "its code")
+        return (f"{code} is not a genotype, haplotype or phenotype result the reader reads (e.g. a single variant "
+                "call or a phase relation), and no result of its gene was read beside it")
 
     def _gene_from_parents(self, obs: _Obs, observations: dict[int, _Obs], index: Index) -> None:
         """A therapeutic implication names no gene: take it from the results it is derived from, when
@@ -793,9 +885,27 @@ class GenomicReader:
             gene = obs.gene or (obs.lab.gene if obs.lab and obs.lab.gene else None)
             allele = obs.lab.allele if obs.lab and obs.lab.allele else \
                 (self._code_allele(obs, gene) if gene in self.m.allele_status_genes else None)
-            out.unreadable.append(Unreadable(gene, obs.rid, reason, _status(obs.res), _date_of(obs), allele))
+            # a result of a kind the reader does not read (a variant call) never supersedes a readable one
+            when = None if obs.kind == "unrecognised" else _date_of(obs)
+            out.unreadable.append(Unreadable(gene, obs.rid, reason, _status(obs.res), when, allele,
+                                             drugs=self._assessed(obs.res) if gene is None else ()))
         out.skipped.append(reason)
         log.warning("skipped genomic resource: %s", reason)
+
+    def _note(self, out: GenomicReading, reason: str) -> None:
+        """A part of a result that is not used, said in the audit (no card: nothing was left unread)."""
+        if reason not in out.skipped:
+            out.skipped.append(reason)
+
+    def _assessed(self, res: dict) -> tuple[str, ...]:
+        """The medications a therapeutic implication assesses (LOINC 51963-7 "Medication assessed"): RxNorm
+        codes and names, so a result whose gene could not be told is still said for those drugs."""
+        out: list[str] = []
+        for c in as_list(res.get("component")):
+            if isinstance(c, dict) and any(k in self.m.medication_components for k in concept_keys(c.get("code"))):
+                for _system, code, display in codings(c.get("valueCodeableConcept")):
+                    out += [x for x in (code, display) if x]
+        return tuple(dict.fromkeys(out))
 
     def _warn(self, out: GenomicReading, message: str) -> None:
         out.warnings.append(message)

@@ -136,6 +136,7 @@ class _File(_Strict):
     gene_extensions: list[_Url]
     observation_kinds: list[_KindCode]
     phenotype_components: list[_Code]
+    medication_components: list[_Code] = []
     phenotype_answers: list[_PhenotypeAnswer]
     phenotype_terms: _Terms
     phenotype_synonyms: list[_Synonym] = []
@@ -178,6 +179,7 @@ class FhirMappings:
     gene_extensions: frozenset[str]
     observation_kinds: dict[tuple[str, str], str]
     phenotype_components: frozenset[tuple[str, str]]
+    medication_components: frozenset[tuple[str, str]]
     phenotype_answers: dict[tuple[str, str], str | None]   # None: deliberately not a CPIC phenotype
     phenotype_by_text: dict[str, str]                      # folded text -> CPIC term
     phenotype_terms: frozenset[str]                        # every CPIC phenotype term
@@ -327,6 +329,7 @@ def _compile(data: _File) -> FhirMappings:
         gene_extensions=frozenset(e.url for e in data.gene_extensions),
         observation_kinds={(c.system, c.code): c.kind for c in data.observation_kinds},
         phenotype_components=frozenset((c.system, c.code) for c in data.phenotype_components),
+        medication_components=frozenset((c.system, c.code) for c in data.medication_components),
         phenotype_answers={(a.system, a.code): a.phenotype for a in data.phenotype_answers},
         phenotype_by_text=phenotype_by_text,
         phenotype_terms=frozenset(data.phenotype_terms.terms),

@@ -8,8 +8,9 @@ additional necessary data" through `fhirServer` with `fhirAuthorization` (FHIR R
   `Gathered.errors` (the "check could not be completed" card, and the audit);
 - a searchset page with a `next` link (FHIR R4 http.html#paging) is followed to its end on the
   fhirServer's own origin; without a fhirServer, or to another origin, the incompleteness is recorded;
-- the results of Genomics Reports (DiagnosticReport.result) and the Medications of orders
-  (medicationReference) that the gathered data leave open are read from the fhirServer.
+- the results of Genomics Reports (DiagnosticReport.result), the results therapeutic implications are
+  derived from (derivedFrom) and the Medications of orders (medicationReference) that the gathered data
+  leave open are read from the fhirServer.
 Every request goes through cds.service.fhirclient (deadlines, per-origin cap, size limit, same-origin
 redirects); all of them end within one time budget, and a failure is recorded, never raised. Error
 messages never contain a query or URL (they hold the patient id) or the token.
@@ -24,6 +25,8 @@ from typing import Any, Callable, Collection
 from urllib.parse import quote, urljoin
 
 from cds.cdshooks import GENOMIC_KEYS, Gathered, HookRequest, RequestError, next_link, prefetch_problem
+from cds.fhir.mappings import default_mappings
+from cds.fhir.resources import concept_keys
 from cds.service.fhirclient import FetchError, FetchSession, FhirClient, Limits, origin_of
 
 log = logging.getLogger("cds.service.fhir")
@@ -225,6 +228,12 @@ class FhirFetcher:
             for report in _resources(out.data.get(key), "DiagnosticReport"):
                 for ref in report.get("result") or []:
                     candidates.append((ref, "Observation", key, "a DiagnosticReport result"))
+            # a therapeutic implication or phenotype is read with the genotype it is derived from (its gene,
+            # when it names none: genomics-operations' implications): read that too
+            for obs in _resources(out.data.get(key), "Observation"):
+                if _derived_kind(obs):
+                    for ref in obs.get("derivedFrom") or []:
+                        candidates.append((ref, "Observation", key, "a result an implication is derived from"))
         if request.hook == "patient-view":
             orders = out.data.get("medications")
         else:
@@ -251,8 +260,9 @@ class FhirFetcher:
                 missing[key] = missing.get(key, 0) + 1
             for key, count in missing.items():
                 if key != "medication-references":        # an unresolved order is audited by the resolver
-                    out.errors[key] = _join(out.errors.get(key), f"{count} DiagnosticReport result(s) are not in the "
-                                            "prefetch and there is no fhirServer to read them from")
+                    out.errors[key] = _join(out.errors.get(key), f"{count} DiagnosticReport result(s) or results an "
+                                            "implication is derived from are not in the prefetch and there is no "
+                                            "fhirServer to read them from")
             return
         targets = list(wanted.items())
         if len(targets) > _MAX_REFERENCES:
@@ -295,6 +305,13 @@ def _absolute(url: str | None, server: str | None) -> str | None:
 
 def _join(first: str | None, second: str) -> str:
     return f"{first}; {second}" if first else second
+
+
+def _derived_kind(obs: dict) -> bool:
+    """Whether an Observation is of a kind read with what it is derived from (a therapeutic implication, a
+    phenotype: cds.fhir's observation_kinds)."""
+    kinds = default_mappings().observation_kinds
+    return any(kinds.get(k) in ("therapeutic-implication", "phenotype") for k in concept_keys(obs.get("code")))
 
 
 def _resources(value: Any, rtype: str) -> list[dict]:

@@ -73,7 +73,10 @@ def test_stu2_gene_as_geneId_system_and_pharmvar_text():
 
 def test_stu1_bundle_bare_hgnc_number_haplotype_pair_and_53040_2_component():
     reading = read_genomic_results(load("shared/ig-stu1/Bundle-diagnosticreport-pgxexample.json"))
-    assert not reading.skipped
+    # the variant calls under the haplotypes are not read on their own, and say so (issue 20 item 8)
+    assert [s.split(":")[0] for s in reading.skipped] == ["Observation/variant-1-pgx-example (CYP2C9)",
+                                                           "Observation/variant-2-pgx-example (CYP2C9)"]
+    assert reading.unreadable == []
     got = {(r.source_id, r.diplotype, r.phenotype) for r in reading.results}
     assert got == {
         ("Observation/genotype-pgx-example", "*4/*35B", None),
@@ -287,7 +290,7 @@ def test_lab_code_naming_two_genes_is_skipped():
     assert reading.results == [] and "names several genes (CYP2C9, VKORC1)" in reading.skipped[0]
 
 
-def test_observations_that_are_not_pharmacogenomic_are_passed_over():
+def test_observations_that_are_not_pharmacogenomic_are_passed_over_and_a_lone_variant_call_is_said():
     vitals = {"resourceType": "Observation", "id": "bp", "status": "final",
               "code": {"coding": [{"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"}]},
               "valueString": "120/80"}
@@ -295,7 +298,11 @@ def test_observations_that_are_not_pharmacogenomic_are_passed_over():
                    if e["resource"]["id"] == "variant-1-pgx-example")
     assert variant["code"]["coding"][0]["code"] == "69548-6"       # has a gene-studied component
     reading = read_genomic_results([vitals, variant])
-    assert (reading.results, reading.skipped) == ([], [])
+    # a variant call alone is no result the reader reads, but it is a CYP2C9 result on file: said (issue 20
+    # item 8), never passed over in silence; the blood pressure is not genomic and is passed over
+    assert reading.results == [] and len(reading.skipped) == 1
+    assert reading.skipped[0].startswith("Observation/variant-1-pgx-example (CYP2C9): 69548-6")
+    assert [(u.gene, u.effective) for u in reading.unreadable] == [("CYP2C9", None)]
 
 
 @pytest.mark.parametrize("fixture,present,text", [

@@ -190,6 +190,26 @@ def test_report_results_that_cannot_be_had_are_a_check_not_completed(service):
     assert any("DiagnosticReport result" in e for e in audited_errors(service, body))
 
 
+def test_the_genotype_a_prefetched_implication_is_derived_from_is_read_from_the_fhir_server(service, fhir_server):
+    """A therapeutic implication that names no gene (its phenotype text alone, as genomics-operations'
+    find-subject-tx-implications output writes "Normal Metabolizer"), derived from a genotype the prefetch
+    does not hold: the genotype is read from fhirServer (issue 20 item 7), so the gene is known."""
+    fhir_server.add(genotype("CYP2C19", "*2/*2", oid="g-1"))
+    implication = {"resourceType": "Observation", "id": "imp-1", "status": "final",
+                   "code": {"coding": [{"system": "http://hl7.org/fhir/uv/genomics-reporting/CodeSystem/tbd-codes-cs",
+                                        "code": "therapeutic-implication"}]},
+                   "subject": {"reference": "Patient/p1"}, "derivedFrom": [{"reference": "Observation/g-1"}],
+                   "component": [{"code": {"coding": [{"system": "http://hl7.org/fhir/uv/genomics-reporting/CodeSystem/tbd-codes-cs",
+                                                       "code": "predicted-therapeutic-implication"}]},
+                                  "valueCodeableConcept": {"text": "Poor Metabolizer"}}]}
+    body = hook_request("order-sign", medication_request("clopidogrel"),
+                        prefetch={"genomics": searchset(implication), "reports": searchset()},
+                        fhirServer=fhir_server.url, fhirAuthorization=TOKEN)
+    cards = summaries(service.call("pgx-order-sign", body))
+    assert len(cards) == 1 and "CYP2C19 Poor Metabolizer" in cards[0]
+    assert [r["path"] for r in fhir_server.requests if r["path"].startswith("/fhir/Observation/")] == ["/fhir/Observation/g-1"]
+
+
 # --- 3. paging --------------------------------------------------------------------------------------
 
 def _pages(fhir_server) -> dict:
