@@ -47,6 +47,9 @@ class Summary:
     conflicts: dict[str, list[str]]
     focus: str | None = None           # the drug the card was about
     evaluation: Any = None             # the engine's Evaluation the page rests on (downloads are made from it)
+    # why the results shown may not be all the patient's (read from the EHR: a page that could not be read,
+    # more pages than read): the page says so, so "no drug affected" never reassures wrongly
+    incomplete: list[str] = field(default_factory=list)
 
 
 def parse_app_context(text: str | None) -> dict[str, Any]:
@@ -103,7 +106,16 @@ def build_summary(engine, renderer: CardRenderer, context: dict[str, Any]) -> Su
         carded = [s for s in statements if s.policy]
         if carded:
             affected.append(AffectedDrug(drug.drug, most_cautious(s.policy.indicator for s in carded), rule.id, statements))
+    unreadable = context.get("unreadable") if isinstance(context.get("unreadable"), dict) else {}
+    for gene, reasons in sorted(unreadable.items()):
+        if isinstance(gene, str) and isinstance(reasons, list):
+            rows.append(ResultRow(gene=gene, reported="", problem="; ".join(str(r) for r in reasons)))
+    incomplete = [str(x) for x in context.get("incomplete", []) if isinstance(x, str)] \
+        if isinstance(context.get("incomplete"), list) else []
     focus = context.get("drug") if isinstance(context.get("drug"), str) else None
     rank = {"critical": 0, "warning": 1, "info": 2}
     affected.sort(key=lambda d: (d.drug != focus, rank.get(d.indicator, 3), d.drug))
-    return Summary(rows, affected, dict(evaluation.conflicts), focus, evaluation)
+    conflicts = dict(evaluation.conflicts)
+    if isinstance(context.get("conflicts"), dict):   # read from the EHR: results that disagree on file
+        conflicts.update({g: [str(i) for i in ids] for g, ids in context["conflicts"].items() if isinstance(ids, list)})
+    return Summary(rows, affected, conflicts, focus, evaluation, incomplete)

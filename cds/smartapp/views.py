@@ -33,6 +33,8 @@ from markupsafe import Markup
 
 from cds.cards import app_context
 from cds.errors import CdsError
+from cds.fhir.mappings import default_mappings
+from cds.knowledge.prefetch import genomic_search_codes
 from cds.pipeline import patient_facts
 from cds.populations import population_words
 from cds.patient_summary import words
@@ -48,7 +50,9 @@ COOKIE = "pgx_smart_launch"
 LAUNCH_SECONDS = 600          # a launch must come back from the authorization server within this
 SCOPE = "launch openid fhirUser patient/Observation.{}"   # .rs (SMART v2) or .read (v1), as the server offers
 FETCH_TIMEOUT = 5.0
-MAX_PAGES = 10
+# A bound on the pages read (200 results each): a patient's pharmacogenomic results are a few pages; when
+# it is reached the page says its results may be incomplete, never that nothing is affected.
+MAX_PAGES = 100
 
 
 class LaunchError(Exception):
@@ -289,26 +293,54 @@ def callback():
 
 
 def _context_from_fhir(iss: str, token: dict) -> dict:
-    """No appContext in the token response: read the patient's Observations from the EHR's FHIR server
-    (same origin only when following pages) through the same reader the service uses."""
+    """No appContext in the token response: search the patient's pharmacogenomic Observations on the EHR's
+    FHIR server by the codes the reader maps (the hooks' own search), every page on the same origin, and
+    read them with the same reader the service uses. What could not be read is said on the page
+    (`incomplete`, and the results on file that could not be interpreted), never left out in silence."""
     patient, access = token.get("patient"), token.get("access_token")
     if not isinstance(patient, str) or not patient or not isinstance(access, str):
         raise LaunchError("the token response names no patient and access token, and carries no appContext")
-    url: str | None = f"{iss}/Observation?{urlencode({'patient': patient, '_count': 200})}"
-    bundles = []
-    for _ in range(MAX_PAGES):
-        if url is None:
+    codes = ",".join(genomic_search_codes(default_mappings()))
+    bundles, incomplete = _search_pages(iss, f"{iss}/Observation?{urlencode({'patient': patient, 'code': codes, '_count': 200})}",
+                                        access)
+    facts = patient_facts(_runtime().engine, bundles, patient_ref=f"Patient/{patient}")
+    context = json.loads(app_context(facts.interpretations, facts.results))
+    context["incomplete"] = incomplete
+    context["unreadable"] = {gene: reasons for gene, reasons in facts.unreadable_by_gene.items()
+                             if gene not in facts.interpretations}
+    if facts.conflicts:
+        context["conflicts"] = facts.conflicts
+    return context
+
+
+def _search_pages(iss: str, url: str, access: str) -> tuple[list[dict], list[str]]:
+    """Every page of a search (FHIR R4 http.html#paging), and why the results may be incomplete: a page
+    that could not be read, a next link to another server (never followed with the patient's token), or
+    more than MAX_PAGES pages. The first page failing is a LaunchError (nothing to show)."""
+    bundles: list[dict] = []
+    incomplete: list[str] = []
+    next_url: str | None = url
+    while next_url is not None:
+        if len(bundles) == MAX_PAGES:
+            incomplete.append(f"the search has more than {MAX_PAGES} pages; the rest were not read")
             break
-        bundle = _get_json(url, access, "the patient's Observations")
+        try:
+            bundle = _get_json(next_url, access, "the patient's pharmacogenomic results")
+        except LaunchError as err:
+            if not bundles:
+                raise
+            incomplete.append(f"page {len(bundles) + 1} could not be read ({err})")
+            break
         bundles.append(bundle)
-        url = next((link.get("url") for link in bundle.get("link", []) if isinstance(link, dict)
-                    and link.get("relation") == "next" and isinstance(link.get("url"), str)), None)
-        if url is not None:
-            url = urljoin(iss + "/", url)
-            if urlparse(url).netloc != urlparse(iss).netloc:
-                url = None  # never follow a page link to another server with the patient's token
-    facts = patient_facts(_runtime().engine, bundles)
-    return json.loads(app_context(facts.interpretations, facts.results))
+        next_url = next((link.get("url") for link in bundle.get("link", []) if isinstance(link, dict)
+                         and link.get("relation") == "next" and isinstance(link.get("url"), str)), None)
+        if next_url is not None:
+            next_url = urljoin(iss + "/", next_url)
+            if urlparse(next_url).netloc != urlparse(iss).netloc:
+                incomplete.append("the next page of results is on another server; it was not read (the access "
+                                  "token is for the EHR's FHIR server only)")
+                next_url = None
+    return bundles, incomplete
 
 
 def _get_json(url: str, access_token: str | None, what: str) -> dict:

@@ -14,6 +14,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlparse
 
 
+def _code_matches(resource: dict, tokens: str | None) -> bool:
+    """FHIR token search on Observation.code (search.html#token): any of the comma-separated system|code."""
+    if tokens is None:
+        return True
+    wanted = {tuple(t.split("|", 1)) if "|" in t else ("", t) for t in tokens.split(",")}
+    codings = (resource.get("code") or {}).get("coding") or []
+    return any((c.get("system"), c.get("code")) in wanted or ("", c.get("code")) in wanted for c in codings)
+
+
 class SmartEhr:
     def __init__(self, launch: str = "launch-123", patient: str = "p1",
                  capabilities: tuple[str, ...] = ("launch-ehr", "context-ehr-patient")):
@@ -21,6 +30,7 @@ class SmartEhr:
         self.capabilities = list(capabilities)      # add "permission-v2" for a SMART v2 server
         self.app_context: str | None = None
         self.observations: list[dict] = []
+        self.page_size: int | None = None     # None: one page; else FHIR R4 paging with `next` links
         self.requests: list[tuple[str, str]] = []
         self.codes: dict[str, dict] = {}
         self.token = secrets.token_urlsafe(16)
@@ -64,8 +74,16 @@ class SmartEhr:
                         return self._send(401, {"resourceType": "OperationOutcome"})
                     if query.get("patient") != ehr.patient:
                         return self._send(200, {"resourceType": "Bundle", "type": "searchset", "entry": []})
-                    return self._send(200, {"resourceType": "Bundle", "type": "searchset",
-                                            "entry": [{"resource": o} for o in ehr.observations]})
+                    found = [o for o in ehr.observations if _code_matches(o, query.get("code"))]
+                    size = ehr.page_size or max(len(found), 1)
+                    page = int(query.get("_page", "0"))
+                    bundle = {"resourceType": "Bundle", "type": "searchset",
+                              "entry": [{"resource": o} for o in found[page * size:(page + 1) * size]]}
+                    if (page + 1) * size < len(found):
+                        more = {k: v for k, v in query.items() if k != "_page"}
+                        bundle["link"] = [{"relation": "next", "url": f"{ehr.fhir_base}/Observation?"
+                                                                       f"{urlencode({**more, '_page': page + 1})}"}]
+                    return self._send(200, bundle)
                 return self._send(404, {"error": "not found"})
 
             def do_POST(self):
