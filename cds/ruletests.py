@@ -62,7 +62,11 @@ def run_case(engine: Engine, renderer: CardRenderer, rule: Rule, case: RuleTestC
     except CdsError as err:
         result.problems.append(f"could not evaluate: {err}")
         return result
+    # the cards the service gives for these results: the recommendations' and, as the service says them,
+    # a typed result that is no CPIC key ("could not be interpreted") and results that conflict
     result.cards = renderer.order_cards(evaluation, case.hook, population=case.population)
+    result.cards += renderer.notices.uninterpretable_cards(case.hook, evaluation, evaluation.unreadable)
+    result.cards += renderer.notices.conflict_cards(case.hook, evaluation)
     unmatched = list(result.cards)
     for i, expected in enumerate(case.expect, 1):
         card = next((c for c in unmatched if not _mismatches(c, expected)), None)

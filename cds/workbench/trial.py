@@ -103,6 +103,8 @@ def from_results(runtime, genotype_lines: list[str], drugs: list[str], hook: str
         cards = renderer.order_cards(evaluation, hook, population=population or None, app_url=smart_page_url())
     # contradicting lines for one gene are a conflict, said in a card as the service says it
     cards += runtime.advisor.conflict_cards(hook, evaluation)
+    if hook != "patient-view":   # a typed result that is no CPIC key, said as the service says it (and cds test)
+        cards += runtime.advisor.renderer.notices.uninterpretable_cards(hook, evaluation, evaluation.unreadable)
     if hook != "patient-view":      # a drug with a dosing algorithm (warfarin): its dose, from the stated inputs
         cards += stated_dose_cards(runtime.advisor, evaluation, hook, *_clinical(clinical or {}))
     return Trial(hook, cards, evaluation)
