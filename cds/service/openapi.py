@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from cds import __version__
 from cds.cdshooks import OPTIONAL_CONTEXT, REQUIRED_CONTEXT
 from cds.knowledge.models import HookService
 
@@ -139,7 +140,7 @@ def openapi_document(services: Iterable[HookService]) -> dict[str, Any]:
     hooks = sorted({s.hook for s in services})
     return {
         "openapi": "3.1.0",
-        "info": {"title": "pgx-cds", "version": "1.0",
+        "info": {"title": "pgx-cds", "version": __version__,
                  "description": "Pharmacogenomic clinical decision support over CDS Hooks 2.0 (CPIC guidelines)."},
         "paths": paths,
         "components": {

@@ -83,6 +83,20 @@ def test_cds_version_flag() -> None:
     assert out.stdout.strip() == f"pgx-cds {__version__}"
 
 
+def test_the_openapi_document_states_the_package_version() -> None:
+    from cds import __version__
+    from cds.service.openapi import openapi_document
+
+    assert openapi_document([])["info"]["version"] == __version__
+
+
+def test_the_changelog_has_an_entry_for_the_version() -> None:
+    from cds import __version__
+
+    headings = [line for line in (REPO / "CHANGELOG.md").read_text().splitlines() if line.startswith("## ")]
+    assert headings and headings[0].startswith(f"## {__version__} "), headings[:1]
+
+
 def test_the_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     result = subprocess.run([hadolint, "--config", str(REPO / ".hadolint.yaml"), str(REPO / "Dockerfile")],
