@@ -138,6 +138,16 @@ def test_the_image_install_steps_work_in_a_clean_venv(tmp_path: Path) -> None:
     assert served.stdout.startswith("pgx-cds ")
 
 
+def test_the_service_installs_without_a_cluster_scheduler_or_bench_tools() -> None:
+    """dask/distributed are the `dask` extra and psutil the `bench` extra (README: --engine dask)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {_normal(d.partition("==")[0].split("[")[0]) for d in project["dependencies"]}
+    assert core.isdisjoint({"dask", "distributed", "psutil"}), sorted(core & {"dask", "distributed", "psutil"})
+    assert {"dask", "distributed"} <= {_normal(d.partition("==")[0]) for d in project["optional-dependencies"]["dask"]}
+
+
 def test_every_module_the_package_imports_is_a_declared_dependency() -> None:
     """An import that works only because another package happens to pull it in breaks the day that
     package stops; every third-party module cds/ imports is declared (core, or the extra that needs it)."""
