@@ -109,7 +109,9 @@ def _consents(resources: Iterable[Any]) -> Iterator[dict]:
         if not isinstance(res, dict):
             continue
         if res.get("resourceType") == "Bundle":
-            entries = res.get("entry") if isinstance(res.get("entry"), list) else []
+            entries = res.get("entry")
+            if not isinstance(entries, list):
+                entries = []
             yield from _consents(e.get("resource") for e in entries if isinstance(e, dict))
         elif res.get("resourceType") == "Consent":
             yield res

@@ -41,10 +41,14 @@ def site_default(kb: KnowledgeBase) -> tuple[str, ...]:
     return tuple(wildcard.sources) if wildcard and wildcard.sources else DEFAULT_SOURCES
 
 
+def _display_order(source: str) -> int:
+    return SOURCE_ORDER.get(source, len(SOURCE_ORDER))
+
+
 def rule_sources(kb: KnowledgeBase, rule: Rule | None) -> tuple[str, ...]:
     """The guideline sources whose recommendations may raise this rule's cards, in display order."""
     chosen = tuple(rule.sources) if rule is not None and rule.sources else site_default(kb)
-    return tuple(sorted(set(chosen), key=SOURCE_ORDER.get))
+    return tuple(sorted(set(chosen), key=_display_order))
 
 
 def policy_sources(kb: KnowledgeBase) -> tuple[str, ...]:
@@ -52,7 +56,7 @@ def policy_sources(kb: KnowledgeBase) -> tuple[str, ...]:
     chosen = set(site_default(kb))
     for rule in kb.rules:
         chosen |= set(rule_sources(kb, rule))
-    return tuple(sorted(chosen, key=SOURCE_ORDER.get))
+    return tuple(sorted(chosen, key=_display_order))
 
 
 def parse_source_option(value: str) -> tuple[str, ...]:

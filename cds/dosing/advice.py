@@ -8,6 +8,7 @@ estimate, or naming every missing input and giving the flow chart's text instead
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -80,7 +81,7 @@ def _not_on_this_hook(advisor: Advisor, drug: str, hook: str) -> str | None:
     return None
 
 
-def _has_a_result(genes: list[str], facts: PatientFacts) -> bool:
+def _has_a_result(genes: Sequence[str], facts: PatientFacts) -> bool:
     return any(g in facts.interpretations or g in facts.unreadable_by_gene or g in facts.conflicts for g in genes)
 
 

@@ -90,7 +90,7 @@ def decide_dose(algorithm: DosingAlgorithm, inputs: Iterable[InputValue], genes:
     withheld += [s.text for s in steps if s.action == "dose-clinically"]
     if withheld:
         return DoseDecision(algorithm, inputs, withheld=list(dict.fromkeys(withheld)), steps=steps)
-    weekly = weekly_dose(algorithm, values)  # type: ignore[arg-type]
+    weekly = weekly_dose(algorithm, values)
     factors = [s.factor for s in steps if s.action == "adjust" and s.factor]
     low, high = weekly, weekly
     for f_low, f_high in factors:

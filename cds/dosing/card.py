@@ -2,7 +2,7 @@
 (the dose-card section), where every phrase of every card is written."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cds.cards.model import TOPIC_SYSTEM, RenderedCard
 from cds.cards.text import dose_detail, dose_summary
@@ -19,7 +19,7 @@ def dose_card(kb: KnowledgeBase, decision: DoseDecision, rule: Rule | None) -> R
     a = decision.algorithm
     guideline = kb.guidelines.get(a.guideline)
     warn = decision.weekly_mg is None or any(s.action == "caution" for s in decision.steps)
-    card = {
+    card: dict[str, Any] = {
         "uuid": new_uuid(),
         "summary": " ".join(dose_summary(decision).split()),
         "detail": f"{dose_detail(decision, kb, rule.id if rule else None)}\n\nKnowledge base version `{kb.version}`.",

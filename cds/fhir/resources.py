@@ -33,7 +33,8 @@ class Entry:
 
     @property
     def type(self) -> str:
-        return self.resource.get("resourceType") if isinstance(self.resource.get("resourceType"), str) else ""
+        kind = self.resource.get("resourceType")
+        return kind if isinstance(kind, str) else ""
 
 
 def collect(items: Any, problems: list[str]) -> list[Entry]:
@@ -148,7 +149,7 @@ class Index:
                 keys = {e.key, e.full_url}
                 if e.full_url:
                     keys.add(type_id_tail(e.full_url))
-                for k in keys - {None}:
+                for k in {k for k in keys if k is not None}:
                     self._by_key.setdefault(k, []).append(e)
             else:
                 self._contained.setdefault((id(e.container), "#" + e.resource["id"]), e)

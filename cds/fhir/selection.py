@@ -89,7 +89,7 @@ def select_current(results: list[GenomicResult], allowed_statuses=DEFAULT_STATUS
         for r in dated:
             if _day(r) != newest_day:
                 out.ignored.append(f"{_name(r)}: superseded by {newest[0].source_id or 'a newer result'} "
-                                   f"({newest_day.isoformat()})")
+                                   f"({_day(newest[0]).isoformat()})")
         current.setdefault(gene, []).extend(newest + [r for r in group if r.effective is None])
 
     for gene, rs in current.items():
@@ -102,6 +102,7 @@ def select_current(results: list[GenomicResult], allowed_statuses=DEFAULT_STATUS
 
 
 def _day(r: GenomicResult) -> date:
+    assert r.effective is not None     # only dated results are compared by day
     return r.effective.date()      # the date as written: aware datetimes keep their own offset
 
 
@@ -112,15 +113,15 @@ def _name(r: GenomicResult) -> str:
 def _disagreements(rs: list[GenomicResult]) -> list[GenomicResult]:
     """The results in `rs` that disagree with another of the same kind (empty when all agree)."""
     out: list[GenomicResult] = []
-    diplotypes = [r for r in rs if r.diplotype is not None]
-    if any(not values.same_diplotype(diplotypes[0].diplotype, r.diplotype) for r in diplotypes[1:]):
-        out += diplotypes
-    phenotypes = [r for r in rs if r.phenotype is not None]
-    if len({r.phenotype.casefold() for r in phenotypes}) > 1:
-        out += phenotypes
-    scores = [r for r in rs if r.activity_score is not None]
-    if len({_score(r.activity_score) for r in scores}) > 1:
-        out += scores
+    diplotypes = [(r, d) for r in rs if (d := r.diplotype) is not None]
+    if any(not values.same_diplotype(diplotypes[0][1], d) for _, d in diplotypes[1:]):
+        out += [r for r, _ in diplotypes]
+    phenotypes = [(r, p) for r in rs if (p := r.phenotype) is not None]
+    if len({p.casefold() for _, p in phenotypes}) > 1:
+        out += [r for r, _ in phenotypes]
+    scores = [(r, s) for r in rs if (s := r.activity_score) is not None]
+    if len({_score(s) for _, s in scores}) > 1:
+        out += [r for r, _ in scores]
     by_allele: dict[str, list[GenomicResult]] = {}
     for r in rs:
         if r.allele is not None:

@@ -109,12 +109,13 @@ class BulkExportClient:
             except requests.RequestException as err:
                 raise CdsError(f"Bulk Data {step} failed: {url}: {err.__class__.__name__}: {err}") from None
 
-        sent = self.credentials.token() if auth else None
+        credentials = self.credentials if auth else None
+        sent = credentials.token() if credentials is not None else None
         response = send(sent)
-        if response.status_code == 401 and sent and self.credentials.renewable:
+        if response.status_code == 401 and sent and credentials is not None and credentials.renewable:
             response.close()
-            self.credentials.expire(sent)           # it expired during the export: once more, with a new token
-            response = send(self.credentials.token())
+            credentials.expire(sent)                # it expired during the export: once more, with a new token
+            response = send(credentials.token())
         return response
 
     def kickoff(self) -> str:

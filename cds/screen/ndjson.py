@@ -228,8 +228,9 @@ def _bounded_lines(f: IO[bytes], limit: int, budget: int | None) -> Iterator[byt
         if size > limit and not line.endswith(b"\n"):
             rest, newline = _skip_line(f)
             size += rest
-            line = Oversized(size - newline)
-        yield line
+            yield Oversized(size - newline)
+        else:
+            yield line
         if budget is not None:
             budget -= size
             if budget <= 0:
@@ -252,7 +253,7 @@ def patient_of(resource: dict[str, Any]) -> str | None:
     if kind == "Patient":
         rid = resource.get("id")
         return rid if isinstance(rid, str) and rid else None
-    holder = resource.get(PATIENT_FIELDS.get(kind, "subject"))
+    holder = resource.get(PATIENT_FIELDS.get(kind, "subject") if isinstance(kind, str) else "subject")
     ref = holder.get("reference") if isinstance(holder, dict) else None
     if not isinstance(ref, str) or "Patient/" not in ref:
         return None

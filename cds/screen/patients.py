@@ -186,9 +186,9 @@ class Screener:
                                            "patient not screened"])
                 result.counts["patients_over_limit"] += 1
                 continue
-            lines = groups.pop(key)
-            lines.sort()
-            self.screen_patient(pid, label, [orjson.loads(line) for line in lines], medications, rows, result)
+            patient_lines = groups.pop(key)
+            patient_lines.sort()
+            self.screen_patient(pid, label, [orjson.loads(line) for line in patient_lines], medications, rows, result)
         if self.fhir is not None:
             result.row_files += self.fhir.write(work, f"{partition:05d}{tag}")
         storage.makedirs(storage.join(work, "rows"))
@@ -223,7 +223,7 @@ class Screener:
         patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
         genomics = [r for r in resources if r.get("resourceType") in ("Observation", "DiagnosticReport")]
         consent = [r for r in resources if r.get("resourceType") == "Consent"]
-        active = [r for r in resources if r.get("status") in ACTIVE_STATUSES.get(r.get("resourceType"), ())]
+        active = [r for r in resources if r.get("status") in ACTIVE_STATUSES.get(r.get("resourceType", ""), ())]
         result.patients += 1
         ref = f"Patient/{pid}"
 
@@ -250,11 +250,12 @@ class Screener:
         facts = None
         actionable_genes: set[str] = set()
         evaluated = []
-        for drugs, bundle, text in cases:
+        for case_drugs, case_bundle, text in cases:
             # The results are read once and handed to every case of the patient (they are the same
             # genomics each time); consent is still decided by decide(), per case, as the service does.
             case = PatientCase(hook="order-sign", patient_ref=ref, patient=patient, genomics=genomics,
-                               medications=[bundle or {"resourceType": "Bundle", "type": "collection", "entry": []}],
+                               medications=[case_bundle
+                                            or {"resourceType": "Bundle", "type": "collection", "entry": []}],
                                consent=consent, facts=facts,
                                # a dose (warfarin): height and weight among the Observations, the active orders
                                vitals=genomics, active_medications=[draft_orders(r, medications) for r in active])
@@ -264,9 +265,9 @@ class Screener:
                 result.counts["patients_consent_withheld"] += 1
                 return
             facts = advice.facts
-            evaluated += [d for d in advice.evaluation.drugs if d.drug in drugs] if advice.evaluation else []
+            evaluated += [d for d in advice.evaluation.drugs if d.drug in case_drugs] if advice.evaluation else []
             for card in advice.cards:
-                if card.drug not in drugs:
+                if card.drug not in case_drugs:
                     continue
                 if card.pretest:
                     gene = card.facts[0]["gene"] if card.facts else ""
@@ -289,7 +290,7 @@ class Screener:
             # An active drug without a card is not silence: the core says why (the service audits it).
             for reason in advice.decisions:
                 drug, _, why = reason.partition(": no card — ")
-                if drug in drugs:
+                if drug in case_drugs:
                     rows["no_card"].append([label, drug, why or reason])
         assert facts is not None
         if self.fhir is not None:

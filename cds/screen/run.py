@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cds.errors import CdsError
@@ -45,7 +46,7 @@ class ScreenOptions:
     scheduler: str | None = None           # dask scheduler address; None: a LocalCluster
     raw_ids: bool = False
     require_consent: bool = False
-    knowledge_dir: os.PathLike | None = None
+    knowledge_dir: Path | None = None
     work_dir: str | os.PathLike | None = None   # scratch for the partitions (default: inside a local OUT)
     fhir_out: str | os.PathLike | None = None   # also write the interpretations as FHIR Bulk Data NDJSON here
     max_line_bytes: int = ndjson.MAX_LINE_BYTES
@@ -221,8 +222,8 @@ def screen(options: ScreenOptions) -> ScreenResult:
     storage.makedirs(out)
     work = storage.scratch(_scratch_parent(options, out))
     timings: dict[str, float] = {}
-    runner = _DaskRunner(options.workers, options.scheduler) if options.engine == "dask" \
-        else _EmbeddedRunner(options.workers)
+    runner: _DaskRunner | _EmbeddedRunner = (_DaskRunner(options.workers, options.scheduler)
+                                             if options.engine == "dask" else _EmbeddedRunner(options.workers))
     try:
         partitions = ndjson.partition_count(files, 4)   # not of --workers: outputs never depend on it
         chunk_list = ndjson.chunks(files)
@@ -254,7 +255,7 @@ def screen(options: ScreenOptions) -> ScreenResult:
             read = reading(bar)
         timings["partition_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        tasks = [(work, p) for p in range(partitions)]
+        partition_tasks = [(work, p) for p in range(partitions)]
         order = _largest_first([ndjson.partition_size(work, p) for p in range(partitions)])
         if options.engine == "embedded":
             # The collector would write to every inherited object, copying each page into each child.
@@ -262,14 +263,15 @@ def screen(options: ScreenOptions) -> ScreenResult:
 
             gc.freeze()
             try:
-                deciding = runner.start(screen_partition_task, [(settings, *a) for a in tasks], order)
-                with _progress(len(tasks), "screening", progress) as bar:
+                deciding = runner.start(screen_partition_task, [(settings, *a) for a in partition_tasks], order)
+                with _progress(len(partition_tasks), "screening", progress) as bar:
                     decided = deciding(bar)
             finally:
                 gc.unfreeze()
         else:
-            deciding = runner.start(screen_partition_task, tasks, order, broadcast=settings)
-            with _progress(len(tasks), "screening", progress) as bar:
+            assert isinstance(runner, _DaskRunner)
+            deciding = runner.start(screen_partition_task, partition_tasks, order, broadcast=settings)
+            with _progress(len(partition_tasks), "screening", progress) as bar:
                 decided = deciding(bar)
         timings["decide_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -370,7 +372,8 @@ def _write_outputs(out: str, work: str, inputs: ndjson.Inputs, read: list, decid
 
 
 def _merge(results: Iterable[PartitionResult]) -> dict[str, Counter]:
-    merged = {"counts": Counter(), "gene_phenotype": Counter(), "drugs": Counter(), "pairs": Counter()}
+    merged: dict[str, Counter] = {"counts": Counter(), "gene_phenotype": Counter(), "drugs": Counter(),
+                                  "pairs": Counter()}
     patients = 0
     for r in results:
         patients += r.patients
@@ -384,7 +387,7 @@ def _summary(options: ScreenOptions, input_dir: str, kb_version: str, digest: st
              read: list[ndjson.ChunkResult], decided: list[PartitionResult], written: dict[str, int],
              timings: dict[str, float], started_at: datetime, partitions: int) -> dict[str, Any]:
     merged = _merge(decided)
-    by_type = Counter()
+    by_type: Counter[str] = Counter()
     for r in read:
         by_type.update(r.by_type)
     counts = merged["counts"]

@@ -70,7 +70,7 @@ class LocalState:
                 raise LocalStateUnavailable(f"{self.state.path}: {err}") from None
             return self.conn
 
-        def __exit__(self, exc_type, exc, tb) -> bool:
+        def __exit__(self, exc_type, exc, tb) -> None:
             try:
                 self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
             except sqlite3.Error as err:
@@ -78,7 +78,6 @@ class LocalState:
                     raise LocalStateUnavailable(f"{self.state.path}: {err}") from None
             if isinstance(exc, sqlite3.Error):
                 raise LocalStateUnavailable(f"{self.state.path}: {exc}") from None
-            return False
 
     def _transaction(self) -> LocalState._Tx:
         return LocalState._Tx(self)
