@@ -14,11 +14,9 @@ from cds.errors import CdsError, KnowledgeError
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from cds.knowledge.loader import load_knowledge
-
     from cds.knowledge.reachability import unreachable_notes
 
-    kb = load_knowledge(Path(args.path) if args.path else None, use_cache=False)  # the files themselves
+    kb = _knowledge(args, args.path, use_cache=False)  # the files themselves
     recs = sum(len(g.recommendations) for g in kb.guidelines.values())
     print(f"OK: {len(kb.genes)} gene tables, {len(kb.guidelines)} guidelines ({recs} recommendations), "
           f"{len(kb.rules)} rules, {len(kb.services)} services; knowledge version {kb.version}")
@@ -36,11 +34,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_engine(path: str | None):
-    from cds.engine import Engine
+def _knowledge(args: argparse.Namespace, path: str | None, *, use_cache: bool = True):
+    """The knowledge at `path`, else where the settings say (CDS_KNOWLEDGE_DIR, else the bundled)."""
     from cds.knowledge.loader import load_knowledge
 
-    return Engine.from_knowledge(load_knowledge(Path(path) if path else None))
+    settings = args.settings
+    return load_knowledge(Path(path) if path else settings.knowledge_dir, use_cache=use_cache,
+                          cache_dir=settings.knowledge_cache_dir())
+
+
+def _load_engine(args: argparse.Namespace, path: str | None):
+    from cds.engine import Engine
+
+    return Engine.from_knowledge(_knowledge(args, path))
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -53,7 +59,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cds.explain import StatedClinical, dose_json, dose_text, doses
 
     sources = parse_source_option(args.source) if args.source else None
-    engine = _load_engine(args.knowledge)
+    engine = _load_engine(args, args.knowledge)
     reading = _read_pharmcat(engine, args.pharmcat) if args.pharmcat else None
     statements = reading.interpretations if reading else None
     drugs = args.drug or drugs_with_advice(engine, statements or {})
@@ -103,7 +109,7 @@ def _write_patient_summary(engine, args: argparse.Namespace, reading, sources) -
                                     no_result=reading.no_result if reading else (), not_interpreted=not_interpreted)
     summary = build_patient_summary(engine.kb, CardRenderer(engine.kb, engine), everything, rows)
     try:
-        Path(args.patient_summary).write_bytes(summary_pdf(summary))
+        Path(args.patient_summary).write_bytes(summary_pdf(summary, args.settings.pdf_font))
     except OSError as err:
         raise CdsError(f"cannot write {args.patient_summary}: {err.strerror}") from None
     print(f"patient summary written to {args.patient_summary}", file=sys.stderr)
@@ -132,9 +138,10 @@ def _cmd_convert_pharmcat(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from cds.knowledge.importer import import_cpic
+    from cds.knowledge.importer import default_errata, import_cpic
 
-    report = import_cpic(Path(args.path), Path(args.out), Path(args.errata) if args.errata else None)
+    errata = Path(args.errata) if args.errata else default_errata(args.settings.knowledge_dir)
+    report = import_cpic(Path(args.path), Path(args.out), errata)
     print(report.summary())
     return 0
 
@@ -151,7 +158,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     from cds.cards import CardRenderer
     from cds.ruletests import format_report, run_rule_tests
 
-    engine = _load_engine(args.path)
+    engine = _load_engine(args, args.path)
     report = run_rule_tests(engine, CardRenderer(engine.kb, engine), args.rule or None, args.as_of)
     print(format_report(report))
     return 1 if report.failed or report.rules_without_tests else 0
@@ -175,9 +182,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_version(args: argparse.Namespace) -> int:
     from cds import __version__
-    from cds.knowledge.loader import load_knowledge
 
-    kb = load_knowledge(Path(args.knowledge) if args.knowledge else None)
+    kb = _knowledge(args, args.knowledge)
     print(f"pgx-cds {__version__}")
     print(f"knowledge base version {kb.version} ({kb.root})")
     from cds.sources import site_default
@@ -201,12 +207,11 @@ def _cmd_screen(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from cds.knowledge.loader import load_knowledge
     from cds.screen.synth import write_cohort
 
     if args.patients < 1:
         raise CdsError("--patients must be at least 1")
-    counts = write_cohort(load_knowledge(Path(args.knowledge) if args.knowledge else None), args.patients,
+    counts = write_cohort(_knowledge(args, args.knowledge), args.patients,
                           Path(args.out), args.seed, args.gzip)
     print(f"SYNTHETIC cohort (not clinical data) of {args.patients} patients in {args.out}: "
           + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
@@ -316,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from cds.settings import CoreSettings
+
+        # the environment, read once here and handed to the command (cds serve's app reads its own)
+        args.settings = CoreSettings.from_env()
+        if getattr(args, "database_url", "") is None:
+            args.database_url = args.settings.database_url
         return args.func(args)
     except KnowledgeError as err:
         print(f"{len(err.diagnostics)} problem(s) in the knowledge base:", file=sys.stderr)

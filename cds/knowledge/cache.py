@@ -36,23 +36,11 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "CDS_KNOWLEDGE_CACHE"
 _PACKAGE = Path(__file__).resolve().parents[1]      # the cds package
 _KNOWLEDGE_FOLDERS = ("guidelines", "rules", "hooks")
 _KEPT_ENTRIES = 8                                     # older entries (earlier knowledge or code) are removed
 
 T = TypeVar("T")
-
-
-def cache_dir() -> Path | None:
-    """The cache folder, or None when $CDS_KNOWLEDGE_CACHE is "off"."""
-    configured = os.environ.get(CACHE_ENV, "").strip()
-    if configured.lower() in {"off", "0", "false", "no"}:
-        return None
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pgx-cds"
 
 
 def cache_key(root: Path, extra_files: tuple[Path, ...] = ()) -> str:
@@ -73,20 +61,18 @@ def cache_key(root: Path, extra_files: tuple[Path, ...] = ()) -> str:
     return digest.hexdigest()
 
 
-def load_through_cache(key: str, load: Callable[[], T]) -> T:
-    """The entry stored under `key`, else `load()` (whose result is then stored). `load` raising (a
-    knowledge fault) stores nothing."""
-    folder = cache_dir()
-    path = folder / f"knowledge-{key}.pickle" if folder else None
-    if path is not None and _trusted(folder, path):
+def load_through_cache(folder: Path, key: str, load: Callable[[], T]) -> T:
+    """The entry stored in `folder` under `key`, else `load()` (whose result is then stored). `load`
+    raising (a knowledge fault) stores nothing."""
+    path = folder / f"knowledge-{key}.pickle"
+    if _trusted(folder, path):
         try:
             with open(path, "rb") as f, _collector_paused():
                 return pickle.load(f)
         except Exception as err:
             log.warning("knowledge cache entry %s unreadable (%s); loading the knowledge files", path.name, err)
     value = load()
-    if path is not None:
-        _store(folder, path, value)
+    _store(folder, path, value)
     return value
 
 

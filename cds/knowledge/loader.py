@@ -11,7 +11,6 @@ Other files under guidelines/ (fhir-mappings.yaml, rxnorm/*.tsv) belong to the F
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ DEFAULT_ROOT = bundled_root()
 
 
 def default_root() -> Path:
-    """The knowledge root: $CDS_KNOWLEDGE_DIR, else the bundled knowledge (cds.bundle)."""
-    return Path(os.environ.get("CDS_KNOWLEDGE_DIR") or DEFAULT_ROOT)
+    """The knowledge root when none is given: the bundled knowledge (cds.bundle). A face passes the
+    configured one (CDS_KNOWLEDGE_DIR, cds.settings)."""
+    return DEFAULT_ROOT
 
 
 @dataclass(frozen=True)
@@ -162,20 +162,22 @@ def _expand_prefetch(service: HookService, smap: SourceMap, path: tuple, diags: 
     return service.model_copy(update={"prefetch": expanded})
 
 
-def load_knowledge(root: Path | None = None, *, cross_link: bool = True, use_cache: bool = True) -> KnowledgeBase:
+def load_knowledge(root: Path | None = None, *, cross_link: bool = True, use_cache: bool = True,
+                   cache_dir: Path | None = None) -> KnowledgeBase:
     """Load, validate and cross-link the knowledge under `root`; raise KnowledgeError listing every fault.
     Knowledge that passed every check before, byte for byte under the same code, comes from the
-    knowledge cache (cds.knowledge.cache) unless `use_cache` is False (`cds validate` reads the files)."""
+    knowledge cache in `cache_dir` (cds.knowledge.cache; a face passes CoreSettings.knowledge_cache_dir(),
+    None keeps no cache) unless `use_cache` is False (`cds validate` reads the files)."""
     root = Path(root) if root else default_root()
     if not (root / "guidelines").is_dir():
         raise CdsError(f"{root}: no guidelines/ folder here; point to the knowledge root (the folder holding "
                        "guidelines/, rules/ and hooks/)")
-    if not (cross_link and use_cache):
+    if not (cross_link and use_cache) or cache_dir is None:
         return _load_files(root, cross_link=cross_link)
     from cds.fhir.mappings import DEFAULT_PATH as MAPPINGS
     from cds.knowledge.cache import cache_key, load_through_cache
 
-    return load_through_cache(cache_key(root, (MAPPINGS,)), lambda: _load_files(root, cross_link=True))
+    return load_through_cache(cache_dir, cache_key(root, (MAPPINGS,)), lambda: _load_files(root, cross_link=True))
 
 
 def knowledge_version(file_digests: list[tuple[str, str, str]]) -> str:

@@ -8,7 +8,6 @@ Sans (Debian's fonts-dejavu-core) or the regular TTF named by CDS_PDF_FONT (its 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import segno
@@ -28,8 +27,8 @@ def qr_code(text: str) -> segno.QRCode:
     return segno.make(text, error="m", eci=True, micro=False)
 
 
-def _fonts() -> tuple[Path, Path]:
-    regular = Path(os.environ.get("CDS_PDF_FONT") or DEBIAN_FONT)
+def _fonts(font: Path | None) -> tuple[Path, Path]:
+    regular = Path(font or DEBIAN_FONT)
     if not regular.is_file():
         raise CdsError(f"the patient summary PDF needs a Unicode TrueType font: install Debian's fonts-dejavu-core "
                        f"({DEBIAN_FONT}) or set CDS_PDF_FONT to a .ttf file (not found: {regular})")
@@ -37,8 +36,9 @@ def _fonts() -> tuple[Path, Path]:
     return regular, bold if bold.is_file() else regular
 
 
-def summary_pdf(summary: PatientSummary) -> bytes:
-    regular, bold = _fonts()
+def summary_pdf(summary: PatientSummary, font: Path | None = None) -> bytes:
+    """`font`: a Unicode TrueType font (CDS_PDF_FONT, passed by a face), else Debian's DejaVu Sans."""
+    regular, bold = _fonts(font)
     pdf = FPDF(unit="mm", format="A4")
     pdf.set_margins(15, 15, 15)
     pdf.set_auto_page_break(True, margin=15)

@@ -31,8 +31,6 @@ from cds.policy.store import PolicyStore, files_digest
 
 log = logging.getLogger("cds.policy")
 
-POLL_ENV = "CDS_POLICY_POLL"
-MODE_ENV = "CDS_POLICY"
 RETIRE_AFTER = 60.0              # seconds an engine replaced by a newer one is kept for calls still using it
 
 
@@ -58,24 +56,6 @@ def snapshot_of_files(kb: KnowledgeBase) -> Snapshot:
     return Snapshot(None, compiled.kb, compiled.engine, compiled.advisor)
 
 
-def database_mode() -> bool:
-    mode = os.environ.get(MODE_ENV, "database").strip().lower()
-    if mode not in ("database", "files"):
-        raise CdsError(f"{MODE_ENV}={mode!r}: use 'database' or 'files'")
-    return mode == "database"
-
-
-def poll_interval() -> float:
-    raw = os.environ.get(POLL_ENV, "2").strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        raise CdsError(f"{POLL_ENV}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise CdsError(f"{POLL_ENV} must be positive")
-    return value
-
-
 class PolicyHolder:
     """Holds the current snapshot; `refresh` takes up the database's active version."""
 
@@ -93,13 +73,13 @@ class PolicyHolder:
         self._stop = threading.Event()
 
     @classmethod
-    def start_up(cls, kb: KnowledgeBase, store: PolicyStore | None) -> PolicyHolder:
+    def start_up(cls, kb: KnowledgeBase, store: PolicyStore | None, poll_seconds: float = 2.0) -> PolicyHolder:
         """At service start: without a store, the files; with one, the active version (the repository's
         rules/ seed version 1 of a new database), else the newest earlier active version that passes,
-        else the files."""
+        else the files. `poll_seconds`: how often the database's active version is read (CDS_POLICY_POLL)."""
         if store is None:
             return cls(snapshot_of_files(kb))
-        holder = cls(_placeholder(kb), store, poll_interval())
+        holder = cls(_placeholder(kb), store, poll_seconds)
         try:
             store.seed(rules_files(kb.root))
             holder._snapshot = holder._last_good(kb)

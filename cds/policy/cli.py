@@ -120,7 +120,9 @@ def _moment(value: str) -> datetime:
 def _governance(args):
     from cds.policy.workflow import Governance
 
-    return Governance.open(args.database_url, Path(args.knowledge) if args.knowledge else None)
+    settings = args.settings                       # read once by the command line
+    knowledge = Path(args.knowledge) if args.knowledge else settings.knowledge_dir
+    return Governance.open(args.database_url, knowledge, cache_dir=settings.knowledge_cache_dir())
 
 
 def _operator() -> str:

@@ -30,14 +30,14 @@ class Governance:
 
     @classmethod
     def open(cls, database_url: str | None = None, knowledge_dir: Path | None = None,
-             base: KnowledgeBase | None = None) -> Governance:
+             base: KnowledgeBase | None = None, *, cache_dir: Path | None = None) -> Governance:
         """Connect (DATABASE_URL), migrate, and make the repository's rules/ version 1 of a new database."""
         from cds.store import migrate
         from cds.store.engine import make_engine
 
         engine = make_engine(database_url)
         migrate.upgrade(engine)
-        base = base or load_knowledge(knowledge_dir)
+        base = base or load_knowledge(knowledge_dir, cache_dir=cache_dir)
         store = PolicyStore(engine)
         store.seed(rules_files(Path(base.root)))
         return cls(store, Accounts(engine, store), base)

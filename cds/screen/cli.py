@@ -122,13 +122,16 @@ def run_screen(args: argparse.Namespace) -> int:
     out = storage.resolve(args.out)
     if args.fhir and storage.is_url(out):
         raise CdsError("--fhir downloads the export into OUT/export, a local folder: give a local --out")
-    knowledge = args.knowledge or os.environ.get("CDS_KNOWLEDGE_DIR")
+    settings = args.settings                  # the core's settings, read once by the command line
+    knowledge = args.knowledge or settings.knowledge_dir
     require_consent = args.require_consent if args.require_consent is not None else _env_flag("CDS_REQUIRE_CONSENT")
     limits = {name: getattr(args, name) for name in ("max_line_bytes", "max_patient_bytes") if getattr(args, name)}
     options = ScreenOptions(input_dir=args.input or storage.join(out, "export"), out=out,
                             workers=args.workers, engine=args.engine, scheduler=args.scheduler,
                             raw_ids=args.raw_ids, require_consent=require_consent,
                             knowledge_dir=Path(knowledge) if knowledge else None,
+                            knowledge_cache=settings.knowledge_cache_dir(), audit_key=settings.audit_key,
+                            audit_key_file=settings.audit_key_file,
                             work_dir=args.work_dir, progress=args.progress, fhir_out=args.fhir_out, **limits)
     backend = {name: getattr(args, name) or os.environ.get(env) or None for name, env in BACKEND_ENV.items()}
     if args.fhir:

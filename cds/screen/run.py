@@ -47,12 +47,14 @@ class ScreenOptions:
     raw_ids: bool = False
     require_consent: bool = False
     knowledge_dir: Path | None = None
+    knowledge_cache: Path | None = None    # the knowledge cache's folder (None: none)
     work_dir: str | os.PathLike | None = None   # scratch for the partitions (default: inside a local OUT)
     fhir_out: str | os.PathLike | None = None   # also write the interpretations as FHIR Bulk Data NDJSON here
     max_line_bytes: int = ndjson.MAX_LINE_BYTES
     max_patient_bytes: int = ndjson.MAX_PATIENT_BYTES
     progress: bool | None = None           # None: a bar when stderr is a terminal
-    audit_key: bytes | None = None
+    audit_key: bytes | str | None = None
+    audit_key_file: Path | None = None     # the development key's file when no audit_key is given
     source: str | None = None              # e.g. the Bulk Data server it came from
     export_errors: list[tuple[str, str]] = field(default_factory=list)   # what the server could not export
 
@@ -217,7 +219,7 @@ def screen(options: ScreenOptions) -> ScreenResult:
     input_dir, out = storage.resolve(options.input_dir), storage.resolve(options.out)
     inputs = ndjson.input_files(input_dir)
     files = inputs.files
-    audit_key = load_audit_key(options.audit_key)
+    audit_key = load_audit_key(options.audit_key, options.audit_key_file)
     progress = sys.stderr.isatty() if options.progress is None else options.progress
     storage.makedirs(out)
     work = storage.scratch(_scratch_parent(options, out))
@@ -241,7 +243,7 @@ def screen(options: ScreenOptions) -> ScreenResult:
         from cds.screen.patients import Settings, screen_partition_task, worker_screener
 
         digest = ndjson.input_digest(files)
-        kb = load_knowledge(options.knowledge_dir)
+        kb = load_knowledge(options.knowledge_dir, cache_dir=options.knowledge_cache)
         # dask workers build their own Screener from the pickled knowledge; embedded ones inherit the parent's.
         settings = Settings(pickle.dumps(kb) if options.engine == "dask" else None, kb.version, audit_key,
                             options.raw_ids, options.require_consent, options.max_patient_bytes,

@@ -31,7 +31,7 @@ from cds.errors import CdsError
 from cds.knowledge.loader import KnowledgeBase, load_knowledge
 from cds.knowledge.models import HookService
 from cds.pipeline import Advice, Advisor
-from cds.policy.active import PolicyHolder, Snapshot, database_mode
+from cds.policy.active import PolicyHolder, Snapshot
 from cds.policy.store import PolicyStore
 from cds.service import logs, metrics
 from cds.service.config import Settings
@@ -87,13 +87,15 @@ def _runtime() -> Runtime:
 def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
     """Build the service. Raises KnowledgeError (with the validator's messages) if the knowledge is broken."""
     settings = settings or Settings.from_env()
-    kb = load_knowledge(settings.knowledge_dir)
+    kb = load_knowledge(settings.knowledge_dir, cache_dir=settings.knowledge_cache_dir())
     fetcher = FhirFetcher.from_settings(settings)
     if store is None and settings.audit:
         from cds.store import Store
 
-        store = Store.open(settings.database_url)
-    policy = PolicyHolder.start_up(kb, PolicyStore(store.engine) if store is not None and database_mode() else None)
+        store = Store.open(settings.database_url, settings.spool_dir, settings.audit_key,
+                           audit_key_file=settings.audit_key_file)
+    governed = store is not None and settings.policy == "database"
+    policy = PolicyHolder.start_up(kb, PolicyStore(store.engine) if governed else None, settings.policy_poll)
     verifier = None
     development = settings.auth_mode == "off"
     if development:

@@ -1,11 +1,18 @@
-"""Service settings, read from the environment once at start-up (see README: Configuration)."""
+"""Service settings, read from the environment once at start-up (see README: Configuration).
+
+`env_float`/`env_int` remain for the gunicorn worker, which gunicorn builds before any app exists (its
+client timeout and body limit)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from cds.errors import CdsError
+from cds.settings import CoreSettings
 
 
 def env_float(name: str, default: float) -> float:
@@ -34,77 +41,59 @@ def env_int(name: str, default: int) -> int:
     return value
 
 
-def _flag(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise CdsError(f"{name}={raw!r}: use true or false")
+class Settings(CoreSettings):
+    """The service's settings: the core's (cds.settings) and what only the service reads. `from_env()`
+    is called once, by the app factory (or `cds serve`), and the app hands the values down."""
 
+    auth_mode: Literal["required", "off"] = Field("required", validation_alias="CDS_AUTH")  # off: development only
+    base_url: str | None = Field(None, validation_alias="CDS_BASE_URL")  # JWT `aud` is {base_url}/cds-services/{id}
+    fhir_timeout: float = Field(2.0, gt=0, validation_alias="CDS_FHIR_TIMEOUT")       # seconds per FHIR request
+    fhir_budget: float = Field(4.0, gt=0, validation_alias="CDS_FHIR_BUDGET")         # seconds for a call's requests
+    fhir_connect_timeout: float = Field(2.0, gt=0, validation_alias="CDS_FHIR_CONNECT_TIMEOUT")
+    fhir_max_bytes: int = Field(8 * 1024 * 1024, gt=0, validation_alias="CDS_FHIR_MAX_BYTES")  # largest response
+    fhir_per_origin: int = Field(4, gt=0, validation_alias="CDS_FHIR_MAX_PER_ORIGIN")  # in flight per server, worker
+    require_consent: bool = Field(False, validation_alias="CDS_REQUIRE_CONSENT")  # genomic data only under a permit
+    cors_origins: Annotated[list[str], NoDecode] = Field(["*"], validation_alias="CDS_CORS_ORIGINS")  # comma-separated
+    admin_token: str | None = Field(None, validation_alias="CDS_ADMIN_TOKEN", repr=False)  # /admin and /workbench
+    metrics_token: str | None = Field(None, validation_alias="CDS_METRICS_TOKEN", repr=False)  # /metrics, when set
+    audit: bool = Field(True, validation_alias="CDS_AUDIT")        # false disables the database (tests, benchmarks)
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, validation_alias="CDS_MAX_BODY_BYTES")  # larger: 413
+    fhir_private_networks: str = Field("", validation_alias="CDS_FHIR_PRIVATE_NETWORKS")  # CIDRs a fhirServer may use
+    session_minutes: float = Field(60.0, gt=0, validation_alias="CDS_SESSION_MINUTES")   # workbench login lifetime
+    login_attempts: int = Field(5, gt=0, validation_alias="CDS_LOGIN_ATTEMPTS")  # failed logins per client per 5 min
+    smart_secret: str | None = Field(None, validation_alias="CDS_SMART_SECRET", repr=False)  # SMART page's cookies
+    smart_issuers: Annotated[list[str], NoDecode] = Field([], validation_alias="CDS_SMART_ISSUERS")  # comma-separated
+    smart_client_id: str = Field("pgx-cds", validation_alias="CDS_SMART_CLIENT_ID")
+    policy: Literal["database", "files"] = Field("database", validation_alias="CDS_POLICY")  # files: rules/ as is
+    policy_poll: float = Field(2.0, gt=0, validation_alias="CDS_POLICY_POLL")  # seconds between active-version reads
+    smart_frame_ancestors: Annotated[list[str], NoDecode] = Field([], validation_alias="CDS_SMART_FRAME_ANCESTORS")
 
-@dataclass
-class Settings:
-    knowledge_dir: Path | None = None           # CDS_KNOWLEDGE_DIR; default: the bundled knowledge
-    auth_mode: str = "required"                 # CDS_AUTH: required | off (development only)
-    base_url: str | None = None                 # CDS_BASE_URL: our public URL; JWT `aud` is {base_url}/cds-services/{id}
-    database_url: str | None = None             # DATABASE_URL; default SQLite under ./var/
-    fhir_timeout: float = 2.0                   # CDS_FHIR_TIMEOUT: seconds per FHIR request
-    fhir_budget: float = 4.0                    # CDS_FHIR_BUDGET: seconds for all FHIR requests of one call
-    fhir_connect_timeout: float = 2.0           # CDS_FHIR_CONNECT_TIMEOUT: seconds to open a connection
-    fhir_max_bytes: int = 8 * 1024 * 1024       # CDS_FHIR_MAX_BYTES: largest FHIR response accepted
-    fhir_per_origin: int = 4                    # CDS_FHIR_MAX_PER_ORIGIN: requests in flight to one FHIR server, per worker
-    require_consent: bool = False               # CDS_REQUIRE_CONSENT: use genomic data only under a permit
-    cors_origins: list[str] = field(default_factory=lambda: ["*"])   # CDS_CORS_ORIGINS, comma-separated
-    admin_token: str | None = None              # CDS_ADMIN_TOKEN: bearer token for /admin and /workbench
-    metrics_token: str | None = None            # CDS_METRICS_TOKEN: bearer token /metrics asks for, when set
-    audit: bool = True                          # CDS_AUDIT: false disables the database (tests, benchmarks)
-    max_body_bytes: int = 10 * 1024 * 1024      # CDS_MAX_BODY_BYTES: larger request bodies get 413
-    fhir_private_networks: str = ""             # CDS_FHIR_PRIVATE_NETWORKS: CIDRs a fhirServer may resolve into
-    local_state: str | None = None              # CDS_LOCAL_STATE: SQLite file shared by this host's workers
-    session_minutes: float = 60.0               # CDS_SESSION_MINUTES: workbench login lifetime
-    login_attempts: int = 5                     # CDS_LOGIN_ATTEMPTS: failed workbench logins per client per 5 min
+    @field_validator("auth_mode", "policy", mode="before")
+    @classmethod
+    def _one_word(cls, value: Any, info: ValidationInfo) -> Any:
+        word = value.strip().lower() if isinstance(value, str) else value
+        allowed = ("required", "off") if info.field_name == "auth_mode" else ("database", "files")
+        if word not in allowed:
+            raise ValueError(f"{value!r}: use {' or '.join(repr(a) for a in allowed)}")
+        return word
 
-    def __post_init__(self):
+    @field_validator("cors_origins", "smart_issuers", "smart_frame_ancestors", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _base_url_named(self) -> Self:
+        self.cors_origins = self.cors_origins or ["*"]
+        self.smart_issuers = [i.rstrip("/") for i in self.smart_issuers]
         if self.auth_mode != "off" and not self.base_url:
             # Without it the JWT audience would come from the Host header, which the caller controls.
             raise CdsError("CDS_AUTH=required needs CDS_BASE_URL, the public URL the EHR calls (e.g. "
-                           "https://cds.hospital.example.org): a token's aud must name {CDS_BASE_URL}/cds-services/{id}")
+                           "https://cds.hospital.example.org): a token's aud must name "
+                           "{CDS_BASE_URL}/cds-services/{id}")
         if self.base_url:
-            from urllib.parse import urlsplit
-
             parts = urlsplit(self.base_url)
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
                 raise CdsError(f"CDS_BASE_URL={self.base_url!r} must be an http(s) URL such as https://cds.example.org")
             self.base_url = self.base_url.rstrip("/")
-
-    @classmethod
-    def from_env(cls) -> "Settings":
-        auth = os.environ.get("CDS_AUTH", "required").strip().lower()
-        if auth not in ("required", "off"):
-            raise CdsError(f"CDS_AUTH={auth!r}: use 'required' or 'off'")
-        origins = [o.strip() for o in os.environ.get("CDS_CORS_ORIGINS", "*").split(",") if o.strip()]
-        knowledge = os.environ.get("CDS_KNOWLEDGE_DIR")
-        return cls(
-            knowledge_dir=Path(knowledge) if knowledge else None,
-            auth_mode=auth,
-            base_url=(os.environ.get("CDS_BASE_URL") or None),
-            database_url=os.environ.get("DATABASE_URL") or None,
-            fhir_timeout=env_float("CDS_FHIR_TIMEOUT", 2.0),
-            fhir_budget=env_float("CDS_FHIR_BUDGET", 4.0),
-            fhir_connect_timeout=env_float("CDS_FHIR_CONNECT_TIMEOUT", 2.0),
-            fhir_max_bytes=env_int("CDS_FHIR_MAX_BYTES", 8 * 1024 * 1024),
-            fhir_per_origin=env_int("CDS_FHIR_MAX_PER_ORIGIN", 4),
-            require_consent=_flag("CDS_REQUIRE_CONSENT"),
-            cors_origins=origins or ["*"],
-            admin_token=os.environ.get("CDS_ADMIN_TOKEN") or None,
-            metrics_token=os.environ.get("CDS_METRICS_TOKEN") or None,
-            audit=_flag("CDS_AUDIT", True),
-            max_body_bytes=env_int("CDS_MAX_BODY_BYTES", 10 * 1024 * 1024),
-            fhir_private_networks=os.environ.get("CDS_FHIR_PRIVATE_NETWORKS", ""),
-            local_state=os.environ.get("CDS_LOCAL_STATE") or None,
-            session_minutes=env_float("CDS_SESSION_MINUTES", 60.0),
-            login_attempts=env_int("CDS_LOGIN_ATTEMPTS", 5),
-        )
+        return self

@@ -22,7 +22,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import secrets
 from urllib.parse import urlencode, urljoin, urlparse
 
@@ -61,24 +60,25 @@ class LaunchError(Exception):
 
 @smartapp.record_once
 def _configure(state) -> None:
-    secret = os.environ.get("CDS_SMART_SECRET")
     runtime = state.app.extensions["pgx-cds"]
+    settings = runtime.settings               # read once by the app factory
+    secret = settings.smart_secret
     if not secret and runtime.verifier is not None:
         log.warning("CDS_SMART_SECRET is not set: SMART launches work only when the callback reaches the same worker")
-    issuers = [i.strip().rstrip("/") for i in os.environ.get("CDS_SMART_ISSUERS", "").split(",") if i.strip()]
+    issuers = settings.smart_issuers
     state.app.extensions[EXTENSION] = {
         "signer": URLSafeTimedSerializer(secret or secrets.token_hex(32), salt="pgx-cds smart launch"),
-        "client_id": os.environ.get("CDS_SMART_CLIENT_ID", "pgx-cds"),
+        "client_id": settings.smart_client_id,
         "issuers": issuers,
-        "csp": page_policy(frame_ancestors(issuers, runtime.verifier)),
+        "csp": page_policy(frame_ancestors(issuers, runtime.verifier, settings.smart_frame_ancestors)),
     }
 
 
-def frame_ancestors(smart_issuers: list[str], verifier) -> list[str]:
-    """The origins that may show this page in a frame (EHRs open SMART apps in one): CDS_SMART_FRAME_ANCESTORS,
-    else the origins of the SMART issuers and of the trusted CDS Hooks issuers (an EHR's `iss`)."""
-    configured = os.environ.get("CDS_SMART_FRAME_ANCESTORS", "")
-    urls = [u.strip() for u in configured.split(",") if u.strip()]
+def frame_ancestors(smart_issuers: list[str], verifier, configured: list[str] | None = None) -> list[str]:
+    """The origins that may show this page in a frame (EHRs open SMART apps in one): `configured`
+    (CDS_SMART_FRAME_ANCESTORS), else the origins of the SMART issuers and of the trusted CDS Hooks issuers
+    (an EHR's `iss`)."""
+    urls = list(configured or [])
     if not urls:
         urls = smart_issuers + (sorted(verifier.config.issuers) if verifier is not None else [])
     origins = []
@@ -189,7 +189,8 @@ def patient_summary_pdf():
     try:
         summary, _ = _signed_summary()
         runtime = _runtime()
-        body = summary_pdf(downloads.patient_summary(runtime.kb, runtime.advisor.renderer, summary))
+        body = summary_pdf(downloads.patient_summary(runtime.kb, runtime.advisor.renderer, summary),
+                           runtime.settings.pdf_font)
     except (LaunchError, CdsError) as err:
         return _error(str(err))
     response = current_app.response_class(body, mimetype="application/pdf")

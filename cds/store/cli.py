@@ -10,8 +10,12 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
+from typing import TYPE_CHECKING
 
 from cds.errors import CdsError
+
+if TYPE_CHECKING:
+    from cds.settings import CoreSettings
 
 # Named here, not imported from cds.store.engine and cds.store.report: building the command line must
 # not import SQLAlchemy, which only `report` and `db` need (tests/store check both stay the same).
@@ -35,7 +39,7 @@ def register(subparsers, rule_ids: RuleIds | None = None) -> None:
     report.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     report.add_argument("--database-url", metavar="URL",
                         help=f"default: ${URL_ENV}, else sqlite:///./var/pgx-cds.sqlite3")
-    report.set_defaults(func=lambda args: run_report(args, rule_ids or knowledge_rule_ids))
+    report.set_defaults(func=lambda args: run_report(args, rule_ids or (lambda: knowledge_rule_ids(_settings(args)))))
 
     db = subparsers.add_parser("db", help="audit database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
@@ -55,9 +59,17 @@ def parse_since(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def knowledge_rule_ids() -> list[str]:
+def _settings(args: argparse.Namespace) -> CoreSettings:
+    """The settings `cds` read at start (args.settings), or read now when a caller built the parser alone."""
+    from cds.settings import CoreSettings
+
+    return getattr(args, "settings", None) or CoreSettings.from_env()
+
+
+def knowledge_rule_ids(settings: CoreSettings) -> list[str]:
     from cds.knowledge.loader import load_knowledge  # only the report needs the knowledge base
-    return [rule.id for rule in load_knowledge().rules]
+    kb = load_knowledge(settings.knowledge_dir, cache_dir=settings.knowledge_cache_dir())
+    return [rule.id for rule in kb.rules]
 
 
 def run_report(args: argparse.Namespace, rule_ids: RuleIds) -> int:
@@ -78,7 +90,7 @@ def run_report(args: argparse.Namespace, rule_ids: RuleIds) -> int:
             report = build_report(conn, args.since, rule_ids())
     finally:
         engine.dispose()
-    spool = spool_directory()
+    spool = spool_directory(_settings(args).spool_dir)
     if spool.is_dir():            # on the service's host: entries its database does not hold yet
         report["backlog"] = spool_backlog(spool).as_dict()
     sys.stdout.write(format_report(report, args.format))

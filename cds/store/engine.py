@@ -7,7 +7,6 @@ otherwise carry audit content into the logs.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
@@ -22,11 +21,12 @@ DEFAULT_URL = "sqlite:///./var/pgx-cds.sqlite3"
 
 
 def database_url(url: str | None = None) -> str:
-    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+    """`url` (a face passes DATABASE_URL, cds.settings), else SQLite under ./var/."""
+    return url or DEFAULT_URL
 
 
 def make_engine(url: str | None = None, timeout_s: float = 3.0) -> Engine:
-    """An engine for `url` (default: $DATABASE_URL, else SQLite under ./var/)."""
+    """An engine for `url` (default: SQLite under ./var/)."""
     raw = database_url(url)
     try:
         parsed = make_url(raw)
@@ -55,7 +55,7 @@ def _sqlite_engine(url, timeout_s: float) -> Engine:
                            pool_pre_ping=True, pool_timeout=timeout_s, json_serializer=_json_text)
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record):  # noqa: ANN001 - DB-API objects
+    def _configure(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")   # a committed audit row survives power loss
@@ -82,11 +82,11 @@ def _postgresql_engine(url, timeout_s: float) -> Engine:
     connection_class = _bounded_connection_class(timeout_s)
 
     @event.listens_for(engine, "do_connect")
-    def _connect(_dialect, _record, cargs, cparams):  # noqa: ANN001 - SQLAlchemy's hook
+    def _connect(_dialect, _record, cargs, cparams):
         return connection_class.connect(*cargs, **cparams)
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record):  # noqa: ANN001 - DB-API objects
+    def _configure(dbapi_connection, _record):
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET statement_timeout = {timeout_ms}")
             cursor.execute(f"SET lock_timeout = {timeout_ms}")
@@ -105,10 +105,10 @@ def _bounded_connection_class(timeout_s: float):
     from psycopg import errors
 
     class BoundedConnection(psycopg.Connection):
-        def wait(self, gen, interval=0.1, timeout=None):  # noqa: ANN001 - psycopg's signature
+        def wait(self, gen, interval=0.1, timeout=None):
             try:
                 return super().wait(gen, interval=interval, timeout=timeout_s if timeout is None else timeout)
-            except errors._WaitTimeout:  # noqa: SLF001 - psycopg's own timeout signal for wait()
+            except errors._WaitTimeout:
                 self.pgconn.finish()
                 raise psycopg.OperationalError(f"no answer from the database within {timeout_s:g} s") from None
 

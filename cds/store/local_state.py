@@ -34,7 +34,7 @@ class LocalStateUnavailable(Exception):
 class LocalState:
     def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 2.0,
                  clock: Callable[[], float] = time.time):
-        self.path = Path(path or os.environ.get(STATE_ENV) or DEFAULT_STATE_FILE)
+        self.path = Path(path or DEFAULT_STATE_FILE)          # a face passes CDS_LOCAL_STATE
         self.timeout = timeout
         self._clock = clock
         self._local = threading.local()

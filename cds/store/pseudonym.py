@@ -35,16 +35,15 @@ class PatientHasher:
         return hmac.new(self._key, normalised_patient_id(patient_id).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def load_audit_key(explicit: bytes | str | None = None) -> bytes:
-    """The site secret: the argument, else $CDS_AUDIT_KEY, else the development key file."""
-    if explicit is None:
-        explicit = os.environ.get(KEY_ENV) or None
+def load_audit_key(explicit: bytes | str | None = None, key_file: Path | None = None) -> bytes:
+    """The site secret: `explicit` (CDS_AUDIT_KEY, passed by a face), else the development key in
+    `key_file` (CDS_AUDIT_KEY_FILE; default ./var/audit-key), made on first use."""
     if explicit is not None:
         key = explicit.encode("utf-8") if isinstance(explicit, str) else explicit
         if len(key) < MIN_KEY_CHARS:
             raise CdsError(f"{KEY_ENV} must be at least {MIN_KEY_CHARS} characters of secret")
         return key
-    return _development_key(Path(os.environ.get(KEY_FILE_ENV) or DEFAULT_KEY_FILE))
+    return _development_key(Path(key_file or DEFAULT_KEY_FILE))
 
 
 def _development_key(path: Path) -> bytes:

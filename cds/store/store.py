@@ -46,8 +46,8 @@ _open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 def spool_directory(directory: str | os.PathLike | None = None) -> Path:
-    """The spool's folder: `directory`, else $CDS_SPOOL_DIR, else ./var/spool."""
-    return Path(directory or os.environ.get(SPOOL_ENV) or DEFAULT_SPOOL_DIR)
+    """The spool's folder: `directory` (a face passes CDS_SPOOL_DIR), else ./var/spool."""
+    return Path(directory or DEFAULT_SPOOL_DIR)
 
 
 class Store:
@@ -70,12 +70,12 @@ class Store:
 
     @classmethod
     def open(cls, url: str | None = None, spool_dir: str | os.PathLike | None = None,
-             audit_key: bytes | str | None = None, *, queue_size: int = 10_000, retry_interval: float = 5.0,
-             db_timeout: float = 3.0, flush_timeout: float = 5.0) -> Store:
+             audit_key: bytes | str | None = None, *, audit_key_file: Path | None = None, queue_size: int = 10_000,
+             retry_interval: float = 5.0, db_timeout: float = 3.0, flush_timeout: float = 5.0) -> Store:
         """Connect, migrate and replay the spool. If the database is down the store still opens:
         audit entries are spooled and the schema is brought up when the database returns.
         Configuration errors (bad URL, short audit key) raise CdsError."""
-        hasher = PatientHasher(load_audit_key(audit_key))
+        hasher = PatientHasher(load_audit_key(audit_key, audit_key_file))
         engine = make_engine(url, db_timeout)
         spool = Spool(spool_directory(spool_dir))
         store = cls(engine, spool, hasher, queue_size=queue_size, retry_interval=retry_interval,

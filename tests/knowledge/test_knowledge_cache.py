@@ -14,8 +14,13 @@ import pytest
 
 from cds.errors import KnowledgeError
 from cds.knowledge import loader
-from cds.knowledge.loader import load_knowledge
+from cds.settings import CoreSettings
 from pgx_paths import REPO
+
+
+def load_knowledge(root: Path, **options):
+    """As a face loads it: the cache folder is the one the settings read from the environment name."""
+    return loader.load_knowledge(root, cache_dir=CoreSettings.from_env().knowledge_cache_dir(), **options)
 
 
 @pytest.fixture

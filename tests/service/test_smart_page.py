@@ -58,9 +58,7 @@ def service():
     from cds.service.app import create_app
     from cds.service.config import Settings
 
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("CDS_SMART_ISSUERS", f"{TRUSTED_EHR}/fhir")
-        live = LiveServer(create_app(Settings(auth_mode="off", audit=False)))
+    live = LiveServer(create_app(Settings(auth_mode="off", audit=False, smart_issuers=[f"{TRUSTED_EHR}/fhir"])))
     yield live
     live.stop()
 

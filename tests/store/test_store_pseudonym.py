@@ -9,7 +9,14 @@ import stat
 import pytest
 
 from cds.errors import CdsError
+from cds.settings import CoreSettings
 from cds.store.pseudonym import PatientHasher, load_audit_key
+
+
+def _key_as_a_face_loads_it() -> bytes:
+    """The settings read from the environment (as each face does once), handed to the store."""
+    settings = CoreSettings.from_env()
+    return load_audit_key(settings.audit_key, settings.audit_key_file)
 
 
 def test_the_hash_is_hmac_sha256_under_the_site_key():
@@ -21,28 +28,28 @@ def test_the_hash_is_hmac_sha256_under_the_site_key():
 def test_the_environment_key_wins_and_must_be_long(monkeypatch, tmp_path):
     monkeypatch.setenv("CDS_AUDIT_KEY_FILE", str(tmp_path / "audit-key"))
     monkeypatch.setenv("CDS_AUDIT_KEY", "s" * 40)
-    assert load_audit_key() == b"s" * 40
+    assert _key_as_a_face_loads_it() == b"s" * 40
     assert not (tmp_path / "audit-key").exists()
     monkeypatch.setenv("CDS_AUDIT_KEY", "short")
     with pytest.raises(CdsError, match="at least 32 characters"):
-        load_audit_key()
+        _key_as_a_face_loads_it()
 
 
 def test_without_a_key_a_development_key_is_made_once_and_kept_private(monkeypatch, tmp_path):
     monkeypatch.delenv("CDS_AUDIT_KEY", raising=False)
     path = tmp_path / "var" / "audit-key"
     monkeypatch.setenv("CDS_AUDIT_KEY_FILE", str(path))
-    first = load_audit_key()
+    first = _key_as_a_face_loads_it()
     assert len(first) == 64 and path.exists()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_audit_key() == first  # a restart hashes patients the same way
+    assert _key_as_a_face_loads_it() == first  # a restart hashes patients the same way
 
 
 def _load_in_child(path, results):
     import os
     os.environ.pop("CDS_AUDIT_KEY", None)
     os.environ["CDS_AUDIT_KEY_FILE"] = path
-    results.put(load_audit_key())
+    results.put(_key_as_a_face_loads_it())
 
 
 def test_processes_starting_together_agree_on_one_development_key(tmp_path):
