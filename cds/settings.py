@@ -12,9 +12,9 @@ its key, the spool, the local state file, the PDF font); the service's `Settings
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds.errors import CdsError
@@ -58,6 +58,16 @@ class CoreSettings(EnvironmentSettings):
     spool_dir: Path | None = Field(None, validation_alias="CDS_SPOOL_DIR")             # default ./var/spool
     local_state: str | None = Field(None, validation_alias="CDS_LOCAL_STATE")          # this host's SQLite state file
     pdf_font: Path | None = Field(None, validation_alias="CDS_PDF_FONT")               # the summary PDF's TrueType font
+    # where the local policy comes from: the database's governed versions, or the rules/ files as they are
+    policy: Literal["database", "files"] = Field("database", validation_alias="CDS_POLICY")
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy_word(cls, value: Any) -> Any:
+        word = value.strip().lower() if isinstance(value, str) else value
+        if word not in ("database", "files"):
+            raise ValueError(f"{value!r}: use 'database' or 'files'")
+        return word
 
     def knowledge_cache_dir(self) -> Path | None:
         """The knowledge cache's folder: CDS_KNOWLEDGE_CACHE, else $XDG_CACHE_HOME/pgx-cds (~/.cache),

@@ -20,13 +20,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cds.engine import Engine
 from cds.errors import CdsError, KnowledgeError
 from cds.knowledge.loader import KnowledgeBase, rules_files
 from cds.pipeline import Advisor
-from cds.policy.review import PolicyRefused, compile_policy
+from cds.policy.review import PolicyRefused, compile_policy, validate_files
 from cds.policy.store import PolicyStore, files_digest
 
 log = logging.getLogger("cds.policy")
@@ -205,3 +206,33 @@ class PolicyHolder:
 def _placeholder(kb: KnowledgeBase) -> Snapshot:
     # replaced before start_up returns; holds the base knowledge meanwhile
     return Snapshot(None, kb, None, None)  # type: ignore[arg-type]
+
+
+def governed(kb: KnowledgeBase, database_url: str | None) -> tuple[KnowledgeBase, int | None]:
+    """The knowledge with the policy the service serves under governance (CDS_POLICY=database, the
+    default; the caller decides that), for a face that decides or reports outside the service
+    (screening, `cds report`): the database's active version. Returns it and the version (None: the
+    rules/ files as loaded). A database without an active version (never served) means the files, which
+    become its version 1 the day a service opens it. Database errors propagate: deciding with the files
+    while the service serves another version would be a silent disagreement."""
+    from cds.store.boundary import database_errors_said
+    from cds.store.engine import make_engine
+    from cds.store.migrate import current_revision
+
+    engine = make_engine(database_url)
+    try:
+        with database_errors_said("cannot read the active policy version from the database (CDS_POLICY=files "
+                                  "decides with the rules/ files instead)"):
+            with engine.connect() as conn:
+                if current_revision(conn) is None:
+                    return kb, None
+            store = PolicyStore(engine)
+            active = store.active()
+            if active is None:
+                return kb, None
+            version = store.version(active.version)
+    finally:
+        engine.dispose()
+    if version.digest == files_digest(rules_files(Path(kb.root))):
+        return kb, version.version          # the files are that version: keep what was loaded
+    return validate_files(kb, version.files), version.version

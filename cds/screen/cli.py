@@ -132,7 +132,9 @@ def run_screen(args: argparse.Namespace) -> int:
                             knowledge_dir=Path(knowledge) if knowledge else None,
                             knowledge_cache=settings.knowledge_cache_dir(), audit_key=settings.audit_key,
                             audit_key_file=settings.audit_key_file,
-                            work_dir=args.work_dir, progress=args.progress, fhir_out=args.fhir_out, **limits)
+                            work_dir=args.work_dir, progress=args.progress, fhir_out=args.fhir_out,
+                            governed=not args.no_record and settings.policy == "database",
+                            governing_database=args.database_url or settings.database_url, **limits)
     backend = {name: getattr(args, name) or os.environ.get(env) or None for name, env in BACKEND_ENV.items()}
     if args.fhir:
         from cds.screen.bulk import DEFAULT_TYPES, BulkExportClient

@@ -56,6 +56,10 @@ class ScreenOptions:
     audit_key: bytes | str | None = None
     audit_key_file: Path | None = None     # the development key's file when no audit_key is given
     source: str | None = None              # e.g. the Bulk Data server it came from
+    # Decide with the policy version active in this database (the one the service serves), not the
+    # rules/ files: set when the run is recorded there (cds screen without --no-record).
+    governing_database: str | None = None
+    governed: bool = False
     export_errors: list[tuple[str, str]] = field(default_factory=list)   # what the server could not export
 
 
@@ -244,6 +248,11 @@ def screen(options: ScreenOptions) -> ScreenResult:
 
         digest = ndjson.input_digest(files)
         kb = load_knowledge(options.knowledge_dir, cache_dir=options.knowledge_cache)
+        policy_version = None
+        if options.governed:
+            from cds.policy.active import governed
+
+            kb, policy_version = governed(kb, options.governing_database)
         # dask workers build their own Screener from the pickled knowledge; embedded ones inherit the parent's.
         settings = Settings(pickle.dumps(kb) if options.engine == "dask" else None, kb.version, audit_key,
                             options.raw_ids, options.require_consent, options.max_patient_bytes,
@@ -289,6 +298,7 @@ def screen(options: ScreenOptions) -> ScreenResult:
     timings["total_s"] = time.perf_counter() - started
     summary = _summary(options, input_dir, kb.version, digest, inputs, read, decided, written, timings, started_at,
                        partitions)
+    summary["policy_version"] = policy_version    # None: the rules/ files
     summary["lost"] = _losses(inputs, read, decided, missing, summary["counts"]["patients"], work)
     paths = {kind: storage.join(out, f"{kind}.csv") for kind in COLUMNS}
     paths["summary"] = storage.join(out, "summary.json")

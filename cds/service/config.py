@@ -64,15 +64,14 @@ class Settings(CoreSettings):
     smart_secret: str | None = Field(None, validation_alias="CDS_SMART_SECRET", repr=False)  # SMART page's cookies
     smart_issuers: Annotated[list[str], NoDecode] = Field([], validation_alias="CDS_SMART_ISSUERS")  # comma-separated
     smart_client_id: str = Field("pgx-cds", validation_alias="CDS_SMART_CLIENT_ID")
-    policy: Literal["database", "files"] = Field("database", validation_alias="CDS_POLICY")  # files: rules/ as is
     policy_poll: float = Field(2.0, gt=0, validation_alias="CDS_POLICY_POLL")  # seconds between active-version reads
     smart_frame_ancestors: Annotated[list[str], NoDecode] = Field([], validation_alias="CDS_SMART_FRAME_ANCESTORS")
 
-    @field_validator("auth_mode", "policy", mode="before")
+    @field_validator("auth_mode", mode="before")
     @classmethod
     def _one_word(cls, value: Any, info: ValidationInfo) -> Any:
         word = value.strip().lower() if isinstance(value, str) else value
-        allowed = ("required", "off") if info.field_name == "auth_mode" else ("database", "files")
+        allowed = ("required", "off")
         if word not in allowed:
             raise ValueError(f"{value!r}: use {' or '.join(repr(a) for a in allowed)}")
         return word

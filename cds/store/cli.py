@@ -39,7 +39,7 @@ def register(subparsers, rule_ids: RuleIds | None = None) -> None:
     report.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     report.add_argument("--database-url", metavar="URL",
                         help=f"default: ${URL_ENV}, else sqlite:///./var/pgx-cds.sqlite3")
-    report.set_defaults(func=lambda args: run_report(args, rule_ids or (lambda: knowledge_rule_ids(_settings(args)))))
+    report.set_defaults(func=lambda args: run_report(args, rule_ids or (lambda: knowledge_rule_ids(_settings(args), args.database_url))))
 
     db = subparsers.add_parser("db", help="audit database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
@@ -66,9 +66,16 @@ def _settings(args: argparse.Namespace) -> CoreSettings:
     return getattr(args, "settings", None) or CoreSettings.from_env()
 
 
-def knowledge_rule_ids(settings: CoreSettings) -> list[str]:
+def knowledge_rule_ids(settings: CoreSettings, database_url: str | None = None) -> list[str]:
+    """Every rule id of the policy the service serves: the database's active version under governance,
+    else the rules/ files (a rule the committee added never fires in the files' list, and one it
+    removed would be listed as never firing)."""
     from cds.knowledge.loader import load_knowledge  # only the report needs the knowledge base
+    from cds.policy.active import governed
+
     kb = load_knowledge(settings.knowledge_dir, cache_dir=settings.knowledge_cache_dir())
+    if settings.policy == "database":
+        kb, _ = governed(kb, database_url or settings.database_url)
     return [rule.id for rule in kb.rules]
 
 
