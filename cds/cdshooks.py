@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from cds.decision import PatientCase
 from cds.errors import CdsError
 from cds.knowledge.models import HookService
+from cds.memo import Memo
 
 
 class RequestError(CdsError):
@@ -209,8 +209,14 @@ def prefetch_problem(value: Any, template: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=256)
 def _template_shape(template: str) -> tuple[bool, str]:
+    return _SHAPES.get(template, lambda: _shape_of(template))
+
+
+_SHAPES: Memo[tuple[bool, str]] = Memo(256)       # the services' prefetch templates (knowledge), cds.memo
+
+
+def _shape_of(template: str) -> tuple[bool, str]:
     """(is it a search, the resource type it asks for): `Observation?…` is a search, `Patient/{{…}}` a read."""
     path = template.split("?", 1)[0]
     return "?" in template or "/" not in path, path.split("/", 1)[0].strip()

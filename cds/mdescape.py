@@ -9,7 +9,8 @@ Line breaks in CPIC's texts are kept as CommonMark hard breaks.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+
+from cds.memo import Memo
 
 # Inline markup anywhere in a line: emphasis, code, links/images, raw HTML and entities, GFM
 # strikethrough and tables. Block markers only matter at the start of a line (see below).
@@ -23,7 +24,7 @@ _LIST_NUMBER = re.compile(r"^(\d+)([.)])")
 
 def md_text(text: object, line_start: bool = False, indent: str = "") -> str:
     if type(text) is str:
-        return _md_text_of_str(text, line_start, indent)
+        return _ESCAPED.get((text, line_start, indent), lambda: _md_text(text, line_start, indent))
     return _md_text(str(text), line_start, indent)
 
 
@@ -43,8 +44,8 @@ def _md_text(text: str, line_start: bool = False, indent: str = "") -> str:
 
 
 # Trusted-source texts are a knowledge base's few thousand strings, escaped again on every card:
-# remembered (bounded, least recently used first out).
-_md_text_of_str = lru_cache(maxsize=16_384)(_md_text)
+# remembered (cds.memo).
+_ESCAPED: Memo[str] = Memo(16_384)
 md_text.__doc__ = _md_text.__doc__
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cds.bundle import bundled_root
 from cds.errors import Diagnostic, KnowledgeError
 from cds.knowledge.yamlsrc import SourceMap, YamlSourceError, load_yaml_file
+from cds.memo import Memo
 
 DEFAULT_PATH = bundled_root() / "guidelines" / "fhir-mappings.yaml"
 
@@ -231,10 +231,12 @@ def load_mappings(path: Path | str | None = None) -> FhirMappings:
     return _compile(data)
 
 
-@lru_cache(maxsize=1)
 def default_mappings() -> FhirMappings:
     """The project's mappings, loaded once per process."""
-    return load_mappings(DEFAULT_PATH)
+    return _DEFAULT.get(DEFAULT_PATH, lambda: load_mappings(DEFAULT_PATH))
+
+
+_DEFAULT: Memo[FhirMappings] = Memo(1)
 
 
 def _display(path: Path) -> str:

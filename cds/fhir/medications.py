@@ -22,7 +22,6 @@ ServiceRequest, …) are passed over. With `patient_ref`, an order whose subject
 from __future__ import annotations
 
 import csv
-import functools
 import logging
 import re
 from pathlib import Path
@@ -154,7 +153,7 @@ class MedicationResolver:
         self._skip_statuses = frozenset(skip_statuses)
         # Order texts are the EHR's drug dictionary's few thousand displays, and matching one against
         # every knowledge-base name was a tenth of a call: remembered (bounded, least recent out).
-        self._names_in = functools.lru_cache(maxsize=8192)(self._names_in_text)
+        self._names_in_texts: Memo[frozenset[str]] = Memo(8192)
         # What a product resolves to depends only on how it is written (codes, texts), never on who
         # ordered it: a formulary's few thousand products, each resolved once (a third of reading an order).
         self._by_product: Memo[_Product] = Memo(8192)
@@ -353,6 +352,9 @@ class MedicationResolver:
         for text in writing:
             codes.update(self._names_in(text))
         return codes
+
+    def _names_in(self, text: str) -> frozenset[str]:
+        return self._names_in_texts.get(text, lambda: self._names_in_text(text))
 
     def _names_in_text(self, text: str) -> frozenset[str]:
         if self._name_pattern is None:

@@ -7,7 +7,6 @@ the workbench reads the request's prefetch only and never contacts the FHIR serv
 """
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -15,14 +14,15 @@ from importlib.resources import files
 from typing import Any
 
 from cds.cards import RenderedCard
+from cds.cdshooks import Gathered, RequestError, case_from_hook, next_link, parse_hook_request, prefetch_problem
+from cds.decision import decide  # the service's own decision path, so the two cannot drift
+from cds.dosing.advice import dosing_keys_not_needed, stated_dose_cards
 from cds.engine import Evaluation
 from cds.errors import CdsError
 from cds.explain import parse_genotype_args
 from cds.facts import MedicationOrder
+from cds.memo import Memo
 from cds.pipeline import PatientFacts
-from cds.cdshooks import Gathered, RequestError, case_from_hook, next_link, parse_hook_request, prefetch_problem
-from cds.decision import decide   # the service's own decision path, so the two cannot drift
-from cds.dosing.advice import dosing_keys_not_needed, stated_dose_cards
 
 FORM_HOOKS = ("order-select", "order-sign", "patient-view")
 MAX_PASTE = 2_000_000          # characters; a hook request with a patient's results is far smaller
@@ -203,10 +203,13 @@ def _prefetch_only(hook_request, not_needed: tuple[str, ...] = ()) -> tuple[Gath
     return gathered, notes
 
 
-@functools.cache
 def example_request_text() -> str:
     """The shipped example request (provenance: examples/README.md), read once."""
-    return files("cds.workbench").joinpath("examples/order-select-clopidogrel-cyp2c19.json").read_text(encoding="utf-8")
+    name = "examples/order-select-clopidogrel-cyp2c19.json"
+    return _EXAMPLE.get(name, lambda: files("cds.workbench").joinpath(name).read_text(encoding="utf-8"))
+
+
+_EXAMPLE: Memo[str] = Memo(1)
 
 
 def card_json(card: dict[str, Any]) -> str:
