@@ -57,7 +57,8 @@ def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -
             cards = [advisor.renderer.notices.summary_not_possible(case.errors["genomics"])]
             return Advice(cards, PatientFacts(), orders, consent=consent)
         facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics,
-                                                                         patient_ref=case.patient_ref)
+                                                                         patient_ref=case.patient_ref,
+                                                                         reader=advisor.reader)
         advice = advisor.summarise_patient(facts, orders, case.app_url)
     elif case.hook in ORDER_HOOKS:
         if "genomics" in case.errors:
@@ -65,7 +66,8 @@ def decide(advisor: Advisor, case: PatientCase, require_consent: bool = False) -
             return Advice(cards, PatientFacts(), orders, advisor.drugs_of(orders)[2], consent=consent)
         age = age_on(case.patient.get("birthDate")) if case.patient else None
         facts = case.facts if case.facts is not None else patient_facts(advisor.engine, case.genomics,
-                                                                         patient_ref=case.patient_ref)
+                                                                         patient_ref=case.patient_ref,
+                                                                         reader=advisor.reader)
         advice = advisor.advise_orders(case.hook, facts, orders, case.patient_ref, age, app_url=case.app_url)
         add_dose_cards(advisor, case, advice, orders)
     else:

@@ -17,7 +17,8 @@ from cds.cards import CardRenderer, OrderRef, RenderedCard
 from cds.engine import STATED_ORDER, Engine, Evaluation, withhold_conflicting
 from cds.errors import CdsError
 from cds.facts import GenomicResult, MedicationOrder
-from cds.fhir.genomics import read_genomic_results
+from cds.fhir.genomics import GenomicReader
+from cds.fhir.mappings import default_mappings
 from cds.fhir.medications import MedicationResolver
 from cds.fhir.selection import DEFAULT_STATUSES, select_current
 from cds.genotype import Interpretation, allele_attribute, attribute_gene, disagree
@@ -85,10 +86,11 @@ def _interpret(engine: Engine, result: GenomicResult, problems: list[str] | None
 
 
 def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: Iterable[str] | None = None,
-                  patient_ref: str | None = None) -> PatientFacts:
+                  patient_ref: str | None = None, reader: GenomicReader | None = None) -> PatientFacts:
     """Read, select and interpret every pharmacogenomic result in `resources` (only the results of
-    `patient_ref` when it is given)."""
-    reading = read_genomic_results(list(resources), patient_ref=patient_ref)
+    `patient_ref` when it is given), with `reader` (the Advisor's; else one made for this call)."""
+    reader = reader or GenomicReader(default_mappings())
+    reading = reader.read(list(resources), patient_ref=patient_ref)
     statuses = tuple(allowed_statuses) if allowed_statuses else DEFAULT_STATUSES
     current = select_current(reading.results, statuses, unreadable=reading.unreadable)
     facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored,
@@ -146,11 +148,14 @@ def age_on(birth_date: object, today: date | None = None) -> int | None:
 class Advisor:
     """The stages, built once at start-up and shared by every request."""
 
-    def __init__(self, engine: Engine, renderer: CardRenderer, resolver: MedicationResolver):
+    def __init__(self, engine: Engine, renderer: CardRenderer, resolver: MedicationResolver,
+                 reader: GenomicReader | None = None):
         self.engine = engine
         self.kb = engine.kb
         self.renderer = renderer
         self.resolver = resolver
+        # one genomic reader for the life of the Advisor: the diplotype texts it parses are remembered
+        self.reader = reader or GenomicReader(default_mappings())
 
     @classmethod
     def build(cls, engine: Engine) -> "Advisor":

@@ -75,22 +75,9 @@ def read_genomic_results(resources: Iterable[dict] | dict, mappings: FhirMapping
                          validate: bool = False, patient_ref: str | None = None) -> GenomicReading:
     """Read every pharmacogenomic result in `resources` (Bundles, DiagnosticReports, Observations,
     in any mix; other resource types are passed over). With `patient_ref` ("Patient/123"), results
-    whose subject is another patient are skipped with that reason."""
-    return reader_for(mappings or default_mappings()).read(resources, validate=validate, patient_ref=patient_ref)
-
-
-_last_reader: tuple[FhirMappings, "GenomicReader"] | None = None
-
-
-def reader_for(mappings: FhirMappings) -> "GenomicReader":
-    """The reader of `mappings`, built once for the mappings last asked for (in practice the project's,
-    for the life of the process), so what it remembers across requests is remembered: a reader built
-    per call, as before, started every call with an empty memo."""
-    global _last_reader
-    held = _last_reader
-    if held is None or held[0] is not mappings:
-        held = _last_reader = (mappings, GenomicReader(mappings))
-    return held[1]
+    whose subject is another patient are skipped with that reason. A reader made for this call: the
+    decision core reads with the Advisor's reader (cds.pipeline), which remembers across requests."""
+    return GenomicReader(mappings or default_mappings()).read(resources, validate=validate, patient_ref=patient_ref)
 
 
 @dataclass

@@ -304,7 +304,8 @@ def _context_from_fhir(iss: str, token: dict) -> dict:
     codes = ",".join(genomic_search_codes(default_mappings()))
     bundles, incomplete = _search_pages(iss, f"{iss}/Observation?{urlencode({'patient': patient, 'code': codes, '_count': 200})}",
                                         access)
-    facts = patient_facts(_runtime().engine, bundles, patient_ref=f"Patient/{patient}")
+    runtime = _runtime()
+    facts = patient_facts(runtime.engine, bundles, patient_ref=f"Patient/{patient}", reader=runtime.advisor.reader)
     context = json.loads(app_context(facts.interpretations, facts.results))
     context["incomplete"] = incomplete
     context["unreadable"] = {gene: reasons for gene, reasons in facts.unreadable_by_gene.items()

@@ -493,21 +493,24 @@ def test_mapping_faults_name_file_and_line(tmp_path, change, message):
     assert any(d.line == line and message in d.message for d in err.value.diagnostics), str(err.value)
 
 
-def test_the_project_reader_is_built_once_and_its_readings_equal_a_fresh_readers() -> None:
-    """read_genomic_results keeps one reader for the mappings, so the diplotype texts it has parsed
-    (knowledge-level: the text and the gene) are parsed once per process; a reader that remembers
+def test_the_advisors_reader_is_built_once_and_its_readings_equal_a_fresh_readers(engine) -> None:
+    """The Advisor owns one reader (no module global), so the diplotype texts it has parsed
+    (knowledge-level: the text and the gene) are parsed once for its life; a reader that remembers
     nothing reads the same result from the same Observation."""
-    from cds.fhir.genomics import GenomicReader, reader_for
+    from cds.fhir.genomics import GenomicReader
     from cds.fhir.mappings import default_mappings
+    from cds.pipeline import Advisor, patient_facts
 
     observations = [genotype({"valueCodeableConcept": {"text": text}}, oid=f"g{i}")
                     for i, text in enumerate(["*2/*17", "*1/*2", "*2/*2 (Poor Metabolizer)"])]
-    shared = reader_for(default_mappings())
-    first = [read_genomic_results([o]) for o in observations]
-    assert reader_for(default_mappings()) is shared
+    advisor = Advisor.build(engine)
+    shared = advisor.reader
+    first = [shared.read([o]) for o in observations]
+    patient_facts(engine, observations, reader=advisor.reader)
+    assert advisor.reader is shared
     remembered = len(shared._diplotype_texts)
     assert remembered >= 3                                       # it did remember, across calls
-    again = [read_genomic_results([o]) for o in observations]
+    again = [shared.read([o]) for o in observations]
     assert len(shared._diplotype_texts) == remembered            # nothing parsed twice
     fresh = [GenomicReader(default_mappings()).read([o]) for o in observations]
     assert [r.results for r in first] == [r.results for r in again] == [r.results for r in fresh]
