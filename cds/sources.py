@@ -113,6 +113,6 @@ def disagreement(kinds_by_source: dict[str, str]) -> str | None:
 
 def is_dpwg(rec: Recommendation) -> bool:
     """DPWG recommendations grade nothing in CPIC's terms: their `source` names the DPWG export."""
-    from cds.knowledge.dpwg_importer import SOURCE_PREFIX
+    from cds.knowledge.dpwg_keys import SOURCE_PREFIX
 
     return rec.source.startswith(SOURCE_PREFIX)

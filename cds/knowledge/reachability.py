@@ -23,7 +23,7 @@ def unreachable_notes(kb: "KnowledgeBase") -> list[Diagnostic]:
 
 
 def check_unreachable(kb: "KnowledgeBase") -> list[Diagnostic]:
-    from cds.knowledge.dpwg_importer import map_key
+    from cds.knowledge.dpwg_keys import map_key
 
     diags = []
     for g in kb.guidelines.values():

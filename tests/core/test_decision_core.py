@@ -102,3 +102,26 @@ def test_the_core_imports_no_face() -> None:
             continue
         offenders += [f"{rel} imports {m}" for m in _imports(path) if m.startswith(faces)]
     assert offenders == []
+
+
+def test_the_request_path_imports_no_importer() -> None:
+    """Loading and cross-linking the knowledge (without the cache, so every check runs), building an
+    Advisor and deciding a case import neither importer: they are offline tools (`cds import`). The
+    knowledge import cycle loader → crosslink → reachability → dpwg_importer → importer → loader is gone."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json\n"
+            "from pathlib import Path\n"
+            "from cds.decision import PatientCase, decide\n"
+            "from cds.engine import Engine\n"
+            "from cds.knowledge.loader import load_knowledge\n"
+            "from cds.pipeline import Advisor\n"
+            f"advisor = Advisor.build(Engine.from_knowledge(load_knowledge(Path({str(REPO)!r}))))\n"
+            "decide(advisor, PatientCase(hook='order-sign', patient_ref='Patient/example', genomics=[],\n"
+            "                            medications=[]))\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('cds.'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    modules = json.loads(out.stdout.splitlines()[-1])
+    assert "cds.knowledge.crosslink" in modules and "cds.knowledge.reachability" in modules   # the checks ran
+    assert "cds.knowledge.importer" not in modules and "cds.knowledge.dpwg_importer" not in modules
