@@ -7,12 +7,23 @@ importer: the importers are offline tools, never on the request path.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds.genotype import GeneInterpreter, parse_score
 
 SOURCE_PREFIX = "DPWG"           # every DPWG recommendation's `source` starts with it (see cds/cards/policy.py)
 _DPYD_KEY = re.compile(r"^(\d+(?:\.\d+)?) \((.+)\)$")
+
+
+class MappedKey(NamedTuple):
+    """Our lookup value for a DPWG key, or why our gene tables cannot produce it (exactly one is set)."""
+
+    key: str | None
+    unreachable: str | None
+
+
+def _unreachable(why: str) -> MappedKey:
+    return MappedKey(None, why)
 
 
 def _key_text(value: Any) -> str:
@@ -23,54 +34,56 @@ def _key_text(value: Any) -> str:
     return str(value)
 
 
-def map_key(gene: str, value: Any, interpreters: dict[str, GeneInterpreter]) -> tuple[str | None, str | None]:
+def map_key(gene: str, value: Any, interpreters: dict[str, GeneInterpreter]) -> MappedKey:
     """One DPWG (gene, lookup value) → (our lookup value, None) or (None, why our tables cannot reach it)."""
     interp = interpreters.get(gene)
     if interp is None:
-        return None, f"no {gene} gene table in guidelines/genes (CPIC publishes none); DPWG keys this by {gene} '{_key_text(value)}'"
+        return _unreachable(f"no {gene} gene table in guidelines/genes (CPIC publishes none); DPWG keys this by "
+                            f"{gene} '{_key_text(value)}'")
     if isinstance(value, dict) or (interp.kind != "allele-status" and "/" in value):
         return _genotype_key(gene, _key_text(value), interp)
     if interp.kind == "allele-status":
         m = re.match(r"^(\*\S+) (positive|negative)$", value)
         if not m:
-            return None, f"{gene} key '{value}' is not an allele status ('<allele> positive|negative')"
+            return _unreachable(f"{gene} key '{value}' is not an allele status ('<allele> positive|negative')")
         if m.group(1) not in interp.alleles_of_interest:
-            return None, (f"{gene}{m.group(1)} is not an allele of interest of our {gene} table "
-                          f"({', '.join(interp.alleles_of_interest)})")
-        return value, None
+            return _unreachable(f"{gene}{m.group(1)} is not an allele of interest of our {gene} table "
+                                f"({', '.join(interp.alleles_of_interest)})")
+        return MappedKey(value, None)
     if interp.kind == "activity-score":
         m = _DPYD_KEY.match(value)
         if m:
             score, label = m.group(1), m.group(2)
             if label == "Phenotyping":
-                return None, (f"keyed by measured {gene} enzyme activity ('{value}': phenotyping), which a genotype "
-                              "table cannot produce")
+                return _unreachable(f"keyed by measured {gene} enzyme activity ('{value}': phenotyping), "
+                                    "which a genotype table cannot produce")
             return _score_key(gene, score, interp, label)
         if parse_score(value) is not None:
             return _score_key(gene, value, interp, None)
         if value in interp.phenotypes:
-            return value, None  # matched by a result reported as this phenotype
-        return None, f"our {gene} table produces no phenotype or activity score '{value}'"
+            return MappedKey(value, None)  # matched by a result reported as this phenotype
+        return _unreachable(f"our {gene} table produces no phenotype or activity score '{value}'")
     if value in interp.phenotypes:
-        return value, None
-    return None, f"our {gene} table produces no phenotype '{value}' (it produces: {', '.join(interp.phenotypes)})"
+        return MappedKey(value, None)
+    return _unreachable(f"our {gene} table produces no phenotype '{value}' "
+                        f"(it produces: {', '.join(interp.phenotypes)})")
 
 
-def _genotype_key(gene: str, text: str, interp: GeneInterpreter) -> tuple[str | None, str | None]:
+def _genotype_key(gene: str, text: str, interp: GeneInterpreter) -> MappedKey:
     """A genotype key ({"*1": 1, "*3": 1}, written '*1/*3'): matched as that genotype when our table
     names both alleles."""
     key = interp.genotype_of_key(text)
     if key is None:
         unknown = [a for a in text.split("/") if interp.genotype_of_key(f"{a}/{a}") is None]
-        return None, (f"keyed by the {gene} genotype {text}; our {gene} table has no allele "
-                      f"{', '.join(unknown) or text}")
-    return key, None
+        return _unreachable(f"keyed by the {gene} genotype {text}; our {gene} table has no allele "
+                            f"{', '.join(unknown) or text}")
+    return MappedKey(key, None)
 
 
-def _score_key(gene: str, score: str, interp: GeneInterpreter, phenotype: str | None) -> tuple[str | None, str | None]:
+def _score_key(gene: str, score: str, interp: GeneInterpreter, phenotype: str | None) -> MappedKey:
     if score not in interp.possible_scores():
-        return None, f"no two alleles of our {gene} table sum to the activity score {score}"
+        return _unreachable(f"no two alleles of our {gene} table sum to the activity score {score}")
     ours = interp.phenotype_for_score(score)
     if phenotype is not None and ours != phenotype:
-        return None, f"DPWG names {gene} activity score {score} '{phenotype}', our table '{ours}'"
-    return score, None
+        return _unreachable(f"DPWG names {gene} activity score {score} '{phenotype}', our table '{ours}'")
+    return MappedKey(score, None)
