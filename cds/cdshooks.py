@@ -227,7 +227,8 @@ def next_link(bundle: Any) -> str | None:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         return None
     for link in bundle.get("link") or []:
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str) and link["url"]:
+        if (isinstance(link, dict) and link.get("relation") == "next"
+                and isinstance(link.get("url"), str) and link["url"]):
             return link["url"]
     return None
 
@@ -237,7 +238,8 @@ def _fatal(outcome: dict) -> bool:
 
 
 def _issue_codes(outcome: dict) -> str:
-    codes = sorted({i.get("code") for i in outcome.get("issue") or [] if isinstance(i, dict) and isinstance(i.get("code"), str)})
+    codes = sorted({i.get("code") for i in outcome.get("issue") or [] if isinstance(i, dict)
+                    and isinstance(i.get("code"), str)})
     return f" ({', '.join(codes)})" if codes else ""
 
 
@@ -248,10 +250,7 @@ def case_from_hook(request: HookRequest, gathered: Gathered) -> PatientCase:
     reference; a problem gathering any of them is a problem with the genomic data."""
     hook = "order-sign" if request.hook == "medication-prescribe" else request.hook
     patient = gathered.data.get("patient")
-    if hook == "patient-view":
-        medications = gathered.resources("medications")
-    else:
-        medications = [selected_orders(request)]
+    medications = gathered.resources("medications") if hook == "patient-view" else [selected_orders(request)]
     medication_bundle = gathered.referenced_bundle("Medication")
     if medication_bundle:
         medications.append(medication_bundle)
@@ -275,7 +274,8 @@ def case_from_hook(request: HookRequest, gathered: Gathered) -> PatientCase:
 def clinical_resources(gathered: Gathered, errors: dict[str, str]) -> tuple[list[Any] | None, list[Any] | None]:
     """Vital signs and active medications as gathered, or None when they were not (no prefetch, no
     fhirServer) or could not be: a dose card then names the input as missing, with the reason in `errors`."""
-    vitals = gathered.resources(VITALS_KEY) if VITALS_KEY in gathered.data and VITALS_KEY not in gathered.errors else None
+    vitals_read = VITALS_KEY in gathered.data and VITALS_KEY not in gathered.errors
+    vitals = gathered.resources(VITALS_KEY) if vitals_read else None
     keys = [k for k in ACTIVE_MEDICATION_KEYS if k in gathered.data]
     problems = [f"{k}: {gathered.errors[k]}" for k in ACTIVE_MEDICATION_KEYS if k in gathered.errors]
     active = gathered.resources(*keys) if keys and not problems else None

@@ -6,6 +6,7 @@ tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for g in sorted(kb.guidelines.values(), key=lambda g: g.id):
         for i, drug in enumerate(g.drugs):
             if drug.no_rxnorm:
-                print(f"  {kb.diag(g, f'drug {drug.name} has no RxNorm code, matched by name: {drug.no_rxnorm}', 'drugs', i)}")
+                said = f"drug {drug.name} has no RxNorm code, matched by name: {drug.no_rxnorm}"
+                print(f"  {kb.diag(g, said, 'drugs', i)}")
     return 0
 
 
@@ -54,9 +56,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if not args.drug and not args.pharmcat:
         raise CdsError("give at least one --drug")
-    from cds.sources import parse_source_option
-
     from cds.explain import StatedClinical, dose_json, dose_text, doses
+    from cds.sources import parse_source_option
 
     sources = parse_source_option(args.source) if args.source else None
     engine = _load_engine(args, args.knowledge)
@@ -100,7 +101,8 @@ def _write_patient_summary(engine, args: argparse.Namespace, reading, sources) -
     from cds.patient_summary.pdf import summary_pdf
 
     statements = reading.interpretations if reading else None
-    everything = explain(engine, args.genotype or [], sorted(engine.compiled.drugs), args.population, sources, statements)
+    everything = explain(engine, args.genotype or [], sorted(engine.compiled.drugs), args.population, sources,
+                         statements)
     tested = args.tested or (reading.results.timestamp[:10] if reading and reading.results.timestamp else None)
     not_interpreted = [(c.gene, c.diplotype or "", "no gene table in this knowledge base") for c in
                        (reading.results.calls if reading else ()) if c.gene not in everything.interpretations
@@ -244,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "called each gene (without --drug: every drug the called genes affect)")
     p.add_argument("--drug", action="append", help="drug ingredient name or RxNorm code; repeatable")
     p.add_argument("--population", help="guideline population, e.g. 'CVI ACS PCI' (default: all)")
-    p.add_argument("--source", help="guideline source: cpic, dpwg or all (default: the sources the rules policy selects)")
+    p.add_argument("--source",
+                   help="guideline source: cpic, dpwg or all (default: the sources the rules policy selects)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--fhir", action="store_true",
                    help="print the interpretation as a FHIR R4 Bundle of HL7 Genomics Reporting (STU3) resources")
@@ -297,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("pharmcat", help="PharmCAT's *.phenotype.json, *.report.json or outside-call TSV → "
                                          "genotype Observations, as PharmCAT called each gene")
     c.add_argument("file")
-    c.add_argument("--patient", required=True, metavar="ID", help="the Patient's id on the FHIR server (subject Patient/ID)")
+    c.add_argument("--patient", required=True, metavar="ID",
+                   help="the Patient's id on the FHIR server (subject Patient/ID)")
     c.add_argument("--out", required=True, metavar="FILE.ndjson", help="where to write the Observations, one per line")
     c.add_argument("--lab", help="the performing laboratory's name (Observation.performer)")
     c.set_defaults(func=_cmd_convert_pharmcat)
@@ -307,9 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = isub.add_parser("cpic", help="from a CPIC export (genes/, guidelines/, optional v<release>/ tables)")
     c.add_argument("path")
     c.add_argument("--out", default="guidelines", help="output folder (default: guidelines)")
-    c.add_argument("--errata", help="where the source is wrong: a TSV of corrections (default: guidelines/errata/cpic.tsv)")
+    c.add_argument("--errata",
+                   help="where the source is wrong: a TSV of corrections (default: guidelines/errata/cpic.tsv)")
     c.set_defaults(func=_cmd_import)
-    d = isub.add_parser("dpwg", help="from PharmGKB's DPWG export (PATH/dpwg/DPWG_*.json), mapped onto guidelines/genes")
+    d = isub.add_parser("dpwg",
+                        help="from PharmGKB's DPWG export (PATH/dpwg/DPWG_*.json), mapped onto guidelines/genes")
     d.add_argument("path")
     d.add_argument("--out", default="guidelines", help="output folder; writes OUT/dpwg/ (default: guidelines)")
     d.add_argument("--genes", help="gene tables to map DPWG's keys onto (default: OUT/genes)")
@@ -357,10 +363,8 @@ def run() -> None:
 
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):   # closed, or a reader that left (`| head`)
                 stream.flush()
-            except (OSError, ValueError):   # closed, or a reader that left (`| head`)
-                pass
         os._exit(status)
     sys.exit(status)
 

@@ -16,8 +16,15 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 
-from cds.genotype import (INDETERMINATE, OTHER_GENOTYPE, SCORE_NA, GeneInterpreter, allele_attribute, genotype_attribute,
-                          parse_score)
+from cds.genotype import (
+    INDETERMINATE,
+    OTHER_GENOTYPE,
+    SCORE_NA,
+    GeneInterpreter,
+    allele_attribute,
+    genotype_attribute,
+    parse_score,
+)
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
 
@@ -157,7 +164,7 @@ def _phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchPlan]:
             others = tuple(sorted((k, v) for k, v in m.conditions.items() if k != gene))
             # per source: CPIC's and DPWG's advice for one phenotype differ in wording, not in whether it is one
             groups[(m.guideline.source, m.recommendation.population, others, phenotype)].append(m)
-        for (_source, population, others, phenotype), members in groups.items():
+        for (_source, _population, others, phenotype), members in groups.items():
             conditions = {**dict(others), gene: phenotype}
             content = {(m.recommendation.classification, m.recommendation.recommendation) for m in members}
             if len(content) == 1:
@@ -195,7 +202,8 @@ def _implied_phenotype_aliases(plan: DrugPlan, kb: KnowledgeBase) -> list[MatchP
             continue
         for gene, value in m.conditions.items():
             interp = kb.interpreters.get(gene)
-            if interp is None or interp.kind != "activity-score" or value not in interp.phenotypes or value == INDETERMINATE:
+            if (interp is None or interp.kind != "activity-score" or value not in interp.phenotypes
+                    or value == INDETERMINATE):
                 continue
             for score in sorted(interp.scores_for_phenotype(value), key=_score_order):
                 aliases.append(MatchPlan(m.guideline, m.recommendation, {**m.conditions, gene: score},
@@ -250,7 +258,8 @@ def compile_knowledge(kb: KnowledgeBase) -> CompiledKnowledge:
             plan = plans.get(drug.name)
             if plan is None:
                 # a drug the sources give no RxNorm code is found by its name (orders, explain, workbench)
-                ruleset = f"drug_{drug.rxnorm}" if drug.rxnorm else "drug_" + re.sub(r"[^a-z0-9]+", "_", drug.name.lower())
+                ruleset = (f"drug_{drug.rxnorm}" if drug.rxnorm
+                           else "drug_" + re.sub(r"[^a-z0-9]+", "_", drug.name.lower()))
                 plan = plans[drug.name] = DrugPlan(drug.name, drug.rxnorm, ruleset=ruleset)
             recs = [r for r in guideline.recommendations if r.drug == drug.name]
             alleles: dict[str, list[str]] = defaultdict(list)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Iterable, Mapping
 
 import durable_rules_engine
 import orjson
@@ -60,7 +60,7 @@ class _Host(durable_engine.Host):
     """A durable-rules host without its background dispatch threads: every action we register runs
     synchronously inside assert_fact, and the timer threads would only burn CPU (and race us)."""
 
-    def _run(self) -> None:  # noqa: D401 - overriding the thread start-up
+    def _run(self) -> None:
         return None
 
 
@@ -223,7 +223,7 @@ class Engine:
         self.sources: tuple[str, ...] = policy_sources(self.kb)
 
     @classmethod
-    def from_knowledge(cls, kb: KnowledgeBase) -> "Engine":
+    def from_knowledge(cls, kb: KnowledgeBase) -> Engine:
         return cls(compile_knowledge(kb))
 
     def _ruleset(self, plan: DrugPlan) -> dict:
@@ -313,7 +313,8 @@ class Engine:
 
     def drug_plan(self, drug: str) -> DrugPlan | None:
         """Find a drug by ingredient name (any case) or RxNorm ingredient code."""
-        return self.compiled.drugs.get(drug) or self.compiled.drugs.get(drug.lower()) or self.compiled.by_rxnorm.get(drug)
+        compiled = self.compiled
+        return compiled.drugs.get(drug) or compiled.drugs.get(drug.lower()) or compiled.by_rxnorm.get(drug)
 
     def evaluate(self, genotypes: Mapping[str, Iterable[Interpretation]], drugs: Iterable[str],
                  population: str | None = None, conflicts: Mapping[str, list[str]] | None = None,

@@ -5,8 +5,9 @@ the drugs, and present the result as text or as the JSON shape documented in the
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from cds.dosing.calculate import DoseDecision
 from cds.engine import Engine, Evaluation
@@ -192,7 +193,7 @@ def pharmcat_text(calls: list[dict[str, Any]], method: str, notes: list[str]) ->
     was not used and why."""
     lines = [f"PharmCAT calls ({method})"]
     for c in calls:
-        said = c["activity_score"] and f"activity score {c['activity_score']}" or ", ".join(c["phenotypes"])
+        said = (c["activity_score"] and f"activity score {c['activity_score']}") or ", ".join(c["phenotypes"])
         parts = [f"  {c['gene']:8}", c["diplotype"] or "—", f"[{c['call_source']}]", c["status"]]
         if said and c["status"] == "called":
             parts.append(f"→ {said}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, replace
-from functools import cached_property
 from decimal import Decimal
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from cds.errors import CdsError
@@ -113,7 +113,7 @@ _REMEMBERED_DIPLOTYPES = 50_000   # per gene: the diplotypes CPIC's tables allow
 class GeneInterpreter:
     """The compiled form of one gene table; built once at start-up."""
 
-    def __init__(self, table: "GeneTable"):
+    def __init__(self, table: GeneTable):
         self.gene = table.gene
         self.kind = table.kind
         self._alleles = {name: a for name, a in table.alleles.items()}
@@ -130,7 +130,8 @@ class GeneInterpreter:
         self.alleles_of_interest = list(table.alleles_of_interest)
         self._variant = table.variant
         # genotype genes: each pair of table alleles in table order → the name guidelines key it by
-        self._genotype_names = {_ordered_pair(p.split("/"), list(table.alleles)): n for p, n in table.genotype_names.items()}
+        self._genotype_names = {_ordered_pair(p.split("/"), list(table.alleles)): n for p,
+                                n in table.genotype_names.items()}
         phenotypes = set(self._pair_rules.values()) | set(self._exceptions.values()) | {r[2] for r in self._ranges}
         phenotypes |= set(self._genotype_names.values())
         self.phenotypes = sorted(phenotypes)
@@ -147,7 +148,8 @@ class GeneInterpreter:
     def lookup_values(self) -> dict[str, set[str]]:
         """Every lookup value this gene can produce, per engine attribute (validation uses this)."""
         if self.kind == "allele-status":
-            return {allele_attribute(self.gene, a): {f"{a} positive", f"{a} negative"} for a in self.alleles_of_interest}
+            return {allele_attribute(self.gene, a): {f"{a} positive", f"{a} negative"}
+                    for a in self.alleles_of_interest}
         if self.kind == "activity-score":
             return {self.gene: self.possible_scores() | {SCORE_NA}}
         if self.kind == "genotype" and not self._genotype_names:
@@ -248,14 +250,15 @@ class GeneInterpreter:
 
     def _read_alleles(self, alleles: list[str], source_ids) -> Interpretation:
         shown = "/".join(alleles)
-        exception = self._exceptions.get(shown) or (len(alleles) == 2 and self._exceptions.get(f"{alleles[1]}/{alleles[0]}"))
+        exception = self._exceptions.get(shown) or (len(alleles) == 2
+                                                    and self._exceptions.get(f"{alleles[1]}/{alleles[0]}"))
         if self.kind == "activity-score":
             return self._from_activity(alleles, shown, source_ids, exception)
         functions = [self._alleles[a].function for a in alleles]
         if exception:
             phenotype = exception
         elif None in functions:
-            missing = [a for a, f in zip(alleles, functions) if f is None]
+            missing = [a for a, f in zip(alleles, functions, strict=True) if f is None]
             return self._indeterminate(shown, f"CPIC assigns no function to {', '.join(missing)}", source_ids)
         else:
             phenotype = self._pair_rules.get(tuple(sorted(functions)))
@@ -321,7 +324,8 @@ class GeneInterpreter:
             # advice for each score it can stand for.
             key = SCORE_NA if phenotype == INDETERMINATE else phenotype
             return Interpretation(self.gene, phenotype, {self.gene: key}, source_ids=source_ids, stated_as="phenotype")
-        return Interpretation(self.gene, phenotype, {self.gene: phenotype}, source_ids=source_ids, stated_as="phenotype")
+        return Interpretation(self.gene, phenotype, {self.gene: phenotype}, source_ids=source_ids,
+                              stated_as="phenotype")
 
     def from_score(self, text: str, source_ids: tuple[str, ...] = ()) -> Interpretation:
         if self.kind != "activity-score":
@@ -334,7 +338,8 @@ class GeneInterpreter:
         key = self.score_key(*parsed) if phenotype != INDETERMINATE else None
         if key is None:
             reason = (f"score {score} is in no CPIC range" if phenotype == INDETERMINATE else
-                      f"score {score} is no sum of two CPIC {self.gene} activity values, so no CPIC lookup key covers it")
+                      f"score {score} is no sum of two CPIC {self.gene} activity values, so no CPIC lookup key covers "
+                      "it")
             return Interpretation(self.gene, INDETERMINATE, {self.gene: SCORE_NA}, activity_score=score,
                                   source_ids=source_ids, stated_as="activity score", reason=reason, unreadable=True)
         return Interpretation(self.gene, phenotype, {self.gene: key}, activity_score=score,
@@ -374,7 +379,8 @@ class GeneInterpreter:
         name = self._genotype_names.get(pair, pair)
         return Interpretation(self.gene, name, {self.gene: name}, diplotype=pair, source_ids=source_ids)
 
-    def indeterminate(self, reason: str, diplotype: str | None = None, source_ids: tuple[str, ...] = ()) -> Interpretation:
+    def indeterminate(self, reason: str, diplotype: str | None = None,
+                      source_ids: tuple[str, ...] = ()) -> Interpretation:
         """A result this gene's table is given no phenotype for, with why (e.g. a caller that could not
         decide between diplotypes): the lookup value CPIC keys such results by, as for any other."""
         return self._indeterminate(diplotype, reason, source_ids)
@@ -397,7 +403,7 @@ class GeneInterpreter:
             if all(known):
                 return known, None
             if first_unknown is None:
-                first_unknown = next(x for x, k in zip((left, right), known) if not k)
+                first_unknown = next(x for x, k in zip((left, right), known, strict=True) if not k)
         return [(part,) for part in text.split("/")], f"allele {first_unknown} is not in the {self.gene} table"
 
     def _resolve(self, name: str) -> tuple[str, ...]:
@@ -491,7 +497,8 @@ def _ordered_pair(alleles: list[str], order: list[str]) -> str:
 # two-field name as four digits; a five-digit one may be a third field or a three-digit second field, so
 # only four digits are read). Fields after the second (PharmCAT: 'HLA-B *07:02:01:127' is *07:02) and an
 # expression suffix letter are kept: an allele of interest is matched on its first two fields.
-_HLA_NAME = re.compile(r"^(?:HLA-)?(?P<locus>[A-Z][A-Z0-9]*)?\*?(?P<fields>\d{2,4}(?::\d{2,4}){0,3})(?P<suffix>[A-Z]?)$",
+_HLA_NAME = re.compile(r"^(?:HLA-)?(?P<locus>[A-Z][A-Z0-9]*)?\*?"
+                       r"(?P<fields>\d{2,4}(?::\d{2,4}){0,3})(?P<suffix>[A-Z]?)$",
                        re.IGNORECASE)
 _HLA_STATUS = re.compile(r"^(?P<allele>.+?)\s+(?P<word>positive|negative|not detected|detected|present|absent)$",
                          re.IGNORECASE)

@@ -9,9 +9,10 @@ service's job, so the same pipeline runs for a pasted CDS Hooks request in the w
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Iterable
+from typing import Any
 
 from cds.cards import CardRenderer, OrderRef, RenderedCard
 from cds.engine import STATED_ORDER, Engine, Evaluation, withhold_conflicting
@@ -158,7 +159,7 @@ class Advisor:
         self.reader = reader or GenomicReader(default_mappings())
 
     @classmethod
-    def build(cls, engine: Engine) -> "Advisor":
+    def build(cls, engine: Engine) -> Advisor:
         # a drug the sources give no RxNorm code (flucloxacillin) is matched by its name: the resolver keys
         # ingredients by code, so it gets a name key no RxNorm code can equal
         ingredients = {d.name.lower(): d.rxnorm or f"name:{d.name.lower()}" for gs in engine.kb.drugs().values()
@@ -225,7 +226,8 @@ class Advisor:
                           app_url: str | None = None) -> Advice:
         drugs, _, unresolved = self.drugs_of(active_orders)
         evaluation = self.engine.evaluate(facts.interpretations, drugs, conflicts=facts.conflicts)
-        cards = self.renderer.patient_summary(facts.interpretations, evaluation, evidence=facts.results, app_url=app_url)
+        cards = self.renderer.patient_summary(facts.interpretations, evaluation, evidence=facts.results,
+                                              app_url=app_url)
         cards += self.conflict_cards("patient-view", evaluation)
         uninterpretable = uninterpretable_genes(facts, evaluation)
         for attribute, reasons in facts.unreadable_by_allele.items():

@@ -92,7 +92,8 @@ def _mismatches(rendered: RenderedCard, expected: CaseExpectation) -> list[str]:
         if words.lower() not in card["summary"].lower():
             out.append(f"summary {card['summary']!r} lacks {words!r}")
     if expected.sources and rendered.sources != list(expected.sources):
-        out.append(f"card rests on {', '.join(rendered.sources) or 'no guideline'}, expected {', '.join(expected.sources)}")
+        out.append(f"card rests on {', '.join(rendered.sources) or 'no guideline'}, expected "
+                   f"{', '.join(expected.sources)}")
     offered = {a["resource"].get("medicationCodeableConcept", {}).get("text", "").lower()
                for s in card.get("suggestions", []) for a in s["actions"]
                if a["type"] == "create" and a["resource"].get("resourceType") == "MedicationRequest"}

@@ -13,7 +13,9 @@ one place.
 """
 from __future__ import annotations
 
-from .actions import OVERRIDE_REASONS, OVERRIDE_SYSTEM, RXNORM, app_context, replacement_request
+from cds.override_reasons import OVERRIDE_REASONS
+
+from .actions import OVERRIDE_SYSTEM, RXNORM, app_context, replacement_request
 from .model import (
     TOPIC_SYSTEM,
     CardPolicy,

@@ -5,7 +5,8 @@ sandbox stop applying a suggestion at its first `delete`."""
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -15,7 +16,7 @@ from cds.fhir.valid import InvalidResource, validated
 from cds.genotype import Interpretation
 from cds.ids import new_uuid
 from cds.knowledge.models import Alternative, Guideline
-from cds.override_reasons import OVERRIDE_REASONS, PRIVATE_SYSTEM
+from cds.override_reasons import PRIVATE_SYSTEM
 
 from . import text
 from .model import OrderRef

@@ -5,7 +5,7 @@ rested on."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from cds.engine import Match
 from cds.genotype import Interpretation
@@ -42,7 +42,7 @@ class Statement:
 
     @property
     def label(self) -> str:
-        from cds.cards.text import statement_label   # text imports this module: import when first asked
+        from cds.cards.text import statement_label  # text imports this module: import when first asked
 
         return statement_label(self)
 
@@ -184,7 +184,7 @@ class UnreachableKeys:
         return f"{self.guideline.source.lower()}-key-unreachable"
 
 
-Notice = Union[Conflict, Uninterpretable, AssessedUninterpretable, Unidentified, NotRetrieved, UnreachableKeys]
+Notice = Conflict | Uninterpretable | AssessedUninterpretable | Unidentified | NotRetrieved | UnreachableKeys
 
 
 @dataclass

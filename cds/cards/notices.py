@@ -14,8 +14,16 @@ from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import Guideline, Rule
 
 from . import text
-from .model import (AssessedUninterpretable, Conflict, Notice, NotRetrieved, RenderedCard, Unidentified, Uninterpretable,
-                    UnreachableKeys)
+from .model import (
+    AssessedUninterpretable,
+    Conflict,
+    Notice,
+    NotRetrieved,
+    RenderedCard,
+    Unidentified,
+    Uninterpretable,
+    UnreachableKeys,
+)
 from .statements import Chooser
 
 

@@ -12,7 +12,8 @@ suggestions and links from cds.cards.actions. See rules/default.yaml for the def
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from cds.engine import DrugEvaluation, Evaluation, Match, PreTestAlert
 from cds.facts import GenomicResult
@@ -21,11 +22,11 @@ from cds.ids import new_uuid
 from cds.knowledge.loader import KnowledgeBase
 from cds.knowledge.models import NO_RESULT, Guideline, Recommendation, Rule
 from cds.memo import Memo
+from cds.override_reasons import OVERRIDE_REASONS
 from cds.populations import population_words
 from cds.sources import SOURCE_ORDER, of_sources
 
 from . import actions, text
-from .actions import OVERRIDE_REASONS
 from .model import AffectedDrug, CardPolicy, Headline, OrderRef, RenderedCard, Statement
 from .notices import Notices
 from .policy import PolicyBook, most_cautious
@@ -161,9 +162,9 @@ class CardRenderer:
             return out
         try:
             evaluated = self.engine.evaluate(evaluation.interpretations, known).drugs
-        except Exception:  # noqa: BLE001 - a suggestion without dose text beats no card
+        except Exception:
             return out
-        for drug, result in zip(known, evaluated):
+        for drug, result in zip(known, evaluated, strict=False):
             out[drug] = actions.dose_sentence(of_sources(result.matches, ["CPIC"]))
         return out
 

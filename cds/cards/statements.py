@@ -3,8 +3,9 @@ rules and the knowledge alone (no text): the site's sources, the population, the
 the results they rest on."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from cds.engine import DrugEvaluation, Evaluation, Match, PreTestAlert
 from cds.facts import GenomicResult

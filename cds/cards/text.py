@@ -6,8 +6,9 @@ card's `smart` link."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cds.knowledge.models import NO_RESULT, Flags, Guideline, Recommendation, Rule
 from cds.mdescape import md_data, md_text
@@ -15,8 +16,21 @@ from cds.populations import population_dimension, population_words
 from cds.sources import ATTRIBUTION as SOURCE_ATTRIBUTION
 from cds.sources import KINDS, SOURCE_ORDER, disagreement, kind
 
-from .model import (TOPIC_SYSTEM, ActionableResult, AffectedDrug, AssessedUninterpretable, Conflict, Differences,
-                    Headline, Notice, NotRetrieved, Statement, Unidentified, Uninterpretable, UnreachableKeys)
+from .model import (
+    TOPIC_SYSTEM,
+    ActionableResult,
+    AffectedDrug,
+    AssessedUninterpretable,
+    Conflict,
+    Differences,
+    Headline,
+    Notice,
+    NotRetrieved,
+    Statement,
+    Unidentified,
+    Uninterpretable,
+    UnreachableKeys,
+)
 from .policy import CAUTION
 from .statements import differences
 
@@ -593,7 +607,7 @@ def _daily_text(mg: float) -> str:
     return f"{mg / 7:.1f} mg/day"
 
 
-def dose_summary(decision: "DoseDecision") -> str:
+def dose_summary(decision: DoseDecision) -> str:
     drug = decision.algorithm.drug.capitalize()
     genotype = ", ".join(f"{i.name} {i.value}" for i in decision.inputs
                          if i.name in ("CYP2C9", "VKORC1") and i.value is not None)
@@ -612,7 +626,7 @@ def dose_summary(decision: "DoseDecision") -> str:
     return _fit_summary(text, f"{drug}: IWPC estimate {dose} — see detail")
 
 
-def _dose_words(decision: "DoseDecision") -> str:
+def _dose_words(decision: DoseDecision) -> str:
     weekly = decision.weekly_mg or 0.0
     if decision.weekly_range_mg:
         low, high = decision.weekly_range_mg
@@ -624,7 +638,7 @@ def _fit_summary(text: str, shorter: str) -> str:
     return text if len(text) <= SUMMARY_LIMIT else shorter[:SUMMARY_LIMIT]
 
 
-def dose_detail(decision: "DoseDecision", kb: Any, rule_id: str | None) -> str:
+def dose_detail(decision: DoseDecision, kb: Any, rule_id: str | None) -> str:
     a = decision.algorithm
     guideline = kb.guidelines.get(a.guideline)
     lines = []
@@ -646,7 +660,7 @@ def dose_detail(decision: "DoseDecision", kb: Any, rule_id: str | None) -> str:
     return "\n\n".join(lines)
 
 
-def _dose_input_line(i: "InputValue") -> str:
+def _dose_input_line(i: InputValue) -> str:
     what = DOSE_INPUT_WORDS.get(i.name, i.name)
     if i.value is None:
         return f"- {what}: **missing** — {md_data(i.missing or i.shown)}"
@@ -654,7 +668,7 @@ def _dose_input_line(i: "InputValue") -> str:
     return f"- {what}: {md_data(i.shown)}{where}"
 
 
-def _dose_sources(decision: "DoseDecision", guideline_ref: str | None, rule_id: str | None) -> str:
+def _dose_sources(decision: DoseDecision, guideline_ref: str | None, rule_id: str | None) -> str:
     a = decision.algorithm
     checks = "; ".join(f"{md_text(c.name)} (commit {c.commit[:7]})" for c in a.cross_checks)
     parts = [f"Algorithm: {md_text(a.citation.text())}; coefficients checked against {checks}.",

@@ -18,15 +18,28 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from cds.facts import GenomicResult
 from cds.fhir import values
 from cds.fhir.mappings import FhirMappings, LabCode, default_mappings
-from cds.fhir.resources import (Entry, Index, as_list, codings, collect, concept_keys, concept_texts,
-                                effective_of, is_concept, patient_key, r4b_problem, text_of, type_id_tail)
+from cds.fhir.resources import (
+    Entry,
+    Index,
+    as_list,
+    codings,
+    collect,
+    concept_keys,
+    concept_texts,
+    effective_of,
+    is_concept,
+    patient_key,
+    r4b_problem,
+    text_of,
+)
 from cds.memo import Memo
 from cds.patient_ids import other_patients_resource
 
@@ -162,7 +175,7 @@ class GenomicReader:
         self._reports_read_as_nothing(entries, observations, out)
         return out
 
-    def _unrecognised_results(self, observations: dict[int, "_Obs"], out: GenomicReading) -> None:
+    def _unrecognised_results(self, observations: dict[int, _Obs], out: GenomicReading) -> None:
         """A result of a kind the reader does not read (a variant call, a phase relation) is the evidence
         under a genotype: passed over where a result of its gene was read, said where none was."""
         read = {r.gene for r in out.results}
@@ -175,7 +188,8 @@ class GenomicReader:
             else:
                 self._skip(out, f"{obs.rid}{f' ({obs.gene})' if obs.gene else ''}: {self._unrecognised(obs)}", obs)
 
-    def _reports_read_as_nothing(self, entries: list[Entry], observations: dict[int, "_Obs"], out: GenomicReading) -> None:
+    def _reports_read_as_nothing(self, entries: list[Entry], observations: dict[int, _Obs],
+                                 out: GenomicReading) -> None:
         """A Genomics Report none of whose results is one the reader reads (the IG STU3 Bundle-bundle-CYP2C19:
         variant calls 69548-6 and a phase relation 82120-7 only) is said, never read as nothing."""
         members: dict[int, list[Entry]] = {}
@@ -189,7 +203,8 @@ class GenomicReader:
             if held and not any(id(m) in observations and observations[id(m)].kind != "unrecognised" for m in held):
                 name = dr.key or dr.full_url or "DiagnosticReport (no id)"
                 self._note(out, f"{name}: none of its {len(held)} results is a genotype, haplotype or phenotype the "
-                                "reader reads (e.g. variant calls, a phase relation); no pharmacogenomic result read from it")
+                                "reader reads (e.g. variant calls, a phase relation); no pharmacogenomic result read "
+                                "from it")
 
     def _is_genomic_report(self, res: dict) -> bool:
         keys = set(concept_keys(res.get("code")))
@@ -208,7 +223,8 @@ class GenomicReader:
 
     # --- the right patient ---------------------------------------------------------------------------
 
-    def _this_patients(self, entries: list[Entry], index: Index, wanted: str | None, out: GenomicReading) -> list[Entry]:
+    def _this_patients(self, entries: list[Entry], index: Index, wanted: str | None,
+                       out: GenomicReading) -> list[Entry]:
         """Leave out Observations and DiagnosticReports whose subject is another patient (and what such a
         report contains). A subject that names no patient we can compare (an identifier only, a urn:uuid
         not in the input) is kept: the search that found it was for this patient."""
@@ -296,7 +312,8 @@ class GenomicReader:
             return gene, None, None
         if len(shown) == 1:
             gene = next(iter(shown))
-            note = f"gene code {', '.join(unknown)} is not a known HGNC id of {gene}; gene read from its display" if unknown else None
+            note = (f"gene code {', '.join(unknown)} is not a known HGNC id of {gene}; gene read from its display"
+                    if unknown else None)
             return gene, None, note
         if len(shown) > 1:
             return None, f"gene displayed as {' and '.join(sorted(shown))}", None
@@ -309,7 +326,8 @@ class GenomicReader:
         problems: list[str] = []
         res = obs.res
         for comp in as_list(res.get("component")):
-            if isinstance(comp, dict) and any(k in self.m.gene_studied_components for k in concept_keys(comp.get("code"))):
+            if isinstance(comp, dict) and any(k in self.m.gene_studied_components
+                                              for k in concept_keys(comp.get("code"))):
                 self._gene_source(comp.get("valueCodeableConcept"), "gene-studied component", found, problems, obs, out)
         for ext in as_list(res.get("extension")):
             if isinstance(ext, dict) and ext.get("url") in self.m.gene_extensions:
@@ -330,7 +348,8 @@ class GenomicReader:
         elif found:
             obs.gene = next(iter(found))
 
-    def _gene_source(self, concept: Any, where: str, found: dict, problems: list, obs: _Obs, out: GenomicReading) -> None:
+    def _gene_source(self, concept: Any, where: str, found: dict, problems: list, obs: _Obs,
+                     out: GenomicReading) -> None:
         gene, problem, note = self._gene_from_concept(concept)
         if problem:
             problems.append(f"{where}: {problem}")
@@ -343,7 +362,8 @@ class GenomicReader:
 
     # --- reports -------------------------------------------------------------------------------------
 
-    def _link_reports(self, entries: list[Entry], index: Index, out: GenomicReading, validate: bool) -> dict[int, datetime]:
+    def _link_reports(self, entries: list[Entry], index: Index, out: GenomicReading,
+                      validate: bool) -> dict[int, datetime]:
         """Mark each Observation with the DiagnosticReports it belongs to (its results, what they are
         derived from or group, and contained Observations). Returns each report's date by id(entry)."""
         dates: dict[int, datetime] = {}
@@ -355,7 +375,9 @@ class GenomicReader:
             if validate:
                 problem = r4b_problem(dr.resource)
                 if problem:
-                    self._warn(out, f"{dr.key or 'DiagnosticReport'} does not validate as FHIR R4 ({problem}); read from its JSON")
+                    self._warn(out,
+                               f"{dr.key or 'DiagnosticReport'} does not validate as FHIR R4 ({problem}); read from "
+                               "its JSON")
             when, _ = effective_of(dr.resource)
             if when:
                 dates[id(dr)] = when
@@ -425,7 +447,8 @@ class GenomicReader:
             fact, text, problem = self._phenotype_value([obs.res], gene)
         elif obs.kind == "therapeutic-implication":
             parts = [c for c in as_list(obs.res.get("component"))
-                     if isinstance(c, dict) and any(k in self.m.phenotype_components for k in concept_keys(c.get("code")))]
+                     if isinstance(c, dict) and any(k in self.m.phenotype_components
+                                                    for k in concept_keys(c.get("code")))]
             fact, text, problem = self._implied_status(parts[:1], gene) if gene in self.m.allele_status_genes \
                 else (None, None, "not an allele-status gene")
             if fact is not None:                              # "HLA-B *57:01 positive", one result per allele
@@ -528,7 +551,8 @@ class GenomicReader:
             else:
                 genes.add(parent.gene)
         if len(genes) > 1:
-            obs.gene_problem = f"derived from results for several genes ({', '.join(sorted(genes))}); the phenotype cannot be attributed"
+            obs.gene_problem = (f"derived from results for several genes ({', '.join(sorted(genes))}); "
+                                "the phenotype cannot be attributed")
         elif missing:
             obs.gene_problem = "no gene stated and the results it is derived from are not all available"
         elif genes:
@@ -567,7 +591,8 @@ class GenomicReader:
         return out
 
     @staticmethod
-    def _one(readings: list[tuple[dict, str]], problems: list[str], what: str) -> tuple[dict | None, str | None, str | None]:
+    def _one(readings: list[tuple[dict, str]], problems: list[str],
+             what: str) -> tuple[dict | None, str | None, str | None]:
         """All readable candidates must say the same thing; the first problem explains a failure."""
         if not readings:
             return None, None, problems[0] if problems else f"no {what} value"
@@ -671,7 +696,8 @@ class GenomicReader:
             return self._presence_value(obs, gene, obs.lab.allele)
         # any: decide from the value
         res = obs.res
-        if gene in self.m.allele_status_genes and (isinstance(res.get("valueBoolean"), bool) or self._code_allele(obs, gene)):
+        if gene in self.m.allele_status_genes and (isinstance(res.get("valueBoolean"), bool)
+                                                   or self._code_allele(obs, gene)):
             fact, text, problem = self._presence_value(obs, gene, self._code_allele(obs, gene))
             if fact or isinstance(res.get("valueBoolean"), bool):
                 return fact, text, problem
@@ -710,7 +736,8 @@ class GenomicReader:
             return None, problem
         return ({"diplotype": value, "phenotype": stated} if stated else {"diplotype": value}), None
 
-    def _hla_text(self, text: str, gene: str, code_allele: str | None, *, single_means_present: bool) -> tuple[dict | None, str | None]:
+    def _hla_text(self, text: str, gene: str, code_allele: str | None, *,
+                  single_means_present: bool) -> tuple[dict | None, str | None]:
         """'HLA-B*57:01 positive' / 'Negative' (allele from the code) / '*57:01/*08:01' / 'HLA-B*15:02'."""
         split = values.presence_word(text, self.m)
         if split is not None:
@@ -745,7 +772,8 @@ class GenomicReader:
         concept = res.get("valueCodeableConcept")
         for system, code, display in codings(concept):
             if system and code and (system, code) in self.m.presence_answers:
-                readings.append(({"allele": allele, "allele_present": self.m.presence_answers[(system, code)]}, display or code))
+                readings.append(({"allele": allele, "allele_present": self.m.presence_answers[(system, code)]},
+                                 display or code))
         for origin, text in self._candidates(res):
             if origin in ("gl", "code"):
                 continue
@@ -760,7 +788,8 @@ class GenomicReader:
 
     def _score_value(self, res: dict) -> tuple[dict | None, str | None, str | None]:
         quantity = res.get("valueQuantity")
-        if isinstance(quantity, dict) and isinstance(quantity.get("value"), (int, float)) and not isinstance(quantity.get("value"), bool):
+        number = quantity.get("value") if isinstance(quantity, dict) else None
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
             text = str(quantity["value"])
             return {"activity_score": text}, text, None
         string = text_of(res.get("valueString"))
@@ -780,7 +809,8 @@ class GenomicReader:
 
     def _zygosity(self, res: dict) -> str | None:
         for comp in as_list(res.get("component")):
-            if not isinstance(comp, dict) or not any(k in self.m.zygosity_components for k in concept_keys(comp.get("code"))):
+            if not isinstance(comp, dict) or not any(k in self.m.zygosity_components
+                                                     for k in concept_keys(comp.get("code"))):
                 continue
             concept = comp.get("valueCodeableConcept")
             for k in concept_keys(concept):
@@ -793,7 +823,8 @@ class GenomicReader:
 
     # --- haplotype pairs -----------------------------------------------------------------------------
 
-    def _pair(self, haplotypes: list[_Haplotype], observations, index: Index, report_dates, out: GenomicReading) -> None:
+    def _pair(self, haplotypes: list[_Haplotype], observations, index: Index, report_dates,
+              out: GenomicReading) -> None:
         """Two haplotypes of one gene make a diplotype only when a report (or the genotype derived from
         them) holds exactly those two; a homozygous/hemizygous haplotype stands alone. Nothing else is
         paired. An HLA haplotype that cannot be paired still states that its allele is present."""

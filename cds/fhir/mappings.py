@@ -275,11 +275,13 @@ def _cross_check(raw: dict, data: _File, smap: SourceMap) -> list[Diagnostic]:
     walk(raw, ())
     for i, gene in enumerate(data.allele_status_genes.genes):
         if gene not in data.genes:
-            problems.append(smap.diag(("allele_status_genes", "genes", i), f"gene '{gene}' is not listed under `genes`"))
+            problems.append(smap.diag(("allele_status_genes", "genes", i),
+                                      f"gene '{gene}' is not listed under `genes`"))
     for i, spelling in enumerate(data.allele_spellings):
         for j, gene in enumerate(spelling.genes):
             if gene not in data.genes:
-                problems.append(smap.diag(("allele_spellings", i, "genes", j), f"gene '{gene}' is not listed under `genes`"))
+                problems.append(smap.diag(("allele_spellings", i, "genes", j),
+                                          f"gene '{gene}' is not listed under `genes`"))
     for i, lab in enumerate(data.lab_codes):
         if lab.gene not in data.genes:
             problems.append(smap.diag(("lab_codes", i, "gene"), f"gene '{lab.gene}' is not listed under `genes`"))

@@ -24,8 +24,9 @@ from __future__ import annotations
 import csv
 import logging
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -33,8 +34,7 @@ from cds.bundle import bundled_root
 from cds.errors import CdsError
 from cds.facts import Ingredient, MedicationOrder
 from cds.fhir.mappings import FhirMappings, default_mappings
-from cds.fhir.resources import (Entry, Index, as_list, codings, collect, is_concept, patient_key, r4b_problem,
-                                text_of)
+from cds.fhir.resources import Entry, Index, as_list, codings, collect, is_concept, patient_key, r4b_problem, text_of
 from cds.memo import Memo
 from cds.patient_ids import other_patients_resource
 
@@ -78,7 +78,7 @@ def load_product_table(path: Path | str | None = None) -> dict[str, tuple[Ingred
             raise CdsError(f"{path}:{n}: RxCUIs must be numbers and ingredient codes and names must pair up")
         if rxcui in table:
             raise CdsError(f"{path}:{n}: RxCUI {rxcui} is listed twice")
-        table[rxcui] = tuple(Ingredient(c, nm) for c, nm in zip(codes_, names_))
+        table[rxcui] = tuple(Ingredient(c, nm) for c, nm in zip(codes_, names_, strict=False))
     return table
 
 
@@ -107,7 +107,8 @@ def load_atc_table(path: Path | str | None = None) -> dict[str, tuple[Ingredient
         cells = line.split("\t")
         if len(cells) != 3 or len(cells[1].split(";")) != len(cells[2].split(";")):
             raise CdsError(f"{path}:{n}: expected an ATC code and paired ingredient codes and names")
-        table[cells[0]] = tuple(Ingredient(c, nm) for c, nm in zip(cells[1].split(";"), cells[2].split(";")))
+        table[cells[0]] = tuple(Ingredient(c, nm) for c, nm in zip(cells[1].split(";"), cells[2].split(";"),
+                                                                   strict=True))
     return table
 
 
@@ -138,7 +139,8 @@ class MedicationResolver:
         # brand (folded) → ingredient codes; a brand whose products differ in ingredients is left out
         self._brands = load_brand_index() if brands is None and products is None else dict(brands or {})
         self._brand_pattern = re.compile(r"(?<![a-z0-9])(" + "|".join(
-            map(re.escape, sorted(self._brands, key=len, reverse=True))) + r")(?![a-z0-9])", re.I) if self._brands else None
+            map(re.escape, sorted(self._brands, key=len, reverse=True))) + r")(?![a-z0-9])",
+            re.I) if self._brands else None
         self._table_names = {i.rxnorm: i.name for found in self._products.values() for i in found}
         self._name_by_code: dict[str, str] = {}
         for name, code in sorted(ingredients.items(), key=lambda kv: (len(kv[0]), kv[0])):
@@ -218,7 +220,8 @@ class MedicationResolver:
         if self._validate and e.type == "MedicationRequest":
             problem = r4b_problem(res)
             if problem:
-                log.warning("%s does not validate as FHIR R4 (%s); read from its JSON", e.key or "MedicationRequest", problem)
+                log.warning("%s does not validate as FHIR R4 (%s); read from its JSON", e.key or "MedicationRequest",
+                            problem)
         concept, ingredient_concepts, texts, why = self._medication(e, index)
         codes, display, (ingredients, resolution, candidates) = self._product(concept, ingredient_concepts, texts,
                                                                               resolve=not why)
@@ -281,7 +284,8 @@ class MedicationResolver:
             return "snomed"
         return None
 
-    def resolve(self, concept: Any, ingredient_concepts: list = (), texts: list[str] = ()) -> tuple[tuple[Ingredient, ...], str]:
+    def resolve(self, concept: Any, ingredient_concepts: Sequence[Any] = (),
+                texts: Sequence[str] = ()) -> tuple[tuple[Ingredient, ...], str]:
         """(ingredients, how) for a medication CodeableConcept, its Medication's ingredient concepts and
         any further texts; no ingredients means unresolved, and `how` says why."""
         ingredients, how, _ = self._resolve(concept, ingredient_concepts, texts)
@@ -380,7 +384,8 @@ class MedicationResolver:
         out = []
         for system, code, _ in codings(concept):
             if code:
-                out.append(f"rxnorm:{code}" if self._system(system) == "rxnorm" else f"{system or '(no system)'}|{code}")
+                out.append(f"rxnorm:{code}" if self._system(system) == "rxnorm"
+                           else f"{system or '(no system)'}|{code}")
         if not out and isinstance(concept, dict) and text_of(concept.get("text")):
             out.append(f"text:{text_of(concept.get('text'))}")
         return tuple(out)

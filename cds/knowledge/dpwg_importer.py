@@ -54,10 +54,12 @@ class DpwgImportReport:
         for _, _, reason in self.unreachable:
             reasons[reason] = reasons.get(reason, 0) + 1
         lines = [f"DPWG guidelines written: {len(self.guidelines_written)}",
-                 f"recommendations: {self.recommendations}, of which our gene tables cannot reach {len(self.unreachable)}:"]
+                 f"recommendations: {self.recommendations}, of which our gene tables cannot reach "
+                 f"{len(self.unreachable)}:"]
         lines += [f"  {n} × {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
         if self.drugs_without_rxnorm:
-            lines.append(f"drugs without an RxNorm code in the sources (matched by name): {', '.join(self.drugs_without_rxnorm)}")
+            lines.append("drugs without an RxNorm code in the sources (matched by name): "
+                         f"{', '.join(self.drugs_without_rxnorm)}")
         return "\n".join(lines)
 
 

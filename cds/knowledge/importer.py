@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import csv
 import html
+import itertools
 import json
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -55,7 +57,8 @@ class ImportReport:
             f"guidelines written: {len(self.guidelines_written)}",
             f"allele functions changed by the newer release: {len(self.allele_changes)}",
             f"recommendations whose text or classification the newer release changed: {self.recommendations_changed}",
-            f"recommendations of the older export that the newer release no longer has: {len(self.recommendations_dropped)}",
+            "recommendations of the older export that the newer release no longer has: "
+            f"{len(self.recommendations_dropped)}",
         ]
         lines.append(f"alleles CPIC deleted, left out of the tables: {len(self.alleles_removed)}"
                      + (f" ({', '.join(self.alleles_removed)})" if self.alleles_removed else ""))
@@ -94,7 +97,7 @@ class Release:
 
 
 def _find_release(src: Path, errata: list[dict[str, str]] | None = None,
-                  report: "ImportReport | None" = None) -> Release | None:
+                  report: ImportReport | None = None) -> Release | None:
     candidates = sorted(p for p in src.glob("v*") if p.is_dir() and list(p.glob("cpic_alleles_*.tsv")))
     if not candidates:
         return None
@@ -114,7 +117,9 @@ def _find_release(src: Path, errata: list[dict[str, str]] | None = None,
     recommendations_path, results_path = one("cpic_recommendations_*.tsv"), one("cpic_gene_results_cds_*.tsv")
     recommendations, gene_results = _read_tsv(recommendations_path), _read_tsv(results_path)
     _apply_errata(errata or [], {recommendations_path.name: recommendations, results_path.name: gene_results}, report)
-    optional = lambda pattern: _read_tsv(sorted(rel.glob(pattern))[-1]) if list(rel.glob(pattern)) else []
+    def optional(pattern: str) -> list[dict[str, str]]:
+        return _read_tsv(sorted(rel.glob(pattern))[-1]) if list(rel.glob(pattern)) else []
+
     return Release(
         name=name,
         alleles=dict(alleles),
@@ -139,21 +144,23 @@ def read_errata(path: Path) -> list[dict[str, str]]:
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
     rows = list(csv.DictReader(lines, delimiter="\t"))
     for n, row in enumerate(rows, 1):
-        missing = [k for k in ("table", "id", "field", "original", "corrected", "why") if not (row.get(k) or "").strip()]
+        missing = [k for k in ("table", "id", "field", "original", "corrected", "why")
+                   if not (row.get(k) or "").strip()]
         if missing:
             raise CdsError(f"{path}: erratum {n}: empty {', '.join(missing)}")
     return rows
 
 
 def _apply_errata(errata: list[dict[str, str]], tables: dict[str, list[dict[str, str]]],
-                  report: "ImportReport | None") -> None:
+                  report: ImportReport | None) -> None:
     """Correct the release rows in place, CPIC's text with CPIC's evident typo fixed. An erratum whose
     original text is no longer in its row fails the import: the source changed and the list needs review."""
     for e in errata:
         rows = tables.get(e["table"])
         if rows is None:
             if report is not None:
-                report.notes.append(f"erratum for {e['table']} row {e['id']} not applied: that table is not the one imported")
+                report.notes.append(f"erratum for {e['table']} row {e['id']} not applied: that table is not the one "
+                                    "imported")
             continue
         row = next((r for r in rows if r.get("id") == e["id"]), None)
         if row is None or row.get(e["field"], "").count(e["original"]) != 1:
@@ -161,7 +168,8 @@ def _apply_errata(errata: list[dict[str, str]], tables: dict[str, list[dict[str,
                            "(exactly once) in the source any more; review guidelines/errata/cpic.tsv")
         row[e["field"]] = row[e["field"]].replace(e["original"], e["corrected"])
         if report is not None:
-            report.errata_applied.append(f"{e['table']} row {e['id']} {e['field']}: {e['original']!r} -> {e['corrected']!r}")
+            report.errata_applied.append(f"{e['table']} row {e['id']} {e['field']}: {e['original']!r} -> "
+                                         f"{e['corrected']!r}")
 
 
 # --- gene tables -------------------------------------------------------------------------------
@@ -245,21 +253,25 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
         entry: dict[str, str] = {}
         old_fn = legacy_function.get(name)
         new_row = newer.get(name)
-        new_fn = _canonical(new_row["clinical_functional_status"], known_functions) if new_row and new_row["clinical_functional_status"] else None
+        new_fn = _canonical(new_row["clinical_functional_status"],
+                            known_functions) if new_row and new_row["clinical_functional_status"] else None
         function = new_fn or old_fn
         if activity_gene:
-            activity = (new_row["activity_value"] if new_row and new_row["activity_value"] else None) or legacy_activity.get(name) or "n/a"
+            activity = (new_row["activity_value"] if new_row and new_row["activity_value"]
+                        else None) or legacy_activity.get(name) or "n/a"
             if function:
                 entry["function"] = function
             entry["activity"] = activity
         elif function:
             entry["function"] = function
         if new_row is None and newer:
-            entry["note"] = f"not in the {release.name} allele table; function from the {LEGACY_EXPORT} {legacy['version']}"
+            entry["note"] = (f"not in the {release.name} allele table; function from the {LEGACY_EXPORT} "
+                             f"{legacy['version']}")
         elif old_fn is not None and new_fn is not None and new_fn != old_fn and not activity_gene:
             entry["note"] = f"{release.name} changed the function from '{old_fn}'"
             report.allele_changes.append(f"{gene} {name}: {old_fn} -> {new_fn}")
-        elif old_fn is None and new_row is not None and not function and not (activity_gene and entry.get("activity") != "n/a"):
+        elif (old_fn is None and new_row is not None and not function
+              and not (activity_gene and entry.get("activity") != "n/a")):
             entry["note"] = f"{release.name} assigns no function"
         alleles[name] = entry
 
@@ -273,7 +285,8 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
         unruled = _functions_without_rule(alleles, rules)
         for fn in unruled:
             names = [n for n, a in alleles.items() if a.get("function") == fn]
-            notes.append(f"'{fn}' ({', '.join(names[:8])}{'…' if len(names) > 8 else ''}) appears in no CPIC phenotype rule "
+            notes.append(f"'{fn}' ({', '.join(names[:8])}{'…' if len(names) > 8 else ''}) appears in no CPIC phenotype "
+                         "rule "
                          "of the diplotype table: diplotypes with it are Indeterminate until CPIC publishes one.")
     for name, note in sorted(removed.items(), key=lambda kv: _allele_sort_key(kv[0])):
         notes.append(f"{name} left the table: {note}")
@@ -313,7 +326,8 @@ def _removal_in_changelog(release: Release | None, gene: str, allele: str) -> st
     for row in release.changelog if release else []:
         note = row["Note of Change"]
         if row["Subject"] == gene and re.search(r"(?i)delet|remov|chang", note) and named.search(note):
-            return f"{release.name} change log, {row['Date of Change']} ({row['Type of Data']}): {' '.join(note.split())}"
+            return (f"{release.name} change log, {row['Date of Change']} ({row['Type of Data']}): "
+                    f"{' '.join(note.split())}")
     return None
 
 
@@ -359,7 +373,8 @@ def definition_pairs(gene: str, text: str, functions: Iterable[str]) -> set[tupl
     functions = sorted(set(functions))
     m = _DEFINITION.search(text)
     if not m:
-        raise CdsError(f"{gene}: result text has no 'This result signifies that the patient has …' definition: {text[:80]!r}")
+        raise CdsError(f"{gene}: result text has no 'This result signifies that the patient has …' definition: "
+                       f"{text[:80]!r}")
 
     def named(phrase: str) -> list[str]:
         words = re.fullmatch(r"(.+?) function", phrase.strip())
@@ -431,13 +446,15 @@ def build_release_gene_table(gene: str, release: Release, report: ImportReport) 
     unruled = _functions_without_rule(alleles, rules)
     if unruled:
         table["functions_without_rule"] = unruled
-        table["notes"] = [f"'{fn}' appears in no CPIC result definition: diplotypes with it are Indeterminate." for fn in unruled]
+        table["notes"] = [f"'{fn}' appears in no CPIC result definition: diplotypes with it are Indeterminate."
+                          for fn in unruled]
     return table
 
 
 def _gene_sources(legacy: dict[str, Any], release: Release | None, activity_gene: bool) -> list[dict[str, str]]:
     sources = [{
-        "name": f"{LEGACY_EXPORT}: diplotype-phenotype table" + (" (activity score ranges)" if activity_gene else " (function-pair rules)"),
+        "name": f"{LEGACY_EXPORT}: diplotype-phenotype table" + (" (activity score ranges)" if activity_gene
+                                                                 else " (function-pair rules)"),
         "version": legacy["version"],
         "url": "https://www.pharmgkb.org/page/pgxGeneRef",
     }]
@@ -448,7 +465,7 @@ def _gene_sources(legacy: dict[str, Any], release: Release | None, activity_gene
 
 
 def _check_ranges_disjoint(gene: str, ranges: list[dict[str, Any]]) -> None:
-    for a, b in zip(ranges, ranges[1:]):
+    for a, b in itertools.pairwise(ranges):
         if a["max"] is None or a["max"] >= b["min"]:
             raise CdsError(f"{gene}: activity score ranges overlap: {a} and {b}")
 
@@ -474,7 +491,8 @@ def build_hla_table(gene: str, release: Release, guideline_keys: set[str]) -> di
     alleles = sorted(release.alleles.get(gene, {}), key=_allele_sort_key)
     in_keys = sorted({k.split()[0] for k in guideline_keys if k.startswith("*")}, key=_allele_sort_key)
     if set(in_keys) - set(alleles):
-        raise CdsError(f"{gene}: guideline lookup keys name alleles missing from the release table: {set(in_keys) - set(alleles)}")
+        raise CdsError(f"{gene}: guideline lookup keys name alleles missing from the release table: "
+                       f"{set(in_keys) - set(alleles)}")
     table = {
         "gene": gene,
         "kind": "allele-status",
@@ -558,7 +576,8 @@ def build_guideline(path: Path, legacy: dict[str, Any], release: Release | None,
     legacy_recs: dict[tuple, dict[str, Any]] = {}
     for rec in legacy["recommendations"]:
         for chem in rec["relatedChemicals"]:
-            legacy_recs[(chem["name"], _population(rec["population"]), json.dumps(rec["lookupKey"], sort_keys=True))] = rec
+            key = json.dumps(rec["lookupKey"], sort_keys=True)
+            legacy_recs[(chem["name"], _population(rec["population"]), key)] = rec
 
     recs: list[dict[str, Any]] = []
     drug_names = {d["name"] for d in drugs}
@@ -574,10 +593,10 @@ def build_guideline(path: Path, legacy: dict[str, Any], release: Release | None,
             if old is not None and _differs(old, rec):
                 report.recommendations_changed += 1
             recs.append(rec)
-        for (drug, population, key), old in sorted(legacy_recs.items()):
+        for (drug, population, key), _old in sorted(legacy_recs.items()):
             report.recommendations_dropped.append(f"{gid}: {drug} [{population}] {key}")
     else:
-        for (drug, population, key), old in sorted(legacy_recs.items()):
+        for (drug, population, _key), old in sorted(legacy_recs.items()):
             recs.append(_legacy_recommendation(old, drug, population, legacy["version"]))
     recs.sort(key=lambda r: (r["drug"], r["population"], sorted(r["lookup"].items())))
 
@@ -633,7 +652,8 @@ def build_release_guideline(drug: str, release: Release, citations_by_pmid: dict
     info = release.drugs_by_name.get(drug) or {}
     rxnorm = info.get("rxnormid", "")
     if guideline is None:
-        report.drugs_left_out.append(f"{drug}: no guideline of the release's guideline table covers it with {', '.join(genes)}")
+        report.drugs_left_out.append(f"{drug}: no guideline of the release's guideline table covers it with "
+                                     f"{', '.join(genes)}")
         return None
     if not rxnorm.isdigit():
         report.drugs_by_name.append(f"{drug}: the release's drug table gives no RxNorm code "
@@ -642,7 +662,8 @@ def build_release_guideline(drug: str, release: Release, citations_by_pmid: dict
     citations = []
     for pmid in pmids:
         known = citations_by_pmid.get(pmid)
-        citations.append({"pmid": pmid, "title": known["title"], "year": int(known["year"]), "journal": known.get("journal")}
+        citations.append({"pmid": pmid, "title": known["title"], "year": int(known["year"]),
+                          "journal": known.get("journal")}
                          if known else {"pmid": pmid})
     recs = []
     for row in rows:
@@ -650,7 +671,8 @@ def build_release_guideline(drug: str, release: Release, citations_by_pmid: dict
         recs.append(_release_recommendation(row, lookup, _population(row["population"]), None, release))
     recs.sort(key=lambda r: (r["drug"], r["population"], sorted(r["lookup"].items())))
     notes = [f"In {release.name} only: no guideline annotation of the {LEGACY_EXPORT} lists {drug}. The guideline URL "
-             f"and genes are CPIC's guideline table's (ClinPGx {guideline['clinpgx_guideline_id']}), the PMID the gene-drug "
+             f"and genes are CPIC's guideline table's (ClinPGx {guideline['clinpgx_guideline_id']}), the PMID the "
+             "gene-drug "
              "pair table's; the recommendations carry no curator flags."]
     if not citations:
         notes.append("The release data gives no PMID for this guideline: it is cited by its CPIC URL.")
@@ -738,7 +760,9 @@ def _flags(old: dict[str, Any]) -> dict[str, bool]:
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
     old_cls = _classification(((old.get("classification") or {}).get("term") or "n/a").replace("N/A", "n/a"))
     new_cls = new.get("classification", "n/a")
-    norm = lambda s: " ".join(s.replace("’", "'").replace("“", '"').replace("”", '"').split())
+    def norm(s: str) -> str:
+        return " ".join(s.replace("’", "'").replace("“", '"').replace("”", '"').split())
+
     return old_cls != new_cls or not norm(_html_text(old["text"]["html"])).startswith(norm(new["recommendation"]))
 
 
@@ -776,7 +800,8 @@ def _is_short(value: Any) -> bool:
 
 def _dict_presenter(dumper: yaml.SafeDumper, value: dict) -> yaml.Node:
     # One line per allele or lookup key keeps tables readable and diffs small; long prose stays in block style.
-    flow = all(_is_short(v) for v in value.values()) and sum(len(str(k)) + len(str(v)) + 4 for k, v in value.items()) < 100
+    flow = all(_is_short(v) for v in value.values()) and sum(len(str(k)) + len(str(v)) + 4 for k,
+                                                             v in value.items()) < 100
     return dumper.represent_mapping("tag:yaml.org,2002:map", value, flow_style=flow)
 
 
@@ -797,7 +822,8 @@ def dump_yaml(data: Any, header: str) -> str:
 
 GENERATED = ("# Generated by `cds import cpic` from the CPIC data in ../shared/cpic; do not edit by hand.\n"
              "# Regenerate and review the diff when CPIC publishes a new release.\n"
-             "# CPIC content: CC0 1.0 (cpicpgx.org). PharmGKB/ClinPGx annotations: CC BY-SA 4.0, attribution to PharmGKB/ClinPGx.\n")
+             "# CPIC content: CC0 1.0 (cpicpgx.org). PharmGKB/ClinPGx annotations: CC BY-SA 4.0, attribution to "
+             "PharmGKB/ClinPGx.\n")
 
 
 def default_errata(knowledge_root: Path | None = None) -> Path:
@@ -816,7 +842,8 @@ def import_cpic(src: Path, dest: Path, errata: Path | None = None) -> ImportRepo
     release = _find_release(src, read_errata(errata or default_errata()), report)
     release_dir = sorted(p for p in src.glob("v*") if p.is_dir())[-1] if release else None
     if release is None:
-        report.notes.append("no CPIC database release tables found: allele functions and recommendations come from the older export")
+        report.notes.append("no CPIC database release tables found: allele functions and recommendations come from the "
+                            "older export")
 
     (dest / "genes").mkdir(parents=True, exist_ok=True)
     (dest / "cpic").mkdir(parents=True, exist_ok=True)
@@ -830,7 +857,8 @@ def import_cpic(src: Path, dest: Path, errata: Path | None = None) -> ImportRepo
         keyed = {g for r in release.recommendations for g in json.loads(r["lookupkey_json(reconstructed)"])}
         for gene in sorted(keyed - set(report.genes_written) - set(HLA_GENES)):
             if gene not in release.alleles:
-                report.notes.append(f"{gene}: recommendations are keyed by it but the release has no allele table for it")
+                report.notes.append(f"{gene}: recommendations are keyed by it but the release has no allele table for "
+                                    "it")
                 continue
             table = build_release_gene_table(gene, release, report)
             (dest / "genes" / f"{gene}.yaml").write_text(dump_yaml(table, GENERATED), encoding="utf-8")

@@ -60,7 +60,8 @@ class KnowledgeBase:
         # `origins` is keyed by id(), which means nothing in another process (an unpickled copy, the
         # knowledge cache, a dask worker): carry each described object itself, which pickle keeps identical.
         state = self.__dict__.copy()
-        described = [*self.genes.values(), *self.guidelines.values(), *self.rules, *self.services, *self.dosing.values(),
+        described = [*self.genes.values(), *self.guidelines.values(), *self.rules, *self.services,
+                     *self.dosing.values(),
                      *(rec for g in self.guidelines.values() for rec in g.recommendations)]
         by_id = {id(obj): obj for obj in described}
         state["origins"] = [(by_id[key], origin) for key, origin in self.origins.items() if key in by_id]
@@ -114,7 +115,8 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and (part.startswith(("list[", "dict[", "literal[", "function-")) or part in ("str", "int")):
+        elif isinstance(part, str) and (part.startswith(("list[", "dict[", "literal[", "function-"))
+                                        or part in ("str", "int")):
             continue  # pydantic's union/validator branch names mean nothing to an author
         else:
             out += ("." if out else "") + str(part)
@@ -238,7 +240,8 @@ def with_rules(kb: KnowledgeBase, files: dict[str, str]) -> KnowledgeBase:
                         rules=rules, services=kb.services, sources=sources, origins=origins, dosing=kb.dosing,
                         interpreters=kb.interpreters, file_digests=digests, rule_texts=dict(files))
     if not diags:
-        from cds.knowledge.crosslink import cross_link as check, notices
+        from cds.knowledge.crosslink import cross_link as check
+        from cds.knowledge.crosslink import notices
         diags.extend(check(new))
         new.notices = notices(new)
     if diags:
@@ -262,7 +265,8 @@ def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
         seen = first_seen.get((kind, key))
         if seen:
             diags.append(Diagnostic(origin.file, sources[origin.file].line(origin.path),
-                                    f"duplicate {kind} id '{key}' (first defined in {seen.file}:{sources[seen.file].line(seen.path)})"))
+                                    f"duplicate {kind} id '{key}' (first defined in "
+                                    f"{seen.file}:{sources[seen.file].line(seen.path)})"))
             return False
         first_seen[(kind, key)] = origin
         return True
@@ -288,7 +292,9 @@ def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
                 continue
             if kind == "gene":
                 if path.stem != model.gene:
-                    diags.append(smap.diag(("gene",), f"gene '{model.gene}' is in a file named {path.name}; name it {model.gene}.yaml"))
+                    diags.append(smap.diag(("gene",),
+                                           f"gene '{model.gene}' is in a file named {path.name}; name it "
+                                           f"{model.gene}.yaml"))
                 if unique("gene", model.gene, Origin(name)):
                     genes[model.gene] = model
                     origins[id(model)] = Origin(name)
@@ -326,7 +332,8 @@ def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
     # Cross-file checks only make sense once every file reads: a gene table with a syntax error
     # would otherwise show up as hundreds of "unknown gene" errors in the guidelines.
     if cross_link and not diags:
-        from cds.knowledge.crosslink import cross_link as check, notices
+        from cds.knowledge.crosslink import cross_link as check
+        from cds.knowledge.crosslink import notices
         diags.extend(check(kb))
         kb.notices = notices(kb)
     if diags:

@@ -52,7 +52,8 @@ class PhenotypeRule(Strict):
 
     functions: list[str] = Field(min_length=1, max_length=2)
     phenotype: str
-    source: str | None = None    # where the rule is written, when not the diplotype table (e.g. a CPIC result definition)
+    # where the rule is written, when not the diplotype table (e.g. a CPIC result definition)
+    source: str | None = None
 
 
 class ScoreRange(Strict):
@@ -63,7 +64,7 @@ class ScoreRange(Strict):
     phenotype: str
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ScoreRange":
+    def _ordered(self) -> ScoreRange:
         if self.max is not None and self.max < self.min:
             raise ValueError(f"max {self.max} is below min {self.min}")
         return self
@@ -110,7 +111,7 @@ class SingleVariant(Strict):
     source: str
 
     @model_validator(mode="after")
-    def _strands_agree(self) -> "SingleVariant":
+    def _strands_agree(self) -> SingleVariant:
         complement = {"A": "T", "C": "G", "G": "C", "T": "A"}
         same = self.genomic == self.gene_strand
         reverse = (complement[self.genomic.reference], complement[self.genomic.variant]) == \
@@ -146,7 +147,7 @@ class GeneTable(Strict):
         return next((r for r in self.results if r.result == key), None)
 
     @model_validator(mode="after")
-    def _aliases_name_alleles(self) -> "GeneTable":
+    def _aliases_name_alleles(self) -> GeneTable:
         for name, alias in self.aliases.items():
             if alias.allele not in self.alleles:
                 raise ValueError(f"alias {name!r} names {alias.allele!r}, which is not an allele of the table")
@@ -155,7 +156,7 @@ class GeneTable(Strict):
         return self
 
     @model_validator(mode="after")
-    def _kind_has_what_it_needs(self) -> "GeneTable":
+    def _kind_has_what_it_needs(self) -> GeneTable:
         if self.kind == "allele-status" and not self.alleles_of_interest:
             raise ValueError("an allele-status gene needs alleles_of_interest")
         if self.kind == "genotype":
@@ -286,7 +287,7 @@ class Adjustment(Strict):
     suggest_alternatives: bool | None = None
 
     @model_validator(mode="after")
-    def _selects_something(self) -> "Adjustment":
+    def _selects_something(self) -> Adjustment:
         if not self.when and not self.recommendations:
             raise ValueError("an adjustment needs `when` or `recommendations` to say what it applies to")
         return self
@@ -359,7 +360,7 @@ class HookService(Strict):
     usage_requirements: str | None = None
 
     @model_validator(mode="after")
-    def _optional_keys_exist(self) -> "HookService":
+    def _optional_keys_exist(self) -> HookService:
         unknown = [k for k in self.optional_prefetch if k not in self.prefetch]
         if unknown:
             raise ValueError(f"optional_prefetch names keys that are not prefetch templates: {', '.join(unknown)}")

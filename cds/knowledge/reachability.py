@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from cds.knowledge.loader import KnowledgeBase
 
 
-def unreachable_notes(kb: "KnowledgeBase") -> list[Diagnostic]:
+def unreachable_notes(kb: KnowledgeBase) -> list[Diagnostic]:
     """One note per unreachable recommendation: file, line, drug, the source's key and why."""
     notes = []
     for g in sorted(kb.guidelines.values(), key=lambda g: g.id):
@@ -22,7 +22,7 @@ def unreachable_notes(kb: "KnowledgeBase") -> list[Diagnostic]:
     return sorted(notes)
 
 
-def check_unreachable(kb: "KnowledgeBase") -> list[Diagnostic]:
+def check_unreachable(kb: KnowledgeBase) -> list[Diagnostic]:
     from cds.knowledge.dpwg_keys import map_key
 
     diags = []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cds.engine import Engine
-from cds.errors import CdsError, KnowledgeError
+from cds.errors import KnowledgeError
 from cds.knowledge.loader import KnowledgeBase, rules_files
 from cds.pipeline import Advisor
 from cds.policy.review import PolicyRefused, compile_policy, validate_files

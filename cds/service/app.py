@@ -448,7 +448,7 @@ def _within(probes: dict[str, Any], seconds: float) -> dict[str, str]:
         try:
             what = probe()
             outcomes[name] = f"up ({what})" if what else "up"
-        except Exception as err:  # noqa: BLE001 - any failure means not ready; the reason is shown
+        except Exception as err:
             outcomes[name] = f"unreachable ({type(err).__name__})"
 
     threads = [threading.Thread(target=run, args=item, daemon=True) for item in probes.items()]

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -102,10 +103,8 @@ class _Watchdog:
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-            try:
+            with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
 
 
 _watchdog = _Watchdog()
@@ -171,7 +170,7 @@ class FhirClient:
                 slot = self._slots[origin] = threading.BoundedSemaphore(self.limits.per_origin)
             return slot
 
-    def session(self, deadline: float) -> "FetchSession":
+    def session(self, deadline: float) -> FetchSession:
         return FetchSession(self, deadline)
 
 
@@ -188,7 +187,7 @@ class FetchSession:
         self._http.mount("http://", adapter)
         self._http.mount("https://", adapter)
 
-    def __enter__(self) -> "FetchSession":
+    def __enter__(self) -> FetchSession:
         _current.deadline = self.deadline
         _current.tokens = []
         return self
@@ -245,9 +244,11 @@ class FetchSession:
             headers["Authorization"] = f"Bearer {token}"
         try:
             response = self._http.get(url, headers=headers, stream=True, allow_redirects=False,
-                                      timeout=(min(limits.connect_timeout, remaining), min(limits.read_timeout, remaining)))
+                                      timeout=(min(limits.connect_timeout, remaining),
+                                               min(limits.read_timeout, remaining)))
         except requests.Timeout:
-            raise self._late() if self.remaining() <= 0 else FetchError("timed out waiting for the FHIR server") from None
+            late = self.remaining() <= 0
+            raise self._late() if late else FetchError("timed out waiting for the FHIR server") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
             if self.remaining() <= 0:
                 raise self._late() from None

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of our endpoints (served at /openapi.json)."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from cds import __version__
 from cds.cdshooks import OPTIONAL_CONTEXT, REQUIRED_CONTEXT
@@ -94,7 +95,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Malformed request (the body says what is wrong)", 401: "Missing or invalid JWT bearer token",
             404: "Unknown service or card", 412: "Required prefetch data missing and no FHIR server to fetch it",
             413: "Body larger than CDS_MAX_BODY_BYTES", 415: "Body is not JSON", 503: "Audit store unavailable"}
-    return {str(c): {"description": text[c], "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {str(c): {"description": text[c],
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
             for c in codes}
 
 
@@ -109,7 +111,8 @@ def _service_paths(service: HookService) -> dict[str, Any]:
                           **_errors(400, 401, 404, 412, 413, 415)}}},
         f"/cds-services/{service.id}/feedback": {"post": {
             "summary": f"Feedback on {service.id}'s cards (accepted / overridden)", "security": [{"cdsJwt": []}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}}},
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}}},
             "responses": {"200": {"description": "Stored"}, **_errors(400, 401, 404, 415, 503)}}},
     }
 
@@ -127,10 +130,14 @@ def openapi_document(services: Iterable[HookService]) -> dict[str, Any]:
     paths.update({
         "/admin/report": {"get": {
             "summary": "Pharmacy & therapeutics committee report", "security": [{"adminToken": []}],
-            "parameters": [{"name": "since", "in": "query", "required": False, "schema": {"type": "string", "format": "date"}}],
-            "responses": {"200": {"description": "Alerts per rule, acceptance and override rates"}, **_errors(400, 401, 503)}}},
-        "/healthz": {"get": {"summary": "Health and knowledge-base version", "responses": {"200": {"description": "OK"}}}},
-        "/readyz": {"get": {"summary": "Ready: knowledge loaded, and the audit database and the replay store answering now",
+            "parameters": [{"name": "since", "in": "query", "required": False,
+                            "schema": {"type": "string", "format": "date"}}],
+            "responses": {"200": {"description": "Alerts per rule, acceptance and override rates"},
+                          **_errors(400, 401, 503)}}},
+        "/healthz": {"get": {"summary": "Health and knowledge-base version",
+                             "responses": {"200": {"description": "OK"}}}},
+        "/readyz": {"get": {"summary": "Ready: knowledge loaded, and the audit database and the replay store answering "
+                            "now",
                             "responses": {"200": {"description": "ready"},
                                           "503": {"description": "not ready; the body names the failing check"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics of every worker", "security": [{}, {"metricsToken": []}],

@@ -21,7 +21,8 @@ import logging
 import re
 import threading
 import time
-from typing import Any, Callable, Collection
+from collections.abc import Callable, Collection
+from typing import Any
 from urllib.parse import quote, urljoin
 
 from cds.cdshooks import GENOMIC_KEYS, Gathered, HookRequest, RequestError, next_link, prefetch_problem
@@ -66,7 +67,7 @@ class FhirFetcher:
         self.budget = budget
 
     @classmethod
-    def from_settings(cls, settings) -> "FhirFetcher":
+    def from_settings(cls, settings) -> FhirFetcher:
         return cls(FhirClient(Limits(connect_timeout=settings.fhir_connect_timeout, read_timeout=settings.fhir_timeout,
                                      max_bytes=settings.fhir_max_bytes, per_origin=settings.fhir_per_origin)),
                    settings.fhir_budget)
@@ -191,11 +192,12 @@ class FhirFetcher:
             pages += 1
             entries.extend(page.get("entry") or [])
             url = _absolute(next_link(page), server)
-        merged = {**first, "entry": entries, "link": [l for l in first.get("link") or []
-                                                      if isinstance(l, dict) and l.get("relation") == "self"]}
+        merged = {**first, "entry": entries, "link": [link for link in first.get("link") or []
+                                                      if isinstance(link, dict) and link.get("relation") == "self"]}
         return merged, error
 
-    def _run(self, tasks: dict[str, Callable[[FetchSession], Any]], deadline: float) -> dict[str, tuple[Any, str | None]]:
+    def _run(self, tasks: dict[str, Callable[[FetchSession], Any]],
+             deadline: float) -> dict[str, tuple[Any, str | None]]:
         """Each task on its own thread (never a pool another call could have filled), all ended by the
         deadline: the client's watchdog closes whatever connection is still open then."""
         results: dict[str, tuple[Any, str | None]] = {}
@@ -244,14 +246,16 @@ class FhirFetcher:
                                    "an order's Medication"))
         if not candidates:
             return                                       # the common case: nothing refers outside the data
-        known = _known_keys(list(out.data.values()) + [request.context.get("draftOrders"), request.context.get("medications")])
+        known = _known_keys(list(out.data.values()) + [request.context.get("draftOrders"),
+                                                       request.context.get("medications")])
         wanted: dict[str, tuple[str, str]] = {}          # Type/id → (error key, what it is)
         foreign: dict[str, int] = {}
         for ref, rtype, key, what in candidates:
             _want(ref, rtype, key, what, known, server, wanted, foreign)
         for key, count in foreign.items():
             out.errors[key] = _join(out.errors.get(key), f"{count} referenced resource(s) on another server than "
-                                                         "fhirServer: not fetched (the access token is only for fhirServer)")
+                                                         "fhirServer: not fetched (the access token is only for "
+                                                         "fhirServer)")
         if not wanted:
             return
         if not server:
@@ -266,7 +270,7 @@ class FhirFetcher:
             return
         targets = list(wanted.items())
         if len(targets) > _MAX_REFERENCES:
-            for ref, (key, _) in targets[_MAX_REFERENCES:]:
+            for _ref, (key, _) in targets[_MAX_REFERENCES:]:
                 out.errors[key] = _join(out.errors.get(key), f"more than {_MAX_REFERENCES} referenced resources: "
                                         "the rest were not read")
             targets = targets[:_MAX_REFERENCES]
@@ -324,7 +328,8 @@ def _resources(value: Any, rtype: str) -> list[dict]:
         return [value]
     if value.get("resourceType") != "Bundle":
         return []
-    return [e["resource"] for e in value.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    return [e["resource"] for e in value.get("entry") or []
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
             and e["resource"].get("resourceType") == rtype]
 
 

@@ -18,6 +18,7 @@ at most LINGER_SECONDS) instead of gunicorn's close_graceful, which waits up to 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import resource
 import selectors
@@ -48,7 +49,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class _Reading:
     """A connection whose next request is arriving."""
 
-    conn: "BufferedConn"
+    conn: BufferedConn
     deadline: float
     framing: RequestFraming
     buffer: bytearray = field(default_factory=bytearray)
@@ -59,7 +60,7 @@ class _Reading:
 class _Writing:
     """A connection whose answer is being sent; gunicorn's finish_request runs once it is."""
 
-    conn: "BufferedConn"
+    conn: BufferedConn
     deadline: float
     data: memoryview
     finish: object                       # the call that completes the request (keep-alive or close)
@@ -203,10 +204,8 @@ class BufferedThreadWorker(ThreadWorker):
 
     def _stop_reading(self, reading: _Reading) -> None:
         self.reading.remove(reading)
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(reading.conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
 
     def _hand_to_thread(self, reading: _Reading) -> None:
         conn = reading.conn
@@ -259,10 +258,8 @@ class BufferedThreadWorker(ThreadWorker):
 
     def _stop_writing(self, writing: _Writing) -> None:
         self.writing.remove(writing)
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(writing.conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
 
     # --- clients that take too long -------------------------------------------------------------------
 
@@ -326,10 +323,8 @@ class BufferedThreadWorker(ThreadWorker):
 
     def _end_linger(self, lingering: _Lingering) -> None:
         self.lingering.remove(lingering)
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(lingering.sock)
-        except (KeyError, ValueError, OSError):
-            pass
         _close_quietly(lingering.sock)
 
     def run(self):
@@ -358,14 +353,10 @@ def _client(conn: TConn) -> str:
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
     """A short answer on a non-blocking socket; a client that cannot take it loses it."""
-    try:
+    with contextlib.suppress(OSError):
         sock.send(data)
-    except OSError:
-        pass
 
 
 def _close_quietly(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass

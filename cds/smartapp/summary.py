@@ -72,11 +72,13 @@ def build_summary(engine, renderer: CardRenderer, context: dict[str, Any]) -> Su
     rows: list[ResultRow] = []
     genotypes: dict[str, list[Interpretation]] = {}
     for item in context["results"]:
-        if not isinstance(item, dict) or not isinstance(item.get("gene"), str) or not isinstance(item.get("value"), str):
+        if (not isinstance(item, dict) or not isinstance(item.get("gene"), str)
+                or not isinstance(item.get("value"), str)):
             rows.append(ResultRow(gene=str(item.get("gene", "?")) if isinstance(item, dict) else "?", reported="",
                                   problem="not a result: needs 'gene' and 'value' strings"))
             continue
-        sources = [s for s in item.get("source", []) if isinstance(s, str)] if isinstance(item.get("source"), list) else []
+        listed = item.get("source")
+        sources = [s for s in listed if isinstance(s, str)] if isinstance(listed, list) else []
         row = ResultRow(gene=item["gene"], reported=item["value"].removeprefix("score:"),
                         date=item.get("date") if isinstance(item.get("date"), str) else None,
                         lab=item.get("lab") if isinstance(item.get("lab"), str) else None, sources=sources)
@@ -92,7 +94,8 @@ def build_summary(engine, renderer: CardRenderer, context: dict[str, Any]) -> Su
             continue
         row.phenotype, row.activity_score = interp.phenotype, interp.activity_score
         table = kb.genes.get(item["gene"])
-        text = next((r for r in (table.results if table else []) for key in interp.lookup.values() if r.result == key), None)
+        text = next((r for r in (table.results if table else []) for key in interp.lookup.values() if r.result == key),
+                    None)
         if text:
             row.consultation, row.priority = text.consultation, text.priority
         genotypes.setdefault(item["gene"], []).append(interp)
@@ -105,7 +108,8 @@ def build_summary(engine, renderer: CardRenderer, context: dict[str, Any]) -> Su
         statements = renderer.statements(rule, list(drug.matches))
         carded = [s for s in statements if s.policy]
         if carded:
-            affected.append(AffectedDrug(drug.drug, most_cautious(s.policy.indicator for s in carded), rule.id, statements))
+            affected.append(AffectedDrug(drug.drug, most_cautious(s.policy.indicator for s in carded), rule.id,
+                                         statements))
     unreadable = context.get("unreadable") if isinstance(context.get("unreadable"), dict) else {}
     for gene, reasons in sorted(unreadable.items()):
         if isinstance(gene, str) and isinstance(reasons, list):

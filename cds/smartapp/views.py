@@ -34,9 +34,9 @@ from cds.cards import app_context
 from cds.errors import CdsError
 from cds.fhir.mappings import default_mappings
 from cds.knowledge.prefetch import genomic_search_codes
+from cds.patient_summary import words
 from cds.pipeline import patient_facts
 from cds.populations import population_words
-from cds.patient_summary import words
 from cds.smartapp import downloads
 from cds.smartapp.summary import build_summary, parse_app_context
 
@@ -217,7 +217,8 @@ def launch():
 def _start_launch(iss: str, launch_token: str):
     config = _config()
     if not _development_mode() and iss not in config["issuers"]:
-        raise LaunchError(f"the FHIR server {iss} is not among the issuers allowed to launch this app (CDS_SMART_ISSUERS)")
+        raise LaunchError(f"the FHIR server {iss} is not among the issuers allowed to launch this app "
+                          "(CDS_SMART_ISSUERS)")
     if urlparse(iss).scheme not in ("https", "http"):
         raise LaunchError("iss must be an http(s) FHIR base URL")
     smart = _get_json(f"{iss}/.well-known/smart-configuration", None, "the SMART configuration")
@@ -261,7 +262,8 @@ def callback():
     config = _config()
     try:
         if request.args.get("error"):
-            raise LaunchError(f"the EHR refused the launch: {request.args.get('error_description') or request.args['error']}")
+            raise LaunchError("the EHR refused the launch: "
+                              f"{request.args.get('error_description') or request.args['error']}")
         try:
             state = config["signer"].loads(request.args.get("state", ""), max_age=LAUNCH_SECONDS)
             cookie = config["signer"].loads(request.cookies.get(COOKIE, ""), max_age=LAUNCH_SECONDS)
@@ -302,8 +304,8 @@ def _context_from_fhir(iss: str, token: dict) -> dict:
     if not isinstance(patient, str) or not patient or not isinstance(access, str):
         raise LaunchError("the token response names no patient and access token, and carries no appContext")
     codes = ",".join(genomic_search_codes(default_mappings()))
-    bundles, incomplete = _search_pages(iss, f"{iss}/Observation?{urlencode({'patient': patient, 'code': codes, '_count': 200})}",
-                                        access)
+    query = urlencode({"patient": patient, "code": codes, "_count": 200})
+    bundles, incomplete = _search_pages(iss, f"{iss}/Observation?{query}", access)
     runtime = _runtime()
     facts = patient_facts(runtime.engine, bundles, patient_ref=f"Patient/{patient}", reader=runtime.advisor.reader)
     context = json.loads(app_context(facts.interpretations, facts.results))

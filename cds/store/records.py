@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cds.ids import new_uuid
 from cds.patient_ids import PATIENT_PLACEHOLDER, scrubber  # noqa: F401 - where the store always had them
@@ -50,13 +50,13 @@ class CallRecord:
     reasons: list[str] = field(default_factory=list)   # results/orders on file that were not used, and why
     consent: str | None = None  # cds.consent reason code, None when consent was not consulted
     latency_ms: float | None = None
-    time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
     call_id: str = field(default_factory=new_uuid)   # one getrandom() per call cost more than the rest of the record
 
 
 def utc(moment: datetime) -> datetime:
     """An aware UTC datetime; a naive one is taken to be UTC already."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 patient_scrubber = scrubber   # for other writers of de-identified text (screening outputs)

@@ -25,7 +25,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, func, select
 
@@ -94,7 +94,7 @@ def build_report(conn: Connection, since: datetime | None, all_rule_ids: Iterabl
         })
 
     return {
-        "generated_at": utc(now or datetime.now(timezone.utc)).isoformat(),
+        "generated_at": utc(now or datetime.now(UTC)).isoformat(),
         "rule_versions": _rule_versions(conn, in_period, latest),
         "since": since.isoformat() if since is not None else None,
         **summary,
@@ -329,6 +329,7 @@ def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def fmt(row: tuple[str, ...]) -> str:
-        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+        cells = enumerate(zip(row, widths, strict=True))
+        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in cells)
 
     return [fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)]

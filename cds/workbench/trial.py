@@ -147,7 +147,8 @@ def from_request(runtime, text: str) -> Trial:
     try:
         body = json.loads(text)
     except json.JSONDecodeError as err:
-        raise CdsError(f"the pasted text is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+        raise CdsError(f"the pasted text is not valid JSON: {err.msg} at line {err.lineno}, "
+                       f"column {err.colno}") from None
     if not isinstance(body, dict):
         raise CdsError("a CDS Hooks request is a JSON object with hook, hookInstance, context and prefetch")
     hook = body.get("hook")

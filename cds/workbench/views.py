@@ -202,7 +202,8 @@ def _not_found(what: str, name: str, listing: str):
 @workbench.route("/")
 def matrix():
     # ?source=CPIC|DPWG shows one source's guidelines; by default both (each cell names its source)
-    shown = [s for s in ("CPIC", "DPWG") if request.args.get("source", "").upper() in ("", "ALL", s)] or ["CPIC", "DPWG"]
+    asked = request.args.get("source", "").upper()
+    shown = [s for s in ("CPIC", "DPWG") if asked in ("", "ALL", s)] or ["CPIC", "DPWG"]
     return render_template("workbench/matrix.html", catalogue=_catalogue(), hooks=HOOKS, shown=shown)
 
 
@@ -240,7 +241,7 @@ def rule(rule_id: str):
     results = [run_case(runtime.engine, runtime.advisor.renderer, found, case) for case in found.tests]
     links = [_try_link(case) for case in found.tests]
     catalogue = _catalogue()
-    return render_template("workbench/rule.html", rule=found, results=list(zip(results, links)),
+    return render_template("workbench/rule.html", rule=found, results=list(zip(results, links, strict=True)),
                            source=catalogue.rule_sources.get(found.id), governs=catalogue.governs.get(found.id, {}),
                            guideline=runtime.kb.guidelines.get(found.guideline or ""))
 
@@ -371,6 +372,7 @@ def statistics():
     from cds.store.report import not_counted
 
     return render_template("workbench/statistics.html", report=report, since=since_text, chart=stats.rule_chart(report),
-                           problem=None, not_counted=not_counted(report), outcomes=stats.OUTCOMES, bar_height=stats.BAR_HEIGHT,
+                           problem=None, not_counted=not_counted(report), outcomes=stats.OUTCOMES,
+                           bar_height=stats.BAR_HEIGHT,
                            label_width=stats.LABEL_WIDTH)
 

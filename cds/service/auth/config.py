@@ -12,9 +12,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
