@@ -114,9 +114,58 @@ class _Obs:
         return self.entry.resource
 
 
+@dataclass(frozen=True)
+class Fact:
+    """What one value states: a diplotype (with the phenotype the lab states beside it, if any), a
+    phenotype, an allele's presence, or an activity score. Only the fields it states are set."""
+
+    diplotype: str | None = None
+    phenotype: str | None = None
+    allele: str | None = None
+    allele_present: bool | None = None
+    activity_score: str | None = None
+
+    def stated(self) -> dict[str, Any]:
+        """The fields it states, as GenomicResult's keyword arguments."""
+        return {k: v for k, v in (("diplotype", self.diplotype), ("phenotype", self.phenotype),
+                                  ("allele", self.allele), ("allele_present", self.allele_present),
+                                  ("activity_score", self.activity_score)) if v is not None}
+
+    def same_as(self, other: Fact) -> bool:
+        """The same statement: the same fields, a diplotype compared as a pair of alleles."""
+        mine, theirs = self.stated(), other.stated()
+        if mine.keys() != theirs.keys():
+            return False
+        if self.diplotype is not None and other.diplotype is not None:
+            return values.same_diplotype(self.diplotype, other.diplotype)
+        return mine == theirs
+
+
+@dataclass(frozen=True)
+class TextReading:
+    """One text read as a fact, or why it could not be (`problem`)."""
+
+    fact: Fact | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class ValueReading:
+    """An Observation's value read: the fact and the text it was read from, or why not (`problem`)."""
+
+    fact: Fact | None
+    text: str | None = None
+    problem: str | None = None
+
+
+def _unread(problem: str) -> ValueReading:
+    return ValueReading(None, None, problem)
+
+
 @dataclass
 class _Haplotype:
     obs: _Obs
+    gene: str
     allele: str
     zygosity: str | None
     text: str
@@ -131,7 +180,7 @@ class GenomicReader:
         # facts it gives are only read, never changed. Bounded at ~2 MB: 100k synthetic patients carry
         # 13k distinct value texts, of which the 4,096 most frequent are 94% of all results (measured:
         # 20k entries cost a screening worker 3.5 MB more for a few per cent of its time).
-        self._diplotype_texts: Memo[tuple[dict | None, str | None]] = Memo(4_096)
+        self._diplotype_texts: Memo[TextReading] = Memo(4_096)
 
     # --- the request ------------------------------------------------------------------------------
 
@@ -407,15 +456,9 @@ class GenomicReader:
     # --- one Observation -----------------------------------------------------------------------------
 
     def _read_one(self, obs: _Obs, observations: dict[int, _Obs], index: Index, report_dates, out, haplotypes) -> None:
-        status = obs.res.get("status") if isinstance(obs.res.get("status"), str) else None
         if obs.kind == "therapeutic-implication" and obs.gene is None and self._per_gene(obs, report_dates, out):
             return
-        if obs.kind in ("therapeutic-implication", "phenotype") and obs.gene is None and obs.gene_problem is None:
-            self._gene_from_parents(obs, observations, index)
-            if obs.gene is None and (obs.gene_problem or "").startswith("no gene stated"):
-                # the lab's own statement names the gene ("CYP2C19 Rapid Metabolizer", genomics-operations'
-                # implications): read it, though the genotype it is derived from is not here
-                obs.gene = self._gene_in_phenotype(obs) or None
+        self._gene_of_derived(obs, observations, index)
         if obs.kind == "unrecognised":
             return      # said after the others are read, where nothing else of its gene is (_unrecognised_results)
         if obs.gene is None and obs.genes_stated:
@@ -425,55 +468,75 @@ class GenomicReader:
             self._skip(out, f"{obs.rid}: {obs.gene_problem or 'no gene stated'}", obs)
             return
         gene = obs.gene
-        stated_indeterminate = _stated_indeterminate(obs.res)
-        if stated_indeterminate is not None:
-            # Its source says it is Indeterminate (interpretation IND) and why, in a note (what pgx-cds
-            # writes for a caller's ambiguous or combination call): that, not our reading of the value.
-            out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, phenotype="Indeterminate",
-                                             effective=self._effective(obs, report_dates, out),
-                                             text=next((t for _, t in self._candidates(obs.res)), None),
-                                             performer=performer_of(obs.res), reason=stated_indeterminate))
+        if self._said_indeterminate(obs, gene, report_dates, out):
             return
         if obs.kind == "haplotype":
-            allele, text, problem = self._haplotype_value(obs)
-            if problem:
-                self._skip(out, f"{obs.rid} ({gene} haplotype): {problem}", obs)
-            else:
-                haplotypes.append(_Haplotype(obs, allele, self._zygosity(obs.res), text))
+            self._read_haplotype(obs, gene, out, haplotypes)
             return
-        if obs.kind == "genotype":
-            fact, text, problem = self._genotype_value(obs, gene)
-        elif obs.kind == "phenotype":
-            fact, text, problem = self._phenotype_value([obs.res], gene)
-        elif obs.kind == "therapeutic-implication":
-            parts = [c for c in as_list(obs.res.get("component"))
-                     if isinstance(c, dict) and any(k in self.m.phenotype_components
-                                                    for k in concept_keys(c.get("code")))]
-            fact, text, problem = self._implied_status(parts[:1], gene) if gene in self.m.allele_status_genes \
-                else (None, None, "not an allele-status gene")
-            if fact is not None:                              # "HLA-B *57:01 positive", one result per allele
-                for part in parts[1:]:
-                    self._implication_status(obs, part, gene, status, report_dates, out)
-            else:
-                fact, text, problem = self._phenotype_value(parts + [obs.res], gene)
-        else:
-            fact, text, problem = self._lab_value(obs, gene)
-        if problem:
-            self._skip(out, f"{obs.rid} ({gene} {obs.kind}): {problem}", obs)
+        read = self._value_of(obs, gene, report_dates, out)
+        if read.fact is None:
+            self._skip(out, f"{obs.rid} ({gene} {obs.kind}): {read.problem}", obs)
             return
         when = self._effective(obs, report_dates, out)
-        if "diplotype" in fact and "phenotype" in fact:
+        if read.fact.diplotype is not None and read.fact.phenotype is not None:
             # A diplotype with the phenotype the lab derived from it: two statements, checked against
             # each other by the interpreter (a disagreement is a conflict).
-            out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text,
-                                             performer=performer_of(obs.res),
-                                             diplotype=fact["diplotype"]))
-            out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text,
-                                             performer=performer_of(obs.res),
-                                             phenotype=fact["phenotype"]))
+            out.results.append(self._result(obs, gene, when, read.text, Fact(diplotype=read.fact.diplotype)))
+            out.results.append(self._result(obs, gene, when, read.text, Fact(phenotype=read.fact.phenotype)))
             return
-        out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text,
-                                         performer=performer_of(obs.res), **fact))
+        out.results.append(self._result(obs, gene, when, read.text, read.fact))
+
+    def _gene_of_derived(self, obs: _Obs, observations: dict[int, _Obs], index: Index) -> None:
+        """An implication or phenotype that names no gene takes it from what it is derived from."""
+        if obs.kind in ("therapeutic-implication", "phenotype") and obs.gene is None and obs.gene_problem is None:
+            self._gene_from_parents(obs, observations, index)
+            if obs.gene is None and (obs.gene_problem or "").startswith("no gene stated"):
+                # the lab's own statement names the gene ("CYP2C19 Rapid Metabolizer", genomics-operations'
+                # implications): read it, though the genotype it is derived from is not here
+                obs.gene = self._gene_in_phenotype(obs) or None
+
+    def _said_indeterminate(self, obs: _Obs, gene: str, report_dates, out: GenomicReading) -> bool:
+        """Its source says it is Indeterminate (interpretation IND) and why, in a note (what pgx-cds
+        writes for a caller's ambiguous or combination call): that, not our reading of the value."""
+        reason = _stated_indeterminate(obs.res)
+        if reason is None:
+            return False
+        out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=_status(obs.res),
+                                         phenotype="Indeterminate", effective=self._effective(obs, report_dates, out),
+                                         text=next((t for _, t in self._candidates(obs.res)), None),
+                                         performer=performer_of(obs.res), reason=reason))
+        return True
+
+    def _read_haplotype(self, obs: _Obs, gene: str, out: GenomicReading, haplotypes: list[_Haplotype]) -> None:
+        read = self._haplotype_value(obs, gene)
+        if read.fact is None or read.fact.allele is None:
+            self._skip(out, f"{obs.rid} ({gene} haplotype): {read.problem}", obs)
+        else:
+            haplotypes.append(_Haplotype(obs, gene, read.fact.allele, self._zygosity(obs.res), read.text or ""))
+
+    def _value_of(self, obs: _Obs, gene: str, report_dates, out: GenomicReading) -> ValueReading:
+        if obs.kind == "genotype":
+            return self._genotype_value(obs, gene)
+        if obs.kind == "phenotype":
+            return self._phenotype_value([obs.res], gene)
+        if obs.kind == "therapeutic-implication":
+            return self._implication_value(obs, gene, report_dates, out)
+        return self._lab_value(obs, gene)
+
+    def _implication_value(self, obs: _Obs, gene: str, report_dates, out: GenomicReading) -> ValueReading:
+        parts = [c for c in as_list(obs.res.get("component"))
+                 if isinstance(c, dict) and any(k in self.m.phenotype_components for k in concept_keys(c.get("code")))]
+        if gene in self.m.allele_status_genes:
+            read = self._implied_status(parts[:1], gene)
+            if read.fact is not None:                     # "HLA-B *57:01 positive", one result per allele
+                for part in parts[1:]:
+                    self._implication_status(obs, part, gene, _status(obs.res), report_dates, out)
+                return read
+        return self._phenotype_value([*parts, obs.res], gene)
+
+    def _result(self, obs: _Obs, gene: str, when: datetime | None, text: str | None, fact: Fact) -> GenomicResult:
+        return GenomicResult(gene=gene, source_id=obs.rid, status=_status(obs.res), effective=when, text=text,
+                             performer=performer_of(obs.res), **fact.stated())
 
     def _per_gene(self, obs: _Obs, report_dates, out: GenomicReading) -> bool:
         """An implication over several genes whose phenotype components each begin with their gene
@@ -481,7 +544,7 @@ class GenomicReader:
         read) unless there are several genes and every such component names exactly one and reads."""
         parts = [c for c in as_list(obs.res.get("component"))
                  if isinstance(c, dict) and any(k in self.m.phenotype_components for k in concept_keys(c.get("code")))]
-        read: list[tuple[str, dict, str]] = []
+        found: list[tuple[str, Fact, str]] = []
         for part in parts:
             texts = concept_texts(part.get("valueCodeableConcept"))
             named = {self.m.gene_by_folded_symbol[m.group(1).casefold()]
@@ -489,20 +552,16 @@ class GenomicReader:
             if len(named) != 1:
                 return False
             gene = next(iter(named))
-            if gene in self.m.allele_status_genes:
-                fact, text, problem = self._implied_status([part], gene)
-            else:
-                fact, text, problem = self._phenotype_value([part], gene)
-            if problem or fact is None:
+            read = (self._implied_status([part], gene) if gene in self.m.allele_status_genes
+                    else self._phenotype_value([part], gene))
+            if read.fact is None:
                 return False
-            read.append((gene, fact, text or ""))
-        if len({gene for gene, _, _ in read}) < 2:
+            found.append((gene, read.fact, read.text or ""))
+        if len({gene for gene, _, _ in found}) < 2:
             return False          # one gene: read as any implication (its gene from what it derives from)
-        status = obs.res.get("status") if isinstance(obs.res.get("status"), str) else None
         when = self._effective(obs, report_dates, out)
-        for gene, fact, text in read:
-            out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, effective=when, text=text,
-                                             performer=performer_of(obs.res), **fact))
+        for gene, fact, text in found:
+            out.results.append(self._result(obs, gene, when, text, fact))
         return True
 
     def _gene_in_phenotype(self, obs: _Obs) -> str | None:
@@ -591,100 +650,106 @@ class GenomicReader:
         return out
 
     @staticmethod
-    def _one(readings: list[tuple[dict, str]], problems: list[str],
-             what: str) -> tuple[dict | None, str | None, str | None]:
+    def _one(readings: list[tuple[Fact, str]], problems: list[str], what: str) -> ValueReading:
         """All readable candidates must say the same thing; the first problem explains a failure."""
         if not readings:
-            return None, None, problems[0] if problems else f"no {what} value"
+            return _unread(problems[0] if problems else f"no {what} value")
         first, text = readings[0]
         for other, _ in readings[1:]:
-            if not _same_fact(first, other):
-                return None, None, f"the value's codings and text disagree about the {what}"
-        return first, text, None
+            if not first.same_as(other):
+                return _unread(f"the value's codings and text disagree about the {what}")
+        return ValueReading(first, text)
 
-    def _genotype_value(self, obs: _Obs, gene: str) -> tuple[dict | None, str | None, str | None]:
-        readings, problems = [], []
+    def _genotype_value(self, obs: _Obs, gene: str) -> ValueReading:
+        readings: list[tuple[Fact, str]] = []
+        problems: list[str] = []
         hla = gene in self.m.allele_status_genes
         for origin, text in self._candidates(obs.res):
             if origin == "gl":
-                value, problem = values.gl_string(text, gene, self.m)
-                fact = {"diplotype": value} if value else None
+                parsed = values.gl_string(text, gene, self.m)
+                read = TextReading(Fact(diplotype=parsed.value)) if parsed.value else TextReading(None, parsed.problem)
             elif hla:
-                fact, problem = self._hla_text(text, gene, self._code_allele(obs, gene), single_means_present=True)
+                read = self._hla_text(text, gene, self._code_allele(obs, gene), single_means_present=True)
             else:
-                fact, problem = self._diplotype_text(text, gene)
-            if fact:
-                readings.append((fact, text))
+                read = self._diplotype_text(text, gene)
+            if read.fact:
+                readings.append((read.fact, text))
             elif origin != "code":      # a code that is not an allele name (ClinVar id, PV number) is fine
-                problems.append(problem)
+                problems.append(read.problem or "")
         return self._one(readings, problems, "genotype")
 
-    def _haplotype_value(self, obs: _Obs) -> tuple[str | None, str | None, str | None]:
-        readings, problems = [], []
+    def _haplotype_value(self, obs: _Obs, gene: str) -> ValueReading:
+        readings: list[tuple[Fact, str]] = []
+        problems: list[str] = []
         for origin, text in self._candidates(obs.res):
-            allele, problem = values.single_allele(text, obs.gene, self.m)
-            if allele:
-                readings.append(({"allele": allele}, text))
+            parsed = values.single_allele(text, gene, self.m)
+            if parsed.value:
+                readings.append((Fact(allele=parsed.value), text))
             elif origin != "code":
-                problems.append(problem)
-        fact, text, problem = self._one(readings, problems, "haplotype")
-        return (fact["allele"], text, None) if fact else (None, None, problem)
+                problems.append(parsed.problem or "")
+        return self._one(readings, problems, "haplotype")
 
     def _implication_status(self, obs: _Obs, part: dict, gene: str, status: str | None, report_dates,
                             out: GenomicReading) -> None:
         """One more allele's status stated by an HLA gene's implication (each component its own result)."""
-        fact, text, problem = self._implied_status([part], gene)
-        if problem or fact is None:
-            self._skip(out, f"{obs.rid} ({gene} therapeutic-implication): {problem}", obs)
+        read = self._implied_status([part], gene)
+        if read.fact is None:
+            self._skip(out, f"{obs.rid} ({gene} therapeutic-implication): {read.problem}", obs)
             return
-        out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, text=text,
+        out.results.append(GenomicResult(gene=gene, source_id=obs.rid, status=status, text=read.text,
                                          effective=self._effective(obs, report_dates, out),
-                                         performer=performer_of(obs.res), **fact))
+                                         performer=performer_of(obs.res), **read.fact.stated()))
 
-    def _implied_status(self, parts: list[dict], gene: str) -> tuple[dict | None, str | None, str | None]:
+    def _implied_status(self, parts: list[dict], gene: str) -> ValueReading:
         """An allele-status gene's implication states the allele's status as text ("HLA-B *57:01 positive")."""
-        readings, problems = [], []
+        readings: list[tuple[Fact, str]] = []
+        problems: list[str] = []
         for part in parts:
             for text in concept_texts(part.get("valueCodeableConcept")):
-                fact, problem = self._hla_text(text, gene, None, single_means_present=False)
-                if fact and "allele_present" in fact:
-                    readings.append((fact, text))
+                read = self._hla_text(text, gene, None, single_means_present=False)
+                if read.fact and read.fact.allele_present is not None:
+                    readings.append((read.fact, text))
                 else:
-                    problems.append(problem or "the value does not state an allele's presence")
+                    problems.append(read.problem or "the value does not state an allele's presence")
         return self._one(readings, problems, "allele status")
 
-    def _phenotype_value(self, holders: list[dict], gene: str) -> tuple[dict | None, str | None, str | None]:
+    def _phenotype_value(self, holders: list[dict], gene: str) -> ValueReading:
         """The phenotype in the values of `holders` (components, or the Observation itself)."""
-        readings, problems = [], []
+        readings: list[tuple[Fact, str]] = []
+        problems: list[str] = []
         for holder in holders:
             concept = holder.get("valueCodeableConcept")
             if is_concept(concept):
-                for system, code, display in codings(concept):
-                    if system and code and (system, code) in self.m.phenotype_answers:
-                        term = self.m.phenotype_answers[(system, code)]
-                        if term is None:
-                            problems.insert(0, f"answer {code} is not a CPIC phenotype "
-                                               "(guidelines/fhir-mappings.yaml)")
-                        else:
-                            readings.append(({"phenotype": term}, display or term))
-                for text in concept_texts(concept):
-                    term = values.phenotype_term(text, gene, self.m)
-                    if term:
-                        readings.append(({"phenotype": term}, text))
+                self._coded_phenotypes(concept, gene, readings, problems)
             string = text_of(holder.get("valueString"))
             if string:
                 term = values.phenotype_term(string, gene, self.m)
                 if term:
-                    readings.append(({"phenotype": term}, string))
+                    readings.append((Fact(phenotype=term), string))
                 else:
                     problems.append("the text is not a CPIC phenotype term")
         if not readings and not problems and any(is_concept(h.get("valueCodeableConcept")) for h in holders):
             problems.append("the coded value is not a known phenotype answer or CPIC term")
         if problems and problems[0].startswith("answer ") and not readings:
-            return None, None, problems[0]
+            return _unread(problems[0])
         return self._one(readings, problems, "phenotype")
 
-    def _lab_value(self, obs: _Obs, gene: str) -> tuple[dict | None, str | None, str | None]:
+    def _coded_phenotypes(self, concept: Any, gene: str, readings: list[tuple[Fact, str]],
+                          problems: list[str]) -> None:
+        """The phenotypes a CodeableConcept states: its codings the mappings answer, then its texts."""
+        for system, code, display in codings(concept):
+            if system and code and (system, code) in self.m.phenotype_answers:
+                term = self.m.phenotype_answers[(system, code)]
+                if term is None:
+                    problems.insert(0, f"answer {code} is not a CPIC phenotype (guidelines/fhir-mappings.yaml)")
+                else:
+                    readings.append((Fact(phenotype=term), display or term))
+        for text in concept_texts(concept):
+            term = values.phenotype_term(text, gene, self.m)
+            if term:
+                readings.append((Fact(phenotype=term), text))
+
+    def _lab_value(self, obs: _Obs, gene: str) -> ValueReading:
         states = obs.lab.states if obs.lab else "any"
         if states == "genotype":
             return self._genotype_value(obs, gene)
@@ -693,109 +758,118 @@ class GenomicReader:
         if states == "activity-score":
             return self._score_value(obs.res)
         if states == "allele-status":
-            return self._presence_value(obs, gene, obs.lab.allele)
+            return self._presence_value(obs, gene, obs.lab.allele if obs.lab else None)
         # any: decide from the value
         res = obs.res
         if gene in self.m.allele_status_genes and (isinstance(res.get("valueBoolean"), bool)
                                                    or self._code_allele(obs, gene)):
-            fact, text, problem = self._presence_value(obs, gene, self._code_allele(obs, gene))
-            if fact or isinstance(res.get("valueBoolean"), bool):
-                return fact, text, problem
-        readings, problems = [], []
+            read = self._presence_value(obs, gene, self._code_allele(obs, gene))
+            if read.fact or isinstance(res.get("valueBoolean"), bool):
+                return read
+        readings: list[tuple[Fact, str]] = []
+        problems: list[str] = []
         for origin, text in self._candidates(res):
-            fact, problem = self._any_text(text, gene, obs)
-            if fact:
-                readings.append((fact, text))
+            found = self._any_text(text, gene, obs)
+            if found.fact:
+                readings.append((found.fact, text))
             elif origin != "code":
-                problems.append(problem)
+                problems.append(found.problem or "")
         if not readings and not problems:
-            return None, None, "no value"
+            return _unread("no value")
         return self._one(readings, problems, "result")
 
-    def _any_text(self, text: str, gene: str, obs: _Obs) -> tuple[dict | None, str | None]:
+    def _any_text(self, text: str, gene: str, obs: _Obs) -> TextReading:
         if gene in self.m.allele_status_genes:
             return self._hla_text(text, gene, self._code_allele(obs, gene), single_means_present=False)
         term = values.phenotype_term(text, gene, self.m)
         if term:
-            return {"phenotype": term}, None
+            return TextReading(Fact(phenotype=term))
         stripped = text.strip()
         if "/" in stripped or "*" in stripped or values.has_spelling(stripped, gene, self.m) \
                 or _HGVS.match(stripped.split()[-1]):
             return self._diplotype_text(stripped, gene)
-        return None, "the value is not a diplotype, a CPIC phenotype term or an allele status"
+        return TextReading(None, "the value is not a diplotype, a CPIC phenotype term or an allele status")
 
-    def _diplotype_text(self, text: str, gene: str) -> tuple[dict | None, str | None]:
+    def _diplotype_text(self, text: str, gene: str) -> TextReading:
         """A diplotype, with the phenotype the lab states beside it in parentheses ('*2/*3 (Poor
         Metabolizer)'): both are kept, so the interpreter can check one against the other."""
         return self._diplotype_texts.get((text, gene), lambda: self._read_diplotype_text(text, gene))
 
-    def _read_diplotype_text(self, text: str, gene: str) -> tuple[dict | None, str | None]:
+    def _read_diplotype_text(self, text: str, gene: str) -> TextReading:
         rest, stated = values.split_stated_phenotype(text, gene, self.m)
-        value, problem = values.diplotype(rest, gene, self.m)
-        if not value:
-            return None, problem
-        return ({"diplotype": value, "phenotype": stated} if stated else {"diplotype": value}), None
+        parsed = values.diplotype(rest, gene, self.m)
+        if not parsed.value:
+            return TextReading(None, parsed.problem)
+        return TextReading(Fact(diplotype=parsed.value, phenotype=stated))
 
     def _hla_text(self, text: str, gene: str, code_allele: str | None, *,
-                  single_means_present: bool) -> tuple[dict | None, str | None]:
+                  single_means_present: bool) -> TextReading:
         """'HLA-B*57:01 positive' / 'Negative' (allele from the code) / '*57:01/*08:01' / 'HLA-B*15:02'."""
         split = values.presence_word(text, self.m)
         if split is not None:
-            allele_text, present = split
-            if allele_text:
-                allele, problem = values.single_allele(allele_text, gene, self.m)
-                if problem:
-                    return None, problem
-            elif code_allele:
-                allele = code_allele
-            else:
-                return None, f"presence is stated but not which {gene} allele"
-            if code_allele and allele != code_allele:
-                return None, f"the value names {allele} but the code names {code_allele}"
-            return {"allele": allele, "allele_present": present}, None
+            return self._stated_presence(split, gene, code_allele)
         if "/" in text:
-            value, problem = values.diplotype(text, gene, self.m)
-            return ({"diplotype": value}, None) if value else (None, problem)
+            parsed = values.diplotype(text, gene, self.m)
+            return TextReading(Fact(diplotype=parsed.value)) if parsed.value else TextReading(None, parsed.problem)
         if single_means_present:
-            allele, problem = values.single_allele(text, gene, self.m)
-            return ({"allele": allele, "allele_present": True}, None) if allele else (None, problem)
-        return None, f"the value is not a {gene} typing or allele status"
+            parsed = values.single_allele(text, gene, self.m)
+            return (TextReading(Fact(allele=parsed.value, allele_present=True)) if parsed.value
+                    else TextReading(None, parsed.problem))
+        return TextReading(None, f"the value is not a {gene} typing or allele status")
 
-    def _presence_value(self, obs: _Obs, gene: str, allele: str | None) -> tuple[dict | None, str | None, str | None]:
+    def _stated_presence(self, split: tuple[str, bool], gene: str, code_allele: str | None) -> TextReading:
+        """An allele's presence as the text states it ('HLA-B*57:01 positive', or 'Negative' of the
+        allele the code names)."""
+        allele_text, present = split
+        if allele_text:
+            parsed = values.single_allele(allele_text, gene, self.m)
+            if parsed.value is None:
+                return TextReading(None, parsed.problem)
+            allele = parsed.value
+        elif code_allele:
+            allele = code_allele
+        else:
+            return TextReading(None, f"presence is stated but not which {gene} allele")
+        if code_allele and allele != code_allele:
+            return TextReading(None, f"the value names {allele} but the code names {code_allele}")
+        return TextReading(Fact(allele=allele, allele_present=present))
+
+    def _presence_value(self, obs: _Obs, gene: str, allele: str | None) -> ValueReading:
         if not allele:
-            return None, None, f"the code does not say which {gene} allele"
+            return _unread(f"the code does not say which {gene} allele")
         res = obs.res
         if isinstance(res.get("valueBoolean"), bool):
             present = res["valueBoolean"]
-            return {"allele": allele, "allele_present": present}, str(present).lower(), None
-        readings, problems = [], []
+            return ValueReading(Fact(allele=allele, allele_present=present), str(present).lower())
+        readings: list[tuple[Fact, str]] = []
+        problems: list[str] = []
         concept = res.get("valueCodeableConcept")
         for system, code, display in codings(concept):
             if system and code and (system, code) in self.m.presence_answers:
-                readings.append(({"allele": allele, "allele_present": self.m.presence_answers[(system, code)]},
+                readings.append((Fact(allele=allele, allele_present=self.m.presence_answers[(system, code)]),
                                  display or code))
         for origin, text in self._candidates(res):
             if origin in ("gl", "code"):
                 continue
-            fact, problem = self._hla_text(text, gene, allele, single_means_present=False)
-            if fact and "allele_present" in fact:
-                readings.append((fact, text))
+            read = self._hla_text(text, gene, allele, single_means_present=False)
+            if read.fact and read.fact.allele_present is not None:
+                readings.append((read.fact, text))
             else:
-                problems.append(problem or "the value does not state presence")
+                problems.append(read.problem or "the value does not state presence")
         if not readings and not problems:
-            return None, None, "no value"
+            return _unread("no value")
         return self._one(readings, problems, "allele status")
 
-    def _score_value(self, res: dict) -> tuple[dict | None, str | None, str | None]:
+    def _score_value(self, res: dict) -> ValueReading:
         quantity = res.get("valueQuantity")
         number = quantity.get("value") if isinstance(quantity, dict) else None
         if isinstance(number, (int, float)) and not isinstance(number, bool):
-            text = str(quantity["value"])
-            return {"activity_score": text}, text, None
+            text = str(number)
+            return ValueReading(Fact(activity_score=text), text)
         string = text_of(res.get("valueString"))
         if string and _SCORE.match(string):
-            return {"activity_score": string.replace(">=", "≥").replace(" ", "")}, string, None
-        return None, None, "the value is not an activity score (a number)"
+            return ValueReading(Fact(activity_score=string.replace(">=", "≥").replace(" ", "")), string)
+        return _unread("the value is not an activity score (a number)")
 
     def _code_allele(self, obs: _Obs, gene: str) -> str | None:
         """The HLA allele a lab code names: from lab_codes, or written in the code ('HLA-B*57:01')."""
@@ -844,7 +918,7 @@ class GenomicReader:
             for h in group:
                 if h.zygosity in ("homozygous", "hemizygous"):
                     continue
-                same = [o for o in group if o.obs.gene == h.obs.gene and o.zygosity not in ("homozygous", "hemizygous")]
+                same = [o for o in group if o.gene == h.gene and o.zygosity not in ("homozygous", "hemizygous")]
                 if len(same) == 2:
                     partners[id(h)].add(id(next(o for o in same if o is not h)))
                 elif len(same) > 2:
@@ -852,7 +926,7 @@ class GenomicReader:
         by_id = {id(h): h for h in haplotypes}
         done: set[int] = set()
         for h in haplotypes:
-            gene = h.obs.gene
+            gene = h.gene
             if h.zygosity in ("homozygous", "hemizygous"):
                 diplotype = f"{h.allele}/{h.allele}" if h.zygosity == "homozygous" else h.allele
                 out.results.append(self._fact([h], diplotype, report_dates, out))
@@ -884,7 +958,7 @@ class GenomicReader:
         statuses = [_status(h.obs.res) for h in halves]
         status = min(statuses, key=lambda s: _STATUS_RANK.get(s, -1) if s else -1)
         dates = [d for d in (self._effective(h.obs, report_dates, out) for h in halves) if d]
-        return GenomicResult(gene=halves[0].obs.gene, diplotype=diplotype, status=status,
+        return GenomicResult(gene=halves[0].gene, diplotype=diplotype, status=status,
                              effective=max(dates) if dates else None,
                              source_id="+".join(h.obs.rid for h in halves),
                              text=" + ".join(h.text for h in halves),
@@ -972,11 +1046,3 @@ def _stated_indeterminate(res: dict) -> str | None:
 
 def _status(res: dict) -> str | None:
     return res.get("status") if isinstance(res.get("status"), str) else None
-
-
-def _same_fact(a: dict, b: dict) -> bool:
-    if a.keys() != b.keys():
-        return False
-    if "diplotype" in a:
-        return values.same_diplotype(a["diplotype"], b["diplotype"])
-    return a == b

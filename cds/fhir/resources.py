@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import ValidationError
 
@@ -214,7 +214,7 @@ def concept_texts(concept: Any) -> list[str]:
     return out
 
 
-def is_concept(value: Any) -> bool:
+def is_concept(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and ("coding" in value or "text" in value)
 
 

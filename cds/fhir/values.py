@@ -3,14 +3,29 @@ its presence, or a phenotype term. Light normalisation only: the gene symbol in 
 goes ("CYP2C19*1/CYP2C19*2", "CYP2D6 *1/*41", "CYP2D6_*1/*1" → "*1/*2", "*1/*41", "*1/*1"), a PharmVar
 suballele becomes its core allele when the mappings say so, and a phenotype becomes CPIC's spelling.
 
-Each function returns (value, None) or (None, reason). Reasons name genes and fields, never the value.
+The readers of alleles and diplotypes return a `Parsed`: the value, or the reason it could not be read.
+Reasons name genes and fields, never the value.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from cds.fhir.mappings import FhirMappings, fold
 from cds.genotype import hla_allele, phenotype_spelling
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A value read from a lab's text (`value`), or why it could not be (`problem`); exactly one is set."""
+
+    value: str | None = None
+    problem: str | None = None
+
+
+def _failed(problem: str) -> Parsed:
+    return Parsed(None, problem)
+
 
 _SUBALLELE = re.compile(r"^(\*\d+)\.\d{3}$")
 _SEPARATOR = re.compile(r"^[\s_]*")
@@ -49,62 +64,60 @@ def has_spelling(text: str, gene: str, m: FhirMappings) -> bool:
     return not problem and any(p.fullmatch(stripped.strip()) for p, _ in m.allele_spellings.get(gene, ()))
 
 
-def _allele(part: str, gene: str, m: FhirMappings) -> tuple[str | None, str | None]:
+def _allele(part: str, gene: str, m: FhirMappings) -> Parsed:
     text, problem = _strip_symbol(part.strip(), gene, m)
     if problem:
-        return None, problem
+        return _failed(problem)
     text = respell(text.strip(), gene, m)
     if not text:
-        return None, "an allele is empty"
+        return _failed("an allele is empty")
     if gene in m.allele_status_genes:
         # the decision core's one reading of HLA names (cds.genotype.hla_allele), as every face reads them
         name, problem = hla_allele(text, gene)
-        return (name, None) if name else (None, f"an allele {problem}")
+        return Parsed(name) if name else _failed(f"an allele {problem}")
     # Another gene's symbol inside is not an allele name; the gene's own may be (CPIC's CFTR allele
     # "ivacaftor non-responsive CFTR sequence", as PharmCAT writes it)
     named = {m.gene_by_folded_symbol[f.group(1).casefold()] for f in m.gene_symbol_pattern.finditer(text)}
     if named - {gene} or '"' in text:
-        return None, "an allele is not an allele name"
+        return _failed("an allele is not an allele name")
     if m.suballele_to_core:
         text = _SUBALLELE.sub(r"\1", text)
-    return text, None
+    return Parsed(text)
 
 
-def diplotype(text: str, gene: str, m: FhirMappings) -> tuple[str | None, str | None]:
+def _joined(parts: list[str], gene: str, m: FhirMappings, said: str = "") -> Parsed:
+    """The alleles of `parts` joined by '/', or the first allele's problem (after `said`)."""
+    out: list[str] = []
+    for part in parts:
+        allele = _allele(part, gene, m)
+        if allele.value is None:
+            return _failed(f"{said}{allele.problem}")
+        out.append(allele.value)
+    return Parsed("/".join(out))
+
+
+def diplotype(text: str, gene: str, m: FhirMappings) -> Parsed:
     """'CYP2C19*1/CYP2C19*2' → '*1/*2' (order kept). One allele without '/' is returned alone (the
     interpreter decides whether the gene is read from one allele)."""
-    parts = " ".join(text.split()).split("/")
-    out = []
-    for part in parts:
-        allele, problem = _allele(part, gene, m)
-        if problem:
-            return None, problem
-        out.append(allele)
-    return "/".join(out), None
+    return _joined(" ".join(text.split()).split("/"), gene, m)
 
 
-def gl_string(code: str, gene: str, m: FhirMappings) -> tuple[str | None, str | None]:
+def gl_string(code: str, gene: str, m: FhirMappings) -> Parsed:
     """A GL String coding ('hla#3.31.0#HLA-A*03:01:01:01+HLA-A*30:01:01') → '*03:01:01:01/*30:01:01'.
     Only the unambiguous genotype form 'A+B' is read."""
     gl = code.rsplit("#", 1)[-1]
     if any(op in gl for op in "/|^~"):
-        return None, "GL string is ambiguous (contains / | ^ or ~)"
+        return _failed("GL string is ambiguous (contains / | ^ or ~)")
     parts = gl.split("+")
     if len(parts) != 2:
-        return None, "GL string is not two alleles joined by '+'"
-    out = []
-    for part in parts:
-        allele, problem = _allele(part, gene, m)
-        if problem:
-            return None, f"GL string: {problem}"
-        out.append(allele)
-    return "/".join(out), None
+        return _failed("GL string is not two alleles joined by '+'")
+    return _joined(parts, gene, m, "GL string: ")
 
 
-def single_allele(text: str, gene: str, m: FhirMappings) -> tuple[str | None, str | None]:
+def single_allele(text: str, gene: str, m: FhirMappings) -> Parsed:
     """One haplotype/allele: 'CYP2D6*7.001' → '*7', 'HLA-B*35:01' or 'B*35:01' → '*35:01'."""
     if "/" in text:
-        return None, "a haplotype value names more than one allele"
+        return _failed("a haplotype value names more than one allele")
     return _allele(" ".join(text.split()), gene, m)
 
 
