@@ -902,57 +902,49 @@ class GenomicReader:
         """Two haplotypes of one gene make a diplotype only when a report (or the genotype derived from
         them) holds exactly those two; a homozygous/hemizygous haplotype stands alone. Nothing else is
         paired. An HLA haplotype that cannot be paired still states that its allele is present."""
-        by_entry = {id(h.obs.entry): h for h in haplotypes}
-        by_report: dict[int, list[_Haplotype]] = {}
-        for h in haplotypes:
-            for dr in h.obs.entry.reports:
-                by_report.setdefault(id(dr), []).append(h)
-        groups: list[list[_Haplotype]] = list(by_report.values())
-        for obs in observations.values():
-            if obs.kind == "genotype":
-                parents = [index.resolve(r, obs.entry) for r in as_list(obs.res.get("derivedFrom"))]
-                groups.append([by_entry[id(p)] for p in parents if p is not None and id(p) in by_entry])
-        partners: dict[int, set[int]] = {id(h): set() for h in haplotypes}
-        crowded: dict[int, int] = {}
-        for group in groups:
-            for h in group:
-                if h.zygosity in ("homozygous", "hemizygous"):
-                    continue
-                same = [o for o in group if o.gene == h.gene and o.zygosity not in ("homozygous", "hemizygous")]
-                if len(same) == 2:
-                    partners[id(h)].add(id(next(o for o in same if o is not h)))
-                elif len(same) > 2:
-                    crowded[id(h)] = max(crowded.get(id(h), 0), len(same))
+        partners, crowded = self._partners(haplotypes, observations, index)
         by_id = {id(h): h for h in haplotypes}
         done: set[int] = set()
         for h in haplotypes:
-            gene = h.gene
-            if h.zygosity in ("homozygous", "hemizygous"):
+            if h.zygosity in _ALONE:
                 diplotype = f"{h.allele}/{h.allele}" if h.zygosity == "homozygous" else h.allele
                 out.results.append(self._fact([h], diplotype, report_dates, out))
                 continue
             if id(h) in done:
                 continue
             mine = partners[id(h)]
-            if len(mine) == 1:
-                other = by_id[next(iter(mine))]
-                if partners[id(other)] == {id(h)}:
-                    done.update((id(h), id(other)))
-                    out.results.append(self._fact([h, other], f"{h.allele}/{other.allele}", report_dates, out))
+            other = by_id[next(iter(mine))] if len(mine) == 1 else None
+            if other is not None and partners[id(other)] == {id(h)}:
+                done.update((id(h), id(other)))
+                out.results.append(self._fact([h, other], f"{h.allele}/{other.allele}", report_dates, out))
+                continue
+            self._unpaired(h, _why_unpaired(h, mine, crowded), report_dates, out)
+
+    @staticmethod
+    def _partners(haplotypes: list[_Haplotype], observations, index: Index,
+                  ) -> tuple[dict[int, set[int]], dict[int, int]]:
+        """Each haplotype's possible partners (by id), from every report and every genotype derived from
+        haplotypes; and the haplotypes found in a group of more than two of their gene (with that count)."""
+        partners: dict[int, set[int]] = {id(h): set() for h in haplotypes}
+        crowded: dict[int, int] = {}
+        for group in _haplotype_groups(haplotypes, observations, index):
+            for h in group:
+                if h.zygosity in _ALONE:
                     continue
-                reason = "its partner is paired differently elsewhere"
-            elif len(mine) > 1:
-                reason = "it pairs with different haplotypes in different reports"
-            elif id(h) in crowded:
-                reason = f"its report has {crowded[id(h)]} {gene} haplotypes"
-            else:
-                reason = f"no report or genotype holds exactly two {gene} haplotypes with it"
-            if gene in self.m.allele_status_genes:
-                out.results.append(GenomicResult(gene=gene, allele=h.allele, allele_present=True, source_id=h.obs.rid,
-                                                 status=_status(h.obs.res), text=h.text,
-                                                 effective=self._effective(h.obs, report_dates, out)))
-            else:
-                self._skip(out, f"{h.obs.rid} ({gene} haplotype): not paired into a diplotype: {reason}", h.obs)
+                same = [o for o in group if o.gene == h.gene and o.zygosity not in _ALONE]
+                if len(same) == 2:
+                    partners[id(h)].add(id(next(o for o in same if o is not h)))
+                elif len(same) > 2:
+                    crowded[id(h)] = max(crowded.get(id(h), 0), len(same))
+        return partners, crowded
+
+    def _unpaired(self, h: _Haplotype, reason: str, report_dates, out: GenomicReading) -> None:
+        if h.gene in self.m.allele_status_genes:
+            out.results.append(GenomicResult(gene=h.gene, allele=h.allele, allele_present=True, source_id=h.obs.rid,
+                                             status=_status(h.obs.res), text=h.text,
+                                             effective=self._effective(h.obs, report_dates, out)))
+        else:
+            self._skip(out, f"{h.obs.rid} ({h.gene} haplotype): not paired into a diplotype: {reason}", h.obs)
 
     def _fact(self, halves: list[_Haplotype], diplotype: str, report_dates, out) -> GenomicResult:
         statuses = [_status(h.obs.res) for h in halves]
@@ -1042,6 +1034,34 @@ def _stated_indeterminate(res: dict) -> str | None:
         return None
     notes = [text_of(n.get("text")) for n in as_list(res.get("note")) if isinstance(n, dict)]
     return "; ".join(n for n in notes if n) or "its source interprets it as Indeterminate"
+
+
+_ALONE = ("homozygous", "hemizygous")      # a haplotype that is its own diplotype
+
+
+def _haplotype_groups(haplotypes: list[_Haplotype], observations, index: Index) -> list[list[_Haplotype]]:
+    """The haplotypes each report holds, and those each genotype is derived from."""
+    by_entry = {id(h.obs.entry): h for h in haplotypes}
+    by_report: dict[int, list[_Haplotype]] = {}
+    for h in haplotypes:
+        for dr in h.obs.entry.reports:
+            by_report.setdefault(id(dr), []).append(h)
+    groups: list[list[_Haplotype]] = list(by_report.values())
+    for obs in observations.values():
+        if obs.kind == "genotype":
+            parents = [index.resolve(r, obs.entry) for r in as_list(obs.res.get("derivedFrom"))]
+            groups.append([by_entry[id(p)] for p in parents if p is not None and id(p) in by_entry])
+    return groups
+
+
+def _why_unpaired(h: _Haplotype, mine: set[int], crowded: dict[int, int]) -> str:
+    if len(mine) == 1:
+        return "its partner is paired differently elsewhere"
+    if len(mine) > 1:
+        return "it pairs with different haplotypes in different reports"
+    if id(h) in crowded:
+        return f"its report has {crowded[id(h)]} {h.gene} haplotypes"
+    return f"no report or genotype holds exactly two {h.gene} haplotypes with it"
 
 
 def _status(res: dict) -> str | None:
