@@ -18,7 +18,7 @@ from cds.cards import CardRenderer, OrderRef, RenderedCard
 from cds.engine import STATED_ORDER, Engine, Evaluation, withhold_conflicting
 from cds.errors import CdsError
 from cds.facts import GenomicResult, MedicationOrder
-from cds.fhir.genomics import GenomicReader
+from cds.fhir.genomics import GenomicReader, Unreadable
 from cds.fhir.mappings import default_mappings
 from cds.fhir.medications import MedicationResolver
 from cds.fhir.selection import DEFAULT_STATUSES, select_current
@@ -96,42 +96,53 @@ def patient_facts(engine: Engine, resources: Iterable[Any], allowed_statuses: It
     current = select_current(reading.results, statuses, unreadable=reading.unreadable)
     facts = PatientFacts(conflicts=dict(current.conflicts), notes=reading.skipped + current.ignored,
                          unreadable=list(reading.skipped))
-    for item in reading.unreadable:
+    _note_unreadable(engine, reading.unreadable, facts)
+    for gene, older in current.superseded_by_unreadable.items():
+        # the card that says the newer result could not be read names the older ones it replaced
+        facts.unreadable_by_gene.setdefault(gene, []).extend(older)
+    for gene, results in current.by_gene.items():
+        facts.results.update({r.source_id: r for r in results if r.source_id})
+        _interpret_gene(engine, gene, results, facts)
+    return facts
+
+
+def _note_unreadable(engine: Engine, unreadable: Iterable[Unreadable], facts: PatientFacts) -> None:
+    """Each result that could not be read, under its gene, its allele and the drugs it was for."""
+    for item in unreadable:
         if item.gene:
             facts.unreadable_by_gene.setdefault(item.gene, []).append(item.reason)
             if item.allele:
                 facts.unreadable_by_allele.setdefault(allele_attribute(item.gene, item.allele), []).append(item.reason)
         for drug in {p.drug for p in (engine.drug_plan(d) for d in item.drugs) if p is not None}:
             facts.unreadable_by_drug.setdefault(drug, []).append(item.reason)
-    for gene, older in current.superseded_by_unreadable.items():
-        # the card that says the newer result could not be read names the older ones it replaced
-        facts.unreadable_by_gene.setdefault(gene, []).extend(older)
-    for gene, results in current.by_gene.items():
-        facts.results.update({r.source_id: r for r in results if r.source_id})
-        if gene not in engine.kb.interpreters:
-            facts.notes.extend(f"{r.source_id or 'a result'} ({gene}): no {gene} gene table in the knowledge base; "
-                               "not interpreted" for r in results)
-            continue
-        problems: list[str] = []
-        interpretations = [i for i in (_interpret(engine, r, problems) for r in results) if i is not None]
-        for i in interpretations:
-            # e.g. an allele the CPIC table does not know; never CPIC's own Indeterminate or "n/a", which CPIC
-            # keys recommendations by (CYP2C19 *1/*12, CYP2D6 *1/*22): those go through the engine as any key
-            if i.unreadable:
-                problems.append(f"{', '.join(i.source_ids) or 'a result'}: {i.reason}")
-        if problems:
-            facts.unreadable_by_gene.setdefault(gene, []).extend(problems)
-            facts.notes.extend(problems)
-        if not interpretations:
-            continue
-        if disagree(interpretations):
-            # e.g. a genotype of *1/*1 beside a reported "Poor Metabolizer": the lab contradicts itself
-            facts.conflicts[gene] = sorted({s for i in interpretations for s in i.source_ids} or {"(no id)"})
-            continue
-        # the most specific statement first (a diplotype before a phenotype stated beside it), as the engine
-        # orders them, so whoever shows "the" result of a gene shows the same one whatever the input order
-        facts.interpretations[gene] = sorted(interpretations, key=lambda i: STATED_ORDER.get(i.stated_as, 9))
-    return facts
+
+
+def _interpret_gene(engine: Engine, gene: str, results: list[GenomicResult], facts: PatientFacts) -> None:
+    """The current results of one gene interpreted into `facts`: its interpretations, or a conflict, or
+    the reasons they could not be interpreted."""
+    if gene not in engine.kb.interpreters:
+        facts.notes.extend(f"{r.source_id or 'a result'} ({gene}): no {gene} gene table in the knowledge base; "
+                           "not interpreted" for r in results)
+        return
+    problems: list[str] = []
+    interpretations = [i for i in (_interpret(engine, r, problems) for r in results) if i is not None]
+    for i in interpretations:
+        # e.g. an allele the CPIC table does not know; never CPIC's own Indeterminate or "n/a", which CPIC
+        # keys recommendations by (CYP2C19 *1/*12, CYP2D6 *1/*22): those go through the engine as any key
+        if i.unreadable:
+            problems.append(f"{', '.join(i.source_ids) or 'a result'}: {i.reason}")
+    if problems:
+        facts.unreadable_by_gene.setdefault(gene, []).extend(problems)
+        facts.notes.extend(problems)
+    if not interpretations:
+        return
+    if disagree(interpretations):
+        # e.g. a genotype of *1/*1 beside a reported "Poor Metabolizer": the lab contradicts itself
+        facts.conflicts[gene] = sorted({s for i in interpretations for s in i.source_ids} or {"(no id)"})
+        return
+    # the most specific statement first (a diplotype before a phenotype stated beside it), as the engine
+    # orders them, so whoever shows "the" result of a gene shows the same one whatever the input order
+    facts.interpretations[gene] = sorted(interpretations, key=lambda i: STATED_ORDER.get(i.stated_as, 9))
 
 
 def age_on(birth_date: object, today: date | None = None) -> int | None:
