@@ -47,22 +47,7 @@ def _entry(service_id: str, item: Any, where: str, received: str) -> dict:
     if outcome not in OUTCOMES:
         raise InvalidFeedback(f"{where}.outcome must be 'accepted' or 'overridden', not {outcome!r}")
     outcome_at = _timestamp(item.get("outcomeTimestamp"), f"{where}.outcomeTimestamp")
-
-    suggestions = item.get("acceptedSuggestions")
-    if outcome == "accepted":
-        if not isinstance(suggestions, list) or not suggestions:
-            raise InvalidFeedback(f"{where}.acceptedSuggestions is required for an accepted outcome")
-        suggestion_ids = []
-        for j, suggestion in enumerate(suggestions):
-            sid = suggestion.get("id") if isinstance(suggestion, dict) else None
-            if not isinstance(sid, str) or not sid:
-                raise InvalidFeedback(f"{where}.acceptedSuggestions[{j}].id is required (the suggestion uuid)")
-            suggestion_ids.append(sid)
-    elif suggestions:
-        raise InvalidFeedback(f"{where}.acceptedSuggestions only belongs to an accepted outcome")
-    else:
-        suggestion_ids = []
-
+    suggestion_ids = _accepted_suggestions(item.get("acceptedSuggestions"), outcome, where)
     reason_system = reason_code = reason_display = comment = None
     override = item.get("overrideReason")
     if override is not None:
@@ -70,19 +55,7 @@ def _entry(service_id: str, item: Any, where: str, received: str) -> dict:
             raise InvalidFeedback(f"{where}.overrideReason only belongs to an overridden outcome")
         if not isinstance(override, dict):
             raise InvalidFeedback(f"{where}.overrideReason must be an object")
-        reason = override.get("reason")
-        if reason is not None:
-            if not isinstance(reason, dict):
-                raise InvalidFeedback(f"{where}.overrideReason.reason must be a Coding object")
-            reason_code, reason_system = reason.get("code"), reason.get("system")
-            if not isinstance(reason_code, str) or not reason_code or not isinstance(reason_system, str) \
-                    or not reason_system:
-                raise InvalidFeedback(f"{where}.overrideReason.reason needs both 'code' and 'system'")
-            unknown = unknown_code_problem(reason_system, reason_code)
-            if unknown:
-                raise InvalidFeedback(f"{where}.overrideReason.reason: {unknown}")
-            display = reason.get("display")
-            reason_display = display if isinstance(display, str) else None
+        reason_system, reason_code, reason_display = _override_coding(override.get("reason"), where)
         comment = override.get("userComment")
         if comment is not None and not isinstance(comment, str):
             raise InvalidFeedback(f"{where}.overrideReason.userComment must be a string")
@@ -103,6 +76,40 @@ def _entry(service_id: str, item: Any, where: str, received: str) -> dict:
         "reason_display": reason_display,
         "user_comment": comment,
     }
+
+
+def _accepted_suggestions(suggestions: Any, outcome: str, where: str) -> list[str]:
+    """The ids of the suggestions an accepted outcome names (required there, refused elsewhere)."""
+    if outcome != "accepted":
+        if suggestions:
+            raise InvalidFeedback(f"{where}.acceptedSuggestions only belongs to an accepted outcome")
+        return []
+    if not isinstance(suggestions, list) or not suggestions:
+        raise InvalidFeedback(f"{where}.acceptedSuggestions is required for an accepted outcome")
+    suggestion_ids = []
+    for j, suggestion in enumerate(suggestions):
+        sid = suggestion.get("id") if isinstance(suggestion, dict) else None
+        if not isinstance(sid, str) or not sid:
+            raise InvalidFeedback(f"{where}.acceptedSuggestions[{j}].id is required (the suggestion uuid)")
+        suggestion_ids.append(sid)
+    return suggestion_ids
+
+
+def _override_coding(reason: Any, where: str) -> tuple[str | None, str | None, str | None]:
+    """(system, code, display) of an override's reason Coding, each checked; all None without one."""
+    if reason is None:
+        return None, None, None
+    if not isinstance(reason, dict):
+        raise InvalidFeedback(f"{where}.overrideReason.reason must be a Coding object")
+    reason_code, reason_system = reason.get("code"), reason.get("system")
+    if not isinstance(reason_code, str) or not reason_code or not isinstance(reason_system, str) \
+            or not reason_system:
+        raise InvalidFeedback(f"{where}.overrideReason.reason needs both 'code' and 'system'")
+    unknown = unknown_code_problem(reason_system, reason_code)
+    if unknown:
+        raise InvalidFeedback(f"{where}.overrideReason.reason: {unknown}")
+    display = reason.get("display")
+    return reason_system, reason_code, display if isinstance(display, str) else None
 
 
 def _timestamp(value: Any, where: str) -> str:

@@ -272,11 +272,17 @@ def _table(report: dict) -> str:
         f"knowledge-base versions: {', '.join(report['kb_versions']) or '-'}",
         "",
     ]
+    for section in (_rule_lines, _override_lines, _not_used_lines, _screening_lines):
+        lines += section(report)
+    return "\n".join(lines) + "\n"
+
+
+def _rule_lines(report: dict) -> list[str]:
     header = ("rule", "alerts", "accepted", "overridden", "no feedback", "accept %", "override %")
     rows = [(r["rule_id"], str(r["alerts"]), str(r["accepted"]), str(r["overridden"]), str(r["no_feedback"]),
              _percent(r["acceptance_rate"]), _percent(r["override_rate"]))
             for r in report["rules"] if r["alerts"]]
-    lines += _grid(header, rows) if rows else ["no cards issued in this period"]
+    lines = _grid(header, rows) if rows else ["no cards issued in this period"]
     versions = report.get("rule_versions") or []
     if versions:
         lines += ["", "per rule and policy version (a change judged after the fact):"]
@@ -285,7 +291,11 @@ def _table(report: dict) -> str:
             [(r["rule_id"], "rules/ files" if r["policy_version"] is None else str(r["policy_version"]),
               str(r["alerts"]), str(r["accepted"]), str(r["overridden"]), _percent(r["acceptance_rate"]),
               _percent(r["override_rate"])) for r in versions])]
-    lines += ["", "top override reasons:"]
+    return lines
+
+
+def _override_lines(report: dict) -> list[str]:
+    lines = ["", "top override reasons:"]
     lines += [f"  {r['count']:>6}  {r['display'] or r['code']}"
               + (f"  ({r['system']}|{r['code']})" if r["code"] else "") + _counterpart(r)
               for r in report["top_override_reasons"]] or ["  none"]
@@ -294,6 +304,11 @@ def _table(report: dict) -> str:
         lines += [f"  {r['count']:>6}  {r['display'] or r['code']}  "
                   + (f"(HL7 {r['code']})" if r["standard"] else f"(no HL7 equivalent: {r['system']}|{r['code']})")
                   for r in report["override_reasons_hl7"] if r["code"]]
+    return lines
+
+
+def _not_used_lines(report: dict) -> list[str]:
+    lines: list[str] = []
     if report["top_unresolved_drugs"]:
         lines += ["", f"orders we could not identify, by code/system ({report.get('unresolved_orders', 0)} orders):"]
         lines += [f"  {d['count']:>6}  {d['drug']}" for d in report["top_unresolved_drugs"]]
@@ -302,19 +317,22 @@ def _table(report: dict) -> str:
         lines += [f"  {r['count']:>6}  {r['reason']}" for r in report["top_reasons_not_used"]]
     lines += ["", f"rules that never fired ({len(report['never_fired'])}):"]
     lines += [f"  {rule_id}" for rule_id in report["never_fired"]] or ["  none"]
+    return lines
+
+
+def _screening_lines(report: dict) -> list[str]:
     runs = report.get("screening_runs") or []
-    lines += ["", f"screening runs ({len(runs)} most recent):"]
-    if runs:
-        header = ("started", "by", "patients", "actionable", "carriers", "testing", "unreadable", "withheld",
-                  "engine", "knowledge", "input")
-        lines += ["  " + line for line in _grid(header, [
-            (r["started_at"][:19], r["run_by"], str(r["patients"]), str(r["counts"].get("patients_actionable", 0)),
-             str(r["counts"].get("patients_carriers", 0)), str(r["counts"].get("rows_testing", 0)),
-             str(r["counts"].get("rows_unreadable", 0)), str(r["counts"].get("patients_consent_withheld", 0)),
-             f"{r['engine']}×{r['workers']}", r["kb_version"][:12], r["input_digest"][:19]) for r in runs])]
-    else:
-        lines += ["  none"]
-    return "\n".join(lines) + "\n"
+    lines = ["", f"screening runs ({len(runs)} most recent):"]
+    if not runs:
+        return [*lines, "  none"]
+    header = ("started", "by", "patients", "actionable", "carriers", "testing", "unreadable", "withheld",
+              "engine", "knowledge", "input")
+    lines += ["  " + line for line in _grid(header, [
+        (r["started_at"][:19], r["run_by"], str(r["patients"]), str(r["counts"].get("patients_actionable", 0)),
+         str(r["counts"].get("patients_carriers", 0)), str(r["counts"].get("rows_testing", 0)),
+         str(r["counts"].get("rows_unreadable", 0)), str(r["counts"].get("patients_consent_withheld", 0)),
+         f"{r['engine']}×{r['workers']}", r["kb_version"][:12], r["input_digest"][:19]) for r in runs])]
+    return lines
 
 
 def _counterpart(reason: dict) -> str:
