@@ -26,7 +26,7 @@ class RequestError(CdsError):
 
 
 # Context fields each hook requires, from the hook definitions (cds-hooks.org/hooks/...).
-REQUIRED_CONTEXT = {
+REQUIRED_CONTEXT: dict[str, dict[str, type | tuple[type, ...]]] = {
     "patient-view": {"userId": str, "patientId": str},
     "order-select": {"userId": str, "patientId": str, "selections": list, "draftOrders": dict},
     "order-sign": {"userId": str, "patientId": str, "draftOrders": dict},
@@ -76,7 +76,7 @@ def parse_hook_request(body: Any, service: HookService) -> HookRequest:
         value = context.get(name)
         if value is None:
             raise RequestError(f"context.{name} is required for the {hook} hook", field=f"context.{name}")
-        if not isinstance(value, kind) or (kind is str and not value.strip()):
+        if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
             expected = "non-empty string" if kind is str else " or ".join(
                 {"dict": "object", "list": "array"}[k.__name__] for k in (kind if isinstance(kind, tuple) else (kind,)))
             raise RequestError(f"context.{name} must be a {expected}", field=f"context.{name}")
@@ -238,8 +238,8 @@ def _fatal(outcome: dict) -> bool:
 
 
 def _issue_codes(outcome: dict) -> str:
-    codes = sorted({i.get("code") for i in outcome.get("issue") or [] if isinstance(i, dict)
-                    and isinstance(i.get("code"), str)})
+    codes = sorted({code for i in outcome.get("issue") or [] if isinstance(i, dict)
+                    and isinstance(code := i.get("code"), str)})
     return f" ({', '.join(codes)})" if codes else ""
 
 

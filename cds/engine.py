@@ -123,7 +123,8 @@ class Evaluation:
         source has no "No Result" key for them): gene → the values shown, in the order of the matches."""
         out: dict[str, list[str]] = {}
         for m in drug.matches:
-            if m.missing_gene is not None and m.missing_value not in out.setdefault(m.missing_gene, []):
+            if m.missing_gene is not None and m.missing_value is not None \
+                    and m.missing_value not in out.setdefault(m.missing_gene, []):
                 out[m.missing_gene].append(m.missing_value)
         return out
 
@@ -200,7 +201,7 @@ class Engine:
         self.kb = compiled.kb
         self._lock = _DURABLE
         self._closed = False
-        self._fired: list[object] = []
+        self._fired: list[MatchPlan | PreTestPlan] = []
         self._session_ids = itertools.count(1)
         self._memo: Memo[tuple] | None = None      # see memoize()
         self.memoize()
@@ -278,7 +279,7 @@ class Engine:
         On from construction."""
         self._memo = Memo(max_entries) if max_entries else None
 
-    def _assert(self, plan: DrugPlan, values: dict[str, str]) -> list[object]:
+    def _assert(self, plan: DrugPlan, values: dict[str, str]) -> list[MatchPlan | PreTestPlan]:
         name = self._ruleset_names.get(plan.drug)
         if name is None:
             return []
@@ -287,7 +288,7 @@ class Engine:
         key = (name, tuple(sorted(values.items())))
         return list(self._memo.get(key, lambda: tuple(self._assert_now(name, values))))
 
-    def _assert_now(self, name: str, values: dict[str, str]) -> list[object]:
+    def _assert_now(self, name: str, values: dict[str, str]) -> list[MatchPlan | PreTestPlan]:
         sid = self._new_session_id()
         with self._lock:
             self._fired.clear()
@@ -329,7 +330,7 @@ class Engine:
         `day`: the date whose rules are in force (effective_from/until; default today).
         Unknown drugs raise CdsError."""
         conflicting = dict(conflicts or {})
-        interpretations = {}
+        interpretations: dict[str, list[Interpretation]] = {}
         unreadable: dict[str, list[str]] = {}
         for gene, items in genotypes.items():
             items = sorted(items, key=lambda i: STATED_ORDER.get(i.stated_as, 9))
@@ -345,7 +346,7 @@ class Engine:
                 if not interp.unreadable:   # a result we could not read is no CPIC key: no advice rests on it
                     patient.update(interp.lookup)
         # each gene's genotype, for recommendations keyed by genotype (the first diplotype statement)
-        genotypes = {gene: genotype_key(next(i.alleles for i in items if i.alleles and not i.unreadable))
+        genotype_keys = {gene: genotype_key(next(i.alleles for i in items if i.alleles and not i.unreadable))
                      for gene, items in interpretations.items() if any(i.alleles and not i.unreadable for i in items)}
         results = []
         wanted_sources = set(self.sources if sources is None else sources)
@@ -356,7 +357,7 @@ class Engine:
                 raise CdsError(f"unknown drug '{drug}': no guideline in the knowledge base covers it")
             facts = {attr: patient.get(attr, NO_RESULT) for attr in plan.attributes}
             for attr, keyed in plan.genotype_keys.items():
-                genotype = genotypes.get(plan.attributes[attr])
+                genotype = genotype_keys.get(plan.attributes[attr])
                 facts[attr] = genotype if genotype in keyed else OTHER_GENOTYPE
             fired = self._assert(plan, facts)
             evaluation = DrugEvaluation(plan.drug, plan.rxnorm, facts, rules=plan.rules_on(day))

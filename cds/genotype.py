@@ -163,7 +163,7 @@ class GeneInterpreter:
 
     @cached_property
     def _possible_scores(self) -> frozenset[str]:
-        values = {parse_score(a.activity) for a in self._alleles.values()} - {None}
+        values = {v for v in (parse_score(a.activity) for a in self._alleles.values()) if v is not None}
         out = set()
         for v1, g1 in values:
             for v2, g2 in values:
@@ -254,16 +254,18 @@ class GeneInterpreter:
                                                     and self._exceptions.get(f"{alleles[1]}/{alleles[0]}"))
         if self.kind == "activity-score":
             return self._from_activity(alleles, shown, source_ids, exception)
-        functions = [self._alleles[a].function for a in alleles]
+        assigned = [self._alleles[a].function for a in alleles]
+        functions = [f for f in assigned if f is not None]
         if exception:
             phenotype = exception
-        elif None in functions:
-            missing = [a for a, f in zip(alleles, functions, strict=True) if f is None]
+        elif len(functions) < len(assigned):
+            missing = [a for a, f in zip(alleles, assigned, strict=True) if f is None]
             return self._indeterminate(shown, f"CPIC assigns no function to {', '.join(missing)}", source_ids)
         else:
-            phenotype = self._pair_rules.get(tuple(sorted(functions)))
-            if phenotype is None:
+            found = self._pair_rules.get(tuple(sorted(functions)))
+            if found is None:
                 return self._indeterminate(shown, f"no CPIC phenotype rule for {' + '.join(functions)}", source_ids)
+            phenotype = found
             if phenotype == INDETERMINATE:  # CPIC's own rule: say which pair, so the answer is never bare
                 return self._indeterminate(shown, f"CPIC reads {' + '.join(functions)} as Indeterminate", source_ids,
                                            unreadable=False)

@@ -39,7 +39,8 @@ def scrubber(patient_id: str | None, placeholder: str = PATIENT_PLACEHOLDER) -> 
         # Not next to a letter or digit: "19" in "CYP2C19" is not the patient, but "pat1" in
         # "Observation/pat1-cyp" is (servers build resource ids from patient ids). A scan, not a regex:
         # a screening run scrubs for 100k different ids, and compiling a pattern for each was 2% of it.
-        parts, kept, at = [], 0, text.find(patient_id)
+        parts: list[str] = []
+        kept, at = 0, text.find(patient_id)
         while at >= 0:
             end = at + width
             if (at == 0 or text[at - 1] not in _WORD) and (end == len(text) or text[end] not in _WORD):

@@ -89,7 +89,8 @@ def replacement_request(draft: dict[str, Any] | None, name: str, rxnorm: str, pa
     if dose_text:
         resource["dosageInstruction"] = [{"text": dose_text}]
     # What is taken from the draft as the EHR sent it (its encounter, its intent) stays where it is valid FHIR.
-    tries = [{**resource, "encounter": draft["encounter"]}] if isinstance((draft or {}).get("encounter"), dict) else []
+    encounter = (draft or {}).get("encounter")
+    tries = [{**resource, "encounter": encounter}] if isinstance(encounter, dict) else []
     tries += [resource, {**resource, "intent": "order"}]
     for candidate in tries[:-1]:
         try:

@@ -134,7 +134,7 @@ def _genotype(w: _Writer, gene: str, interp: Interpretation) -> None:
     w.genotypes.setdefault(gene, []).append(w.ref("Observation", rid))
 
 
-def _implication(w: _Writer, drug: str, rxnorm: str, match: Match) -> dict | None:
+def _implication(w: _Writer, drug: str, rxnorm: str | None, match: Match) -> dict | None:
     rec, guideline = match.recommendation, match.guideline
     phenotypes = []
     for attribute, value in rec.lookup.items():

@@ -7,6 +7,7 @@ phenotype, and how HLA presence is written. It is validated once at start-up; a 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -246,7 +247,7 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _diagnostic(smap: SourceMap, error: dict[str, Any]) -> Diagnostic:
+def _diagnostic(smap: SourceMap, error: Mapping[str, Any]) -> Diagnostic:
     loc = tuple(error["loc"])
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
     if error["type"] == "extra_forbidden":
@@ -319,8 +320,8 @@ def _compile(data: _File) -> FhirMappings:
         phenotype_by_text[fold(synonym.text)] = phenotype_by_text[fold(synonym.phenotype)]
     spellings: dict[str, list[tuple[re.Pattern, str]]] = {}
     for spelling in data.allele_spellings:
-        for gene in spelling.genes:
-            spellings.setdefault(gene, []).append((re.compile(spelling.pattern), spelling.replacement))
+        for symbol in spelling.genes:
+            spellings.setdefault(symbol, []).append((re.compile(spelling.pattern), spelling.replacement))
     symbols = sorted(data.genes, key=len, reverse=True)  # longest first: HLA-DRB1 before HLA-D…
     pattern = re.compile(r"(?<![A-Za-z0-9-])(" + "|".join(map(re.escape, symbols)) + r")(?![A-Za-z0-9])", re.I)
     return FhirMappings(

@@ -291,8 +291,8 @@ class MedicationResolver:
         ingredients, how, _ = self._resolve(concept, ingredient_concepts, texts)
         return ingredients, how
 
-    def _resolve(self, concept: Any, ingredient_concepts: list = (),
-                 texts: list[str] = ()) -> tuple[tuple[Ingredient, ...], str, frozenset[str]]:
+    def _resolve(self, concept: Any, ingredient_concepts: Sequence[Any] = (),
+                 texts: Sequence[str] = ()) -> tuple[tuple[Ingredient, ...], str, frozenset[str]]:
         """`resolve`, and the ingredient codes that disagreeing codes or names point at."""
         # 1. the codes: each coding that resolves gives a set of ingredients; they must all agree
         found: list[tuple[frozenset[str], str]] = []

@@ -63,7 +63,8 @@ def _template_problem(template: str, allowed: set[str]) -> str | None:
 def _check_summaries(kb: KnowledgeBase) -> list[Diagnostic]:
     diags = []
     for rule in kb.rules:
-        templates = [(rule.summary, SUMMARY_PLACEHOLDERS, ("summary",))]
+        templates: list[tuple[str | None, set[str], tuple[str | int, ...]]] = [
+            (rule.summary, SUMMARY_PLACEHOLDERS, ("summary",))]
         templates += [(adj.summary, SUMMARY_PLACEHOLDERS, ("adjustments", j, "summary"))
                       for j, adj in enumerate(rule.adjustments)]
         if rule.pretest:

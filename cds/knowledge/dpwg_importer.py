@@ -124,11 +124,11 @@ def build_guideline(path: Path, data: dict[str, Any], interpreters: dict[str, Ge
         lookup: dict[str, str] = {}
         reasons = []
         for gene, value in sorted(rec["lookupKey"].items()):
-            ours, reason = map_key(gene, value, interpreters)
-            if reason:
-                reasons.append(reason)
+            mapped = map_key(gene, value, interpreters)
+            if mapped.key is None:
+                reasons.append(mapped.unreachable or f"{gene} key '{value}' is not reached")
             else:
-                lookup[gene] = ours
+                lookup[gene] = mapped.key
         text = _html_text(rec["text"]["html"])
         common: dict[str, Any] = {"id": f"dpwg-{rec['id']}", "drug": chem["name"]}
         classification = _classification(rec)
@@ -145,8 +145,7 @@ def build_guideline(path: Path, data: dict[str, Any], interpreters: dict[str, Ge
         if classification:
             item["classification"] = classification
         item["recommendation"] = text
-        implications = [_text(i) for i in rec.get("implications") or []]
-        implications = [i for i in implications if i]
+        implications = [said for i in rec.get("implications") or [] if (said := _text(i))]
         if implications:
             (gene,) = lookup  # every DPWG recommendation of the export keys one gene
             item["implications"] = {gene: " ".join(implications)}

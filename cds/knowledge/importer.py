@@ -26,6 +26,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -202,22 +203,22 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
     # Phenotype rules from the complete legacy diplotype table, keyed by the legacy functions.
     by_key: dict[Any, Counter] = defaultdict(Counter)
     for row in legacy["diplotypes"]:
-        alleles = _expand(row["diplotypekey"])
+        pair = _expand(row["diplotypekey"])
         result = row.get("phenotype") or row["generesult"]
         if activity_gene:
             by_key[row["activityScore"]][result] += 1
         else:
-            by_key[tuple(sorted(legacy_function[a] for a in alleles))][result] += 1
+            by_key[tuple(sorted(legacy_function[a] for a in pair))][result] += 1
     exceptions: dict[str, str] = {}
     rules: list[dict[str, Any]] = []
     ranges: list[dict[str, Any]] = []
     if activity_gene:
-        spans: dict[str, list[float]] = defaultdict(list)
+        spans: dict[str, list[Decimal]] = defaultdict(list)
         unbounded: set[str] = set()
-        for score, results in by_key.items():
-            if len(results) > 1:
-                raise CdsError(f"{gene}: activity score {score} maps to several phenotypes {dict(results)}")
-            phenotype = next(iter(results))
+        for score, counted in by_key.items():
+            if len(counted) > 1:
+                raise CdsError(f"{gene}: activity score {score} maps to several phenotypes {dict(counted)}")
+            phenotype = next(iter(counted))
             parsed = parse_score(score)
             if parsed is None:
                 continue  # "n/a" → Indeterminate, handled by the interpreter
@@ -230,14 +231,14 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
                            "phenotype": phenotype})
         _check_ranges_disjoint(gene, ranges)
     else:
-        for functions, results in sorted(by_key.items()):
-            phenotype, _ = results.most_common(1)[0]
+        for functions, counted in sorted(by_key.items()):
+            phenotype, _ = counted.most_common(1)[0]
             rules.append({"functions": list(functions), "phenotype": phenotype})
-            if len(results) > 1:  # CPIC's table contradicts the pair rule: keep its answer per diplotype
+            if len(counted) > 1:  # CPIC's table contradicts the pair rule: keep its answer per diplotype
                 for row in legacy["diplotypes"]:
-                    alleles = _expand(row["diplotypekey"])
+                    pair = _expand(row["diplotypekey"])
                     result = row.get("phenotype") or row["generesult"]
-                    if tuple(sorted(legacy_function[a] for a in alleles)) == functions and result != phenotype:
+                    if tuple(sorted(legacy_function[a] for a in pair)) == functions and result != phenotype:
                         exceptions[row["diplotype"]] = result
 
     # Alleles: the release's function and activity where it has them, else the legacy ones; an allele
@@ -249,6 +250,7 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
         report.alleles_removed.append(f"{gene} {name}")
     exceptions = {d: p for d, p in exceptions.items() if not any(a in removed for a in re.split(r"/", d))}
     alleles: dict[str, dict[str, str]] = {}
+    release_name = release.name if release else LEGACY_EXPORT
     for name in sorted((set(legacy_function) | set(newer)) - set(removed), key=_allele_sort_key):
         entry: dict[str, str] = {}
         old_fn = legacy_function.get(name)
@@ -265,14 +267,14 @@ def build_gene_table(legacy: dict[str, Any], release: Release | None, report: Im
         elif function:
             entry["function"] = function
         if new_row is None and newer:
-            entry["note"] = (f"not in the {release.name} allele table; function from the {LEGACY_EXPORT} "
+            entry["note"] = (f"not in the {release_name} allele table; function from the {LEGACY_EXPORT} "
                              f"{legacy['version']}")
         elif old_fn is not None and new_fn is not None and new_fn != old_fn and not activity_gene:
-            entry["note"] = f"{release.name} changed the function from '{old_fn}'"
+            entry["note"] = f"{release_name} changed the function from '{old_fn}'"
             report.allele_changes.append(f"{gene} {name}: {old_fn} -> {new_fn}")
         elif (old_fn is None and new_row is not None and not function
               and not (activity_gene and entry.get("activity") != "n/a")):
-            entry["note"] = f"{release.name} assigns no function"
+            entry["note"] = f"{release_name} assigns no function"
         alleles[name] = entry
 
     notes: list[str] = []
@@ -323,7 +325,9 @@ def _functions_without_rule(alleles: dict[str, dict[str, str]], rules: list[dict
 def _removal_in_changelog(release: Release | None, gene: str, allele: str) -> str | None:
     """The newest change-log entry saying CPIC deleted, removed or renamed `allele` of `gene`, cited."""
     named = re.compile(r"(?<![\w*.>])" + re.escape(allele) + r"(?![\w>])")
-    for row in release.changelog if release else []:
+    if release is None:
+        return None
+    for row in release.changelog:
         note = row["Note of Change"]
         if row["Subject"] == gene and re.search(r"(?i)delet|remov|chang", note) and named.search(note):
             return (f"{release.name} change log, {row['Date of Change']} ({row['Type of Data']}): "
@@ -344,7 +348,9 @@ def _renamed_in_changelog(release: Release | None, gene: str, alleles: dict[str,
     """Former name → {allele, source}: every change-log row of `gene` saying an allele the table no longer
     has took the name of one it has, cited by date, kind and text (newest row first)."""
     out: dict[str, dict[str, str]] = {}
-    for row in release.changelog if release else []:
+    if release is None:
+        return out
+    for row in release.changelog:
         if row["Subject"] != gene:
             continue
         note = " ".join(row["Note of Change"].split())
@@ -394,7 +400,7 @@ def definition_pairs(gene: str, text: str, functions: Iterable[str]) -> set[tupl
                 continue
             a = named(c.group("a"))
             b = named(c.group("b")) if shape == "pair" else a if shape == "both" else functions
-            pairs |= {tuple(sorted((x, y))) for x in a for y in b}
+            pairs |= {(min(x, y), max(x, y)) for x in a for y in b}
             break
         else:
             raise CdsError(f"{gene}: cannot read the result definition clause {clause!r}")
@@ -545,8 +551,9 @@ def _split_implications(text: str, genes: Iterable[str]) -> dict[str, str]:
         value = _text(text[start + len(gene) + 2:end].rstrip("; "))
         if value:
             out[gene] = value
-    if not marks and _text(text):
-        out["*"] = _text(text)
+    whole = _text(text)
+    if not marks and whole:
+        out["*"] = whole
     return out
 
 
@@ -567,7 +574,7 @@ def build_guideline(path: Path, legacy: dict[str, Any], release: Release | None,
     for chem in sorted(g["relatedChemicals"], key=lambda c: c["name"]):
         rel = release.drugs_by_pharmgkb.get(chem["id"]) if release else None
         drug = {"name": chem["name"], "pharmgkb": chem["id"]}
-        if rel and rel["rxnormid"]:
+        if release and rel and rel["rxnormid"]:
             drug["rxnorm"] = rel["rxnormid"]
             drug["rxnorm_source"] = f"{release.name}, cpic_drugs table ({rel['drugid']})"
         drugs.append(drug)
@@ -576,8 +583,8 @@ def build_guideline(path: Path, legacy: dict[str, Any], release: Release | None,
     legacy_recs: dict[tuple, dict[str, Any]] = {}
     for rec in legacy["recommendations"]:
         for chem in rec["relatedChemicals"]:
-            key = json.dumps(rec["lookupKey"], sort_keys=True)
-            legacy_recs[(chem["name"], _population(rec["population"]), key)] = rec
+            lookup_json = json.dumps(rec["lookupKey"], sort_keys=True)
+            legacy_recs[(chem["name"], _population(rec["population"]), lookup_json)] = rec
 
     recs: list[dict[str, Any]] = []
     drug_names = {d["name"] for d in drugs}
@@ -889,9 +896,10 @@ def import_cpic(src: Path, dest: Path, errata: Path | None = None) -> ImportRepo
             (dest / "genes" / f"{gene}.yaml").write_text(dump_yaml(table, GENERATED), encoding="utf-8")
             report.genes_written.append(gene)
         for drug in sorted({r["drugname"] for r in release.recommendations} - covered_drugs):
-            guideline = build_release_guideline(drug, release, citations_by_pmid, report)
-            if guideline is None:
+            release_only = build_release_guideline(drug, release, citations_by_pmid, report)
+            if release_only is None:
                 continue
-            (dest / "cpic" / f"{guideline['id']}.yaml").write_text(dump_yaml(guideline, GENERATED), encoding="utf-8")
-            report.guidelines_written.append(guideline["id"])
+            (dest / "cpic" / f"{release_only['id']}.yaml").write_text(dump_yaml(release_only, GENERATED),
+                                                                        encoding="utf-8")
+            report.guidelines_written.append(release_only["id"])
     return report

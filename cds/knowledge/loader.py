@@ -272,8 +272,8 @@ def _load_files(root: Path, *, cross_link: bool) -> KnowledgeBase:
         return True
 
     dosing: dict[str, DosingAlgorithm] = {}
-    schemas = {"gene": GeneTable, "guideline": Guideline, "rules": RuleFile, "hooks": HookFile,
-               "dosing": DosingAlgorithm}
+    schemas: dict[str, type[BaseModel]] = {"gene": GeneTable, "guideline": Guideline, "rules": RuleFile,
+                                           "hooks": HookFile, "dosing": DosingAlgorithm}
     for kind, paths in _files(root).items():
         for path in paths:
             name = path.relative_to(root).as_posix()

@@ -82,7 +82,7 @@ class GeneResultText(Strict):
         """CPIC flags the result for the EHR's attention. Its release spells this several ways
         ("Abnormal/Priority/High Risk", "Priority/High-Risk"; the others are "Normal/Routine/Low Risk",
         "Routine/Low-Risk", "Normal Risk", "none"): every priority spelling names "Priority"."""
-        return bool(self.priority) and "priority" in self.priority.lower()
+        return self.priority is not None and "priority" in self.priority.lower()
 
 
 class Source(Strict):
@@ -327,7 +327,7 @@ class Rule(Strict):
     guideline: str | None = None                          # None: applies to drugs of any guideline
     drugs: list[str] | Literal["*"]                       # "*": every drug no other rule claims
     enabled: bool = True
-    hooks: list[Hook] = Field(default_factory=lambda: ["order-select", "order-sign"])
+    hooks: list[Hook] = Field(default_factory=lambda: list[Hook](["order-select", "order-sign"]))
     population: str | None = None                         # population shown when the request names none
     cards_for: Literal["actionable", "all"] = "actionable"
     indicator: Indicator | None = None                    # None: derived from the recommendation

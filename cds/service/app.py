@@ -237,7 +237,7 @@ hooks = Blueprint("hooks", __name__)
 def discovery():
     services = []
     for s in _runtime().services.values():
-        item = {"hook": s.hook, "title": s.title, "description": s.description, "id": s.id}
+        item: dict[str, Any] = {"hook": s.hook, "title": s.title, "description": s.description, "id": s.id}
         if s.prefetch:
             item["prefetch"] = dict(s.prefetch)
         services.append(item)
@@ -265,7 +265,9 @@ def _authenticate() -> dict | None:
     if runtime.verifier is None:
         return None
     # Never the Host header: the caller controls it (Settings refuses to start without CDS_BASE_URL).
-    audience = runtime.settings.base_url + request.path
+    base_url = runtime.settings.base_url
+    assert base_url is not None          # a verifier exists only with authentication on, which needs it
+    audience = base_url + request.path
     try:
         return runtime.verifier.verify(request.headers.get("Authorization"), audience)
     except CdsError as err:
@@ -318,6 +320,7 @@ def _checked_fhir_server(runtime: Runtime, hook_request, claims: dict | None) ->
     allowed = None
     if runtime.verifier is not None and claims is not None:
         allowed = runtime.verifier.config.issuers[claims["iss"]].fhir_servers
+    assert runtime.fhir_policy is not None    # the app factory always sets one
     try:
         base = runtime.fhir_policy.check(hook_request.fhir_server, allowed)
     except FhirServerRefused as err:

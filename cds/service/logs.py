@@ -12,7 +12,7 @@ from cds.errors import CdsError
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # The patient id scrubber of the call being answered on this thread (cds.store.records.scrubber).
-current_scrubber: contextvars.ContextVar[Callable[[str], str] | None] = contextvars.ContextVar(
+current_scrubber: contextvars.ContextVar[Callable[[str | None], str | None] | None] = contextvars.ContextVar(
     "pgx_cds_patient_scrubber", default=None)
 
 

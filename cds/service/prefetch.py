@@ -104,7 +104,7 @@ class FhirFetcher:
                 if not server:
                     out.errors[key] = ("the prefetched search has more pages (a 'next' link) and there is no "
                                        "fhirServer to fetch them from: results may be incomplete")
-                elif origin_of(more) != origin_of(server):
+                elif more is None or origin_of(more) != origin_of(server):
                     out.errors[key] = ("the prefetched search's 'next' link points to another server than "
                                        "fhirServer: not followed (the access token is only for fhirServer); "
                                        "results may be incomplete")
@@ -365,7 +365,7 @@ def _want(reference: Any, rtype: str, key: str, what: str, known: set[str], serv
             if server:
                 foreign[key] = foreign.get(key, 0) + 1
             return
-        if not ref.startswith(server + "/"):
+        if not server or not ref.startswith(server + "/"):
             foreign[key] = foreign.get(key, 0) + 1
             return
         ref = ref[len(server) + 1:]

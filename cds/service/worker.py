@@ -25,6 +25,7 @@ import selectors
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -63,7 +64,7 @@ class _Writing:
     conn: BufferedConn
     deadline: float
     data: memoryview
-    finish: object                       # the call that completes the request (keep-alive or close)
+    finish: Callable[[], object]         # the call that completes the request (keep-alive or close)
 
 
 @dataclass(eq=False)
@@ -125,6 +126,8 @@ class BufferedConn(TConn):
 
 
 class BufferedThreadWorker(ThreadWorker):
+    worker_connections: int                  # gunicorn's, from --worker-connections (gunicorn ships no types)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.client_timeout = env_float(CLIENT_TIMEOUT_ENV, DEFAULT_CLIENT_TIMEOUT)

@@ -108,10 +108,10 @@ def build_summary(engine, renderer: CardRenderer, context: dict[str, Any]) -> Su
         statements = renderer.statements(rule, list(drug.matches))
         carded = [s for s in statements if s.policy]
         if carded:
-            affected.append(AffectedDrug(drug.drug, most_cautious(s.policy.indicator for s in carded), rule.id,
-                                         statements))
-    unreadable = context.get("unreadable") if isinstance(context.get("unreadable"), dict) else {}
-    for gene, reasons in sorted(unreadable.items()):
+            indicators = [s.policy.indicator for s in carded if s.policy]
+            affected.append(AffectedDrug(drug.drug, most_cautious(indicators), rule.id, statements))
+    unreadable = context.get("unreadable")
+    for gene, reasons in sorted(unreadable.items() if isinstance(unreadable, dict) else []):
         if isinstance(gene, str) and isinstance(reasons, list):
             rows.append(ResultRow(gene=gene, reported="", problem="; ".join(str(r) for r in reasons)))
     incomplete = [str(x) for x in context.get("incomplete", []) if isinstance(x, str)] \

@@ -24,7 +24,7 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, func, select
@@ -51,7 +51,7 @@ def build_report(conn: Connection, since: datetime | None, all_rule_ids: Iterabl
 
     summary = _call_summary(conn, in_period)
 
-    alerts = dict(conn.execute(
+    alerts: dict[str, int] = dict(conn.execute(
         select(card_table.c.rule_id, func.count())
         .select_from(card_table.join(call_table, card_table.c.call_id == call_table.c.call_id))
         .where(*in_period).group_by(card_table.c.rule_id)).all())
@@ -343,7 +343,7 @@ def _counterpart(reason: dict) -> str:
     return ""
 
 
-def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _grid(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def fmt(row: tuple[str, ...]) -> str:

@@ -108,11 +108,12 @@ class ScreeningRun(Base):
     seconds: Mapped[float] = mapped_column(Float)
 
 
-call_table = Call.__table__
-card_table = Card.__table__
-fact_table = Fact.__table__
-feedback_table = Feedback.__table__
-screening_run_table = ScreeningRun.__table__
+# Declarative tables are Tables (SQLAlchemy types __table__ as its FromClause base)
+call_table = cast(Table, Call.__table__)
+card_table = cast(Table, Card.__table__)
+fact_table = cast(Table, Fact.__table__)
+feedback_table = cast(Table, Feedback.__table__)
+screening_run_table = cast(Table, ScreeningRun.__table__)
 
 
 # --- governance of the local policy (issue 22; cds/policy, migration 0006) -------------------------

@@ -39,7 +39,9 @@ def development_mode(runtime) -> bool:
 
 def token_matches(token: str | None, given: str | None) -> bool:
     """Constant-time comparison, so the time taken says nothing about how much of a guess was right."""
-    return bool(token) and given is not None and hmac.compare_digest(token.encode(), given.encode())
+    if not token or given is None:
+        return False
+    return hmac.compare_digest(token.encode(), given.encode())
 
 
 def _serializer(token: str) -> URLSafeTimedSerializer:
@@ -62,7 +64,8 @@ def _session_id(runtime, cookie: str | None) -> str | None:
     if not cookie or not token:
         return None
     try:
-        data = _serializer(token).loads(cookie, max_age=session_lifetime(runtime))
+        # itsdangerous compares the age with max_age as a number: a fractional lifetime is meant
+        data = _serializer(token).loads(cookie, max_age=session_lifetime(runtime))  # type: ignore[arg-type]
     except BadSignature:              # also SignatureExpired
         return None
     sid = data.get("sid") if isinstance(data, dict) else None
@@ -102,7 +105,9 @@ def login_succeeded(runtime, client: str) -> None:
 
 
 def csrf_matches(expected: str | None, given: str | None) -> bool:
-    return bool(expected) and given is not None and hmac.compare_digest(expected.encode(), given.encode())
+    if not expected or given is None:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def same_origin(request: Request) -> bool:

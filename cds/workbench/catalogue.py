@@ -78,7 +78,7 @@ def build_catalogue(kb: KnowledgeBase, engine: Engine) -> Catalogue:
             recs = [r for r in guideline.recommendations if r.drug == drug]
             recommendations += len(recs)
             for gene in guideline.genes:
-                counted = Counter(r.classification for r in recs if gene in r.lookup)
+                counted: Counter[str | None] = Counter(r.classification for r in recs if gene in r.lookup)
                 counts = [(classification_label(c), counted[c]) for c in CLASSIFICATIONS if counted[c]]
                 cells.setdefault(gene, []).append(Cell(guideline, counts))
         rules = dict(plan.rules) if plan else {}

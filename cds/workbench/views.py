@@ -303,7 +303,7 @@ def try_pharmcat():
         upload = request.files.get("pharmcat")
         try:
             result = trial.from_pharmcat(runtime, upload.read(trial.MAX_UPLOAD + 1) if upload else b"",
-                                         upload.filename if upload else "", trial.split_drugs(form["drugs"]),
+                                         (upload.filename or "") if upload else "", trial.split_drugs(form["drugs"]),
                                          form["hook"], form["population"] or None)
         except CdsError as err:
             error = str(err)

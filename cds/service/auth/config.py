@@ -337,6 +337,7 @@ def _load_pem(pem: str, origin: str) -> VerificationKey:
     if b"PRIVATE KEY" in data:
         raise ValueError(f"{origin}: this is a private key; configure the EHR's public key "
                          "(never hold its private key)")
+    public_key: Any
     try:
         if data.startswith(b"-----BEGIN CERTIFICATE-----"):
             public_key = x509.load_pem_x509_certificate(data).public_key()

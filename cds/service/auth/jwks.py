@@ -74,6 +74,7 @@ def _jwk_key(jwk: Any) -> VerificationKey | None:
     declared = jwk.get("alg")
     if declared is not None and declared not in ACCEPTED_ALGORITHMS:
         return None
+    public_key: Any
     try:
         if jwk.get("kty") == "RSA":
             public_key = RSAAlgorithm.from_jwk(jwk)
