@@ -39,7 +39,8 @@ def register(subparsers, rule_ids: RuleIds | None = None) -> None:
     report.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     report.add_argument("--database-url", metavar="URL",
                         help=f"default: ${URL_ENV}, else sqlite:///./var/pgx-cds.sqlite3")
-    report.set_defaults(func=lambda args: run_report(args, rule_ids or (lambda: knowledge_rule_ids(_settings(args), args.database_url))))
+    report.set_defaults(func=lambda args: run_report(
+        args, rule_ids or (lambda: knowledge_rule_ids(_settings(args), args.database_url))))
 
     db = subparsers.add_parser("db", help="audit database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
