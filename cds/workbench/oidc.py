@@ -22,7 +22,6 @@ NAME --role ROLE --sso ISSUER`).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +29,11 @@ from authlib.integrations.base_client import FrameworkIntegration
 from authlib.integrations.base_client.sync_app import BaseApp, OAuth2Mixin
 from authlib.integrations.base_client.sync_openid import OpenIDMixin
 from authlib.integrations.requests_client import OAuth2Session
+from pydantic import Field
 
 from cds.errors import CdsError
 from cds.policy.accounts import ROLES
+from cds.settings import EnvironmentSettings
 
 CALLBACK_PATH = "/workbench/login/sso/callback"
 
@@ -62,18 +63,33 @@ class OidcConfig:
 
     @classmethod
     def from_env(cls) -> OidcConfig | None:
-        issuer = os.environ.get("CDS_OIDC_ISSUER", "").strip()
+        """The provider the environment names (CDS_OIDC_*, read through OidcSettings), or None."""
+        return cls.from_settings(OidcSettings.from_env())
+
+    @classmethod
+    def from_settings(cls, settings: OidcSettings) -> OidcConfig | None:
+        issuer = settings.issuer.strip()
         if not issuer:
             return None
-        client_id = os.environ.get("CDS_OIDC_CLIENT_ID", "").strip()
+        client_id = settings.client_id.strip()
         if not client_id:
             raise CdsError("CDS_OIDC_ISSUER is set but CDS_OIDC_CLIENT_ID is not")
-        return cls(issuer.rstrip("/"), client_id, os.environ.get("CDS_OIDC_CLIENT_SECRET") or None,
-                   os.environ.get("CDS_OIDC_REDIRECT_URL") or None,
-                   os.environ.get("CDS_OIDC_USERNAME_CLAIM") or "preferred_username",
-                   os.environ.get("CDS_OIDC_ROLE_CLAIM") or None,
-                   parse_role_map(os.environ.get("CDS_OIDC_ROLE_MAP", "")),
-                   os.environ.get("CDS_OIDC_LABEL") or "Sign in with the hospital account")
+        return cls(issuer.rstrip("/"), client_id, settings.client_secret or None, settings.redirect_url or None,
+                   settings.username_claim or "preferred_username", settings.role_claim or None,
+                   parse_role_map(settings.role_map), settings.label or "Sign in with the hospital account")
+
+
+class OidcSettings(EnvironmentSettings):
+    """The workbench's single sign-on, as the environment configures it (README: Configuration)."""
+
+    issuer: str = Field("", validation_alias="CDS_OIDC_ISSUER")
+    client_id: str = Field("", validation_alias="CDS_OIDC_CLIENT_ID")
+    client_secret: str | None = Field(None, validation_alias="CDS_OIDC_CLIENT_SECRET", repr=False)
+    redirect_url: str | None = Field(None, validation_alias="CDS_OIDC_REDIRECT_URL")
+    username_claim: str | None = Field(None, validation_alias="CDS_OIDC_USERNAME_CLAIM")
+    role_claim: str | None = Field(None, validation_alias="CDS_OIDC_ROLE_CLAIM")
+    role_map: str = Field("", validation_alias="CDS_OIDC_ROLE_MAP")
+    label: str | None = Field(None, validation_alias="CDS_OIDC_LABEL")
 
 
 def parse_role_map(text: str) -> dict[str, str]:

@@ -125,3 +125,20 @@ def test_the_request_path_imports_no_importer() -> None:
     modules = json.loads(out.stdout.splitlines()[-1])
     assert "cds.knowledge.crosslink" in modules and "cds.knowledge.reachability" in modules   # the checks ran
     assert "cds.knowledge.importer" not in modules and "cds.knowledge.dpwg_importer" not in modules
+
+
+def test_nothing_below_the_faces_reads_the_environment() -> None:
+    """Configuration is read once, by a face, into the settings models (cds/settings.py) and handed down:
+    the core (knowledge, store, pipeline, FHIR readers, cards, policy) never reads os.environ itself."""
+    face_parts = {"service", "workbench", "smartapp", "screen"}
+    readers = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in face_parts or (rel.name in ("cli.py", "__main__.py") and len(rel.parts) == 1):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os" \
+                    and node.attr in ("environ", "getenv", "putenv"):
+                readers.append(f"{rel}:{node.lineno}")
+    assert readers == []
