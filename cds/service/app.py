@@ -102,9 +102,10 @@ def create_app(settings: Settings | None = None, *, store: Any = None) -> Flask:
         log.warning("AUTHENTICATION IS OFF (CDS_AUTH=off): development mode. Any caller can use this service; "
                     "never run it like this with real patient data.")
     else:
-        from cds.service.auth import AuthConfig, JwtVerifier, replay_cache_from_env
+        from cds.service.auth import AuthConfig, JwtVerifier, replay_cache
 
-        verifier = JwtVerifier(AuthConfig.from_env(), replay_cache_from_env(local_state=settings.local_state))
+        verifier = JwtVerifier(AuthConfig.configured(settings.auth_mode, settings.trusted_issuers),
+                               replay_cache(settings.redis_url, settings.local_state))
     from cds.store.local_state import LocalState
 
     fhir_policy = FhirServerPolicy(parse_networks(settings.fhir_private_networks), development=development)

@@ -5,6 +5,7 @@ client timeout and body limit)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
@@ -65,6 +66,8 @@ class Settings(CoreSettings):
     smart_issuers: Annotated[list[str], NoDecode] = Field([], validation_alias="CDS_SMART_ISSUERS")  # comma-separated
     smart_client_id: str = Field("pgx-cds", validation_alias="CDS_SMART_CLIENT_ID")
     policy_poll: float = Field(2.0, gt=0, validation_alias="CDS_POLICY_POLL")  # seconds between active-version reads
+    trusted_issuers: Path | None = Field(None, validation_alias="CDS_TRUSTED_ISSUERS")  # the issuers' allow-list
+    redis_url: str | None = Field(None, validation_alias="CDS_REDIS_URL", repr=False)  # a replay window for replicas
     smart_frame_ancestors: Annotated[list[str], NoDecode] = Field([], validation_alias="CDS_SMART_FRAME_ANCESTORS")
 
     @field_validator("auth_mode", mode="before")

@@ -46,6 +46,7 @@ from cds.service.auth.replay import (
     RedisReplayCache,
     ReplayCache,
     SqliteReplayCache,
+    replay_cache,
     replay_cache_from_env,
 )
 from cds.service.auth.verifier import MAX_AUTHORIZATION_HEADER, JwtVerifier
@@ -53,5 +54,5 @@ from cds.service.auth.verifier import MAX_AUTHORIZATION_HEADER, JwtVerifier
 __all__ = [
     "ACCEPTED_ALGORITHMS", "MAX_AUTHORIZATION_HEADER", "AuthConfig", "AuthError", "InProcessReplayCache",
     "JwtVerifier", "RedisReplayCache", "ReplayCache", "SqliteReplayCache", "TrustedIssuer", "VerificationKey",
-    "normalised_base_url", "replay_cache_from_env", "verification_key",
+    "normalised_base_url", "replay_cache", "replay_cache_from_env", "verification_key",
 ]

@@ -76,12 +76,17 @@ class AuthConfig:
     def from_env(cls, environ: dict[str, str] | None = None) -> AuthConfig:
         """CDS_AUTH (required | off) and CDS_TRUSTED_ISSUERS (path to the YAML allow-list)."""
         env = os.environ if environ is None else environ
-        mode = env.get("CDS_AUTH", "required").strip().lower() or "required"
+        return cls.configured(env.get("CDS_AUTH", "required"), env.get("CDS_TRUSTED_ISSUERS", ""))
+
+    @classmethod
+    def configured(cls, auth_mode: str, trusted_issuers: str | Path | None) -> AuthConfig:
+        """The configuration for CDS_AUTH and CDS_TRUSTED_ISSUERS as the service's settings hold them."""
+        mode = auth_mode.strip().lower() or "required"
         if mode not in ("required", "off"):
             raise CdsError(f"CDS_AUTH={mode!r}: use 'required' or 'off' (development only)")
         if mode == "off":
             return cls(required=False, source="CDS_AUTH=off")
-        path = env.get("CDS_TRUSTED_ISSUERS", "").strip()
+        path = str(trusted_issuers or "").strip()
         if not path:
             raise CdsError("CDS_AUTH=required needs CDS_TRUSTED_ISSUERS=<path to trusted-issuers.yaml> "
                            "(see docs/security.md), or CDS_AUTH=off for development")

@@ -163,10 +163,15 @@ def replay_cache_from_env(environ: dict[str, str] | None = None, local_state: st
     """Redis when CDS_REDIS_URL is set (several replicas share one window), else the SQLite file that
     every worker process of this host shares (CDS_LOCAL_STATE)."""
     env = os.environ if environ is None else environ
-    url = env.get("CDS_REDIS_URL", "").strip()
+    return replay_cache(env.get("CDS_REDIS_URL"), local_state or env.get("CDS_LOCAL_STATE") or None)
+
+
+def replay_cache(redis_url: str | None, local_state: str | None) -> ReplayCache:
+    """Redis at `redis_url` (CDS_REDIS_URL), else the SQLite file `local_state` (CDS_LOCAL_STATE)."""
+    url = (redis_url or "").strip()
     if url:
         return RedisReplayCache.from_url(url)
-    cache = SqliteReplayCache(local_state or env.get("CDS_LOCAL_STATE") or None)
+    cache = SqliteReplayCache(local_state)
     log.info("replay protection shared by this host's workers through %s (set CDS_REDIS_URL when "
              "replicas on several hosts serve the same EHR)", cache.state.path)
     return cache
