@@ -11,7 +11,7 @@ from cds.engine import DrugEvaluation, Evaluation, Match, PreTestAlert
 from cds.facts import GenomicResult
 from cds.genotype import Interpretation
 from cds.knowledge.loader import KnowledgeBase
-from cds.knowledge.models import NO_RESULT, Guideline, Rule
+from cds.knowledge.models import NO_RESULT, Guideline, Rule, UnreachableRecommendation
 from cds.memo import Memo
 from cds.populations import GENERAL
 from cds.sources import of_sources, rule_sources
@@ -68,9 +68,11 @@ class Chooser:
         return self._sources.get(key, lambda: rule_sources(self.kb, rule))
 
     def unreachable_keys(self, g: Guideline, drug: str) -> tuple[list, tuple[str, ...]]:
-        """The guideline's keys for `drug` that our gene tables cannot reach, and its genes they name."""
+        """The guideline's keys for `drug` that our gene tables cannot reach and that carry advice, and its
+        genes they name. A key whose recommendation is the source's own "no recommendation" (no curator
+        flag set, e.g. DPWG's HLA-B '1511 and 1502') leaves nothing unsaid when it cannot be matched."""
         def find() -> tuple[list, tuple[str, ...]]:
-            keys = [u for u in g.unreachable if u.drug == drug]
+            keys = [u for u in g.unreachable if u.drug == drug and _advises(u)]
             return keys, tuple(gene for gene in g.genes if any(gene in u.source_key for u in keys))
         return self._unreachable.get((g.id, drug), find)
 
@@ -141,6 +143,14 @@ class Chooser:
             if any(s.policy for s in statements):
                 out.append(AffectedDrug(drug.drug, tuple(statements)))
         return out
+
+
+def _advises(u: UnreachableRecommendation) -> bool:
+    """Whether a recommendation we cannot reach says something (flags unknown: it may)."""
+    f = u.flags
+    if u.classification == "No Recommendation":
+        return False
+    return f is None or f.dosing_information or f.alternate_drug_available or f.other_prescribing_guidance
 
 
 def choose_population(drug: DrugEvaluation, rule: Rule, population: str | None, age: int | None) -> list[Match]:

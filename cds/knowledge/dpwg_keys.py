@@ -44,6 +44,14 @@ def map_key(gene: str, value: Any, interpreters: dict[str, GeneInterpreter]) -> 
         return _genotype_key(gene, _key_text(value), interp)
     if interp.kind == "allele-status":
         m = re.match(r"^(\*\S+) (positive|negative)$", value)
+        together = re.fullmatch(r"(\d{2})(\d{2}) and (\d{2})(\d{2})", value)
+        if together:
+            # DPWG's key for carrying both (its text: no recommendation for the pair); the engine matches
+            # a carrier of both by each allele's own key, so such a patient is not left without advice
+            first, second = (f"*{together.group(i)}:{together.group(i + 1)}" for i in (1, 3))
+            return _unreachable(f"{gene} key '{value}' names {gene}{first} and {gene}{second} together; a patient "
+                                f"positive for both is matched by each allele's own key ('{first} positive', "
+                                f"'{second} positive')")
         if not m:
             return _unreachable(f"{gene} key '{value}' is not an allele status ('<allele> positive|negative')")
         if m.group(1) not in interp.alleles_of_interest:

@@ -493,13 +493,14 @@ def _gene_results(gene: str, release: Release | None) -> list[dict[str, str]]:
     return sorted(out, key=lambda r: _allele_sort_key(r["result"]))
 
 
-def build_hla_table(gene: str, release: Release, guideline_keys: set[str]) -> dict[str, Any]:
+def build_hla_table(gene: str, release: Release, guideline_keys: set[str],
+                    dpwg: DpwgHlaAlleles | None = None) -> dict[str, Any]:
     alleles = sorted(release.alleles.get(gene, {}), key=_allele_sort_key)
     in_keys = sorted({k.split()[0] for k in guideline_keys if k.startswith("*")}, key=_allele_sort_key)
     if set(in_keys) - set(alleles):
         raise CdsError(f"{gene}: guideline lookup keys name alleles missing from the release table: "
                        f"{set(in_keys) - set(alleles)}")
-    table = {
+    table: dict[str, Any] = {
         "gene": gene,
         "kind": "allele-status",
         "sources": [{"name": f"{release.name}: HLA alleles of interest and gene-result texts",
@@ -508,10 +509,52 @@ def build_hla_table(gene: str, release: Release, guideline_keys: set[str]) -> di
         "notes": [f"CPIC reads {gene} as the presence ('positive') or absence ('negative') of each allele of "
                   "interest; a two-field match is presence (e.g. *57:01:01 is *57:01)."],
     }
+    # An allele DPWG keys a recommendation by, and CPIC none, is an allele of interest too: without it a
+    # carrier would read as negative for everything DPWG warns about (HLA-B*15:11 and carbamazepine).
+    extra = {a: names for a, names in (dpwg.alleles.get(gene, {}) if dpwg else {}).items() if a not in alleles}
+    if dpwg and extra:
+        table["alleles_of_interest"] = sorted([*alleles, *extra], key=_allele_sort_key)
+        table["sources"].append({"name": f"{dpwg.export}: HLA alleles DPWG keys recommendations by",
+                                 "version": dpwg.version, "url": "https://www.pharmgkb.org/guidelineAnnotations"})
+        for allele, names in sorted(extra.items()):
+            table["notes"].append(f"{allele} is an allele of interest because DPWG keys a recommendation by it "
+                                  f"({'; '.join(sorted(names))}); CPIC keys none by it and has no result text "
+                                  "for it.")
     results = _gene_results(gene, release)
     if results:
         table["results"] = results
     return table
+
+
+@dataclass
+class DpwgHlaAlleles:
+    """The HLA alleles DPWG's export keys recommendations by ('<allele> positive|negative'), with the
+    guidelines that do so."""
+    export: str
+    version: str
+    alleles: dict[str, dict[str, set[str]]]     # gene → allele → guideline names
+
+
+def read_dpwg_hla_alleles(folder: Path) -> DpwgHlaAlleles | None:
+    """From the DPWG export beside the CPIC export (../shared/cpic/dpwg); None when there is none."""
+    paths = sorted(folder.glob("DPWG_*.json")) if folder.is_dir() else []
+    if not paths:
+        return None
+    alleles: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    versions = set()
+    for path in paths:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        versions.add(data["version"])
+        for rec in data["recommendations"]:
+            for gene, value in (rec.get("lookupKey") or {}).items():
+                status = re.match(r"^(\*\S+) (positive|negative)$", value) if gene in HLA_GENES else None
+                if status:
+                    alleles[gene][status.group(1)].add(f"{data['guideline']['name']}, {data['guideline']['id']}")
+    if len(versions) != 1:
+        raise CdsError(f"{folder}: DPWG files of more than one export ({', '.join(sorted(versions))})")
+    version = versions.pop()
+    return DpwgHlaAlleles(f"PharmGKB export of the DPWG guidelines {version}", version,
+                          {gene: dict(by_allele) for gene, by_allele in alleles.items()})
 
 
 
@@ -891,8 +934,9 @@ def import_cpic(src: Path, dest: Path, errata: Path | None = None) -> ImportRepo
         report.guidelines_written.append(guideline["id"])
 
     if release:
+        dpwg_hla = read_dpwg_hla_alleles(src / "dpwg")
         for gene in HLA_GENES:
-            table = build_hla_table(gene, release, hla_keys[gene])
+            table = build_hla_table(gene, release, hla_keys[gene], dpwg_hla)
             (dest / "genes" / f"{gene}.yaml").write_text(dump_yaml(table, GENERATED), encoding="utf-8")
             report.genes_written.append(gene)
         for drug in sorted({r["drugname"] for r in release.recommendations} - covered_drugs):

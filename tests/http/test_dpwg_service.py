@@ -16,7 +16,7 @@ import sqlite3
 
 import pytest
 
-from fhirdata import RXNORM, genotype, hook_request, medication_request, searchset
+from fhirdata import RXNORM, genotype, hla, hook_request, medication_request, searchset
 from live_service import LiveServer
 from pgx_paths import CPIC, REPO
 
@@ -210,3 +210,53 @@ def test_patient_view_names_each_source_and_its_classification(both):
     assert "flecainide" in card["summary"]
     assert "([DPWG](https://www.pharmgkb.org/guidelineAnnotation/" in card["detail"]
     assert "not graded (N/A in the PharmGKB export)" in card["detail"] and "None)" not in card["detail"]
+
+
+@pytest.mark.parametrize("observation", [genotype("HLA-B", "*15:11/*07:02"), hla("*15:11", True)],
+                         ids=["typing", "positive test"])
+def test_carbamazepine_hla_b_15_11_carrier_gets_dpwgs_advice(both, observation):
+    """DPWG keys carbamazepine by HLA-B*15:11 (CPIC keys nothing by it): a carrier is no longer read as
+    negative for everything and left with CPIC's *15:02-negative advice alone."""
+    (card,) = sign(both, _order("carbamazepine", "2002"), observation)   # cpic_drugs: RxNorm:2002
+    statements = _statements(card)
+    dpwg = [rid for rid, source in statements.items() if source == "DPWG"]
+    assert dpwg == ["dpwg-PA166299113"], statements
+    assert DPWG_SOURCE["dpwg-PA166299113"]["lookupKey"] == {"HLA-B": "*15:11 positive"}
+    text = _norm(html.unescape(re.sub(r"<[^>]+>", " ", DPWG_SOURCE["dpwg-PA166299113"]["text"]["html"])))
+    assert text in _shown(card["detail"])
+
+
+def test_a_key_we_cannot_reach_raises_an_info_card_only_when_it_carries_advice(both, tmp_path):
+    """DPWG's HLA-B '1511 and 1502' key is its own "no recommendation" (no curator flag; source text: "The
+    guideline does not provide a recommendation"): a patient negative for both gets no card, as for any
+    key without advice. The same key carrying advice would be advice we cannot match: then an info card."""
+    from cds.service.app import create_app
+    from cds.service.config import Settings
+
+    (combined,) = [r for r in DPWG_SOURCE.values() if r["lookupKey"] == {"HLA-B": "1511 and 1502"}]
+    assert not (combined["dosingInformation"] or combined["alternateDrugAvailable"] or combined["otherPrescribingGuidance"])
+    negative = genotype("HLA-B", "*44:02/*08:01")
+    assert sign(both, _order("carbamazepine", "2002"), negative) == []
+
+    for part in ("guidelines", "rules", "hooks"):
+        shutil.copytree(REPO / part, tmp_path / part)
+    shutil.copy(REPO / "config" / "policy-examples" / "dpwg-beside-cpic.yaml", tmp_path / "rules" / "default.yaml")
+    rules = tmp_path / "rules" / "default.yaml"       # its case expecting no card no longer holds here
+    case = "genotypes: {HLA-B: '*44:02/*08:01'}\n        drugs: [carbamazepine]\n        expect: []"
+    policy = rules.read_text(encoding="utf-8")
+    assert policy.count(case) == 1
+    rules.write_text(policy.replace(case, case[:-2] + "[{indicator: info}]"), encoding="utf-8")
+    path = tmp_path / "guidelines" / "dpwg" / "dpwg-carbamazepine-hla-b.yaml"
+    text = path.read_text(encoding="utf-8")
+    unreachable = text.index("unreachable:")
+    advising = text[unreachable:].replace("alternate_drug_available: false", "alternate_drug_available: true", 1)
+    path.write_text(text[:unreachable] + advising, encoding="utf-8")
+    live = LiveServer(create_app(Settings(auth_mode="off", audit=False, knowledge_dir=tmp_path,
+                                          local_state=str(tmp_path / "local-state.sqlite3"))))
+    try:
+        (card,) = sign(live, _order("carbamazepine", "2002"), negative)
+    finally:
+        live.stop()
+    assert card["indicator"] == "info"
+    assert card["summary"] == "Carbamazepine: HLA-B *44:02/*08:01 — DPWG advice could not be matched to this result; see the guideline"
+    assert "1511 and 1502" in card["detail"]

@@ -140,16 +140,24 @@ def test_import_regenerates_the_dpwg_yaml_byte_for_byte(tmp_path):
 
 
 def test_a_new_gene_table_makes_an_unreachable_entry_an_error(tmp_path):
-    """Listing something as unreachable must stay true: a table that now reaches it is a validation error."""
+    """Listing something as unreachable must stay true: a table that now reaches it is a validation error.
+    (The file as it was before HLA-B*15:11 became an allele of interest, against today's table.)"""
+    import yaml
+
     from cds.errors import KnowledgeError
     from cds.knowledge.loader import load_knowledge
 
     for part in ("guidelines", "rules", "hooks"):
         shutil.copytree(REPO / part, tmp_path / part)
-    table = tmp_path / "guidelines" / "genes" / "HLA-B.yaml"
-    table.write_text(table.read_text(encoding="utf-8").replace("alleles_of_interest: ['*15:02', '*57:01', '*58:01']",
-                                                               "alleles_of_interest: ['*15:02', '*15:11', '*57:01', '*58:01']"),
-                     encoding="utf-8")
+    path = tmp_path / "guidelines" / "dpwg" / "dpwg-carbamazepine-hla-b.yaml"
+    guideline = yaml.safe_load(path.read_text(encoding="utf-8"))
+    (rec,) = [r for r in guideline["recommendations"] if r["id"] == "dpwg-PA166299113"]
+    guideline["recommendations"].remove(rec)
+    guideline["unreachable"].insert(0, {"id": rec["id"], "drug": rec["drug"], "source_key": rec["lookup"],
+                                        "reason": "HLA-B*15:11 is not an allele of interest of our HLA-B table",
+                                        "recommendation": rec["recommendation"], "flags": rec["flags"],
+                                        "source": rec["source"]})
+    path.write_text(yaml.safe_dump(guideline, sort_keys=False, allow_unicode=True), encoding="utf-8")
     with pytest.raises(KnowledgeError) as err:
         load_knowledge(tmp_path)
     assert "dpwg-PA166299113 is listed as unreachable" in str(err.value)
@@ -219,3 +227,18 @@ def test_the_example_policy_selecting_both_sources_passes_cds_test(tmp_path):
     assert result.returncode == 0, result.stdout
     assert "PASS  default: siponimod, CYP2C9 *1/*3" in result.stdout
     assert "PASS  default: clopidogrel, CYP2C19 poor metabolizer — one card with both sources' advice" in result.stdout
+
+
+@pytest.mark.parametrize("gene", ["HLA-A", "HLA-B"])
+def test_hla_alleles_of_interest_are_those_cpic_or_dpwg_key_by(kb, gene):
+    """An allele DPWG keys a recommendation by (HLA-B*15:11, carbamazepine) is read like CPIC's own:
+    otherwise its carrier reads as negative for it and DPWG's advice never reaches the card."""
+    from hla_sources import cpic_hla_alleles, dpwg_hla_alleles
+
+    table = kb.genes[gene]
+    assert set(table.alleles_of_interest) == cpic_hla_alleles(gene) | dpwg_hla_alleles(gene)
+    dpwg_only = dpwg_hla_alleles(gene) - cpic_hla_alleles(gene)
+    assert bool(dpwg_only) == any("DPWG" in s.name for s in table.sources)
+    for allele in dpwg_only:
+        assert any(note.startswith(f"{allele} is an allele of interest because DPWG") for note in table.notes)
+

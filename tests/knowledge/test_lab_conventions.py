@@ -24,6 +24,7 @@ import sys
 import pytest
 
 from cpic_sources import release_recommendations
+from hla_sources import cpic_hla_alleles, dpwg_hla_alleles
 from pgx_paths import CPIC, SHARED
 from cds.decision import PatientCase, decide
 from cds.errors import CdsError
@@ -115,7 +116,10 @@ def test_pharmcats_outside_call_hla_lines_are_read_per_allele(engine):
     hla_a = interpret_value(engine.kb.interpreters["HLA-A"], calls["HLA-A"])    # A*02:02:02/*03:02:01
     hla_b = interpret_value(engine.kb.interpreters["HLA-B"], calls["HLA-B"])    # *02:01/B*04:05
     assert hla_a.lookup == {"HLA-A *31:01": "*31:01 negative"}
-    assert hla_b.lookup == {f"HLA-B {a}": f"{a} negative" for a in ("*15:02", "*57:01", "*58:01")}
+    # every allele CPIC or DPWG keys HLA-B by (*15:11: DPWG's carbamazepine key) reads as negative
+    alleles = cpic_hla_alleles("HLA-B") | dpwg_hla_alleles("HLA-B")
+    assert alleles == {"*15:02", "*15:11", "*57:01", "*58:01"}
+    assert hla_b.lookup == {f"HLA-B {a}": f"{a} negative" for a in alleles}
 
 
 def test_a_typing_of_another_locus_is_not_read_as_negative(engine, advisor):
