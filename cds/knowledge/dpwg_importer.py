@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import yaml
 from cds.errors import CdsError
 from cds.genotype import GeneInterpreter, parse_score
 from cds.knowledge.dpwg_keys import SOURCE_PREFIX, _key_text, map_key
-from cds.knowledge.importer import _flags, _guideline_id, _html_text, _text, dump_yaml
+from cds.knowledge.importer import _flags, _guideline_id, _text, dump_yaml
 from cds.knowledge.models import GeneTable
 
 DPWG_EXPORT = "PharmGKB export of the DPWG guidelines"
@@ -62,6 +63,65 @@ class DpwgImportReport:
                          f"{', '.join(self.drugs_without_rxnorm)}")
         return "\n".join(lines)
 
+
+
+# --- the export's HTML as one paragraph of text ---------------------------------------------------
+
+_SENTENCE_END = (".", ":", ";", ",", "!", "?")   # a block already ending in one of these keeps it
+
+
+class _Blocks(HTMLParser):
+    """The text of each paragraph and list item, in order, and whether a list closes after it."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[list[Any]] = []      # [text, in a list item, a list closes after it]
+        self._text: list[str] = []
+        self._in_item = 0
+
+    def _flush(self) -> None:
+        text = " ".join("".join(self._text).split())
+        self._text = []
+        if text:
+            self.blocks.append([text, self._in_item > 0, False])
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("p", "li", "ul", "ol", "br"):
+            self._flush()
+        self._in_item += tag == "li"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("p", "li", "ul", "ol"):
+            self._flush()
+        if tag == "li":
+            self._in_item -= 1
+        if tag in ("ul", "ol") and self.blocks:
+            self.blocks[-1][2] = True
+
+    def handle_data(self, data: str) -> None:
+        self._text.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._flush()           # text after the last tag
+
+
+def recommendation_text(markup: str) -> str:
+    """The export writes advice as paragraphs and list items ("<li>Carefully weigh the risk of SJS/TEN against
+    the benefits</li><li>If an alternative is an option, choose an alternative</li>"); a card shows it as
+    one paragraph. A block that ends without punctuation is ended where the source ends it: with ';' before
+    the next item of the same list, '.' before anything else, nothing at the very end. Words untouched."""
+    parser = _Blocks()
+    parser.feed(markup)
+    parser.close()
+    blocks = parser.blocks
+    out = []
+    for i, (text, in_item, list_closes) in enumerate(blocks):
+        if i + 1 < len(blocks) and not text.endswith(_SENTENCE_END):
+            next_is_item = blocks[i + 1][1]
+            text += ";" if in_item and next_is_item and not list_closes else "."
+        out.append(text)
+    return " ".join(out)
 
 def _read_tsv(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as f:
@@ -129,7 +189,7 @@ def build_guideline(path: Path, data: dict[str, Any], interpreters: dict[str, Ge
                 reasons.append(mapped.unreachable or f"{gene} key '{value}' is not reached")
             else:
                 lookup[gene] = mapped.key
-        text = _html_text(rec["text"]["html"])
+        text = recommendation_text(rec["text"]["html"])
         common: dict[str, Any] = {"id": f"dpwg-{rec['id']}", "drug": chem["name"]}
         classification = _classification(rec)
         if reasons:

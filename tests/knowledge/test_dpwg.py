@@ -9,6 +9,7 @@ compares what the engine returns with the JSON's id and text.
 from __future__ import annotations
 
 import csv
+import itertools
 import html
 import json
 import re
@@ -16,6 +17,7 @@ import shutil
 
 import pytest
 
+from dpwg_text import source_words, words
 from pgx_paths import CPIC, REPO
 from cds.explain import parse_genotype_args
 
@@ -28,10 +30,6 @@ def _source_recommendations():
         data = json.loads(path.read_text(encoding="utf-8"))
         for rec in data["recommendations"]:
             yield path, rec
-
-
-def _text(h: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", h)).split())
 
 
 def _unreachable() -> dict[str, dict[str, str]]:
@@ -73,7 +71,7 @@ def test_every_dpwg_recommendation_is_reached_alone_or_listed_with_its_reason(kb
         got = evaluation.drugs[0].matches
         assert [m.recommendation.id for m in got] == [rid], (path.name, rec["lookupKey"])
         assert got[0].guideline.source == "DPWG"
-        assert got[0].recommendation.recommendation == _text(rec["text"]["html"]), rid
+        assert words(got[0].recommendation.recommendation) == source_words(rec["text"]["html"]), rid
         term = (rec.get("classification") or {}).get("term")
         assert got[0].recommendation.classification == ("No Recommendation" if term == "No recommendation" else None), rid
         flags = got[0].recommendation.flags
@@ -194,7 +192,7 @@ def test_explain_source_option_shows_each_source_labelled():
     source = next(r for p, r in _source_recommendations() if p.name == "DPWG_clopidogrel_and_CYP2C19.json"
                   and r["lookupKey"] == {"CYP2C19": "Poor Metabolizer"})
     assert [(r["source"], r["id"]) for r in recs] == [("DPWG", f"dpwg-{source['id']}")]
-    assert recs[0]["recommendation"] == _text(source["text"]["html"])
+    assert words(recs[0]["recommendation"]) == source_words(source["text"]["html"])
     default = json.loads(_cds("explain", "--genotype", "CYP2C19=*2/*2", "--drug", "clopidogrel", "--json").stdout)
     assert {r["source"] for r in default["recommendations"]} == {"CPIC"}   # the shipped policy: CPIC only
     both = _cds("explain", "--genotype", "CYP2C19=*2/*2", "--drug", "clopidogrel", "--source", "all")
@@ -242,3 +240,24 @@ def test_hla_alleles_of_interest_are_those_cpic_or_dpwg_key_by(kb, gene):
     for allele in dpwg_only:
         assert any(note.startswith(f"{allele} is an allele of interest because DPWG") for note in table.notes)
 
+
+def test_list_items_stay_apart_on_the_card(kb):
+    """Items of one list in the export read as parts of one sentence ('; '), not run together: "against the
+    benefits If an alternative…" was what a clinician read before."""
+    def spaced(text: str) -> str:
+        return re.sub(r"\s+(?=[.,;:])", "", " ".join(text.split()))
+
+    ours = {r.id: r.recommendation for g in kb.guidelines.values() if g.source == "DPWG"
+            for r in [*g.recommendations, *g.unreachable]}
+    joined = 0
+    for _, rec in _source_recommendations():
+        for listing in re.findall(r"<ul>(.*?)</ul>", rec["text"]["html"], re.S):
+            raw = re.findall(r"<li>(.*?)</li>", listing, re.S)
+            if any("<ul>" in item for item in raw):
+                continue        # a nested list: this naive reading cannot pair its items
+            items = [spaced(html.unescape(re.sub(r"<[^>]+>", " ", item))) for item in raw]
+            for first, second in itertools.pairwise(items):
+                if first and not first.endswith((".", ":", ";", ",", "!", "?")):
+                    assert f"{first}; {second}" in ours[f"dpwg-{rec['id']}"], rec["id"]
+                    joined += 1
+    assert joined == 10     # item pairs without punctuation in flat lists of the 2024-03-25 export
