@@ -64,7 +64,6 @@ class DpwgImportReport:
         return "\n".join(lines)
 
 
-
 # --- the export's HTML as one paragraph of text ---------------------------------------------------
 
 _SENTENCE_END = (".", ":", ";", ",", "!", "?")   # a block already ending in one of these keeps it
@@ -122,6 +121,7 @@ def recommendation_text(markup: str) -> str:
             text += ";" if in_item and next_is_item and not list_closes else "."
         out.append(text)
     return " ".join(out)
+
 
 def _read_tsv(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as f:

@@ -13,6 +13,7 @@ from cds.genotype import GeneInterpreter, parse_score
 
 SOURCE_PREFIX = "DPWG"           # every DPWG recommendation's `source` starts with it (see cds/cards/policy.py)
 _DPYD_KEY = re.compile(r"^(\d+(?:\.\d+)?) \((.+)\)$")
+ALLELE_STATUS = re.compile(r"(\*\S+) (positive|negative)")   # an HLA key: "*15:11 positive"
 
 
 class MappedKey(NamedTuple):
@@ -43,7 +44,7 @@ def map_key(gene: str, value: Any, interpreters: dict[str, GeneInterpreter]) -> 
     if isinstance(value, dict) or (interp.kind != "allele-status" and "/" in value):
         return _genotype_key(gene, _key_text(value), interp)
     if interp.kind == "allele-status":
-        m = re.match(r"^(\*\S+) (positive|negative)$", value)
+        m = ALLELE_STATUS.fullmatch(value)
         together = re.fullmatch(r"(\d{2})(\d{2}) and (\d{2})(\d{2})", value)
         if together:
             # DPWG's key for carrying both (its text: no recommendation for the pair); the engine matches

@@ -34,6 +34,7 @@ import yaml
 
 from cds.errors import CdsError
 from cds.genotype import parse_score
+from cds.knowledge.dpwg_keys import ALLELE_STATUS
 
 LEGACY_EXPORT = "PharmGKB/PharmCAT CPIC export"
 HLA_GENES = ("HLA-A", "HLA-B")
@@ -547,7 +548,7 @@ def read_dpwg_hla_alleles(folder: Path) -> DpwgHlaAlleles | None:
         versions.add(data["version"])
         for rec in data["recommendations"]:
             for gene, value in (rec.get("lookupKey") or {}).items():
-                status = re.match(r"^(\*\S+) (positive|negative)$", value) if gene in HLA_GENES else None
+                status = ALLELE_STATUS.fullmatch(value) if gene in HLA_GENES else None
                 if status:
                     alleles[gene][status.group(1)].add(f"{data['guideline']['name']}, {data['guideline']['id']}")
     if len(versions) != 1:
